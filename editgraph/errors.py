@@ -1,0 +1,81 @@
+"""The exception hierarchy: every error editgraph raises derives from EditGraphError.
+
+    EditGraphError           base class; catch it to catch anything editgraph raises
+    ├── GraphError           an invalid graph, parameter, source or recipe input, raised
+    │                        before any provider call (node, field and value in the message)
+    ├── ProviderError        one provider call failed for good (after any retries)
+    ├── InputFailedError     an edit could not run because one of its inputs failed
+    ├── StoreError           the cache cannot be opened, read or written
+    └── RunError             a run ended with failures; ``.failures`` maps node -> error
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = [
+    "EditGraphError",
+    "GraphError",
+    "InputFailedError",
+    "ProviderError",
+    "RunError",
+    "StoreError",
+]
+
+
+class EditGraphError(Exception):
+    """Base class of every error editgraph raises."""
+
+
+class GraphError(EditGraphError, ValueError):
+    """An invalid graph, parameter or source, found before any provider call."""
+
+
+class ProviderError(EditGraphError):
+    """A provider call failed for good.
+
+    ``node`` is the edit it was for; ``status`` the HTTP status when there was one;
+    ``possibly_billed`` is true when a try ended with an unknown outcome, so the
+    service may have charged for a generation whose answer was lost.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str | None = None,
+        status: int | None = None,
+        possibly_billed: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.node = node
+        self.status = status
+        self.possibly_billed = possibly_billed
+
+
+class InputFailedError(EditGraphError):
+    """An edit was not run because an edit it takes as input failed."""
+
+    def __init__(self, node: str, failed_input: str) -> None:
+        super().__init__(f"node {node!r}: not run because its input {failed_input!r} failed")
+        self.node = node
+        self.failed_input = failed_input
+
+
+class StoreError(EditGraphError):
+    """The cache cannot be opened, read or written (or holds something unsafe)."""
+
+
+class RunError(EditGraphError):
+    """A run ended with failed edits; every finished edit is kept in the cache.
+
+    ``failures`` maps each failed node, including those that could not run because an
+    input failed, to its exception. ``run`` holds the results that did finish.
+    """
+
+    def __init__(self, failures: Mapping[str, BaseException], run: object = None) -> None:
+        self.failures = dict(failures)
+        self.run = run
+        lines = [f"{len(self.failures)} edit(s) failed:"]
+        lines += [f"  {name}: {error}" for name, error in self.failures.items()]
+        super().__init__("\n".join(lines))
