@@ -1,18 +1,44 @@
 """editgraph: multi-step image editing with FLUX.2 as a cached, concurrent DAG of edits."""
 
-from .errors import EditGraphError, GraphError, InputFailedError, ProviderError, RunError, StoreError
+from . import providers
+from .errors import (
+    BudgetError,
+    EditGraphError,
+    GraphError,
+    InputFailedError,
+    ProviderError,
+    RunError,
+    StoreError,
+)
+from .graph import Graph, Handle, Sweep, chain
+from .plan import Plan, PlanStep
+from .prompts import StructuredPrompt
 from .requests import EditRequest, GeneratedImage, Reference
+from .runs import Manifest, NodeResult, Run
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BudgetError",
     "EditGraphError",
     "EditRequest",
     "GeneratedImage",
+    "Graph",
     "GraphError",
+    "Handle",
     "InputFailedError",
+    "Manifest",
+    "NodeResult",
+    "Plan",
+    "PlanStep",
     "ProviderError",
     "Reference",
+    "Run",
     "RunError",
     "StoreError",
+    "StructuredPrompt",
+    "Sweep",
+    "__version__",
+    "chain",
+    "providers",
 ]

@@ -5,6 +5,7 @@
     │                        before any provider call (node, field and value in the message)
     ├── ProviderError        one provider call failed for good (after any retries)
     ├── InputFailedError     an edit could not run because one of its inputs failed
+    ├── BudgetError          a run would spend more than its budget
     ├── StoreError           the cache cannot be opened, read or written
     └── RunError             a run ended with failures; ``.failures`` maps node -> error
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 __all__ = [
+    "BudgetError",
     "EditGraphError",
     "GraphError",
     "InputFailedError",
@@ -60,6 +62,10 @@ class InputFailedError(EditGraphError):
         super().__init__(f"node {node!r}: not run because its input {failed_input!r} failed")
         self.node = node
         self.failed_input = failed_input
+
+
+class BudgetError(EditGraphError):
+    """A run's estimated spend would pass the budget it was given."""
 
 
 class StoreError(EditGraphError):

@@ -1,0 +1,379 @@
+"""The async scheduler: each edit starts as soon as its inputs are ready.
+
+Cache hits are served at once (no concurrency slot, no rate limiter); misses run under a
+concurrency bound, one generation per key across the run and across processes (leases
+in the store). A failed edit fails only its descendants; every finished result is in the
+store before the run moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import io
+import time
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from PIL import Image, UnidentifiedImageError
+
+from .errors import BudgetError, InputFailedError, ProviderError, StoreError
+from .keys import content_hash, derive_seed, edit_key
+from .models import ModelSpec
+from .providers.base import Provider
+from .requests import EditRequest, GeneratedImage, Reference
+from .runs import NodeResult, Run
+from .store import LEASE_SECONDS, CacheRecord, NodeHistory, Store
+
+__all__ = [
+    "EditNode",
+    "Progress",
+    "SourceNode",
+    "build_request",
+    "execute",
+    "history_of",
+    "run_sync",
+]
+
+T = TypeVar("T")
+
+_MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceNode:
+    """A source image: its bytes, read and checked when the graph was built."""
+
+    name: str
+    hash: str
+    media_type: str
+    source: str
+    data: bytes = field(repr=False)
+    url: str | None = None
+
+    def reference(self) -> Reference:
+        """This source as an input of an edit."""
+        return Reference(hash=self.hash, media_type=self.media_type, source=self.source,
+                         url=self.url, data=self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class EditNode:
+    """One edit, validated and rewritten: what the scheduler needs to run it."""
+
+    name: str
+    model: ModelSpec
+    prompt: str
+    references: tuple[str, ...]
+    parameters: Mapping[str, Any]
+
+    @property
+    def estimated_cost(self) -> float:
+        """Estimated USD for one generation of this edit."""
+        return self.model.estimate_cost(self.parameters["width"], self.parameters["height"])
+
+
+def build_request(
+    node: EditNode, references: Sequence[Reference], provider: str
+) -> tuple[EditRequest, str]:
+    """The request and cache key of ``node`` given its references' content."""
+    parameters = {k: v for k, v in node.parameters.items() if k != "seed"}
+    hashes = [reference.hash for reference in references]
+    seed = node.parameters.get("seed")
+    common = {"provider": provider, "model": node.model.id, "prompt": node.prompt,
+              "parameters": parameters, "reference_hashes": hashes}
+    if seed is None:
+        seed = derive_seed(edit_key(seed=None, **common))
+    key = edit_key(seed=seed, **common)
+    request = EditRequest(node=node.name, model=node.model.id, prompt=node.prompt,
+                          references=tuple(references), seed=seed, **parameters)
+    return request, key
+
+
+def history_of(request: EditRequest, key: str, provider: str) -> NodeHistory:
+    """What ``plan`` remembers of the request a node ran with."""
+    return NodeHistory(
+        key=key,
+        provider=provider,
+        model=request.model,
+        prompt=request.prompt,
+        parameters=request.model_dump(exclude={"node", "model", "prompt", "references"}),
+        references=[(reference.source, reference.hash) for reference in request.references],
+        updated_at=time.time(),
+    )
+
+
+class Progress(Protocol):
+    """Told as each edit finishes; ``editgraph`` passes a progress bar."""
+
+    def advance(self, name: str, cached: bool) -> None:
+        """One more edit finished (or failed)."""
+        ...
+
+
+@dataclass
+class _Engine:
+    edits: Sequence[EditNode]
+    sources: Mapping[str, SourceNode]
+    provider: Provider
+    store: Store
+    concurrency: int
+    cache_only: bool
+    budget: float | None
+    progress: Progress | None
+    done: dict[str, NodeResult] = field(default_factory=dict)
+    failed: dict[str, BaseException] = field(default_factory=dict)
+    pending: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    inflight: dict[str, asyncio.Future[NodeResult]] = field(default_factory=dict)
+    committed: float = 0.0
+    saved: float = 0.0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.slots = asyncio.Semaphore(self.concurrency)
+        tasks = []
+        for node in self.edits:
+            if not any(name in self.pending for name in node.references):
+                # Every input is known: a cache hit (or an input failure) resolves now,
+                # without a task, a slot or the rate limiter.
+                if self._resolve_now(node):
+                    continue
+            self.pending[node.name] = loop.create_future()
+            tasks.append(asyncio.ensure_future(self._run_edit(node)))
+        if tasks:
+            await asyncio.gather(*tasks)
+        if self.saved:
+            self.store.add_saved(self.saved)
+
+    # ------------------------------------------------------------------ resolution
+
+    def _references(self, node: EditNode) -> list[Reference]:
+        references = []
+        for name in node.references:
+            source = self.sources.get(name)
+            if source is not None:
+                references.append(source.reference())
+                continue
+            upstream = self.done[name]
+            references.append(Reference(
+                hash=upstream.output_hash, media_type=upstream.media_type, source=name,
+                url=upstream.url, url_expires_at=upstream.url_expires_at,
+            ))
+        return references
+
+    def _failed_input(self, node: EditNode) -> str | None:
+        return next((name for name in node.references if name in self.failed), None)
+
+    def _resolve_now(self, node: EditNode) -> bool:
+        failed_input = self._failed_input(node)
+        if failed_input is not None:
+            self._fail(node, InputFailedError(node.name, failed_input))
+            return True
+        request, key = build_request(node, self._references(node), self.provider.name)
+        record = self.store.get_record(key)
+        if record is None:
+            return False
+        self._finish(node, self._from_record(request, key, record, cached=True))
+        return True
+
+    def _from_record(
+        self, request: EditRequest, key: str, record: CacheRecord, *, cached: bool
+    ) -> NodeResult:
+        return NodeResult(
+            name=request.node, key=key, cached=cached, request=request,
+            output_hash=record.output_hash, media_type=record.media_type,
+            width=record.width, height=record.height,
+            elapsed=0.0 if cached else record.elapsed,
+            cost=0.0 if cached else record.cost,
+            load=self.store.get_blob, url=record.url, url_expires_at=record.url_expires_at,
+            unknown_outcomes=0 if cached else record.unknown_outcomes,
+            created_at=record.created_at,
+        )
+
+    def _finish(self, node: EditNode, result: NodeResult) -> None:
+        self.done[node.name] = result
+        if result.cached:
+            self.saved += node.estimated_cost
+        previous = self.store.get_history(node.name)
+        if previous is None or previous.key != result.key:
+            self.store.put_history(
+                node.name, history_of(result.request, result.key, self.provider.name)
+            )
+        if self.progress is not None:
+            self.progress.advance(node.name, result.cached)
+
+    def _fail(self, node: EditNode, error: BaseException) -> None:
+        self.failed[node.name] = error
+        if self.progress is not None:
+            self.progress.advance(node.name, False)
+
+    # ------------------------------------------------------------------ running
+
+    async def _run_edit(self, node: EditNode) -> None:
+        try:
+            for name in node.references:
+                if name in self.pending:
+                    await self.pending[name]
+            if not self._resolve_now(node):
+                request, key = build_request(node, self._references(node), self.provider.name)
+                self._finish(node, await self._generate_once(node, request, key))
+        except Exception as error:  # noqa: BLE001 - a node's failure is recorded, not raised
+            self._fail(node, error)
+        finally:
+            self.pending[node.name].set_result(None)
+
+    async def _generate_once(self, node: EditNode, request: EditRequest, key: str) -> NodeResult:
+        # Two edits with the same key in one run (identical requests) generate once.
+        shared = self.inflight.get(key)
+        if shared is not None:
+            first = await asyncio.shield(shared)
+            return NodeResult(
+                name=node.name, key=key, cached=True, request=request,
+                output_hash=first.output_hash, media_type=first.media_type,
+                width=first.width, height=first.height, elapsed=0.0, cost=0.0,
+                load=self.store.get_blob, url=first.url, url_expires_at=first.url_expires_at,
+                created_at=first.created_at,
+            )
+        future: asyncio.Future[NodeResult] = asyncio.get_running_loop().create_future()
+        self.inflight[key] = future
+        try:
+            result = await self._generate(node, request, key)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: waiters see it, nobody logs it as lost
+            raise
+        future.set_result(result)
+        return result
+
+    async def _generate(self, node: EditNode, request: EditRequest, key: str) -> NodeResult:
+        if self.cache_only:
+            raise StoreError(
+                f"node {node.name!r}: not in the cache, and the run is cache-only "
+                "(drop --cache-only to generate it)"
+            )
+        async with self.slots, self._lease(key) as record:
+            if record is not None:  # another process made it while we waited
+                return self._from_record(request, key, record, cached=True)
+            cost = node.estimated_cost
+            if self.budget is not None and self.committed + cost > self.budget + 1e-9:
+                raise BudgetError(
+                    f"node {node.name!r}: not run: its estimated ${cost:.4f} would take the "
+                    f"run past its budget of ${self.budget:.2f} "
+                    f"(${self.committed:.4f} already committed)"
+                )
+            self.committed += cost
+            request = self._with_bytes(request)
+            started = time.perf_counter()
+            try:
+                image = await self.provider.generate(request)
+            except ProviderError as error:
+                if error.node is None:
+                    error.node = node.name
+                raise
+            except Exception as error:
+                raise ProviderError(
+                    f"node {node.name!r}: provider {self.provider.name!r} failed: {error}",
+                    node=node.name,
+                ) from error
+            elapsed = time.perf_counter() - started
+            record = self._store_result(node, request, key, image, elapsed, cost)
+            return self._from_record(request, key, record, cached=False)
+
+    def _with_bytes(self, request: EditRequest) -> EditRequest:
+        """The request with every reference's bytes attached, for the provider to send."""
+        references = tuple(
+            reference if reference.data is not None
+            else reference.model_copy(update={"data": self.store.get_blob(reference.hash)})
+            for reference in request.references
+        )
+        return request.model_copy(update={"references": references})
+
+    def _store_result(
+        self, node: EditNode, request: EditRequest, key: str, image: GeneratedImage,
+        elapsed: float, cost: float,
+    ) -> CacheRecord:
+        try:
+            with Image.open(io.BytesIO(image.data)) as decoded:
+                width, height = decoded.size
+                media_type = _MEDIA_TYPES.get(decoded.format or "", image.media_type)
+        except (UnidentifiedImageError, OSError) as error:
+            raise ProviderError(
+                f"node {node.name!r}: provider {self.provider.name!r} returned bytes that "
+                "are not an image", node=node.name,
+            ) from error
+        output_hash = content_hash(image.data)
+        record = CacheRecord(
+            key=key, node=node.name, provider=self.provider.name, model=request.model,
+            request=request.model_dump(mode="json"), seed=request.seed,
+            output_hash=output_hash, media_type=media_type, width=width, height=height,
+            size_bytes=len(image.data), elapsed=elapsed, cost=cost, url=image.url,
+            url_expires_at=image.url_expires_at, unknown_outcomes=image.unknown_outcomes,
+            created_at=time.time(),
+        )
+        # The image first, then the record that points at it: a crash in between
+        # leaves an unused blob, never a record without its image.
+        self.store.put_blob(output_hash, image.data)
+        self.store.put_record(record)
+        return record
+
+    @contextlib.asynccontextmanager
+    async def _lease(self, key: str) -> AsyncIterator[CacheRecord | None]:
+        """Hold the key's lease while generating; yield a record if another process
+        made the image while we waited for its lease."""
+        delay = 0.02
+        while not self.store.acquire_lease(key):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            record = self.store.get_record(key)
+            if record is not None:
+                yield record
+                return
+        heartbeat = asyncio.ensure_future(self._renew(key))
+        try:
+            yield self.store.get_record(key)
+        finally:
+            heartbeat.cancel()
+            self.store.release_lease(key)
+
+    async def _renew(self, key: str) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            self.store.renew_lease(key)
+
+
+async def execute(
+    edits: Sequence[EditNode],
+    sources: Mapping[str, SourceNode],
+    *,
+    provider: Provider,
+    store: Store,
+    concurrency: int = 8,
+    cache_only: bool = False,
+    budget: float | None = None,
+    progress: Progress | None = None,
+    notice: str | None = None,
+) -> tuple[Run, dict[str, BaseException]]:
+    """Run ``edits`` (in topological order) and return the run and its failures."""
+    engine = _Engine(
+        edits=edits, sources=sources, provider=provider, store=store,
+        concurrency=concurrency, cache_only=cache_only, budget=budget, progress=progress,
+    )
+    await engine.run()
+    results = {node.name: engine.done[node.name] for node in edits if node.name in engine.done}
+    failures = {node.name: engine.failed[node.name] for node in edits if node.name in engine.failed}
+    run = Run(results, provider=provider.name, failures=failures, notice=notice)
+    return run, failures
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion, also from inside a running event loop (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    # A loop is running in this thread (a notebook cell): run ours in a worker thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+

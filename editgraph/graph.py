@@ -1,0 +1,567 @@
+"""Graph, node handles and validation: the DAG of edits, held in networkx.
+
+Everything is checked as it is declared, so a bad graph raises GraphError naming the
+node and the field before any provider is called.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import itertools
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, SupportsIndex, overload
+from urllib.parse import urlparse
+
+import httpx
+import networkx as nx
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import GraphError
+from .execute import EditNode, SourceNode, execute, run_sync
+from .keys import content_hash
+from .models import MAX_PROMPT_CHARS, ModelSpec, resolve_model
+from .plan import Plan, make_plan
+from .prompts import StructuredPrompt, reference_token, rewrite_prompt
+from .providers.base import Provider
+from .providers.default import default_provider
+from .runs import Run
+from .store import DiskStore, Store
+
+__all__ = ["Graph", "Handle", "Sweep", "chain", "source_root"]
+
+logger = logging.getLogger("editgraph")
+
+#: Relative source paths resolve against this directory when set (recipes set it to
+#: their own folder), else against the working directory.
+source_root: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "source_root", default=None
+)
+
+_NAME = re.compile(r"\w(?:[\w.-]*\w)?(?:\[\d+\])?")
+_MAX_NAME = 120
+_MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+_DEFAULTS: dict[str, Any] = {
+    "width": 1024,
+    "height": 768,
+    "seed": None,
+    "steps": None,
+    "guidance": None,
+    "prompt_upsampling": False,
+    "output_format": "jpeg",
+}
+_REFUSED = {
+    "negative_prompt": "FLUX.2 does not support negative prompts; say what you want instead",
+    "image_loras": "FLUX.2 models on Together reject image_loras",
+}
+_graph_ids = itertools.count(1)
+
+
+class _Parameters(BaseModel):
+    """The API parameters of one edit, type-checked strictly."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    width: int
+    height: int
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    steps: int | None = Field(default=None, ge=1, le=100)
+    guidance: float | None = Field(default=None, gt=0, le=30)
+    prompt_upsampling: bool = False
+    output_format: Literal["jpeg", "png"] = "jpeg"
+
+
+class Handle:
+    """A node of a graph. In an f-string it stands for that node's image."""
+
+    __slots__ = ("_graph", "name")
+
+    def __init__(self, graph: Graph, name: str) -> None:
+        self._graph = graph
+        self.name = name
+
+    def __format__(self, spec: str) -> str:
+        if spec:
+            raise ValueError(f"a handle takes no format spec, got {spec!r}")
+        return reference_token(self._graph._id, self.name)
+
+    def __str__(self) -> str:
+        return reference_token(self._graph._id, self.name)
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.name!r}>"
+
+    @property
+    def graph(self) -> Graph:
+        """The graph this node belongs to."""
+        return self._graph
+
+
+class Sweep(Sequence[Handle]):
+    """Variants of one edit (a list of seeds or prompts), named ``name[0]``, ``name[1]``…"""
+
+    def __init__(self, handles: Sequence[Handle]) -> None:
+        self._handles = tuple(handles)
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> Handle: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Handle]: ...
+    def __getitem__(self, index: SupportsIndex | slice) -> Handle | Sequence[Handle]:
+        return self._handles[index]
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def __format__(self, spec: str) -> str:
+        raise GraphError(
+            f"a sweep ({self._handles[0].name.split('[')[0]!r}) has {len(self)} variants; "
+            "use sweep.pick(i) to continue from one"
+        )
+
+    def __repr__(self) -> str:
+        return f"<Sweep {[handle.name for handle in self._handles]}>"
+
+    def pick(self, index: int) -> Handle:
+        """The handle of variant ``index``, to continue from."""
+        try:
+            return self._handles[index]
+        except IndexError:
+            raise GraphError(
+                f"sweep has variants 0..{len(self) - 1}; cannot pick {index}"
+            ) from None
+
+
+class Graph:
+    """A DAG of FLUX.2 edits.
+
+    Keyword arguments are defaults for every edit: ``model``, ``width``, ``height``,
+    ``seed``, ``steps``, ``guidance``, ``prompt_upsampling``, ``output_format``.
+    ``provider`` and ``cache_dir`` are defaults for ``run()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = "flux.2-pro",
+        provider: Provider | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        concurrency: int = 8,
+        **defaults: Any,
+    ) -> None:
+        self._id = f"g{next(_graph_ids)}"
+        self._dag = nx.DiGraph()
+        self._sources: dict[str, SourceNode] = {}
+        self._edits: dict[str, EditNode] = {}
+        self._content_owner: dict[str, str] = {}
+        self._counter = itertools.count(1)
+        self.provider = provider
+        self.cache_dir = cache_dir
+        self.concurrency = _positive(concurrency, "concurrency")
+        self._store: Store | None = None
+        resolve_model(model, node="<graph defaults>")
+        self.model = model
+        unknown = set(defaults) - set(_DEFAULTS)
+        for field in unknown & set(_REFUSED):
+            raise GraphError(f"graph defaults: {field}: {_REFUSED[field]}")
+        if unknown:
+            raise GraphError(
+                f"graph defaults: unknown parameter(s) {sorted(unknown)}; "
+                f"known: model, provider, cache_dir, concurrency, {', '.join(_DEFAULTS)}"
+            )
+        self.defaults = {**_DEFAULTS, **defaults}
+        self._check_parameters("<graph defaults>", self.defaults)
+
+    def __repr__(self) -> str:
+        return f"<Graph {len(self._sources)} sources, {len(self._edits)} edits>"
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._dag
+
+    def __len__(self) -> int:
+        return len(self._dag)
+
+    def __getitem__(self, name: str) -> Handle:
+        if name not in self._dag:
+            raise KeyError(name)
+        return Handle(self, name)
+
+    @property
+    def dag(self) -> nx.DiGraph:
+        """The networkx DAG: nodes are names, edges carry ``index`` (the "image N")."""
+        return self._dag
+
+    @property
+    def sources(self) -> Mapping[str, SourceNode]:
+        """The source images, by name."""
+        return self._sources
+
+    @property
+    def edits(self) -> Mapping[str, EditNode]:
+        """The edits, by name, in the order they were declared (a topological order)."""
+        return self._edits
+
+    # ------------------------------------------------------------------ declaring
+
+    def image(self, src: str | os.PathLike[str] | bytes | Image.Image, name: str | None = None) -> Handle:
+        """Add a source image: a path, an http(s) URL, bytes or a PIL image.
+
+        The source is read and fully decoded now; a missing file, a failing URL, bytes
+        that are not an image, a truncated image or an empty source is a GraphError.
+        """
+        data, described, url, stem = _read_source(src, name)
+        name = self._new_name(name, stem)
+        media_type = _check_image(data, name, described)
+        digest = content_hash(data)
+        self._sources[name] = SourceNode(
+            name=name, hash=digest, media_type=media_type, source=described, data=data, url=url
+        )
+        self._content_owner.setdefault(digest, name)
+        self._dag.add_node(name, kind="source")
+        return Handle(self, name)
+
+    @overload
+    def edit(
+        self, prompt: str | Mapping[str, Any] | StructuredPrompt, *,
+        refs: Sequence[Handle | str] | None = None, name: str | None = None,
+        model: str | None = None, **params: Any,
+    ) -> Handle | Sweep: ...
+    @overload
+    def edit(
+        self, prompt: list[str], *, refs: Sequence[Handle | str] | None = None,
+        name: str | None = None, model: str | None = None, **params: Any,
+    ) -> Sweep: ...
+    def edit(
+        self,
+        prompt: str | Mapping[str, Any] | StructuredPrompt | list[str],
+        *,
+        refs: Sequence[Handle | str] | None = None,
+        name: str | None = None,
+        model: str | None = None,
+        **params: Any,
+    ) -> Handle | Sweep:
+        """Add an edit: one FLUX.2 call whose references are earlier nodes.
+
+        ``refs`` is the explicit reference list; without it the references are the
+        handles and ``@name``s in the prompt, in order. A list of seeds
+        (``seed=[1, 2, 3]``) or of prompts makes an :class:`Sweep` of variants.
+        """
+        seeds = params.get("seed")
+        if isinstance(prompt, list) or isinstance(seeds, (list, tuple)):
+            return self._sweep(prompt, seeds, refs=refs, name=name, model=model, params=params)
+        name = self._new_name(name, "edit")
+        spec = resolve_model(model or self.model, node=name)
+        parameters = self._edit_parameters(name, spec, params)
+        ref_names = None if refs is None else [self._ref_name(ref, name) for ref in refs]
+        rewritten = rewrite_prompt(
+            prompt, node=name, refs=ref_names, graph_id=self._id,
+            canonical=lambda other: self._canonical(other, name),
+        )
+        if len(rewritten.references) > spec.max_references:
+            raise GraphError(
+                f"node {name!r}: refs: {len(rewritten.references)} references, but "
+                f"{spec.label} takes at most {spec.max_references}"
+            )
+        if len(rewritten.text) > MAX_PROMPT_CHARS:
+            raise GraphError(
+                f"node {name!r}: prompt: {len(rewritten.text):,} characters, over the "
+                f"{MAX_PROMPT_CHARS:,} editgraph sends; shorten it"
+            )
+        node = EditNode(name=name, model=spec, prompt=rewritten.text,
+                        references=rewritten.references, parameters=parameters)
+        self._edits[name] = node
+        self._dag.add_node(name, kind="edit")
+        for index, ref in enumerate(rewritten.references, 1):
+            self._dag.add_edge(ref, name, index=index)
+        if not nx.is_directed_acyclic_graph(self._dag):  # only reachable by misuse
+            self._dag.remove_node(name)
+            del self._edits[name]
+            raise GraphError(f"node {name!r}: refs: this edit would close a cycle")
+        return Handle(self, name)
+
+    def _sweep(
+        self, prompt: Any, seeds: Any, *, refs: Sequence[Handle | str] | None,
+        name: str | None, model: str | None, params: dict[str, Any],
+    ) -> Sweep:
+        base = self._new_name(name, "sweep", reserve=False)
+        prompts = list(prompt) if isinstance(prompt, list) else None
+        seed_list = list(seeds) if isinstance(seeds, (list, tuple)) else None
+        if prompts is not None and seed_list is not None and len(prompts) != len(seed_list):
+            raise GraphError(
+                f"node {base!r}: seed: {len(seed_list)} seeds for {len(prompts)} prompts; "
+                "give one list or lists of the same length"
+            )
+        count = len(prompts if prompts is not None else seed_list or [])
+        if count == 0:
+            raise GraphError(f"node {base!r}: a sweep needs at least one variant")
+        handles = []
+        for index in range(count):
+            variant = dict(params)
+            if seed_list is not None:
+                variant["seed"] = seed_list[index]
+            handle = self.edit(
+                prompts[index] if prompts is not None else prompt,
+                refs=refs, name=f"{base}[{index}]", model=model, **variant,
+            )
+            assert isinstance(handle, Handle)
+            handles.append(handle)
+        return Sweep(handles)
+
+    def _new_name(self, name: str | None, stem: str, *, reserve: bool = True) -> str:
+        if name is None:
+            candidate = stem if stem not in ("edit", "sweep") else f"{stem}_{next(self._counter)}"
+            while candidate in self._dag or f"{candidate}[0]" in self._dag:
+                candidate = f"{stem}_{next(self._counter)}"
+            return candidate
+        if not isinstance(name, str) or not name:
+            raise GraphError(f"name: must be a non-empty str, got {name!r}")
+        if len(name) > _MAX_NAME or not _NAME.fullmatch(name) or name in (".", ".."):
+            raise GraphError(
+                f"node {name!r}: name: use letters, digits, '_', '-' and '.' (it becomes a "
+                "file name, so no '/', no spaces, no leading dot)"
+            )
+        if reserve and name in self._dag:
+            raise GraphError(f"node {name!r}: name: a node named {name!r} already exists")
+        return name
+
+    def _ref_name(self, ref: Handle | str, node: str) -> str:
+        if isinstance(ref, Handle):
+            if ref.graph is not self:
+                raise GraphError(f"node {node!r}: refs: {ref.name!r} belongs to another graph")
+            return ref.name
+        if isinstance(ref, str):
+            if ref not in self._dag:
+                raise GraphError(f"node {node!r}: refs: no node named {ref!r}{self._known()}")
+            return ref
+        raise GraphError(
+            f"node {node!r}: refs: expected handles or node names, got {type(ref).__name__}"
+        )
+
+    def _canonical(self, name: str, node: str) -> str:
+        source = self._sources.get(name)
+        if source is not None:
+            return self._content_owner[source.hash]
+        if name in self._edits:
+            return name
+        if name == node:
+            raise GraphError(f"node {node!r}: prompt: an edit cannot take itself as input")
+        raise GraphError(f"node {node!r}: prompt: unknown reference @{name}{self._known()}")
+
+    def _known(self) -> str:
+        names = list(self._dag)
+        return f"; known nodes: {', '.join(names)}" if names else "; the graph has no nodes yet"
+
+    def _edit_parameters(self, node: str, spec: ModelSpec, params: dict[str, Any]) -> dict[str, Any]:
+        for field in set(params) & set(_REFUSED):
+            raise GraphError(f"node {node!r}: {field}: {_REFUSED[field]}")
+        unknown = set(params) - set(_DEFAULTS)
+        if unknown:
+            raise GraphError(
+                f"node {node!r}: {sorted(unknown)[0]}: unknown parameter; "
+                f"known: {', '.join(_DEFAULTS)}"
+            )
+        for field in ("steps", "guidance"):
+            if params.get(field) is not None and field not in spec.params:
+                raise GraphError(
+                    f"node {node!r}: {field}: not documented for {spec.label} (only for "
+                    "FLUX.2 [dev] and [flex]); drop it or use model='flux.2-flex'"
+                )
+        merged = {
+            field: value for field, value in self.defaults.items()
+            if field in spec.params or field not in ("steps", "guidance")
+        }
+        merged.update(params)
+        return self._check_parameters(node, merged, spec)
+
+    def _check_parameters(
+        self, node: str, values: dict[str, Any], spec: ModelSpec | None = None
+    ) -> dict[str, Any]:
+        try:
+            checked = _Parameters.model_validate(values).model_dump()
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(part) for part in error["loc"])
+            raise GraphError(
+                f"node {node!r}: {field}: {error['msg'].lower()}, got {error.get('input')!r}"
+            ) from None
+        spec = spec or resolve_model(self.model)
+        for field in ("width", "height"):
+            value = checked[field]
+            if not spec.min_size <= value <= spec.max_size or value % spec.size_multiple:
+                raise GraphError(
+                    f"node {node!r}: {field}: {value} is not allowed; use a multiple of "
+                    f"{spec.size_multiple} from {spec.min_size} to {spec.max_size}"
+                )
+        if checked["guidance"] is not None:
+            checked["guidance"] = float(checked["guidance"])
+        return checked
+
+    # ------------------------------------------------------------------ running
+
+    def _open_store(self, cache_dir: str | os.PathLike[str] | None) -> Store:
+        if cache_dir is not None and cache_dir != self.cache_dir:
+            return DiskStore(cache_dir)
+        if self._store is None:
+            self._store = DiskStore(self.cache_dir)
+        return self._store
+
+    def _provider(self, provider: Provider | None) -> tuple[Provider, str | None]:
+        chosen = provider or self.provider
+        if chosen is not None:
+            return chosen, None
+        chosen, notice = default_provider()
+        if notice:
+            logger.warning(notice)
+        return chosen, notice
+
+    def plan(
+        self, provider: Provider | None = None, cache_dir: str | os.PathLike[str] | None = None
+    ) -> Plan:
+        """What ``run()`` would do: cached and to-run edits, why, and the estimated cost.
+
+        Reads the cache only; calls no provider and spends nothing.
+        """
+        chosen = provider or self.provider
+        name = chosen.name if chosen is not None else default_provider()[0].name
+        return make_plan(list(self._edits.values()), self._sources, provider=name,
+                         store=self._open_store(cache_dir))
+
+    async def arun(
+        self,
+        provider: Provider | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        concurrency: int | None = None,
+        *,
+        cache_only: bool = False,
+        budget: float | None = None,
+        progress: bool | None = None,
+    ) -> Run:
+        """Run every edit not already cached; raise RunError if any failed.
+
+        ``budget`` (USD) refuses to start a run whose estimate exceeds it and never
+        lets estimated spend pass it. ``progress`` shows a progress bar (default: on
+        long runs in a terminal or notebook).
+        """
+        from .errors import BudgetError, RunError
+        from .progress import progress_bar
+
+        chosen, notice = self._provider(provider)
+        store = self._open_store(cache_dir)
+        edits = list(self._edits.values())
+        if budget is not None:
+            estimate = make_plan(edits, self._sources, provider=chosen.name, store=store)
+            if estimate.estimated_cost > budget + 1e-9:
+                raise BudgetError(
+                    f"budget: the run is estimated at ${estimate.estimated_cost:.4f}, over "
+                    f"the budget of ${budget:.2f}; nothing was run"
+                )
+        with progress_bar(len(edits), enabled=progress) as bar:
+            run, failures = await execute(
+                edits, self._sources, provider=chosen, store=store,
+                concurrency=_positive(concurrency or self.concurrency, "concurrency"),
+                cache_only=cache_only, budget=budget, progress=bar, notice=notice,
+            )
+        if failures:
+            raise RunError(failures, run=run)
+        return run
+
+    def run(
+        self,
+        provider: Provider | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        concurrency: int | None = None,
+        *,
+        cache_only: bool = False,
+        budget: float | None = None,
+        progress: bool | None = None,
+    ) -> Run:
+        """Synchronous ``arun``; also works inside a running event loop (Jupyter)."""
+        return run_sync(self.arun(provider, cache_dir, concurrency, cache_only=cache_only,
+                                  budget=budget, progress=progress))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dag)
+
+
+def chain(handle: Handle, prompts: Sequence[str], **params: Any) -> Handle:
+    """Append one edit per prompt, each taking the previous as image 1; the last handle."""
+    if isinstance(prompts, str):
+        raise GraphError("chain: prompts must be a list of prompts, not one str")
+    current = handle
+    for prompt in prompts:
+        result = handle.graph.edit(prompt, refs=[current], **params)
+        if not isinstance(result, Handle):
+            raise GraphError("chain: a sweep cannot be chained; pick a variant first")
+        current = result
+    return current
+
+
+def _positive(value: int, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise GraphError(f"{field}: must be a positive int, got {value!r}")
+    return value
+
+
+def _read_source(
+    src: object, name: str | None
+) -> tuple[bytes, str, str | None, str]:
+    """(bytes, description, URL to pass as is, default name) of a source."""
+    label = name or "image"
+    if isinstance(src, Image.Image):
+        buffer = io.BytesIO()
+        src.save(buffer, format="PNG")
+        return buffer.getvalue(), "<PIL image>", None, "image"
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return bytes(src), "<bytes>", None, "image"
+    if isinstance(src, str) and src.startswith(("http://", "https://")):
+        try:
+            response = httpx.get(
+                src, follow_redirects=True, timeout=30.0,
+                headers={"User-Agent": "editgraph (+https://pypi.org/project/editgraph)"},
+            )
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise GraphError(f"source {label!r}: cannot fetch {src}: {exc}") from exc
+        stem = Path(urlparse(src).path).stem or "image"
+        return response.content, src, src, _safe_stem(stem)
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src).expanduser()
+        root = source_root.get()
+        if not path.is_absolute() and root is not None:
+            path = root / path
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise GraphError(f"source {label!r}: no such file: {path}") from None
+        except OSError as exc:
+            raise GraphError(f"source {label!r}: cannot read {path}: {exc.strerror}") from None
+        return data, str(src), None, _safe_stem(path.stem)
+    raise GraphError(
+        f"source {label!r}: expected a path, an http(s) URL, bytes or a PIL image, "
+        f"got {type(src).__name__}"
+    )
+
+
+def _safe_stem(stem: str) -> str:
+    cleaned = re.sub(r"[^\w.-]+", "_", stem).strip("._-")
+    return cleaned or "image"
+
+
+def _check_image(data: bytes, name: str, described: str) -> str:
+    """The media type of ``data``, after decoding it fully; GraphError if it is not an image."""
+    if not data:
+        raise GraphError(f"source {name!r}: {described} is empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image_format = image.format or ""
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise GraphError(
+            f"source {name!r}: {described} is not a readable image ({exc})"
+        ) from None
+    return _MEDIA_TYPES.get(image_format, f"image/{image_format.lower() or 'octet-stream'}")

@@ -1,0 +1,92 @@
+"""Canonical JSON and content hashing: the cache key of an edit and its pinned seed.
+
+A key is sha256 over canonical JSON of everything that decides the output: the provider's
+name, the model id, the rewritten prompt, every parameter that reaches the API, the seed
+and the content hashes of the references in order. Never URLs (they expire; the same
+bytes at a new URL are the same input), never the node's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "canonical_json",
+    "content_hash",
+    "derive_seed",
+    "edit_key",
+]
+
+#: Bump when the meaning of a key changes; old entries then simply stop matching.
+SCHEMA_VERSION = 1
+
+#: Seeds derived from keys stay in the range every FLUX.2 endpoint accepts.
+_SEED_RANGE = 2**31
+
+
+def _check_canonical(value: Any, path: str) -> None:
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"{path}: {value!r} has no canonical JSON form")
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_canonical(item, f"{path}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{path}: key {key!r} is not a str")
+            _check_canonical(item, f"{path}.{key}")
+        return
+    raise TypeError(f"{path}: {type(value).__name__} has no canonical JSON form")
+
+
+def canonical_json(value: Any) -> bytes:
+    """UTF-8 JSON with sorted keys and no spaces; TypeError for anything not plain JSON.
+
+    Anything that cannot be hashed canonically is an error, never a weaker key.
+    """
+    _check_canonical(value, "value")
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def content_hash(data: bytes) -> str:
+    """sha256 hex digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def edit_key(
+    *,
+    provider: str,
+    model: str,
+    prompt: str,
+    parameters: dict[str, Any],
+    seed: int | None,
+    reference_hashes: Sequence[str],
+) -> str:
+    """The content-hash key of one edit (seed None: the key a seed is derived from)."""
+    material = {
+        "schema": SCHEMA_VERSION,
+        "provider": provider,
+        "model": model,
+        "prompt": prompt,
+        "parameters": parameters,
+        "seed": seed,
+        "references": list(reference_hashes),
+    }
+    return content_hash(canonical_json(material))
+
+
+def derive_seed(unseeded_key: str) -> int:
+    """A reproducible seed for an edit that was given none, taken from its key."""
+    return int(unseeded_key[:16], 16) % _SEED_RANGE

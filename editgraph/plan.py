@@ -1,0 +1,195 @@
+"""Planning without spending: which edits are cached, which will run, why, and the cost."""
+
+from __future__ import annotations
+
+import difflib
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from .execute import EditNode, SourceNode, build_request
+from .requests import Reference
+from .store import NodeHistory, Store
+
+__all__ = ["Plan", "PlanStep", "make_plan"]
+
+
+class PlanStep(BaseModel):
+    """One edit in a plan."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    cached: bool
+    prompt: str
+    references: list[str]
+    estimated_cost: float
+    reason: str | None = None
+    made_at: float | None = None
+    key: str | None = None
+
+
+class Plan(BaseModel):
+    """What a run would do, computed from the cache alone: nothing is spent."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: str
+    steps: list[PlanStep]
+
+    @property
+    def cached(self) -> list[str]:
+        """Names of the edits the cache already holds."""
+        return [step.name for step in self.steps if step.cached]
+
+    @property
+    def to_run(self) -> list[str]:
+        """Names of the edits a run would generate."""
+        return [step.name for step in self.steps if not step.cached]
+
+    @property
+    def reasons(self) -> dict[str, str]:
+        """Why each edit in ``to_run`` will run: new, or what changed since it last ran."""
+        return {step.name: step.reason or "" for step in self.steps if not step.cached}
+
+    @property
+    def estimated_cost(self) -> float:
+        """Estimated USD of the edits that will run."""
+        return round(sum(step.estimated_cost for step in self.steps if not step.cached), 6)
+
+    def __str__(self) -> str:
+        lines = []
+        for step in self.steps:
+            state = "cached $0" if step.cached else f"run ${step.estimated_cost:.4f}"
+            lines.append(f"{step.name:<20} {state:<14} {step.prompt}")
+            if step.references:
+                lines.append(f"{'':<20} refs: {', '.join(step.references)}")
+            if step.reason:
+                lines.append(f"{'':<20} why: {step.reason}")
+        lines.append(
+            f"{len(self.to_run)} to run, {len(self.cached)} cached, "
+            f"estimated ${self.estimated_cost:.4f}"
+        )
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
+                html.escape(step.name),
+                "cached" if step.cached else "to run",
+                html.escape(step.prompt),
+                html.escape(", ".join(step.references)),
+                html.escape(step.reason or ""),
+            )
+            for step in self.steps
+        )
+        return (
+            "<table><tr><th>edit</th><th>state</th><th>prompt</th><th>references</th>"
+            f"<th>why</th></tr>{rows}</table><p>{len(self.to_run)} to run, "
+            f"{len(self.cached)} cached, estimated ${self.estimated_cost:.4f}</p>"
+        )
+
+
+def make_plan(
+    edits: Sequence[EditNode],
+    sources: Mapping[str, SourceNode],
+    *,
+    provider: str,
+    store: Store,
+) -> Plan:
+    """Plan ``edits`` (in topological order) against ``store``; calls no provider."""
+    outputs: dict[str, Reference] = {
+        name: Reference(hash=node.hash, media_type=node.media_type, source=node.source)
+        for name, node in sources.items()
+    }
+    steps = []
+    for node in edits:
+        labels = [f"image {i} = {name}" for i, name in enumerate(node.references, 1)]
+        waiting = [name for name in node.references if name not in outputs]
+        history = store.get_history(node.name)
+        if waiting:
+            reason = _why(node, None, None, history, provider, waiting)
+            steps.append(PlanStep(name=node.name, cached=False, prompt=node.prompt,
+                                  references=labels, estimated_cost=node.estimated_cost,
+                                  reason=reason))
+            continue
+        references = [
+            outputs[name] if name in sources
+            else outputs[name].model_copy(update={"source": name})
+            for name in node.references
+        ]
+        request, key = build_request(node, references, provider)
+        record = store.get_record(key)
+        if record is not None:
+            outputs[node.name] = Reference(
+                hash=record.output_hash, media_type=record.media_type, source=node.name
+            )
+            steps.append(PlanStep(name=node.name, cached=True, prompt=node.prompt,
+                                  references=labels, estimated_cost=node.estimated_cost,
+                                  made_at=record.created_at, key=key))
+        else:
+            reason = _why(node, references, key, history, provider, [])
+            steps.append(PlanStep(name=node.name, cached=False, prompt=node.prompt,
+                                  references=labels, estimated_cost=node.estimated_cost,
+                                  reason=reason, key=key))
+    return Plan(provider=provider, steps=steps)
+
+
+def _why(
+    node: EditNode,
+    references: Sequence[Reference] | None,
+    key: str | None,
+    history: NodeHistory | None,
+    provider: str,
+    waiting: Sequence[str],
+) -> str:
+    """What changed since ``node`` last ran, in a few words."""
+    if history is None:
+        return "new: it has never run"
+    changes: list[str] = []
+    if history.provider != provider:
+        changes.append(f"provider {history.provider} -> {provider}")
+    if history.model != node.model.id:
+        changes.append(f"model {history.model} -> {node.model.id}")
+    if history.prompt != node.prompt:
+        changes.append(f"prompt {_prompt_change(history.prompt, node.prompt)}")
+    changes += _parameter_changes(history.parameters, node.parameters)
+    if len(history.references) != len(node.references):
+        changes.append(f"{len(history.references)} -> {len(node.references)} references")
+    else:
+        for index, name in enumerate(node.references):
+            old_source, old_hash = history.references[index]
+            if name in waiting:
+                changes.append(f"image {index + 1} ({name}) runs first")
+            elif references is not None:
+                reference = references[index]
+                if reference.source != old_source:
+                    changes.append(f"image {index + 1} is now {reference.source} (was {old_source})")
+                elif reference.hash != old_hash:
+                    changes.append(f"image {index + 1} ({name}) bytes changed")
+    if not changes:
+        if key is not None and key == history.key:
+            return "not in the cache any more (cleared or pruned)"
+        return "not in the cache"
+    return "; ".join(changes)
+
+
+def _parameter_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    changes = []
+    for name in sorted(set(old) | set(new)):
+        if name == "seed" and new.get("seed") is None:
+            continue  # a derived seed follows everything else; not a change of its own
+        if old.get(name) != new.get(name):
+            changes.append(f"{name} {old.get(name)!r} -> {new.get(name)!r}")
+    return changes
+
+
+def _prompt_change(old: str, new: str) -> str:
+    """The first differing words of two prompts, e.g. '"night" -> "dusk"'."""
+    before, after = old.split(), new.split()
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=before, b=after).get_opcodes():
+        if tag != "equal":
+            return f"{' '.join(before[i1:i2])!r} -> {' '.join(after[j1:j2])!r}"
+    return "changed (white space)"

@@ -1,0 +1,53 @@
+"""A progress bar for runs, in the terminal and in Jupyter (rich)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+__all__ = ["progress_bar"]
+
+#: Runs with fewer edits than this finish too fast for a bar to help.
+MIN_EDITS_FOR_BAR = 5
+
+
+class _Bar:
+    """Adapts a rich Progress to the scheduler's ``advance(name, cached)``."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self._progress = progress
+        self._task = progress.add_task("editing", total=total, cached=0)
+        self._cached = 0
+
+    def advance(self, name: str, cached: bool) -> None:
+        self._cached += cached
+        self._progress.update(self._task, advance=1, cached=self._cached,
+                              description=f"{name[:24]:<24}")
+
+
+def _interactive() -> bool:
+    if "ipykernel" in sys.modules:
+        return True
+    return sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, *, enabled: bool | None = None) -> Iterator[_Bar | None]:
+    """A bar for ``total`` edits; by default only on long runs in a terminal or notebook."""
+    if enabled is None:
+        enabled = total >= MIN_EDITS_FOR_BAR and _interactive()
+    if not enabled:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[cached]} cached"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=True) as progress:
+        yield _Bar(progress, total)

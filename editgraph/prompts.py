@@ -1,0 +1,357 @@
+"""Reference tokens, index-aware prompt rewriting, structured prompts and hex colours.
+
+A prompt names its inputs three ways: handles in f-strings (which render as private
+tokens), ``@name`` in plain strings, and literal ``image N`` wording. Rewriting turns all
+three into the "image N" the model sees, N being the input's position in the final,
+de-duplicated reference list. Quoted text is typography and is left as typed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import GraphError
+
+__all__ = [
+    "Camera",
+    "RewrittenPrompt",
+    "StructuredPrompt",
+    "Subject",
+    "reference_token",
+    "rewrite_prompt",
+]
+
+_TOKEN_OPEN = "\ue000"
+_TOKEN_CLOSE = "\ue001"
+
+#: What a node name may look like after ``@`` in a plain string.
+_AT_NAME = r"\w(?:[\w-]*\w)?(?:\[\d+\])?"
+
+_MENTION = re.compile(
+    rf"{_TOKEN_OPEN}(?P<token>[^{_TOKEN_OPEN}{_TOKEN_CLOSE}]*){_TOKEN_CLOSE}"
+    r"|(?P<escape>@@)"
+    rf"|(?<![\w@])@(?P<at>{_AT_NAME})"
+    r"|\b(?P<literal>images\s*#?\s*\d+"
+    r"(?:(?:\s*,\s*(?:and\s+|or\s+|&\s*)?|\s+(?:and|or|&)\s+|\s*&\s*)#?\s*\d+)*"
+    r"|image\s*#?\s*\d+)(?!\d)",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(r"\d+")
+_HASH_TOKEN = re.compile(r"#[0-9A-Za-z]+")
+_HEX_COLOUR = re.compile(r"#(?:[0-9A-Fa-f]{3}|[0-9A-Fa-f]{6})")
+_HEX_LETTERS = frozenset("abcdefABCDEF")
+
+_PAIRED_QUOTES = {'"': '"', "\u201c": "\u201d", "\u2018": "\u2019"}
+
+
+def reference_token(graph_id: str, name: str) -> str:
+    """The text a handle renders as inside an f-string."""
+    return f"{_TOKEN_OPEN}{graph_id}:{name}{_TOKEN_CLOSE}"
+
+
+def _is_letter(char: str) -> bool:
+    # A handle's token stands for a word, so "{man}'s" is a possessive, not a quote.
+    return char.isalpha() or char == _TOKEN_CLOSE
+
+
+def _quoted_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every quoted span, quote marks included, in order.
+
+    Quotes are "…", “…”, ‘…’, and '…' where the opening ' does not follow a letter and
+    the closing one is not followed by one. An unclosed quote is an apostrophe.
+    """
+    spans: list[tuple[int, int]] = []
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        end = -1
+        if char in _PAIRED_QUOTES:
+            end = _closing(text, i + 1, _PAIRED_QUOTES[char], letter_rule=char == "\u2018")
+        elif char == "'" and (i == 0 or not _is_letter(text[i - 1])):
+            end = _closing(text, i + 1, "'", letter_rule=True)
+        if end >= 0:
+            spans.append((i, end + 1))
+            i = end + 1
+        else:
+            i += 1
+    return spans
+
+
+def _closing(text: str, start: int, mark: str, *, letter_rule: bool) -> int:
+    position = text.find(mark, start)
+    while position >= 0 and letter_rule:
+        after = text[position + 1 : position + 2]
+        if not (after and _is_letter(after)):
+            break
+        position = text.find(mark, position + 1)
+    return position
+
+
+class _Inside:
+    """Answers "is this offset inside a quoted span?" in O(log n)."""
+
+    def __init__(self, text: str) -> None:
+        self._spans = _quoted_spans(text)
+        self._starts = [start for start, _ in self._spans]
+
+    def __call__(self, offset: int) -> bool:
+        index = bisect.bisect_right(self._starts, offset) - 1
+        return index >= 0 and offset < self._spans[index][1]
+
+
+# --------------------------------------------------------------------------- structured
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class Subject(_Strict):
+    """One subject of a structured prompt."""
+
+    type: str | None = None
+    description: str | None = None
+    pose: str | None = None
+    action: str | None = None
+    position: str | None = None
+    color_palette: list[str] | None = None
+
+
+class Camera(_Strict):
+    """Camera settings of a structured prompt."""
+
+    angle: str | None = None
+    distance: str | None = None
+    focus: str | None = None
+    lens: str | None = None
+    depth_of_field: str | None = None
+    f_number: Union[str, float, None] = Field(default=None, alias="f-number")  # noqa: UP007
+    iso: Union[str, int, None] = Field(default=None, alias="ISO")  # noqa: UP007
+
+
+class StructuredPrompt(_Strict):
+    """The FLUX.2 JSON prompt: BFL's base schema plus the fields Together's quickstart adds.
+
+    Every field is optional; unknown fields are refused, so a typo such as
+    ``colour_palette`` is an error rather than silently sent. References (handles,
+    ``@name``) may appear in any string. It is sent as compact JSON text.
+    """
+
+    scene: str | None = None
+    subjects: list[Subject] | None = None
+    style: str | None = None
+    color_palette: list[str] | None = None
+    lighting: str | None = None
+    mood: str | None = None
+    background: str | None = None
+    composition: str | None = None
+    camera: Camera | None = None
+    effects: list[str] | None = None
+
+
+def _field_path(location: Sequence[int | str]) -> str:
+    path = "prompt"
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _structured_strings(prompt: object, node: str) -> dict[str, Any]:
+    """Validate a structured prompt and return it as a plain dict in document order."""
+    try:
+        model = (
+            prompt
+            if isinstance(prompt, StructuredPrompt)
+            else StructuredPrompt.model_validate(prompt)
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        message = (
+            "unknown field (check the spelling against eg.StructuredPrompt)"
+            if error["type"] == "extra_forbidden"
+            else error["msg"]
+        )
+        raise GraphError(f"node {node!r}: {_field_path(error['loc'])}: {message}") from None
+    dumped: dict[str, Any] = model.model_dump(by_alias=True, exclude_none=True)
+    return dumped
+
+
+def _walk_strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _walk_strings(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _walk_strings(item, f"{path}[{index}]")
+
+
+def _replace_strings(value: Any, replacements: Iterator[str]) -> Any:
+    if isinstance(value, str):
+        return next(replacements)
+    if isinstance(value, Mapping):
+        return {key: _replace_strings(item, replacements) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replace_strings(item, replacements) for item in value]
+    return value
+
+
+# --------------------------------------------------------------------------- rewriting
+
+
+@dataclass(frozen=True)
+class RewrittenPrompt:
+    """A prompt after rewriting: the text to send and its references, in order."""
+
+    text: str
+    references: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Mention:
+    start: int
+    end: int
+    kind: str  # "token", "escape", "at", "literal"
+    value: str
+
+
+def _mentions(text: str) -> list[_Mention]:
+    inside = _Inside(text)
+    found: list[_Mention] = []
+    for match in _MENTION.finditer(text):
+        kind = match.lastgroup or ""
+        if kind in ("at", "literal") and inside(match.start()):
+            continue  # quoted text is typography: "@studio" on a sign stays as typed
+        found.append(_Mention(match.start(), match.end(), kind, match.group(kind)))
+    return found
+
+
+def rewrite_prompt(
+    prompt: str | Mapping[str, Any] | StructuredPrompt,
+    *,
+    node: str,
+    refs: Sequence[str] | None,
+    graph_id: str,
+    canonical: Callable[[str], str],
+) -> RewrittenPrompt:
+    """Rewrite ``prompt`` so every mention of an input says the right "image N".
+
+    ``refs`` is the explicit reference list (node names) or None to infer it from the
+    mentions in document order. ``canonical`` maps a node name to the first node with
+    the same content (de-duplication) and raises GraphError for unknown names.
+    Raises GraphError naming ``node`` and the field for every problem found.
+    """
+    if isinstance(prompt, str):
+        document: Any = None
+        strings = [("prompt", prompt)]
+    elif isinstance(prompt, (Mapping, StructuredPrompt)):
+        document = _structured_strings(prompt, node)
+        strings = list(_walk_strings(document, "prompt"))
+    else:
+        raise GraphError(
+            f"node {node!r}: prompt: expected a str, dict or eg.StructuredPrompt, "
+            f"got {type(prompt).__name__}"
+        )
+
+    parsed = [(path, text, _mentions(text)) for path, text in strings]
+
+    def mentioned(mention: _Mention, path: str) -> str:
+        if mention.kind == "token":
+            owner, _, name = mention.value.partition(":")
+            if owner != graph_id:
+                raise GraphError(
+                    f"node {node!r}: {path}: the handle {name!r} belongs to another graph"
+                )
+            return name
+        return mention.value
+
+    explicit = None if refs is None else [canonical(name) for name in refs]
+    final: list[str] = []
+    for path, _, mentions in parsed:
+        for mention in mentions:
+            if mention.kind not in ("token", "at"):
+                continue
+            name = mentioned(mention, path)
+            if name == node:
+                raise GraphError(f"node {node!r}: {path}: an edit cannot take itself as input")
+            target = canonical(name)
+            if explicit is not None and target not in explicit:
+                raise GraphError(
+                    f"node {node!r}: refs: {name!r} is mentioned in the prompt but not in "
+                    f"refs={list(refs or [])}; add it to refs or drop refs to infer them"
+                )
+            if target not in final:
+                final.append(target)
+    if explicit is not None:
+        final = list(dict.fromkeys(explicit))
+    numbering = explicit if explicit is not None else final
+
+    def renumber(literal: str, path: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            number = int(match.group())
+            if not 1 <= number <= len(numbering):
+                have = f"1..{len(numbering)}" if numbering else "none"
+                raise GraphError(
+                    f"node {node!r}: {path}: {literal!r} refers to image {number}, but the "
+                    f"edit has {len(numbering)} reference(s) (valid: {have}); quote the text "
+                    "if it is meant literally"
+                )
+            return str(final.index(numbering[number - 1]) + 1)
+
+        return _NUMBER.sub(one, literal)
+
+    rewritten: list[str] = []
+    for path, text, mentions in parsed:
+        out: list[str] = []
+        position = 0
+        for mention in mentions:
+            _check_hex(text[position : mention.start], text, position, path, node)
+            out.append(text[position : mention.start])
+            if mention.kind == "escape":
+                out.append("@")
+            elif mention.kind == "literal":
+                out.append(renumber(mention.value, path))
+            else:
+                out.append(f"image {final.index(canonical(mentioned(mention, path))) + 1}")
+            position = mention.end
+        _check_hex(text[position:], text, position, path, node)
+        out.append(text[position:])
+        rewritten.append("".join(out))
+
+    if document is None:
+        text = rewritten[0]
+    else:
+        text = json.dumps(
+            _replace_strings(document, iter(rewritten)),
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+    return RewrittenPrompt(text=text, references=tuple(final))
+
+
+def _check_hex(piece: str, text: str, offset: int, path: str, node: str) -> None:
+    """Refuse a ``#…`` token outside quotes that looks like a colour but is not one."""
+    if "#" not in piece:
+        return
+    inside: _Inside | None = None
+    for match in _HASH_TOKEN.finditer(piece):
+        token = match.group()
+        digits = token[1:]
+        looks_like_colour = len(digits) >= 3 or not _HEX_LETTERS.isdisjoint(digits)
+        if not looks_like_colour or _HEX_COLOUR.fullmatch(token):
+            continue
+        inside = inside or _Inside(text)
+        if inside(offset + match.start()):
+            continue
+        raise GraphError(
+            f"node {node!r}: {path}: {token!r} is not a valid hex colour; use 3 or 6 hex "
+            "digits such as #2E4057 (quote the text if it is meant literally)"
+        )

@@ -1,0 +1,367 @@
+"""The content-addressed store: image bytes by hash, a JSON record per key, leases.
+
+The store is a small protocol (:class:`Store`) so that other backends (a shared
+S3-compatible bucket is planned) fit the same seam; :class:`DiskStore`, on diskcache, is
+the default. Nothing in it is pickled: values are bytes or JSON text, and a cache
+directory holding anything else is refused rather than unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import diskcache
+import platformdirs
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import StoreError
+from .keys import SCHEMA_VERSION
+
+__all__ = [
+    "LEASE_SECONDS",
+    "CacheRecord",
+    "CacheStats",
+    "DiskStore",
+    "NodeHistory",
+    "Store",
+    "default_cache_dir",
+]
+
+#: A lease not renewed for this long is taken over by whoever wants it.
+LEASE_SECONDS = 30.0
+
+_RECORD = "record:"
+_BLOB = "blob:"
+_LEASE = "lease:"
+_HISTORY = "history:"
+_SAVED = "stats:saved_microdollars"
+
+
+class CacheRecord(BaseModel):
+    """What the store keeps for one key: where the output is and how it was made."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    key: str
+    node: str
+    provider: str
+    model: str
+    request: dict[str, Any]
+    seed: int
+    output_hash: str
+    media_type: str
+    width: int
+    height: int
+    size_bytes: int
+    elapsed: float
+    cost: float
+    url: str | None = None
+    url_expires_at: float | None = None
+    unknown_outcomes: int = 0
+    created_at: float
+
+
+class NodeHistory(BaseModel):
+    """The request a node name last ran with, so ``plan`` can say what changed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    provider: str
+    model: str
+    prompt: str
+    parameters: dict[str, Any]
+    references: list[tuple[str, str]]  # (source, hash) in order
+    updated_at: float
+
+
+class CacheStats(BaseModel):
+    """Totals for ``editgraph cache info``."""
+
+    directory: str
+    records: int
+    blobs: int
+    bytes: int
+    saved_usd: float
+
+
+class Store(Protocol):
+    """Records by key and blobs by hash (both write-once), leases, and a name index."""
+
+    def get_record(self, key: str) -> CacheRecord | None:
+        """The record for ``key``, or None (also when its image is gone)."""
+        ...
+
+    def put_record(self, record: CacheRecord) -> None:
+        """Keep ``record``; a record already there for its key wins."""
+        ...
+
+    def get_blob(self, content_hash: str) -> bytes:
+        """The bytes with this hash; StoreError when missing."""
+        ...
+
+    def put_blob(self, content_hash: str, data: bytes) -> None:
+        """Keep ``data`` under its hash (once)."""
+        ...
+
+    def acquire_lease(self, key: str) -> bool:
+        """Take the in-flight lease for ``key``; False while a live holder has it."""
+        ...
+
+    def renew_lease(self, key: str) -> None:
+        """Keep a held lease from expiring."""
+        ...
+
+    def release_lease(self, key: str) -> None:
+        """Give up a held lease."""
+        ...
+
+    def get_history(self, name: str) -> NodeHistory | None:
+        """The request ``name`` last ran with, if any."""
+        ...
+
+    def put_history(self, name: str, history: NodeHistory) -> None:
+        """Remember the request ``name`` last ran with."""
+        ...
+
+    def add_saved(self, usd: float) -> None:
+        """Add to the running total of spend that cache hits saved."""
+        ...
+
+
+def default_cache_dir() -> Path:
+    """``$EDITGRAPH_CACHE_DIR``, else the platform's user cache directory."""
+    configured = os.environ.get("EDITGRAPH_CACHE_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    return Path(platformdirs.user_cache_dir("editgraph", appauthor=False))
+
+
+class _BytesAndTextDisk(diskcache.Disk):  # type: ignore[misc]
+    """A diskcache Disk that stores only str keys and bytes or str values, never pickle."""
+
+    def put(self, key: Any) -> tuple[Any, bool]:
+        if type(key) is not str:
+            raise StoreError(f"cache keys are str, got {type(key).__name__}")
+        return super().put(key)  # type: ignore[no-any-return]
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            raise StoreError("the cache holds a pickled key; refusing to unpickle it")
+        return super().get(key, raw)
+
+    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
+        if read or type(value) not in (bytes, str):
+            raise StoreError(f"cache values are bytes or JSON text, got {type(value).__name__}")
+        return super().store(value, read, key=key)
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode == diskcache.core.MODE_PICKLE:
+            raise StoreError("the cache holds a pickled value; refusing to unpickle it")
+        return super().fetch(mode, filename, value, read)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class DiskStore:
+    """The default store: one diskcache directory, safe for several processes at once."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._cache = diskcache.Cache(
+                str(self.directory), disk=_BytesAndTextDisk, eviction_policy="none"
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"cache directory {str(self.directory)!r} cannot be opened for writing "
+                f"({exc}); set EDITGRAPH_CACHE_DIR or pass cache_dir="
+            ) from exc
+        self._owner = json.dumps(
+            {"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex}
+        )
+
+    def __repr__(self) -> str:
+        return f"DiskStore({str(self.directory)!r})"
+
+    def close(self) -> None:
+        """Close the underlying database connection."""
+        self._cache.close()
+
+    # records and blobs
+
+    def get_record(self, key: str) -> CacheRecord | None:
+        """The record for ``key``, or None (also when its image is gone)."""
+        text = self._get(_RECORD + key)
+        if text is None:
+            return None
+        try:
+            record = CacheRecord.model_validate_json(text)
+        except ValidationError:
+            return None  # written by another schema version: a miss, never a crash
+        if _BLOB + record.output_hash not in self._cache:
+            return None
+        return record
+
+    def put_record(self, record: CacheRecord) -> None:
+        """Keep ``record``; a record already there for its key wins."""
+        self._write(lambda: self._cache.add(_RECORD + record.key, record.model_dump_json()))
+
+    def get_blob(self, content_hash: str) -> bytes:
+        """The bytes with this hash; StoreError when missing."""
+        data = self._get(_BLOB + content_hash)
+        if not isinstance(data, bytes):
+            raise StoreError(f"image {content_hash[:12]} is missing from the cache")
+        return data
+
+    def put_blob(self, content_hash: str, data: bytes) -> None:
+        """Keep ``data`` under its hash (once)."""
+        self._write(lambda: self._cache.add(_BLOB + content_hash, data))
+
+    # leases
+
+    def acquire_lease(self, key: str) -> bool:
+        """Take the in-flight lease for ``key``; False while a live holder has it."""
+        name = _LEASE + key
+        if self._write(lambda: self._cache.add(name, self._owner, expire=LEASE_SECONDS)):
+            return True
+        holder = self._get(name)
+        if holder is None:
+            return bool(
+                self._write(lambda: self._cache.add(name, self._owner, expire=LEASE_SECONDS))
+            )
+        if holder == self._owner:
+            return True
+        try:
+            owner = json.loads(holder)
+            dead = owner["host"] == socket.gethostname() and not _process_alive(owner["pid"])
+        except (ValueError, KeyError, TypeError):
+            dead = True
+        if not dead:
+            return False
+        # The holder's process is gone: take over, unless someone else just did.
+        with self._cache.transact():
+            if self._cache.get(name) == holder:
+                self._cache.set(name, self._owner, expire=LEASE_SECONDS)
+                return True
+        return False
+
+    def renew_lease(self, key: str) -> None:
+        """Keep a held lease from expiring."""
+        self._write(lambda: self._cache.touch(_LEASE + key, expire=LEASE_SECONDS))
+
+    def release_lease(self, key: str) -> None:
+        """Give up a held lease."""
+        name = _LEASE + key
+        with self._cache.transact():
+            if self._cache.get(name) == self._owner:
+                self._cache.delete(name)
+
+    # history and stats
+
+    def get_history(self, name: str) -> NodeHistory | None:
+        """The request ``name`` last ran with, if any."""
+        text = self._get(_HISTORY + name)
+        if text is None:
+            return None
+        try:
+            return NodeHistory.model_validate_json(text)
+        except ValidationError:
+            return None
+
+    def put_history(self, name: str, history: NodeHistory) -> None:
+        """Remember the request ``name`` last ran with."""
+        self._write(lambda: self._cache.set(_HISTORY + name, history.model_dump_json()))
+
+    def add_saved(self, usd: float) -> None:
+        """Add to the running total of spend that cache hits saved."""
+        if usd > 0:
+            microdollars = round(usd * 1_000_000)
+            with self._cache.transact():
+                current = int(self._cache.get(_SAVED, "0"))
+                self._cache.set(_SAVED, str(current + microdollars))
+
+    # maintenance
+
+    def records(self) -> Iterator[CacheRecord]:
+        """Every readable record."""
+        for name in self._cache.iterkeys():
+            if name.startswith(_RECORD):
+                record = self.get_record(name[len(_RECORD) :])
+                if record is not None:
+                    yield record
+
+    def stats(self) -> CacheStats:
+        """Entries, bytes and saved spend."""
+        records = blobs = 0
+        for name in self._cache.iterkeys():
+            records += name.startswith(_RECORD)
+            blobs += name.startswith(_BLOB)
+        return CacheStats(
+            directory=str(self.directory),
+            records=records,
+            blobs=blobs,
+            bytes=int(self._cache.volume()),
+            saved_usd=int(self._cache.get(_SAVED, "0")) / 1_000_000,
+        )
+
+    def prune(self, *, older_than: float | None = None, max_bytes: int | None = None) -> int:
+        """Drop records older than ``older_than`` seconds, then oldest first down to
+        ``max_bytes`` of images; images no record uses go too. Returns records dropped."""
+        now = time.time()
+        records = sorted(self.records(), key=lambda record: record.created_at)
+        drop = {r.key for r in records if older_than is not None and now - r.created_at > older_than}
+        kept = [r for r in records if r.key not in drop]
+        if max_bytes is not None:
+            total = sum(r.size_bytes for r in kept)
+            for record in kept:
+                if total <= max_bytes:
+                    break
+                drop.add(record.key)
+                total -= record.size_bytes
+        for key in drop:
+            self._cache.delete(_RECORD + key)
+        used = {r.output_hash for r in records if r.key not in drop}
+        for name in list(self._cache.iterkeys()):
+            if name.startswith(_BLOB) and name[len(_BLOB) :] not in used:
+                self._cache.delete(name)
+        return len(drop)
+
+    def clear(self) -> None:
+        """Remove everything."""
+        self._cache.clear()
+
+    # diskcache errors become StoreErrors at this boundary
+
+    def _get(self, name: str) -> Any:
+        try:
+            return self._cache.get(name)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cache {str(self.directory)!r}: cannot read ({exc})") from exc
+
+    def _write(self, operation: Any) -> Any:
+        try:
+            return operation()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"cache {str(self.directory)!r}: cannot write ({exc}); check the directory "
+                "is writable and has free space, or set EDITGRAPH_CACHE_DIR"
+            ) from exc
