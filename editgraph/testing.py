@@ -1,0 +1,859 @@
+"""FakeTogether: a loopback HTTP server that behaves like Together AI's FLUX.2 image API."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import io
+import json
+import math
+import random
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Literal
+from urllib.parse import unquote_to_bytes, urlsplit
+
+from aiohttp import web
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["FakeTogether"]
+
+_GENERATIONS_PATH: Final = "/v1/images/generations"
+_FILES_PREFIX: Final = "/files/"
+
+# The service's own view of FLUX.2, kept apart from editgraph's catalogue on purpose:
+# the fake plays the service, so a mistake in editgraph's limits must show up as a 400
+# here rather than being copied.
+_MAX_REFERENCES: Final[dict[str, int]] = {
+    "black-forest-labs/FLUX.2-pro": 8,
+    "black-forest-labs/FLUX.2-max": 8,
+    "black-forest-labs/FLUX.2-flex": 8,
+    "black-forest-labs/FLUX.2-dev": 6,
+}
+# Together documents `image_url` for FLUX.2 [pro] and [flex] only.
+_IMAGE_URL_MODELS: Final = frozenset({"black-forest-labs/FLUX.2-pro", "black-forest-labs/FLUX.2-flex"})
+
+_MIN_SIZE: Final = 256
+_MAX_SIZE: Final = 1920
+_SIZE_MULTIPLE: Final = 16
+_DEFAULT_WIDTH: Final = 1024
+_DEFAULT_HEIGHT: Final = 768
+_MAX_STEPS: Final = 50
+_MAX_IMAGES: Final = 4
+# Eight references sent as data: URIs easily pass aiohttp's 1 MiB default.
+_MAX_BODY_BYTES: Final = 256 * 1024**2
+# How long stop() lets in-flight requests finish before cancelling them.
+_SHUTDOWN_GRACE_SECONDS: Final = 0.25
+
+_MEDIA_TYPES: Final[dict[str, str]] = {"jpeg": "image/jpeg", "png": "image/png"}
+_EXTENSIONS: Final[dict[str, str]] = {"jpeg": "jpg", "png": "png"}
+
+_FaultKind = Literal["500", "503", "429", "drop_before", "drop_after"]
+_FAULT_KINDS: Final[tuple[_FaultKind, ...]] = ("500", "503", "429", "drop_before", "drop_after")
+
+# (type, code, message) of the service's error body for each status it answers.
+_ERROR_DEFAULTS: Final[dict[int, tuple[str, str | None, str]]] = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: (
+        "invalid_request_error",
+        "invalid_api_key",
+        (
+            "Invalid API key provided. You can find your API key at "
+            "https://api.together.ai/settings/api-keys."
+        ),
+    ),
+    402: (
+        "invalid_request_error",
+        "credit_limit_exceeded",
+        "Your organization is out of credits or has reached its spend limit.",
+    ),
+    403: (
+        "invalid_request_error",
+        "third_party_data_sharing_blocked",
+        "This model requires third-party data sharing to be enabled for your organization",
+    ),
+    404: ("invalid_request_error", None, "Not found."),
+    408: ("server_error", None, "Request timed out."),
+    409: ("invalid_request_error", None, "Conflict."),
+    422: ("invalid_request_error", None, "Unprocessable request."),
+    429: (
+        "dynamic_request_limited",
+        "dynamic_request_limited",
+        "You are sending requests too fast; slow down and retry.",
+    ),
+    500: ("server_error", None, "Internal server error."),
+    502: ("server_error", None, "Bad gateway."),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+    504: ("server_error", None, "Gateway timeout."),
+}
+
+
+class _ApiError(Exception):
+    """One error answer of the service: status, body fields and extra headers."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str | None = None,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        default_type, default_code, default_message = _ERROR_DEFAULTS.get(
+            status,
+            ("server_error" if status >= 500 else "invalid_request_error", None, "Request failed."),
+        )
+        super().__init__(message or default_message)
+        self.status = status
+        self.message = message or default_message
+        self.error_type = default_type
+        self.param = param
+        self.code = code if code is not None else default_code
+        self.headers = headers or {}
+
+    def to_response(self) -> web.Response:
+        """The error as the service writes it: `{"id", "error": {...}}`."""
+        body = {
+            "id": _new_id(),
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            },
+        }
+        return web.json_response(body, status=self.status, headers=self.headers)
+
+
+@dataclass(frozen=True)
+class _ScheduledFailure:
+    """One queued answer from `fail_next`."""
+
+    status: int
+    retry_after: float | None
+    message: str | None
+
+
+@dataclass(frozen=True)
+class _StoredFile:
+    """A result image the fake hosts at one of its URLs."""
+
+    data: bytes
+    media_type: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class _Generation:
+    """A validated generation request: everything that decides the output."""
+
+    model: str
+    prompt: str
+    width: int
+    height: int
+    seed: int | None
+    steps: int | None
+    guidance: float | None
+    guidance_scale: float | None
+    output_format: str
+    response_format: str
+    n: int
+    references: tuple[tuple[str, str], ...]  # (request field, URL) in "image N" order
+
+
+def _new_id() -> str:
+    """A fresh response id in the service's dashed style."""
+    raw = uuid.uuid4().hex
+    return f"{raw[:7]}-{raw[7:13]}-{raw[13:29]}-FAKE"
+
+
+def _format_seconds(seconds: float) -> str:
+    """Seconds for a Retry-After header: integral values plain, others to the millisecond."""
+    if float(seconds).is_integer():
+        return str(int(seconds))
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
+class FakeTogether:
+    """A real HTTP server on 127.0.0.1 that answers like Together AI's FLUX.2 image API.
+
+    It runs aiohttp on an ephemeral port in a background thread, so synchronous and
+    asynchronous clients alike talk to it over real loopback HTTP. It serves:
+
+    - ``POST /v1/images/generations`` — validates like the service, fetches each
+      reference (its own result URLs and ``data:`` URIs only; it contacts no other host)
+      and answers with real JPEG or PNG bytes of the requested size, deterministic in the
+      model, prompt, seed, size, steps, guidance, output format and the *bytes* of the
+      references, as ``url`` (default) or ``b64_json`` (``response_format="base64"``).
+      Unlike the service, it draws no random seed when ``seed`` is omitted: the same
+      request always gives the same bytes.
+    - ``GET /files/<id>.<ext>`` — its result URLs; 404 once older than ``url_ttl``
+      seconds, 403 to a blank User-Agent (as Together's CDN does).
+
+    Base URL: ``fake.base_url`` is ``http://127.0.0.1:<port>`` with no path, the same
+    convention as ``https://api.together.ai``. Use it unchanged everywhere:
+    ``TOGETHER_BASE_URL``, ``editgraph.providers.Together(base_url=...)`` (which POSTs to
+    ``{base}/v1/images/generations``) and the official SDK, ``together.Together(
+    base_url=fake.base_url, api_key=...)`` (SDK 3.x appends ``/v1/images/generations``).
+
+    Parameters:
+        api_key: ``None`` accepts any request; a string answers 401 with the service's
+            error body to any other bearer key or a missing ``Authorization`` header.
+        latency: seconds each generation takes (awaited, so requests overlap).
+        url_ttl: seconds a result URL stays fetchable, also as a reference.
+        rate_limit: requests per minute, as a token bucket holding ``rate_limit``
+            requests (at least one) and refilling at ``rate_limit / 60`` per second, the
+            same shape as an ``aiolimiter.AsyncLimiter`` at that rate; a request beyond
+            it is a 429 with ``Retry-After`` (seconds, may be fractional) and
+            ``retry-after-ms``.
+        fault_rate: the fraction of valid generations that fail: 500, 503 or 429, or a
+            dropped connection (the request is read, no answer is written) either before
+            generating (not billed) or after generating (billed). Which ones is drawn
+            from ``random.Random(fault_seed)`` in arrival order, so it is reproducible
+            for a given order of arrival.
+        fault_seed: seed of that draw.
+        clock: seconds, monotonic; decides URL expiry and the rate limit. Tests pass a
+            settable clock to expire URLs without waiting.
+
+    A request passes these steps in order, and the first that fails answers: logged in
+    ``requests`` (when its body is a JSON object); the API key; the ``fail_next``
+    queue; the rate limit; validation (404 unknown model, 400 otherwise, with
+    ``param``); fetching references (400, ``param`` ``reference_images`` or
+    ``image_url``); injected faults; ``latency``; generation (billed).
+
+    Example (the official SDK works the same way with ``base_url=fake.base_url``):
+
+    >>> import httpx
+    >>> with FakeTogether(api_key="test-key") as fake:
+    ...     response = httpx.post(
+    ...         fake.base_url + "/v1/images/generations",
+    ...         json={"model": "black-forest-labs/FLUX.2-pro", "prompt": "a fox", "seed": 1},
+    ...         headers={"Authorization": "Bearer test-key"},
+    ...         trust_env=False,
+    ...     )
+    ...     image = httpx.get(response.json()["data"][0]["url"], trust_env=False)
+    ...     (response.status_code, image.headers["content-type"], len(fake.billed))
+    (200, 'image/jpeg', 1)
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        latency: float = 0.0,
+        url_ttl: float = 600.0,
+        rate_limit: float | None = None,
+        fault_rate: float = 0.0,
+        fault_seed: int = 0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if latency < 0:
+            raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
+        if url_ttl < 0:
+            raise ValueError(f"url_ttl must be >= 0 seconds, got {url_ttl!r}")
+        if rate_limit is not None and rate_limit <= 0:
+            raise ValueError(f"rate_limit must be > 0 requests per minute or None, got {rate_limit!r}")
+        if not 0.0 <= fault_rate <= 1.0:
+            raise ValueError(f"fault_rate must be between 0 and 1, got {fault_rate!r}")
+        self.api_key = api_key
+        self.latency = latency
+        self.url_ttl = url_ttl
+        self.rate_limit = rate_limit
+        self.fault_rate = fault_rate
+        self.fault_seed = fault_seed
+        self._clock = clock
+
+        self._lock = threading.Lock()
+        self._requests: list[dict[str, Any]] = []
+        self._billed: list[dict[str, Any]] = []
+        self._scheduled: deque[_ScheduledFailure] = deque()
+
+        # Touched only on the server's event loop thread.
+        self._fault_rng = random.Random(fault_seed)
+        self._files: OrderedDict[str, _StoredFile] = OrderedDict()
+        self._bucket_tokens: float | None = None
+        self._bucket_updated = 0.0
+
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._startup_error: BaseException | None = None
+        self._port: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start serving on an ephemeral port of 127.0.0.1; returns once it accepts connections."""
+        if self._thread is not None:
+            raise RuntimeError("FakeTogether is already running; call stop() first")
+        ready = threading.Event()
+        self._startup_error = None
+        thread = threading.Thread(
+            target=self._serve_in_thread, args=(ready,), name="FakeTogether", daemon=True
+        )
+        thread.start()
+        ready.wait()
+        if self._startup_error is not None:
+            thread.join()
+            raise RuntimeError("FakeTogether could not start its server") from self._startup_error
+        self._thread = thread
+
+    def stop(self) -> None:
+        """Stop serving and join the server thread; in-flight requests are cut short."""
+        thread, loop, stop_event = self._thread, self._loop, self._stop_event
+        if thread is None or loop is None or stop_event is None:
+            return
+        loop.call_soon_threadsafe(stop_event.set)
+        thread.join()
+        self._thread = None
+        self._loop = None
+        self._stop_event = None
+        self._port = None
+
+    def __enter__(self) -> FakeTogether:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._port is not None else "stopped"
+        return f"<FakeTogether {where}>"
+
+    # -- public state ----------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``: the base for editgraph, ``TOGETHER_BASE_URL`` and the SDK."""
+        if self._port is None:
+            raise RuntimeError("FakeTogether is not running; use it as a context manager or call start()")
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """The JSON bodies of every generation request that arrived, in order (a snapshot)."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def billed(self) -> list[dict[str, Any]]:
+        """One record per image generated (and so charged for), answered or not (a snapshot).
+
+        Each record holds ``id`` (the response id), ``index``, ``model``, ``prompt``,
+        ``seed``, ``width``, ``height``, ``output_format``, ``sha256`` (of the image
+        bytes) and ``request`` (the JSON body).
+        """
+        with self._lock:
+            return list(self._billed)
+
+    def fail_next(
+        self,
+        status: int,
+        times: int = 1,
+        retry_after: float | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` generation requests with ``status`` instead of generating.
+
+        ``retry_after`` (seconds) is sent as ``Retry-After``; ``message`` replaces the
+        default message of the error body. Calls queue in order.
+        """
+        if not 400 <= status <= 599:
+            raise ValueError(f"status must be an HTTP error status (400-599), got {status!r}")
+        if times < 1:
+            raise ValueError(f"times must be >= 1, got {times!r}")
+        failure = _ScheduledFailure(status=status, retry_after=retry_after, message=message)
+        with self._lock:
+            self._scheduled.extend([failure] * times)
+
+    # -- server thread ---------------------------------------------------------------
+
+    def _serve_in_thread(self, ready: threading.Event) -> None:
+        asyncio.run(self._serve(ready))
+
+    async def _serve(self, ready: threading.Event) -> None:
+        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        app.router.add_post(_GENERATIONS_PATH, self._handle_generation)
+        app.router.add_get(_FILES_PREFIX + "{name}", self._handle_file)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE_SECONDS)
+        try:
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self._port = int(runner.addresses[0][1])
+            self._loop = asyncio.get_running_loop()
+            self._stop_event = asyncio.Event()
+        except OSError as exc:
+            self._startup_error = exc
+            await runner.cleanup()
+            ready.set()
+            return
+        ready.set()
+        try:
+            await self._stop_event.wait()
+        finally:
+            await runner.cleanup()
+
+    # -- handlers --------------------------------------------------------------------
+
+    async def _handle_generation(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body: object = json.loads(raw)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            with self._lock:
+                self._requests.append(body)
+        try:
+            self._check_api_key(request)
+            if not isinstance(body, dict):
+                raise _ApiError(400, "The request body must be a JSON object.")
+            self._take_scheduled_failure()
+            self._take_rate_limit_token()
+            generation = _validate(body)
+            references = [
+                await self._fetch_reference(url, field, position)
+                for position, (field, url) in enumerate(generation.references, start=1)
+            ]
+            thumbnails = await asyncio.to_thread(_decode_references, references, generation.references)
+            fault = self._draw_fault()
+            if fault == "drop_before":
+                return _drop_connection(request)
+            if fault in ("500", "503", "429"):
+                raise _ApiError(int(fault))
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            reference_hashes = [hashlib.sha256(data).hexdigest() for data in references]
+            images = await asyncio.to_thread(_render_all, generation, reference_hashes, thumbnails)
+        except _ApiError as err:
+            return err.to_response()
+        response_id = _new_id()
+        self._bill(response_id, generation, body, images)
+        if fault == "drop_after":
+            return _drop_connection(request)
+        return web.json_response(
+            {
+                "id": response_id,
+                "model": generation.model,
+                "object": "list",
+                "data": [
+                    self._result_entry(index, image, generation)
+                    for index, image in enumerate(images)
+                ],
+            }
+        )
+
+    async def _handle_file(self, request: web.Request) -> web.Response:
+        if not request.headers.get("User-Agent", "").strip():
+            return web.Response(status=403, text="Forbidden: a User-Agent header is required.")
+        stored = self._fresh_file(request.match_info["name"])
+        if stored is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=stored.data, content_type=stored.media_type)
+
+    # -- steps of a generation -------------------------------------------------------
+
+    def _check_api_key(self, request: web.Request) -> None:
+        if self.api_key is None:
+            return
+        if request.headers.get("Authorization", "") != f"Bearer {self.api_key}":
+            raise _ApiError(401)
+
+    def _take_scheduled_failure(self) -> None:
+        with self._lock:
+            failure = self._scheduled.popleft() if self._scheduled else None
+        if failure is None:
+            return
+        headers = {}
+        if failure.retry_after is not None:
+            headers["Retry-After"] = _format_seconds(failure.retry_after)
+        raise _ApiError(failure.status, failure.message, headers=headers)
+
+    def _take_rate_limit_token(self) -> None:
+        if self.rate_limit is None:
+            return
+        now = self._clock()
+        per_second = self.rate_limit / 60.0
+        capacity = max(1.0, float(self.rate_limit))
+        if self._bucket_tokens is None:
+            tokens = capacity
+        else:
+            elapsed = max(0.0, now - self._bucket_updated)
+            tokens = min(capacity, self._bucket_tokens + elapsed * per_second)
+        self._bucket_updated = now
+        if tokens >= 1.0:
+            self._bucket_tokens = tokens - 1.0
+            return
+        self._bucket_tokens = tokens
+        wait_ms = max(1, math.ceil((1.0 - tokens) / per_second * 1000))
+        raise _ApiError(
+            429,
+            f"Rate limit of {self.rate_limit:g} requests per minute exceeded; retry in {wait_ms} ms.",
+            headers={"Retry-After": _format_seconds(wait_ms / 1000), "retry-after-ms": str(wait_ms)},
+        )
+
+    async def _fetch_reference(self, url: str, field: str, position: int) -> bytes:
+        """The bytes behind one reference, fetched as the service would, or a 400."""
+        if url.startswith("data:"):
+            return _decode_data_uri(url, field, position)
+        parts = urlsplit(url)
+        ours = (
+            parts.scheme == "http"
+            and parts.hostname in ("127.0.0.1", "localhost")
+            and parts.port == self._port
+            and parts.path.startswith(_FILES_PREFIX)
+        )
+        if not ours:
+            raise _ApiError(
+                400,
+                f"Could not fetch reference image {position} ({_shorten(url)}): "
+                "FakeTogether fetches only its own result URLs and data: URIs.",
+                param=field,
+            )
+        stored = self._fresh_file(parts.path[len(_FILES_PREFIX) :])
+        if stored is None:
+            raise _ApiError(
+                400,
+                f"Could not fetch reference image {position} ({_shorten(url)}): "
+                "404 Not Found (the URL has expired or never existed).",
+                param=field,
+            )
+        return stored.data
+
+    def _draw_fault(self) -> _FaultKind | None:
+        # Always two draws per generation, so the stream stays aligned with arrival order.
+        roll = self._fault_rng.random()
+        kind = _FAULT_KINDS[self._fault_rng.randrange(len(_FAULT_KINDS))]
+        return kind if roll < self.fault_rate else None
+
+    def _bill(
+        self,
+        response_id: str,
+        generation: _Generation,
+        body: dict[str, Any],
+        images: Sequence[bytes],
+    ) -> None:
+        records = [
+            {
+                "id": response_id,
+                "index": index,
+                "model": generation.model,
+                "prompt": generation.prompt,
+                "seed": generation.seed,
+                "width": generation.width,
+                "height": generation.height,
+                "output_format": generation.output_format,
+                "sha256": hashlib.sha256(image).hexdigest(),
+                "request": body,
+            }
+            for index, image in enumerate(images)
+        ]
+        with self._lock:
+            self._billed.extend(records)
+
+    def _result_entry(self, index: int, image: bytes, generation: _Generation) -> dict[str, Any]:
+        if generation.response_format == "base64":
+            return {"index": index, "type": "b64_json", "b64_json": base64.b64encode(image).decode("ascii")}
+        name = f"{uuid.uuid4().hex}.{_EXTENSIONS[generation.output_format]}"
+        self._store_file(name, image, _MEDIA_TYPES[generation.output_format])
+        return {"index": index, "type": "url", "url": f"{self.base_url}{_FILES_PREFIX}{name}"}
+
+    # -- hosted files ----------------------------------------------------------------
+
+    def _store_file(self, name: str, data: bytes, media_type: str) -> None:
+        now = self._clock()
+        while self._files:
+            oldest = next(iter(self._files.values()))
+            if now - oldest.created_at < self.url_ttl:
+                break
+            self._files.popitem(last=False)
+        self._files[name] = _StoredFile(data=data, media_type=media_type, created_at=now)
+
+    def _fresh_file(self, name: str) -> _StoredFile | None:
+        stored = self._files.get(name)
+        if stored is None:
+            return None
+        if self._clock() - stored.created_at >= self.url_ttl:
+            del self._files[name]
+            return None
+        return stored
+
+
+# -- validation ------------------------------------------------------------------------
+
+
+def _validate(body: dict[str, Any]) -> _Generation:
+    """Check a request body as the service does; 404 for an unknown model, else 400s."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _ApiError(400, "model is required and must be a string.", param="model")
+    if model not in _MAX_REFERENCES:
+        raise _ApiError(
+            404,
+            f"Unable to access model {model}. Please visit https://api.together.ai/models "
+            "to view the list of supported models.",
+            code="model_not_available",
+        )
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise _ApiError(400, "prompt is required and must be a non-empty string.", param="prompt")
+    if body.get("negative_prompt"):
+        raise _ApiError(
+            400,
+            "FLUX.2 models do not support negative prompts; describe what you want instead.",
+            param="negative_prompt",
+        )
+    if body.get("image_loras"):
+        raise _ApiError(400, "FLUX.2 models do not support image_loras.", param="image_loras")
+
+    width = _size_field(body, "width", _DEFAULT_WIDTH)
+    height = _size_field(body, "height", _DEFAULT_HEIGHT)
+    seed = _optional_int(body, "seed")
+    steps = _optional_int(body, "steps")
+    if steps is not None and not 1 <= steps <= _MAX_STEPS:
+        raise _ApiError(400, f"steps must be between 1 and {_MAX_STEPS}, got {steps}.", param="steps")
+    n = _optional_int(body, "n")
+    if n is None:
+        n = 1
+    if not 1 <= n <= _MAX_IMAGES:
+        raise _ApiError(400, f"n must be between 1 and {_MAX_IMAGES}, got {n}.", param="n")
+    output_format = body.get("output_format", "jpeg")
+    if output_format not in _MEDIA_TYPES:
+        raise _ApiError(
+            400, f"output_format must be 'jpeg' or 'png', got {output_format!r}.", param="output_format"
+        )
+    response_format = body.get("response_format", "url")
+    if response_format not in ("url", "base64"):
+        raise _ApiError(
+            400,
+            f"response_format must be 'url' or 'base64', got {response_format!r}.",
+            param="response_format",
+        )
+    upsampling = body.get("prompt_upsampling")
+    if upsampling is not None and not isinstance(upsampling, bool):
+        raise _ApiError(400, "prompt_upsampling must be a boolean.", param="prompt_upsampling")
+
+    references = _reference_fields(body, model)
+    return _Generation(
+        model=model,
+        prompt=prompt,
+        width=width,
+        height=height,
+        seed=seed,
+        steps=steps,
+        guidance=_optional_number(body, "guidance"),
+        guidance_scale=_optional_number(body, "guidance_scale"),
+        output_format=str(output_format),
+        response_format=str(response_format),
+        n=n,
+        references=references,
+    )
+
+
+def _reference_fields(body: dict[str, Any], model: str) -> tuple[tuple[str, str], ...]:
+    references: list[tuple[str, str]] = []
+    image_url = body.get("image_url")
+    if image_url is not None:
+        if model not in _IMAGE_URL_MODELS:
+            raise _ApiError(
+                400,
+                "Unsupported use of 'image_url' parameter. "
+                "This parameter is not supported for the selected model.",
+            )
+        if not isinstance(image_url, str) or not image_url:
+            raise _ApiError(400, "image_url must be a URL string.", param="image_url")
+        references.append(("image_url", image_url))
+    urls = body.get("reference_images")
+    if urls is not None:
+        if not isinstance(urls, list) or not all(isinstance(url, str) and url for url in urls):
+            raise _ApiError(400, "reference_images must be an array of URL strings.", param="reference_images")
+        references.extend(("reference_images", url) for url in urls)
+    limit = _MAX_REFERENCES[model]
+    if len(references) > limit:
+        raise _ApiError(
+            400,
+            f"{model} accepts at most {limit} reference images, got {len(references)}.",
+            param="reference_images",
+        )
+    return tuple(references)
+
+
+def _size_field(body: dict[str, Any], name: str, default: int) -> int:
+    value = _optional_int(body, name)
+    if value is None:
+        return default
+    if not _MIN_SIZE <= value <= _MAX_SIZE or value % _SIZE_MULTIPLE:
+        raise _ApiError(
+            400,
+            f"{name} must be a multiple of {_SIZE_MULTIPLE} between {_MIN_SIZE} and {_MAX_SIZE}, "
+            f"got {value}.",
+            param=name,
+        )
+    return value
+
+
+def _optional_int(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _ApiError(400, f"{name} must be an integer, got {value!r}.", param=name)
+    return value
+
+
+def _optional_number(body: dict[str, Any], name: str) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _ApiError(400, f"{name} must be a number, got {value!r}.", param=name)
+    return float(value)
+
+
+# -- references ------------------------------------------------------------------------
+
+
+def _decode_data_uri(uri: str, field: str, position: int) -> bytes:
+    header, comma, payload = uri.partition(",")
+    if not comma:
+        raise _ApiError(400, f"Reference image {position} is a malformed data: URI.", param=field)
+    if header.endswith(";base64"):
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise _ApiError(
+                400, f"Reference image {position} is a data: URI with invalid base64: {exc}.", param=field
+            ) from exc
+    return unquote_to_bytes(payload)
+
+
+def _decode_references(
+    references: Sequence[bytes], fields: Sequence[tuple[str, str]]
+) -> list[Image.Image]:
+    """Decode every reference fully (a 400 naming it if it is no image), as thumbnails."""
+    thumbnails: list[Image.Image] = []
+    for position, (data, (field, url)) in enumerate(zip(references, fields), start=1):
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.draft("RGB", (64, 64))
+                image.load()
+                thumbnail = image.convert("RGB")
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+            raise _ApiError(
+                400,
+                f"Reference image {position} ({_shorten(url)}) is not a readable image: {exc}",
+                param=field,
+            ) from exc
+        thumbnail.thumbnail((64, 64))
+        thumbnails.append(thumbnail)
+    return thumbnails
+
+
+def _shorten(url: str, limit: int = 60) -> str:
+    return url if len(url) <= limit else url[: limit - 3] + "..."
+
+
+# -- rendering -------------------------------------------------------------------------
+
+
+def _render_all(
+    generation: _Generation, reference_hashes: Sequence[str], thumbnails: Sequence[Image.Image]
+) -> list[bytes]:
+    return [
+        _render(generation, reference_hashes, thumbnails, index) for index in range(generation.n)
+    ]
+
+
+def _render(
+    generation: _Generation,
+    reference_hashes: Sequence[str],
+    thumbnails: Sequence[Image.Image],
+    index: int,
+) -> bytes:
+    """Cheap, varied, deterministic picture: gradient, shapes, reference thumbnails, prompt."""
+    inputs = {
+        "model": generation.model,
+        "prompt": generation.prompt,
+        "width": generation.width,
+        "height": generation.height,
+        "seed": generation.seed,
+        "steps": generation.steps,
+        "guidance": generation.guidance,
+        "guidance_scale": generation.guidance_scale,
+        "output_format": generation.output_format,
+        "references": list(reference_hashes),
+        "index": index,
+    }
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).digest()
+    rng = random.Random(digest)
+
+    def colour() -> tuple[int, int, int]:
+        return (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+
+    # Draw small, then scale up: a few milliseconds even at 1920 x 1920.
+    width, height = generation.width, generation.height
+    scale = 96 / max(width, height)
+    small = (max(1, round(width * scale)), max(1, round(height * scale)))
+    gradient = rng.choice([Image.linear_gradient, Image.radial_gradient])("L")
+    mask = gradient.rotate(rng.choice([0, 90, 180, 270])).resize(small)
+    canvas = Image.composite(Image.new("RGB", small, colour()), Image.new("RGB", small, colour()), mask)
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(rng.randint(3, 7)):
+        xs = sorted(rng.randrange(small[0] + 1) for _ in range(2))
+        ys = sorted(rng.randrange(small[1] + 1) for _ in range(2))
+        box = (xs[0], ys[0], xs[1], ys[1])
+        shape = rng.randrange(3)
+        if shape == 0:
+            draw.ellipse(box, fill=colour())
+        elif shape == 1:
+            draw.rectangle(box, fill=colour())
+        else:
+            draw.polygon([(rng.randrange(small[0]), rng.randrange(small[1])) for _ in range(3)], fill=colour())
+    side = max(4, small[1] // 4)
+    left = 1
+    for thumbnail in thumbnails:
+        tile = thumbnail.copy()
+        tile.thumbnail((side, side))
+        canvas.paste(tile, (left, small[1] - tile.height - 1))
+        left += tile.width + 1
+
+    image = canvas.resize((width, height), Image.Resampling.BILINEAR)
+    font_size = max(10, height // 28)
+    font = ImageFont.load_default(size=font_size)
+    caption = generation.prompt.encode("ascii", "replace").decode("ascii")[:80]
+    ImageDraw.Draw(image).text(
+        (font_size // 2, font_size // 2),
+        caption,
+        fill=(255, 255, 255),
+        font=font,
+        stroke_width=max(1, font_size // 12),
+        stroke_fill=(0, 0, 0),
+    )
+    out = io.BytesIO()
+    if generation.output_format == "png":
+        image.save(out, format="PNG", compress_level=1)
+    else:
+        image.save(out, format="JPEG", quality=70)
+    return out.getvalue()
+
+
+def _drop_connection(request: web.Request) -> web.Response:
+    """Close the connection without answering; aiohttp then discards the response."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=500)
