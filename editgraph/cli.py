@@ -50,7 +50,10 @@ def _provider(name: str | None) -> Provider | None:
         return Preview()
     from .providers.together import Together
 
-    return Together()
+    try:
+        return Together()
+    except EditGraphError as exc:  # no key: bad input, reported before anything runs
+        _fail(f"--provider together: {exc}")
 
 
 def _load(recipe: str, sets: tuple[str, ...]) -> Graph:
@@ -90,7 +93,9 @@ def main() -> None:
     Without TOGETHER_API_KEY, runs use the free offline preview provider.
     """
     # The command prints its own notices; keep the library's log line from doubling them.
-    logging.getLogger("editgraph").addHandler(logging.NullHandler())
+    library_log = logging.getLogger("editgraph")
+    if not any(isinstance(handler, logging.NullHandler) for handler in library_log.handlers):
+        library_log.addHandler(logging.NullHandler())
 
 
 @main.command()
@@ -124,7 +129,7 @@ def run(recipe: str, out_dir: Path | None, sets: tuple[str, ...], provider: str 
     except RunError as exc:
         partial = exc.run if isinstance(exc.run, Run) else None
         if partial is not None:
-            partial.save(out_dir)
+            _save(partial, out_dir)
             _summary(partial, out_dir)
         for name, error in exc.failures.items():
             _err.print(f"[red]failed[/] {name}: {error}", markup=True, soft_wrap=True)
@@ -133,25 +138,35 @@ def run(recipe: str, out_dir: Path | None, sets: tuple[str, ...], provider: str 
         _fail(str(exc))
     except EditGraphError as exc:
         _fail(str(exc), code=1)
-    result.save(out_dir)
+    _save(result, out_dir)
     _summary(result, out_dir)
+
+
+def _save(result: Run, out_dir: Path) -> None:
+    try:
+        result.save(out_dir)
+    except OSError as exc:
+        _fail(f"--out {out_dir}: cannot write the images ({exc.strerror or exc}); every "
+              "result is in the cache, so run again with another --out", code=1)
 
 
 def _summary(result: Run, out_dir: Path) -> None:
     manifest = result.manifest
     if manifest.notice:
-        _out.print(f"note: {manifest.notice}")
+        _out.print(f"note: {manifest.notice}", soft_wrap=True)
     parts = [f"{manifest.edits_run} run", f"{manifest.edits_cached} cached"]
     if result.failures:
         parts.append(f"{len(result.failures)} failed")
     _out.print(
         f"{len(result) + len(result.failures)} edits: {', '.join(parts)} · estimated spend "
-        f"${manifest.estimated_cost:.2f} · wrote {out_dir}/ ({len(result)} images + manifest.json)"
+        f"${manifest.estimated_cost:.2f} · wrote {out_dir}/ ({len(result)} images + manifest.json)",
+        soft_wrap=True,
     )
     if manifest.possibly_billed_twice:
         _out.print(
             "possibly billed twice (an answer was lost and the request re-sent): "
-            + ", ".join(manifest.possibly_billed_twice)
+            + ", ".join(manifest.possibly_billed_twice),
+            soft_wrap=True,
         )
 
 
@@ -190,5 +205,6 @@ def plan(recipe: str, sets: tuple[str, ...], provider: str | None, cache_dir: st
     _out.print(table)
     _out.print(
         f"{len(result.to_run)} to run, {len(result.cached)} cached · estimated "
-        f"${result.estimated_cost:.4f} with provider {result.provider}"
+        f"${result.estimated_cost:.4f} with provider {result.provider}",
+        soft_wrap=True,
     )

@@ -82,8 +82,10 @@ def build_request(
     parameters = {k: v for k, v in node.parameters.items() if k != "seed"}
     hashes = [reference.hash for reference in references]
     seed = node.parameters.get("seed")
-    common = {"provider": provider, "model": node.model.id, "prompt": node.prompt,
-              "parameters": parameters, "reference_hashes": hashes}
+    common: dict[str, Any] = {
+        "provider": provider, "model": node.model.id, "prompt": node.prompt,
+        "parameters": parameters, "reference_hashes": hashes,
+    }
     if seed is None:
         seed = derive_seed(edit_key(seed=None, **common))
     key = edit_key(seed=seed, **common)
@@ -126,7 +128,7 @@ class _Engine:
     done: dict[str, NodeResult] = field(default_factory=dict)
     failed: dict[str, BaseException] = field(default_factory=dict)
     pending: dict[str, asyncio.Future[None]] = field(default_factory=dict)
-    inflight: dict[str, asyncio.Future[NodeResult]] = field(default_factory=dict)
+    inflight: dict[str, tuple[str, asyncio.Future[NodeResult]]] = field(default_factory=dict)
     committed: float = 0.0
     saved: float = 0.0
 
@@ -135,11 +137,12 @@ class _Engine:
         self.slots = asyncio.Semaphore(self.concurrency)
         tasks = []
         for node in self.edits:
-            if not any(name in self.pending for name in node.references):
-                # Every input is known: a cache hit (or an input failure) resolves now,
-                # without a task, a slot or the rate limiter.
-                if self._resolve_now(node):
-                    continue
+            # Every input is known: a cache hit (or an input failure) resolves now,
+            # without a task, a slot or the rate limiter.
+            if not any(name in self.pending for name in node.references) and (
+                self._resolve_now(node)
+            ):
+                continue
             self.pending[node.name] = loop.create_future()
             tasks.append(asyncio.ensure_future(self._run_edit(node)))
         if tasks:
@@ -225,10 +228,23 @@ class _Engine:
             self.pending[node.name].set_result(None)
 
     async def _generate_once(self, node: EditNode, request: EditRequest, key: str) -> NodeResult:
+        if self.cache_only:
+            raise StoreError(
+                f"node {node.name!r}: not in the cache, and the run is cache-only "
+                "(drop --cache-only to generate it)"
+            )
         # Two edits with the same key in one run (identical requests) generate once.
         shared = self.inflight.get(key)
         if shared is not None:
-            first = await asyncio.shield(shared)
+            owner, generation = shared
+            try:
+                first = await asyncio.shield(generation)
+            except ProviderError as error:
+                # Fail under this node's own name; the possible double bill is the owner's.
+                raise ProviderError(
+                    f"node {node.name!r}: same request as {owner!r}, which failed: {error}",
+                    node=node.name, status=error.status,
+                ) from error
             return NodeResult(
                 name=node.name, key=key, cached=True, request=request,
                 output_hash=first.output_hash, media_type=first.media_type,
@@ -237,7 +253,7 @@ class _Engine:
                 created_at=first.created_at,
             )
         future: asyncio.Future[NodeResult] = asyncio.get_running_loop().create_future()
-        self.inflight[key] = future
+        self.inflight[key] = (node.name, future)
         try:
             result = await self._generate(node, request, key)
         except BaseException as error:
@@ -248,11 +264,6 @@ class _Engine:
         return result
 
     async def _generate(self, node: EditNode, request: EditRequest, key: str) -> NodeResult:
-        if self.cache_only:
-            raise StoreError(
-                f"node {node.name!r}: not in the cache, and the run is cache-only "
-                "(drop --cache-only to generate it)"
-            )
         async with self.slots, self._lease(key) as record:
             if record is not None:  # another process made it while we waited
                 return self._from_record(request, key, record, cached=True)
@@ -277,6 +288,11 @@ class _Engine:
                     f"node {node.name!r}: provider {self.provider.name!r} failed: {error}",
                     node=node.name,
                 ) from error
+            if not isinstance(image, GeneratedImage):
+                raise ProviderError(
+                    f"node {node.name!r}: provider {self.provider.name!r} returned "
+                    f"{type(image).__name__}, not an eg.GeneratedImage", node=node.name,
+                )
             elapsed = time.perf_counter() - started
             record = self._store_result(node, request, key, image, elapsed, cost)
             return self._from_record(request, key, record, cached=False)

@@ -45,6 +45,7 @@ source_root: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
 
 _NAME = re.compile(r"\w(?:[\w.-]*\w)?(?:\[\d+\])?")
 _MAX_NAME = 120
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
 _MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 _DEFAULTS: dict[str, Any] = {
     "width": 1024,
@@ -120,9 +121,13 @@ class Sweep(Sequence[Handle]):
 
     def __format__(self, spec: str) -> str:
         raise GraphError(
-            f"a sweep ({self._handles[0].name.split('[')[0]!r}) has {len(self)} variants; "
+            f"a sweep ({self._name!r}) has {len(self)} variants; "
             "use sweep.pick(i) to continue from one"
         )
+
+    @property
+    def _name(self) -> str:
+        return self._handles[0].name.rpartition("[")[0]
 
     def __repr__(self) -> str:
         return f"<Sweep {[handle.name for handle in self._handles]}>"
@@ -133,7 +138,8 @@ class Sweep(Sequence[Handle]):
             return self._handles[index]
         except IndexError:
             raise GraphError(
-                f"sweep has variants 0..{len(self) - 1}; cannot pick {index}"
+                f"sweep {self._name!r}: pick: it has variants 0..{len(self) - 1}; "
+                f"cannot pick {index}"
             ) from None
 
 
@@ -257,11 +263,18 @@ class Graph:
         name = self._new_name(name, "edit")
         spec = resolve_model(model or self.model, node=name)
         parameters = self._edit_parameters(name, spec, params)
+        if isinstance(refs, (str, Handle)):
+            raise GraphError(
+                f"node {name!r}: refs: expected a list of handles or node names, got "
+                f"{type(refs).__name__} {refs!r}; write refs=[...]"
+            )
         ref_names = None if refs is None else [self._ref_name(ref, name) for ref in refs]
         rewritten = rewrite_prompt(
             prompt, node=name, refs=ref_names, graph_id=self._id,
             canonical=lambda other: self._canonical(other, name),
         )
+        if not rewritten.text.strip() or rewritten.text == "{}":
+            raise GraphError(f"node {name!r}: prompt: is empty; say what the edit should do")
         if len(rewritten.references) > spec.max_references:
             raise GraphError(
                 f"node {name!r}: refs: {len(rewritten.references)} references, but "
@@ -299,18 +312,28 @@ class Graph:
         count = len(prompts if prompts is not None else seed_list or [])
         if count == 0:
             raise GraphError(f"node {base!r}: a sweep needs at least one variant")
-        handles = []
-        for index in range(count):
-            variant = dict(params)
-            if seed_list is not None:
-                variant["seed"] = seed_list[index]
-            handle = self.edit(
-                prompts[index] if prompts is not None else prompt,
-                refs=refs, name=f"{base}[{index}]", model=model, **variant,
-            )
-            assert isinstance(handle, Handle)
-            handles.append(handle)
+        handles: list[Handle] = []
+        try:
+            for index in range(count):
+                variant = dict(params)
+                if seed_list is not None:
+                    variant["seed"] = seed_list[index]
+                handle = self.edit(
+                    prompts[index] if prompts is not None else prompt,
+                    refs=refs, name=f"{base}[{index}]", model=model, **variant,
+                )
+                assert isinstance(handle, Handle)
+                handles.append(handle)
+        except GraphError:
+            self._remove_edits(handles)  # a sweep is added whole or not at all
+            raise
         return Sweep(handles)
+
+    def _remove_edits(self, handles: Sequence[Handle]) -> None:
+        """Drop edits just added (newest first), when the call adding them fails."""
+        for handle in reversed(handles):
+            self._dag.remove_node(handle.name)
+            del self._edits[handle.name]
 
     def _new_name(self, name: str | None, stem: str, *, reserve: bool = True) -> str:
         if name is None:
@@ -362,7 +385,7 @@ class Graph:
         unknown = set(params) - set(_DEFAULTS)
         if unknown:
             raise GraphError(
-                f"node {node!r}: {sorted(unknown)[0]}: unknown parameter; "
+                f"node {node!r}: {min(unknown)}: unknown parameter; "
                 f"known: {', '.join(_DEFAULTS)}"
             )
         for field in ("steps", "guidance"):
@@ -463,7 +486,9 @@ class Graph:
         with progress_bar(len(edits), enabled=progress) as bar:
             run, failures = await execute(
                 edits, self._sources, provider=chosen, store=store,
-                concurrency=_positive(concurrency or self.concurrency, "concurrency"),
+                concurrency=_positive(
+                    self.concurrency if concurrency is None else concurrency, "concurrency"
+                ),
                 cache_only=cache_only, budget=budget, progress=bar, notice=notice,
             )
         if failures:
@@ -492,12 +517,29 @@ def chain(handle: Handle, prompts: Sequence[str], **params: Any) -> Handle:
     """Append one edit per prompt, each taking the previous as image 1; the last handle."""
     if isinstance(prompts, str):
         raise GraphError("chain: prompts must be a list of prompts, not one str")
+    if not isinstance(handle, Handle):
+        raise GraphError(
+            f"chain: expected a handle to start from, got {type(handle).__name__}"
+            + ("; use sweep.pick(i)" if isinstance(handle, Sweep) else "")
+        )
+    for field in {"refs", "name"} & set(params):
+        raise GraphError(
+            f"chain: {field}: chain sets it for each edit (the previous edit is image 1); "
+            "use g.edit() for an edit that needs it"
+        )
+    graph = handle.graph
+    added: list[Handle] = []
     current = handle
-    for prompt in prompts:
-        result = handle.graph.edit(prompt, refs=[current], **params)
-        if not isinstance(result, Handle):
-            raise GraphError("chain: a sweep cannot be chained; pick a variant first")
-        current = result
+    try:
+        for prompt in prompts:
+            result = graph.edit(prompt, refs=[current], **params)
+            if not isinstance(result, Handle):
+                raise GraphError("chain: a sweep cannot be chained; pick a variant first")
+            added.append(result)
+            current = result
+    except GraphError:
+        graph._remove_edits(added)  # a chain is added whole or not at all
+        raise
     return current
 
 
@@ -511,26 +553,38 @@ def _read_source(
     src: object, name: str | None
 ) -> tuple[bytes, str, str | None, str]:
     """(bytes, description, URL to pass as is, default name) of a source."""
-    label = name or "image"
     if isinstance(src, Image.Image):
         buffer = io.BytesIO()
         src.save(buffer, format="PNG")
         return buffer.getvalue(), "<PIL image>", None, "image"
     if isinstance(src, (bytes, bytearray, memoryview)):
         return bytes(src), "<bytes>", None, "image"
-    if isinstance(src, str) and src.startswith(("http://", "https://")):
+    if isinstance(src, str) and _URL_SCHEME.match(src):
+        stem = _safe_stem(Path(urlparse(src).path).stem)
+        label = name or stem
+        if not src.lower().startswith(("http://", "https://")):
+            raise GraphError(
+                f"source {label!r}: {src}: only http(s) URLs are fetched; download it "
+                "and pass the file, or pass the bytes"
+            )
         try:
             response = httpx.get(
                 src, follow_redirects=True, timeout=30.0,
                 headers={"User-Agent": "editgraph (+https://pypi.org/project/editgraph)"},
             )
-            response.raise_for_status()
         except httpx.HTTPError as exc:
-            raise GraphError(f"source {label!r}: cannot fetch {src}: {exc}") from exc
-        stem = Path(urlparse(src).path).stem or "image"
-        return response.content, src, src, _safe_stem(stem)
+            raise GraphError(
+                f"source {label!r}: cannot fetch {src}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if response.is_error:
+            raise GraphError(
+                f"source {label!r}: cannot fetch {src}: HTTP {response.status_code} "
+                f"{response.reason_phrase}"
+            )
+        return response.content, src, src, stem
     if isinstance(src, (str, os.PathLike)):
         path = Path(src).expanduser()
+        label = name or _safe_stem(path.stem)
         root = source_root.get()
         if not path.is_absolute() and root is not None:
             path = root / path
@@ -542,8 +596,8 @@ def _read_source(
             raise GraphError(f"source {label!r}: cannot read {path}: {exc.strerror}") from None
         return data, str(src), None, _safe_stem(path.stem)
     raise GraphError(
-        f"source {label!r}: expected a path, an http(s) URL, bytes or a PIL image, "
-        f"got {type(src).__name__}"
+        f"source {name or 'image'!r}: expected a path, an http(s) URL, bytes or a PIL "
+        f"image, got {type(src).__name__}"
     )
 
 
@@ -560,7 +614,14 @@ def _check_image(data: bytes, name: str, described: str) -> str:
         with Image.open(io.BytesIO(data)) as image:
             image_format = image.format or ""
             image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise GraphError(
+            f"source {name!r}: {described} is not a readable image (not a format Pillow "
+            "recognises)"
+        ) from None
+    except Image.DecompressionBombError as exc:
+        raise GraphError(f"source {name!r}: {described} is too large to decode ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise GraphError(
             f"source {name!r}: {described} is not a readable image ({exc})"
         ) from None

@@ -105,6 +105,7 @@ def make_plan(
         for name, node in sources.items()
     }
     steps = []
+    first_with_key: dict[str, str] = {}  # identical requests in one run generate once
     for node in edits:
         labels = [f"image {i} = {name}" for i, name in enumerate(node.references, 1)]
         waiting = [name for name in node.references if name not in outputs]
@@ -129,8 +130,15 @@ def make_plan(
             steps.append(PlanStep(name=node.name, cached=True, prompt=node.prompt,
                                   references=labels, estimated_cost=node.estimated_cost,
                                   made_at=record.created_at, key=key))
+        elif key in first_with_key:
+            steps.append(PlanStep(
+                name=node.name, cached=False, prompt=node.prompt, references=labels,
+                estimated_cost=0.0, key=key,
+                reason=f"same request as {first_with_key[key]!r}, which makes it for both",
+            ))
         else:
-            reason = _why(node, references, key, history, provider, [])
+            first_with_key[key] = node.name
+            reason = _why(node, references, key, history, provider, [], seed=request.seed)
             steps.append(PlanStep(name=node.name, cached=False, prompt=node.prompt,
                                   references=labels, estimated_cost=node.estimated_cost,
                                   reason=reason, key=key))
@@ -144,8 +152,13 @@ def _why(
     history: NodeHistory | None,
     provider: str,
     waiting: Sequence[str],
+    *,
+    seed: int | None = None,
 ) -> str:
-    """What changed since ``node`` last ran, in a few words."""
+    """What changed since ``node`` last ran, in a few words.
+
+    ``seed`` is the seed the edit would run with now (derived when the user gave none).
+    """
     if history is None:
         return "new: it has never run"
     changes: list[str] = []
@@ -169,6 +182,9 @@ def _why(
                     changes.append(f"image {index + 1} is now {reference.source} (was {old_source})")
                 elif reference.hash != old_hash:
                     changes.append(f"image {index + 1} ({name}) bytes changed")
+    if not changes and seed is not None and history.parameters.get("seed") != seed:
+        # Only the seed moved: a pinned seed was dropped, so it is now derived from the key.
+        changes.append(f"seed {history.parameters.get('seed')!r} -> {seed} (derived)")
     if not changes:
         if key is not None and key == history.key:
             return "not in the cache any more (cleared or pruned)"

@@ -11,11 +11,12 @@ from __future__ import annotations
 import bisect
 import json
 import re
+import reprlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import GraphError
 
@@ -57,15 +58,17 @@ def reference_token(graph_id: str, name: str) -> str:
 
 
 def _is_letter(char: str) -> bool:
-    # A handle's token stands for a word, so "{man}'s" is a possessive, not a quote.
-    return char.isalpha() or char == _TOKEN_CLOSE
+    # A handle's token stands for a word, so "{man}'s" is a possessive, not a quote; so
+    # do digits, or the possessive in "image 1's hat" would open a quote and hide every
+    # later "image N" from renumbering.
+    return char.isalnum() or char == _TOKEN_CLOSE
 
 
 def _quoted_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of every quoted span, quote marks included, in order.
 
-    Quotes are "…", “…”, ‘…’, and '…' where the opening ' does not follow a letter and
-    the closing one is not followed by one. An unclosed quote is an apostrophe.
+    Quotes are "…", “…”, ‘…’, and '…' where the opening ' does not follow a letter or
+    digit and the closing one is not followed by one. An unclosed quote is an apostrophe.
     """
     spans: list[tuple[int, int]] = []
     i, n = 0, len(text)
@@ -124,6 +127,22 @@ class Subject(_Strict):
     color_palette: list[str] | None = None
 
 
+def _number_or_text(value: object) -> object:
+    # Without this, pydantic's lax unions would send ISO=True as 1.
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    raise ValueError(f"expected a number or a str, got {type(value).__name__}")
+
+
+def _whole_number_or_text(value: object) -> object:
+    value = _number_or_text(value)
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"expected a whole number or a str, got {value!r}")
+    return value
+
+
 class Camera(_Strict):
     """Camera settings of a structured prompt."""
 
@@ -132,8 +151,12 @@ class Camera(_Strict):
     focus: str | None = None
     lens: str | None = None
     depth_of_field: str | None = None
-    f_number: Union[str, float, None] = Field(default=None, alias="f-number")  # noqa: UP007
-    iso: Union[str, int, None] = Field(default=None, alias="ISO")  # noqa: UP007
+    f_number: Annotated[
+        Union[str, float, None], BeforeValidator(_number_or_text)  # noqa: UP007
+    ] = Field(default=None, alias="f-number")
+    iso: Annotated[
+        Union[str, int, None], BeforeValidator(_whole_number_or_text)  # noqa: UP007
+    ] = Field(default=None, alias="ISO")
 
 
 class StructuredPrompt(_Strict):
@@ -173,11 +196,12 @@ def _structured_strings(prompt: object, node: str) -> dict[str, Any]:
         )
     except ValidationError as exc:
         error = exc.errors()[0]
-        message = (
-            "unknown field (check the spelling against eg.StructuredPrompt)"
-            if error["type"] == "extra_forbidden"
-            else error["msg"]
-        )
+        if error["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling against eg.StructuredPrompt)"
+        elif error["type"] == "value_error":
+            message = str(error["ctx"]["error"])  # our own validators name the value
+        else:
+            message = f"{error['msg']}, got {reprlib.repr(error.get('input'))}"
         raise GraphError(f"node {node!r}: {_field_path(error['loc'])}: {message}") from None
     dumped: dict[str, Any] = model.model_dump(by_alias=True, exclude_none=True)
     return dumped

@@ -31,19 +31,24 @@ def load_recipe(path: str | Path) -> types.ModuleType:
     if spec is None or spec.loader is None:
         raise RecipeError(f"recipe {str(file)!r}: not a Python file")
     module = importlib.util.module_from_spec(spec)
+    # Registered while it runs: dataclasses and pydantic models in the recipe look their
+    # module up in sys.modules. The newest load of a recipe replaces any earlier one.
+    sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
+        sys.modules.pop(name, None)
         raise RecipeError(
             f"recipe {str(file)!r}: syntax error at line {exc.lineno}: {exc.msg}"
         ) from None
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported as such
+        sys.modules.pop(name, None)
         raise RecipeError(
             f"recipe {str(file)!r}: failed to import: {type(exc).__name__}: {exc}"
         ) from exc
     if not callable(getattr(module, "recipe", None)):
+        sys.modules.pop(name, None)
         raise RecipeError(f"recipe {str(file)!r}: defines no recipe(...) function")
-    sys.modules.pop(name, None)
     return module
 
 
@@ -79,6 +84,11 @@ def build_recipe(path: str | Path, settings: dict[str, str] | None = None) -> Gr
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "missing":
+            raise RecipeError(
+                f"recipe {str(file)!r}: parameter {field!r} has no default; pass "
+                f"--set {field}=VALUE"
+            ) from None
         raise RecipeError(
             f"recipe {str(file)!r}: --set {field}={settings.get(field, '')}: {error['msg']}"
         ) from None

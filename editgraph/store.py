@@ -8,13 +8,14 @@ directory holding anything else is refused rather than unpickled.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,6 +44,10 @@ _BLOB = "blob:"
 _LEASE = "lease:"
 _HISTORY = "history:"
 _SAVED = "stats:saved_microdollars"
+
+#: What diskcache and sqlite raise when the directory cannot be read or written
+#: (diskcache.Timeout: the database stayed locked by another process).
+_BACKEND_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
 
 
 class CacheRecord(BaseModel):
@@ -170,6 +175,15 @@ class _BytesAndTextDisk(diskcache.Disk):  # type: ignore[misc]
         return super().fetch(mode, filename, value, read)
 
 
+def _parse_record(text: Any) -> CacheRecord | None:
+    """The record in ``text``, or None when another schema version wrote it."""
+    try:
+        record = CacheRecord.model_validate_json(text)
+    except ValidationError:
+        return None
+    return record if record.schema_version == SCHEMA_VERSION else None
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -190,7 +204,7 @@ class DiskStore:
             self._cache = diskcache.Cache(
                 str(self.directory), disk=_BytesAndTextDisk, eviction_policy="none"
             )
-        except (OSError, sqlite3.Error) as exc:
+        except _BACKEND_ERRORS as exc:
             raise StoreError(
                 f"cache directory {str(self.directory)!r} cannot be opened for writing "
                 f"({exc}); set EDITGRAPH_CACHE_DIR or pass cache_dir="
@@ -213,11 +227,8 @@ class DiskStore:
         text = self._get(_RECORD + key)
         if text is None:
             return None
-        try:
-            record = CacheRecord.model_validate_json(text)
-        except ValidationError:
-            return None  # written by another schema version: a miss, never a crash
-        if _BLOB + record.output_hash not in self._cache:
+        record = _parse_record(text)
+        if record is None or not self._contains(_BLOB + record.output_hash):
             return None
         return record
 
@@ -257,23 +268,41 @@ class DiskStore:
             dead = True
         if not dead:
             return False
+
         # The holder's process is gone: take over, unless someone else just did.
-        with self._cache.transact():
-            if self._cache.get(name) == holder:
+        def take_over() -> bool:
+            with self._cache.transact():
+                if self._cache.get(name) != holder:
+                    return False
                 self._cache.set(name, self._owner, expire=LEASE_SECONDS)
                 return True
-        return False
+
+        return bool(self._write(take_over))
 
     def renew_lease(self, key: str) -> None:
-        """Keep a held lease from expiring."""
-        self._write(lambda: self._cache.touch(_LEASE + key, expire=LEASE_SECONDS))
+        """Keep a held lease from expiring (never someone else's)."""
+        name = _LEASE + key
+
+        def renew() -> None:
+            with self._cache.transact():
+                holder = self._cache.get(name)
+                if holder == self._owner:
+                    self._cache.touch(name, expire=LEASE_SECONDS)
+                elif holder is None:  # it expired while we worked, and nobody took it
+                    self._cache.add(name, self._owner, expire=LEASE_SECONDS)
+
+        self._write(renew)
 
     def release_lease(self, key: str) -> None:
         """Give up a held lease."""
         name = _LEASE + key
-        with self._cache.transact():
-            if self._cache.get(name) == self._owner:
-                self._cache.delete(name)
+
+        def release() -> None:
+            with self._cache.transact():
+                if self._cache.get(name) == self._owner:
+                    self._cache.delete(name)
+
+        self._write(release)
 
     # history and stats
 
@@ -295,15 +324,19 @@ class DiskStore:
         """Add to the running total of spend that cache hits saved."""
         if usd > 0:
             microdollars = round(usd * 1_000_000)
-            with self._cache.transact():
-                current = int(self._cache.get(_SAVED, "0"))
-                self._cache.set(_SAVED, str(current + microdollars))
+
+            def add() -> None:
+                with self._cache.transact():
+                    current = int(self._cache.get(_SAVED, "0"))
+                    self._cache.set(_SAVED, str(current + microdollars))
+
+            self._write(add)
 
     # maintenance
 
     def records(self) -> Iterator[CacheRecord]:
         """Every readable record."""
-        for name in self._cache.iterkeys():
+        for name in self._iterkeys():
             if name.startswith(_RECORD):
                 record = self.get_record(name[len(_RECORD) :])
                 if record is not None:
@@ -312,55 +345,83 @@ class DiskStore:
     def stats(self) -> CacheStats:
         """Entries, bytes and saved spend."""
         records = blobs = 0
-        for name in self._cache.iterkeys():
+        for name in self._iterkeys():
             records += name.startswith(_RECORD)
             blobs += name.startswith(_BLOB)
         return CacheStats(
             directory=str(self.directory),
             records=records,
             blobs=blobs,
-            bytes=int(self._cache.volume()),
-            saved_usd=int(self._cache.get(_SAVED, "0")) / 1_000_000,
+            bytes=int(self._read(self._cache.volume)),
+            saved_usd=int(self._get(_SAVED) or "0") / 1_000_000,
         )
 
     def prune(self, *, older_than: float | None = None, max_bytes: int | None = None) -> int:
         """Drop records older than ``older_than`` seconds, then oldest first down to
-        ``max_bytes`` of images; images no record uses go too. Returns records dropped."""
+        ``max_bytes`` of images; records that can no longer be served (image gone,
+        another schema) and images no record uses go too. Returns records dropped."""
         now = time.time()
-        records = sorted(self.records(), key=lambda record: record.created_at)
-        drop = {r.key for r in records if older_than is not None and now - r.created_at > older_than}
+        names = list(self._iterkeys())
+        records: list[CacheRecord] = []
+        drop: set[str] = set()
+        for name in names:
+            if name.startswith(_RECORD):
+                record = self.get_record(name[len(_RECORD) :])
+                if record is None:
+                    drop.add(name[len(_RECORD) :])
+                else:
+                    records.append(record)
+        records.sort(key=lambda record: record.created_at)
+        if older_than is not None:
+            drop |= {r.key for r in records if now - r.created_at > older_than}
         kept = [r for r in records if r.key not in drop]
         if max_bytes is not None:
-            total = sum(r.size_bytes for r in kept)
+            # Several keys can share one image (same output bytes): count it once, and
+            # free it only when its last record goes.
+            users: dict[str, int] = {}
+            sizes: dict[str, int] = {}
+            for record in kept:
+                users[record.output_hash] = users.get(record.output_hash, 0) + 1
+                sizes[record.output_hash] = record.size_bytes
+            total = sum(sizes.values())
             for record in kept:
                 if total <= max_bytes:
                     break
                 drop.add(record.key)
-                total -= record.size_bytes
-        for key in drop:
-            self._cache.delete(_RECORD + key)
+                users[record.output_hash] -= 1
+                if not users[record.output_hash]:
+                    total -= sizes[record.output_hash]
         used = {r.output_hash for r in records if r.key not in drop}
-        for name in list(self._cache.iterkeys()):
-            if name.startswith(_BLOB) and name[len(_BLOB) :] not in used:
-                self._cache.delete(name)
+        unused = [n for n in names if n.startswith(_BLOB) and n[len(_BLOB) :] not in used]
+        for name in [_RECORD + key for key in drop] + unused:
+            self._write(functools.partial(self._cache.delete, name))
         return len(drop)
 
     def clear(self) -> None:
         """Remove everything."""
-        self._cache.clear()
+        self._write(self._cache.clear)
 
     # diskcache errors become StoreErrors at this boundary
 
     def _get(self, name: str) -> Any:
-        try:
-            return self._cache.get(name)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cache {str(self.directory)!r}: cannot read ({exc})") from exc
+        return self._read(lambda: self._cache.get(name))
 
-    def _write(self, operation: Any) -> Any:
+    def _contains(self, name: str) -> bool:
+        return bool(self._read(lambda: name in self._cache))
+
+    def _iterkeys(self) -> Iterator[str]:
+        return iter(self._read(lambda: list(self._cache.iterkeys())))
+
+    def _read(self, operation: Callable[[], Any]) -> Any:
         try:
             return operation()
-        except (OSError, sqlite3.Error) as exc:
+        except _BACKEND_ERRORS as exc:
+            raise StoreError(f"cache {str(self.directory)!r}: cannot read ({exc})") from exc
+
+    def _write(self, operation: Callable[[], Any]) -> Any:
+        try:
+            return operation()
+        except _BACKEND_ERRORS as exc:
             raise StoreError(
                 f"cache {str(self.directory)!r}: cannot write ({exc}); check the directory "
                 "is writable and has free space, or set EDITGRAPH_CACHE_DIR"

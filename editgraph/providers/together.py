@@ -1,0 +1,752 @@
+"""Together: FLUX.2 on Together AI over httpx, with retries, a shared rate limit and image hosts.
+
+One ``generate()`` is one ``POST {base}/v1/images/generations`` (plus the download of the
+result). The body has the fields, types and omitted defaults the official ``together``
+SDK sends for the same parameters, plus ``prompt_upsampling``, which the SDK can only
+send as an extra field.
+
+Retry policy (stamina), per try:
+
+- the request never left (connect error/timeout, pool timeout, write error): retried;
+- 408, 409, 429 and 5xx answers: retried, waiting ``retry-after-ms`` / ``Retry-After``
+  when the service gives one (up to 60 s, as the SDK does), else exponential backoff with
+  jitter; ``x-should-retry: true`` / ``false`` overrides the status either way;
+- unknown outcome (read timeout, connection dropped after the body was sent): the
+  service may have generated, and billed, the image. Together takes no idempotency key,
+  so such a try is retried at most ``unknown_outcome_retries`` times and every one is
+  counted in ``GeneratedImage.unknown_outcomes``;
+- anything else (400, 401, 402, 403, 404, 422, ...) fails at once with a
+  ``ProviderError`` that says what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import email.utils
+import io
+import json
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+import stamina
+from aiolimiter import AsyncLimiter
+from PIL import Image, UnidentifiedImageError
+from pydantic import SecretStr
+
+from ..errors import ProviderError
+from ..models import CATALOGUE
+from ..requests import EditRequest, GeneratedImage, Reference
+
+__all__ = ["DataURIHost", "ImageHost", "Together"]
+
+DEFAULT_BASE_URL = "https://api.together.ai"
+_GENERATIONS_PATH = "/v1/images/generations"
+
+#: An upstream result URL counts as fresh only while it has at least this many seconds
+#: left: the service fetches references some time after the request leaves.
+_URL_SAFETY_MARGIN = 30.0
+
+#: Retry-After values the client obeys (seconds); longer ones fall back to backoff, as the
+#: SDK does, so a bogus header cannot stall a run for hours.
+_MAX_RETRY_AFTER = 60.0
+
+#: Backoff when the service gives no Retry-After: 1 s, 2 s, 4 s ... capped, plus jitter.
+_BACKOFF_INITIAL = 1.0
+_BACKOFF_MAX = 30.0
+_BACKOFF_JITTER = 1.0
+
+#: Downloads of a finished result are idempotent GETs: retried on their own, so a lost
+#: download never re-runs (and re-bills) the generation.
+_DOWNLOAD_ATTEMPTS = 4
+
+_MODERATION_WORDS = ("moderat", "nsfw", "safety", "unsafe", "content policy", "flagged")
+
+_MEDIA_TYPES_BY_FORMAT = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+def _user_agent() -> str:
+    try:
+        version = metadata.version("editgraph")
+    except metadata.PackageNotFoundError:
+        version = "0"
+    return f"editgraph/{version} (+https://github.com/editgraph) httpx/{httpx.__version__}"
+
+
+_USER_AGENT = _user_agent()
+
+
+@runtime_checkable
+class ImageHost(Protocol):
+    """Turns a reference held as bytes into a URL the service can fetch.
+
+    Pass one as ``Together(image_host=...)`` to upload references to your own storage
+    (an S3 bucket with presigned URLs, say) instead of sending them inline.
+    """
+
+    async def url_for(self, reference: Reference) -> str:
+        """A URL (or ``data:`` URI) at which the service can read ``reference.data``."""
+        ...
+
+
+class DataURIHost:
+    """The default image host: sends a reference inline as ``data:<type>;base64,...``.
+
+    Together documents reference images as URLs only; data URIs work in practice but are
+    undocumented (FLUX_API.md 1.1), so this is a default you can replace, not a promise.
+    """
+
+    async def url_for(self, reference: Reference) -> str:
+        """The reference's bytes as a base64 ``data:`` URI."""
+        if reference.data is None:
+            raise ValueError(f"reference {reference.source!r} carries no bytes to send")
+        encoded = base64.b64encode(reference.data).decode("ascii")
+        return f"data:{reference.media_type};base64,{encoded}"
+
+    def __repr__(self) -> str:
+        return "DataURIHost()"
+
+
+# --- internal signals between one try and the retry policy ------------------------------
+
+
+class _RetryableFailure(Exception):
+    """One try failed in a way that may succeed when tried again."""
+
+    def __init__(self, description: str, *, status: int | None = None, delay: float | None = None):
+        super().__init__(description)
+        self.description = description
+        self.status = status
+        self.delay = delay
+
+
+class _NotSent(_RetryableFailure):
+    """The request never reached the service (nothing can have been billed)."""
+
+
+class _RetryableStatus(_RetryableFailure):
+    """The service answered with a status worth retrying (408, 409, 429, 5xx)."""
+
+
+class _UnknownOutcome(_RetryableFailure):
+    """The request was sent and the answer lost: the image may have been generated."""
+
+
+class _ReferencesRejected(Exception):
+    """The service could not fetch a reference (400, param ``reference_images``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class _CallState:
+    """What one ``generate()`` learns across its tries."""
+
+    unknown_outcomes: int = 0
+    tries: int = 0
+
+
+# --- the shared rate limiter --------------------------------------------------------------
+
+
+class _RateGovernor:
+    """One provider's pace, shared by every task that calls it.
+
+    No limit until the service answers 429 or the user sets ``rate_limit``. A 429 pauses
+    every task until its Retry-After has passed, then sets a pace just under the rate the
+    service was seen to accept (requests sent minus those refused with 429, over the last
+    minute) and raises it by a few percent after every quiet stretch. A user's
+    ``rate_limit`` caps the pace at all times.
+
+    The pace lives here as plain numbers on the monotonic clock; the aiolimiter that
+    enforces it is created per event loop while calls are in flight and dropped when the
+    last one ends, so a provider object never holds a limiter bound to a dead loop.
+    """
+
+    #: Pace after a 429, as a fraction of the accepted rate measured before it.
+    BACKOFF_FRACTION = 0.95
+    #: After this many seconds without a 429 the pace grows by ``RECOVERY_FACTOR``.
+    RECOVERY_PERIOD = 2.0
+    RECOVERY_FACTOR = 1.05
+    #: Window (seconds) over which the accepted rate is measured, and its shortest span.
+    MEASURE_WINDOW = 60.0
+    MIN_SPAN = 0.5
+    #: Requests in the window below which no rate is measured (a lone 429 sets no pace).
+    MIN_SAMPLES = 8
+    #: The slowest adaptive pace, requests per minute.
+    MIN_RPM = 1.0
+
+    def __init__(self, user_rpm: float | None) -> None:
+        self.user_rpm = user_rpm
+        self.adaptive_rpm: float | None = None
+        self.paused_until = 0.0
+        self.last_start = -math.inf
+        self.rate_limited = 0
+        self._sends: deque[float] = deque()
+        self._refusals: deque[float] = deque()
+        self._last_change = -math.inf
+        self._active = 0
+        self._limiter: AsyncLimiter | None = None
+        self._limiter_loop: asyncio.AbstractEventLoop | None = None
+        self._limiter_rpm: float | None = None
+
+    def pace(self) -> float | None:
+        """The requests-per-minute cap in force now (None: unlimited)."""
+        self._recover(time.monotonic())
+        rates = [rpm for rpm in (self.user_rpm, self.adaptive_rpm) if rpm is not None]
+        return min(rates) if rates else None
+
+    def enter(self) -> None:
+        """A generate() call starts."""
+        self._active += 1
+
+    def leave(self) -> None:
+        """A generate() call ends; the last one out drops the loop-bound limiter."""
+        self._active -= 1
+        if self._active == 0:
+            self._limiter = None
+            self._limiter_loop = None
+            self._limiter_rpm = None
+
+    async def wait_turn(self) -> float:
+        """Wait until this task may send one request; returns the send time."""
+        while True:
+            limiter = self._current_limiter()
+            now = time.monotonic()
+            if self.paused_until > now:
+                await asyncio.sleep(self.paused_until - now)
+                continue
+            if limiter is not None:
+                await limiter.acquire()
+                if self.paused_until > time.monotonic() or self._limiter is not limiter:
+                    continue  # a 429 or a new pace arrived while waiting: queue again
+            now = time.monotonic()
+            self.last_start = now
+            self._sends.append(now)
+            self._forget_before(now - self.MEASURE_WINDOW)
+            return now
+
+    def rate_limited_for(self, delay: float | None, sent_at: float) -> None:
+        """The request sent at ``sent_at`` got a 429: pause everyone ``delay`` s, slow down.
+
+        Without a Retry-After (``delay`` None) there is nothing to wait out together; each
+        task's own backoff applies and only the pace changes.
+        """
+        now = time.monotonic()
+        self.rate_limited += 1
+        self._refusals.append(sent_at)
+        if delay is not None:
+            self.paused_until = max(self.paused_until, now + delay)
+        if sent_at < self._last_change:
+            return  # sent before the last slow-down: that one already accounts for it
+        self._forget_before(now - self.MEASURE_WINDOW)
+        if len(self._sends) < self.MIN_SAMPLES:
+            return  # too few requests to measure a rate: the pause alone must do
+        span = max(now - self._sends[0], self.MIN_SPAN) if self._sends else self.MIN_SPAN
+        accepted_rpm = (len(self._sends) - len(self._refusals)) / span * 60.0
+        target = accepted_rpm * self.BACKOFF_FRACTION
+        if self.adaptive_rpm is not None and target >= self.adaptive_rpm:
+            # Already pacing below what was measured and still refused: the measure is
+            # inflated (by an early burst, say), so step down from the pace instead.
+            target = self.adaptive_rpm * self.BACKOFF_FRACTION
+        self.adaptive_rpm = max(self.MIN_RPM, target)
+        self._last_change = now
+
+    def _forget_before(self, horizon: float) -> None:
+        for events in (self._sends, self._refusals):
+            while events and events[0] < horizon:
+                events.popleft()
+
+    def _recover(self, now: float) -> None:
+        if self.adaptive_rpm is None:
+            return
+        since = max(self._last_change, self.paused_until)
+        periods = int((now - since) // self.RECOVERY_PERIOD)
+        if periods > 0:
+            self.adaptive_rpm *= self.RECOVERY_FACTOR**periods
+            self._last_change = since + periods * self.RECOVERY_PERIOD
+
+    def _current_limiter(self) -> AsyncLimiter | None:
+        rpm = self.pace()
+        if rpm is None:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._limiter is None or self._limiter_loop is not loop or self._limiter_rpm != rpm:
+            if self._limiter is None:
+                # A fresh limiter lets its first request through at once; keep the gap
+                # since the last request of an earlier call, run or loop.
+                self.paused_until = max(self.paused_until, self.last_start + 60.0 / rpm)
+            # Capacity 1: requests are spaced evenly, so no rolling minute exceeds the pace.
+            self._limiter = AsyncLimiter(1, 60.0 / rpm)
+            self._limiter_loop = loop
+            self._limiter_rpm = rpm
+        return self._limiter
+
+
+# --- the provider -------------------------------------------------------------------------
+
+
+class Together:
+    """FLUX.2 on Together AI.
+
+    ``api_key`` and ``base_url`` fall back to ``TOGETHER_API_KEY`` and
+    ``TOGETHER_BASE_URL`` (default ``https://api.together.ai``), as the official SDK does.
+    The key is held as a ``SecretStr`` and appears in no repr, message or log line.
+
+    Deliberate departure from the API default: ``prompt_upsampling`` is always sent, and
+    is ``false`` unless the request asks for it. The service's upsampler rewrites edit
+    prompts, including their "image N" wording, and makes runs non-reproducible.
+
+    Parameters:
+        max_retries: retries of a try that failed before reaching the service or got a
+            408/409/429/5xx answer.
+        unknown_outcome_retries: retries of a try whose outcome is unknown (sent, answer
+            lost); each may be billed, and each is counted in ``unknown_outcomes``.
+        timeout: seconds to wait for one generation's answer (FLUX.2 can be slow; a read
+            timeout is an unknown outcome, so keep it generous).
+        result_url_ttl: how long a result URL is trusted to stay fetchable. Together does
+            not document it; 600 s is the BFL figure.
+        rate_limit: requests per minute never to exceed (default: none until a 429).
+        image_host: how references held as bytes are sent (default ``DataURIHost``).
+
+    Raises ``ProviderError`` when no key is given or found in the environment.
+    """
+
+    name = "together"
+
+    def __init__(
+        self,
+        api_key: str | SecretStr | None = None,
+        base_url: str | None = None,
+        *,
+        max_retries: int = 5,
+        unknown_outcome_retries: int = 1,
+        timeout: float = 180.0,
+        result_url_ttl: float = 600.0,
+        rate_limit: float | None = None,
+        image_host: ImageHost | None = None,
+    ) -> None:
+        if api_key is None:
+            api_key = os.environ.get("TOGETHER_API_KEY") or None
+        if api_key is None:
+            raise ProviderError(
+                "Together needs an API key: set TOGETHER_API_KEY or pass api_key=...; "
+                "or use eg.providers.Preview() to run offline"
+            )
+        self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+        if base_url is None:
+            base_url = os.environ.get("TOGETHER_BASE_URL") or DEFAULT_BASE_URL
+        self.base_url = base_url.rstrip("/")
+        if max_retries < 0 or unknown_outcome_retries < 0:
+            raise ValueError("max_retries and unknown_outcome_retries must be >= 0")
+        if timeout <= 0 or result_url_ttl < 0:
+            raise ValueError("timeout must be > 0 and result_url_ttl >= 0")
+        if rate_limit is not None and rate_limit <= 0:
+            raise ValueError(f"rate_limit must be requests per minute > 0, got {rate_limit!r}")
+        self.max_retries = max_retries
+        self.unknown_outcome_retries = unknown_outcome_retries
+        self.timeout = float(timeout)
+        self.result_url_ttl = float(result_url_ttl)
+        self.rate_limit = rate_limit
+        self.image_host: ImageHost = image_host if image_host is not None else DataURIHost()
+        self._governor = _RateGovernor(rate_limit)
+
+    def __repr__(self) -> str:
+        return (
+            f"Together(base_url={self.base_url!r}, max_retries={self.max_retries}, "
+            f"unknown_outcome_retries={self.unknown_outcome_retries}, timeout={self.timeout}, "
+            f"result_url_ttl={self.result_url_ttl}, rate_limit={self.rate_limit!r}, "
+            f"image_host={self.image_host!r})"
+        )
+
+    @property
+    def rate_limited(self) -> int:
+        """How many 429 answers this provider object has seen (all runs)."""
+        return self._governor.rate_limited
+
+    async def generate(self, request: EditRequest) -> GeneratedImage:
+        """Generate the image ``request`` describes and download it.
+
+        Raises ``ProviderError`` (with ``node``, ``status`` and ``possibly_billed``) when the
+        edit fails for good; transport errors are its ``__cause__``.
+        """
+        state = _CallState()
+        self._governor.enter()
+        try:
+            # One client per call: nothing bound to this event loop outlives it.
+            async with httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
+                headers={"User-Agent": _USER_AGENT},
+                follow_redirects=True,
+            ) as client:
+                references, sent_upstream = await self._wire_references(request, use_host=False)
+                try:
+                    payload = await self._generate_with_retries(client, request, references, state)
+                except _ReferencesRejected as exc:
+                    if not sent_upstream:
+                        raise self._error(request, f"Together could not use a reference: {exc.message}", 400) from exc
+                    # An upstream URL expired early: send those references as bytes, once.
+                    references, _ = await self._wire_references(request, use_host=True)
+                    try:
+                        payload = await self._generate_with_retries(client, request, references, state)
+                    except _ReferencesRejected as again:
+                        raise self._error(
+                            request, f"Together could not use a reference: {again.message}", 400
+                        ) from again
+                return await self._result(client, request, payload, state)
+        finally:
+            self._governor.leave()
+
+    # --- building the request ---------------------------------------------------------
+
+    async def _wire_references(self, request: EditRequest, *, use_host: bool) -> tuple[list[str], bool]:
+        """The ``reference_images`` strings, and whether any is an upstream result URL."""
+        now = time.time()
+        urls: list[str] = []
+        sent_upstream = False
+        for reference in request.references:
+            if reference.url is not None and reference.url_expires_at is None:
+                urls.append(reference.url)  # a source URL the user gave: as is
+                continue
+            fresh = (
+                reference.url is not None
+                and reference.url_expires_at is not None
+                and reference.url_expires_at - _URL_SAFETY_MARGIN > now
+            )
+            if fresh and not (use_host and reference.data is not None):
+                assert reference.url is not None
+                urls.append(reference.url)
+                sent_upstream = True
+                continue
+            if reference.data is None:
+                raise self._error(
+                    request,
+                    f"reference {reference.source!r}: its URL has expired and its bytes are "
+                    "not at hand; run the edit that makes it again",
+                    None,
+                )
+            try:
+                urls.append(await self.image_host.url_for(reference))
+            except Exception as exc:  # a user's host may fail in any way: name it, keep the cause
+                raise self._error(
+                    request, f"image host {self.image_host!r} could not host reference {reference.source!r}: {exc}", None
+                ) from exc
+        return urls, sent_upstream
+
+    def _body(self, request: EditRequest, references: list[str]) -> dict[str, Any]:
+        """The JSON body, keyed and ordered as the SDK sends it; None fields omitted."""
+        fields: dict[str, Any] = {"model": request.model, "prompt": request.prompt}
+        if request.guidance is not None:
+            fields["guidance_scale"] = request.guidance
+        fields["height"] = request.height
+        fields["output_format"] = request.output_format
+        if references:
+            fields["reference_images"] = references
+        fields["response_format"] = "url"
+        fields["seed"] = request.seed
+        if request.steps is not None:
+            fields["steps"] = request.steps
+        fields["width"] = request.width
+        # Always sent, false by default: see the class docstring.
+        fields["prompt_upsampling"] = request.prompt_upsampling
+        return fields
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self._api_key.get_secret_value()}",
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+
+    # --- sending with retries ---------------------------------------------------------
+
+    async def _generate_with_retries(
+        self,
+        client: httpx.AsyncClient,
+        request: EditRequest,
+        references: list[str],
+        state: _CallState,
+    ) -> dict[str, Any]:
+        content = json.dumps(
+            self._body(request, references), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode()
+
+        def should_retry(exc: Exception) -> bool | float:
+            if isinstance(exc, _UnknownOutcome):
+                return state.unknown_outcomes <= self.unknown_outcome_retries
+            if isinstance(exc, _RetryableFailure):
+                return exc.delay if exc.delay is not None else True
+            return False
+
+        try:
+            async for attempt in stamina.retry_context(
+                on=should_retry,
+                attempts=self.max_retries + 1,
+                timeout=None,
+                wait_initial=_BACKOFF_INITIAL,
+                wait_max=_BACKOFF_MAX,
+                wait_jitter=_BACKOFF_JITTER,
+            ):
+                with attempt:
+                    return await self._try_once(client, request, content, state)
+        except _UnknownOutcome as exc:
+            raise self._error(
+                request,
+                f"Together gave no answer ({exc.description}) after {state.tries} tries; the "
+                f"generation may have been billed ({state.unknown_outcomes} unknown outcome(s)) "
+                "- check your usage before running it again",
+                None,
+                state,
+            ) from exc.__cause__
+        except _RetryableFailure as exc:
+            raise self._error(
+                request, f"{exc.description}; gave up after {state.tries} tries", exc.status, state
+            ) from (exc.__cause__ or exc)
+        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
+
+    async def _try_once(
+        self, client: httpx.AsyncClient, request: EditRequest, content: bytes, state: _CallState
+    ) -> dict[str, Any]:
+        sent_at = await self._governor.wait_turn()
+        state.tries += 1
+        url = f"{self.base_url}{_GENERATIONS_PATH}"
+        try:
+            response = await client.post(url, content=content, headers=self._headers())
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise _NotSent(f"could not connect to {self.base_url} ({type(exc).__name__})") from exc
+        except (httpx.WriteError, httpx.WriteTimeout) as exc:
+            # The body did not get out whole: the service cannot have acted on it.
+            raise _NotSent(f"could not send the request to {self.base_url} ({type(exc).__name__})") from exc
+        except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
+            state.unknown_outcomes += 1
+            reason = (
+                f"no answer within {self.timeout:g} s"
+                if isinstance(exc, httpx.ReadTimeout)
+                else "the connection dropped after the request was sent"
+            )
+            raise _UnknownOutcome(reason) from exc
+        except httpx.HTTPError as exc:
+            raise self._error(request, f"request to {self.base_url} failed: {type(exc).__name__}: {exc}", None, state) from exc
+        if response.status_code == 429:
+            self._governor.rate_limited_for(_retry_after(response.headers), sent_at)
+        return self._judge(request, response, state)
+
+    def _judge(self, request: EditRequest, response: httpx.Response, state: _CallState) -> dict[str, Any]:
+        """The parsed answer of a 2xx; else raise the signal or error the status calls for."""
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                payload = response.json()
+            except ValueError as exc:
+                raise self._error(request, "Together answered with a body that is not JSON", status, state) from exc
+            if not isinstance(payload, dict):
+                raise self._error(request, "Together answered with an unexpected body", status, state)
+            return payload
+        error = _error_fields(response)
+        message = self._redact(error.get("message") or response.reason_phrase or "no message")
+        should = response.headers.get("x-should-retry")
+        retryable = status in (408, 409, 429) or status >= 500
+        if should == "true" or (should != "false" and retryable):
+            raise _RetryableStatus(
+                f"Together answered {status}: {message}", status=status, delay=_retry_after(response.headers)
+            )
+        if status == 400 and error.get("param") == "reference_images":
+            raise _ReferencesRejected(message)
+        raise self._error(request, self._explain(request, status, error, message), status, state)
+
+    def _explain(self, request: EditRequest, status: int, error: Mapping[str, Any], message: str) -> str:
+        """A message for a final error status that tells the user what to do."""
+        if status == 401:
+            return (
+                f"Together rejected the API key (401: {message}); check TOGETHER_API_KEY "
+                "or the api_key you passed"
+            )
+        if status == 402:
+            return (
+                f"Together refused for billing (402: {message}); add credits or raise the "
+                "spend limit in your Together account's billing settings"
+            )
+        codes = {str(error.get("code") or ""), str(error.get("type") or "")}
+        if status == 403 and (
+            "third_party_data_sharing_blocked" in codes or "third-party" in message.lower()
+        ):
+            return (
+                f"Together blocked {request.model} (403 third_party_data_sharing_blocked: "
+                f"{message}); FLUX.2 is partner-hosted: enable it under Organization Settings "
+                "-> Privacy -> allow third-party (passthrough) models, then run again"
+            )
+        if status == 403:
+            return f"Together denied access (403: {message}); check the key's organization and permissions"
+        if status == 404:
+            known = ", ".join(spec.id for spec in CATALOGUE)
+            return (
+                f"Together does not know model {request.model!r} (404: {message}); use one "
+                f"of {known} (and check TOGETHER_BASE_URL, now {self.base_url})"
+            )
+        if status in (400, 422):
+            lowered = message.lower()
+            if any(word in lowered for word in _MODERATION_WORDS):
+                return (
+                    f"Together's content moderation refused this edit ({status}: {message}); "
+                    "change the prompt or the references"
+                )
+            param = error.get("param")
+            where = f" (field {param!r})" if param else ""
+            return f"Together refused the request{where} ({status}: {message}); fix it and run again"
+        return f"Together answered {status}: {message}"
+
+    # --- the result -------------------------------------------------------------------
+
+    async def _result(
+        self, client: httpx.AsyncClient, request: EditRequest, payload: dict[str, Any], state: _CallState
+    ) -> GeneratedImage:
+        items = payload.get("data")
+        if not isinstance(items, list) or not items or not isinstance(items[0], dict):
+            raise self._error(request, "Together's answer holds no image", 200, state)
+        item: dict[str, Any] = items[0]
+        url: str | None = None
+        if isinstance(item.get("b64_json"), str):
+            try:
+                data = base64.b64decode(item["b64_json"], validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise self._error(request, "Together's base64 image does not decode", 200, state) from exc
+        elif isinstance(item.get("url"), str):
+            url = item["url"]
+            data = await self._download(client, request, url, state)
+        else:
+            raise self._error(request, "Together's answer has neither url nor b64_json", 200, state)
+        media_type = self._verified_media_type(request, data, state)
+        return GeneratedImage(
+            data=data,
+            media_type=media_type,
+            url=url,
+            url_expires_at=time.time() + self.result_url_ttl if url is not None else None,
+            unknown_outcomes=state.unknown_outcomes,
+        )
+
+    async def _download(self, client: httpx.AsyncClient, request: EditRequest, url: str, state: _CallState) -> bytes:
+        """Fetch a result at once (the CDN refuses a blank User-Agent; ours is set)."""
+
+        def should_retry(exc: Exception) -> bool | float:
+            if isinstance(exc, _RetryableFailure):
+                return exc.delay if exc.delay is not None else True
+            return False
+
+        try:
+            async for attempt in stamina.retry_context(
+                on=should_retry,
+                attempts=_DOWNLOAD_ATTEMPTS,
+                timeout=None,
+                wait_initial=_BACKOFF_INITIAL,
+                wait_max=_BACKOFF_MAX,
+                wait_jitter=_BACKOFF_JITTER,
+            ):
+                with attempt:
+                    try:
+                        # No Authorization: the result URL is public and may be another host.
+                        response = await client.get(url)
+                    except httpx.TransportError as exc:
+                        raise _RetryableFailure(f"download failed ({type(exc).__name__})") from exc
+                    if response.status_code == 429 or response.status_code >= 500:
+                        raise _RetryableFailure(
+                            f"download answered {response.status_code}",
+                            status=response.status_code,
+                            delay=_retry_after(response.headers),
+                        )
+                    if response.status_code != 200:
+                        raise self._error(
+                            request,
+                            f"the result was generated (and billed) but its download answered "
+                            f"{response.status_code}",
+                            response.status_code,
+                            state,
+                            billed=True,
+                        )
+                    return response.content
+        except _RetryableFailure as exc:
+            raise self._error(
+                request, f"the result was generated (and billed) but could not be downloaded: {exc.description}",
+                exc.status, state, billed=True,
+            ) from (exc.__cause__ or exc)
+        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
+
+    def _verified_media_type(self, request: EditRequest, data: bytes, state: _CallState) -> str:
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image_format = image.format or ""
+                image.load()
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise self._error(request, "Together's result is not a decodable image", 200, state, billed=True) from exc
+        media_type = _MEDIA_TYPES_BY_FORMAT.get(image_format) or Image.MIME.get(image_format)
+        if media_type is None:
+            raise self._error(request, f"Together's result has an unexpected format {image_format!r}", 200, state)
+        return media_type
+
+    # --- errors -----------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        """``text`` with the API key (should the service echo it) blanked out."""
+        secret = self._api_key.get_secret_value()
+        return text.replace(secret, "**********") if secret else text
+
+    def _error(
+        self,
+        request: EditRequest,
+        message: str,
+        status: int | None,
+        state: _CallState | None = None,
+        *,
+        billed: bool = False,
+    ) -> ProviderError:
+        unknown = state.unknown_outcomes if state is not None else 0
+        text = f"node {request.node!r}: {message}"
+        if unknown and "may have been billed" not in message:
+            text += f" ({unknown} earlier try(s) had an unknown outcome and may have been billed)"
+        return ProviderError(self._redact(text), node=request.node, status=status, possibly_billed=billed or unknown > 0)
+
+
+def _error_fields(response: httpx.Response) -> dict[str, Any]:
+    """The ``error`` object of a Together error body (empty when there is none)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {"message": response.text[:500]} if response.text else {}
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            return error
+        if isinstance(error, str):
+            return {"message": error}
+        for key in ("message", "detail"):
+            if isinstance(body.get(key), str):
+                return {"message": body[key]}
+    return {}
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds the service asks to wait (``retry-after-ms``, then ``Retry-After``), if sane."""
+    delay: float | None = None
+    if (milliseconds := headers.get("retry-after-ms")) is not None:
+        try:
+            delay = float(milliseconds) / 1000.0
+        except ValueError:
+            delay = None
+    if delay is None and (value := headers.get("retry-after")) is not None:
+        try:
+            delay = float(value)
+        except ValueError:
+            parsed = email.utils.parsedate_tz(value)
+            delay = float(email.utils.mktime_tz(parsed) - time.time()) if parsed is not None else None
+    if delay is None or not 0 < delay <= _MAX_RETRY_AFTER:
+        return None
+    return delay

@@ -1,0 +1,652 @@
+"""The diskcache store: write-once blobs and records, no pickle, leases, history, pruning."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pathlib
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import diskcache
+import platformdirs
+import pytest
+from PIL import Image
+
+import editgraph as eg
+from editgraph.errors import StoreError
+from editgraph.keys import SCHEMA_VERSION
+from editgraph.store import (
+    LEASE_SECONDS,
+    CacheRecord,
+    DiskStore,
+    NodeHistory,
+    default_cache_dir,
+)
+
+
+def png(colour: tuple[int, int, int], size: tuple[int, int] = (16, 16)) -> bytes:
+    """A small solid-colour PNG."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def sha(data: bytes) -> str:
+    """sha256 hex of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_record(key: str, data: bytes, *, created_at: float | None = None,
+                **changes: Any) -> CacheRecord:
+    """A record for ``key`` whose output is ``data``."""
+    fields: dict[str, Any] = {
+        "key": key, "node": "blue", "provider": "counting",
+        "model": "black-forest-labs/FLUX.2-pro",
+        "request": {"prompt": "Make image 1 blue"}, "seed": 7,
+        "output_hash": sha(data), "media_type": "image/png", "width": 16, "height": 16,
+        "size_bytes": len(data), "elapsed": 0.5, "cost": 0.03,
+        "created_at": time.time() if created_at is None else created_at,
+    }
+    fields.update(changes)
+    return CacheRecord(**fields)
+
+
+def keep(store: DiskStore, key: str, data: bytes, **changes: Any) -> CacheRecord:
+    """Store ``data`` and a record for it under ``key``, as a finished edit does."""
+    record = make_record(key, data, **changes)
+    store.put_blob(record.output_hash, data)
+    store.put_record(record)
+    return record
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    """A fresh cache directory."""
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def open_store(cache_dir: Path) -> Iterator[Callable[..., DiskStore]]:
+    """Opens DiskStores (on the fresh directory by default) and closes them afterwards."""
+    opened: list[DiskStore] = []
+
+    def open_one(directory: Path | None = None) -> DiskStore:
+        opened.append(DiskStore(cache_dir if directory is None else directory))
+        return opened[-1]
+
+    yield open_one
+    for each in opened:
+        each.close()
+
+
+@pytest.fixture
+def store(open_store: Callable[..., DiskStore]) -> DiskStore:
+    """A DiskStore on a fresh directory."""
+    return open_store()
+
+
+@pytest.fixture
+def plain(cache_dir: Path, store: DiskStore) -> Iterator[diskcache.Cache]:
+    """The same directory opened with plain diskcache (which pickles), to plant values."""
+    cache = diskcache.Cache(str(cache_dir))
+    yield cache
+    cache.close()
+
+
+class CountingProvider:
+    """A provider that counts calls and answers a PNG that depends on the request."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def generate(self, request: eg.EditRequest) -> eg.GeneratedImage:
+        """A solid PNG coloured by the prompt and seed."""
+        self.calls += 1
+        digest = hashlib.sha256(f"{request.prompt}|{request.seed}".encode()).digest()
+        return eg.GeneratedImage(data=png((digest[0], digest[1], digest[2]), (64, 48)),
+                                 media_type="image/png", url="https://results.example/1")
+
+
+class Planted:
+    """Unpickling this touches ``marker``: proof that a pickle was executed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (pathlib.Path.touch, (self.marker,))
+
+
+# --------------------------------------------------------------------------- blobs, records
+
+
+def test_blob_round_trip(store: DiskStore) -> None:
+    """A blob put under its hash comes back byte for byte."""
+    data = png((255, 0, 0))
+    store.put_blob(sha(data), data)
+    assert store.get_blob(sha(data)) == data
+
+
+def test_blobs_are_write_once(store: DiskStore) -> None:
+    """A second put under the same hash keeps the first bytes."""
+    store.put_blob("h", b"first")
+    store.put_blob("h", b"second")
+    assert store.get_blob("h") == b"first"
+
+
+def test_large_blob_round_trip(store: DiskStore) -> None:
+    """A blob too large to live in the database (a file) comes back intact."""
+    data = os.urandom(200_000)
+    store.put_blob(sha(data), data)
+    assert store.get_blob(sha(data)) == data
+
+
+def test_missing_blob_is_a_store_error(store: DiskStore) -> None:
+    """Asking for a hash the store never saw raises StoreError naming it."""
+    with pytest.raises(StoreError, match="abcdef012345 is missing"):
+        store.get_blob("abcdef0123456789")
+
+
+def test_record_round_trip(store: DiskStore) -> None:
+    """A record comes back equal, with the current schema version."""
+    record = keep(store, "k1", png((0, 0, 255)))
+    assert store.get_record("k1") == record
+    assert record.schema_version == SCHEMA_VERSION
+
+
+def test_records_are_write_once(store: DiskStore) -> None:
+    """The first record for a key wins."""
+    data = png((0, 0, 255))
+    first = keep(store, "k1", data, seed=1)
+    keep(store, "k1", data, seed=2)
+    assert store.get_record("k1") == first
+
+
+def test_unknown_key_is_a_miss(store: DiskStore) -> None:
+    """A key never stored gives None."""
+    assert store.get_record("nope") is None
+
+
+def test_record_whose_blob_is_missing_is_a_miss(store: DiskStore) -> None:
+    """A record pointing at an image the store lacks is not served."""
+    store.put_record(make_record("k1", png((1, 2, 3))))
+    assert store.get_record("k1") is None
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        json.dumps({"schema_version": 0, "key": "k1"}),
+        "not json at all",
+        "[1, 2, 3]",
+        b"\x00\xff bytes",
+    ],
+    ids=["old-shape", "not-json", "list", "bytes"],
+)
+def test_record_from_another_schema_is_a_miss(
+    store: DiskStore, plain: diskcache.Cache, planted: str | bytes
+) -> None:
+    """A record this version cannot read is a miss, not a crash."""
+    plain.set("record:k1", planted)
+    assert store.get_record("k1") is None
+
+
+def test_record_with_another_schema_version_is_a_miss(
+    store: DiskStore, plain: diskcache.Cache
+) -> None:
+    """A record of the same shape but another schema version is not served."""
+    data = png((9, 9, 9))
+    store.put_blob(sha(data), data)
+    future = make_record("k1", data).model_copy(update={"schema_version": SCHEMA_VERSION + 1})
+    plain.set("record:k1", future.model_dump_json())
+    assert store.get_record("k1") is None
+
+
+# --------------------------------------------------------------------------- no pickle
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, 5, 1.5, ["x"], None], ids=repr)
+def test_storing_anything_but_bytes_or_text_is_refused(store: DiskStore, value: Any) -> None:
+    """Values diskcache would pickle (or keep as numbers) are refused with StoreError."""
+    with pytest.raises(StoreError, match="bytes or JSON text"):
+        store.put_blob("h", value)
+    assert "blob:h" not in diskcache.Cache(str(store.directory))
+
+
+READERS: dict[str, Any] = {
+    "record:abc": lambda store: store.get_record("abc"),
+    "blob:abc": lambda store: store.get_blob("abc"),
+    "history:blue": lambda store: store.get_history("blue"),
+    "stats:saved_microdollars": lambda store: store.stats(),
+    "lease:abc": lambda store: store.acquire_lease("abc"),
+}
+
+
+@pytest.mark.parametrize("name", list(READERS))
+def test_planted_pickled_value_is_refused(
+    store: DiskStore, plain: diskcache.Cache, name: str
+) -> None:
+    """A pickled value planted in the directory is a StoreError, never unpickled."""
+    plain.set(name, {"evil": 1})
+    with pytest.raises(StoreError, match="pickled value"):
+        READERS[name](store)
+
+
+@pytest.mark.parametrize("padding", [0, 100_000], ids=["in-database", "in-file"])
+def test_planted_pickle_is_never_executed(
+    store: DiskStore, plain: diskcache.Cache, tmp_path: Path, padding: int
+) -> None:
+    """Reading a planted malicious pickle raises and runs none of its code."""
+    marker = tmp_path / "pwned"
+    plain.set("record:abc", {"payload": Planted(marker), "padding": "x" * padding})
+    plain.set("blob:abc", [Planted(marker)])
+    plain.set("history:blue", Planted(marker))
+    with pytest.raises(StoreError):
+        store.get_record("abc")
+    with pytest.raises(StoreError):
+        store.get_blob("abc")
+    with pytest.raises(StoreError):
+        store.get_history("blue")
+    with pytest.raises(StoreError):
+        store.prune()
+    assert not marker.exists()
+
+
+def test_planted_pickled_key_is_never_executed(
+    store: DiskStore, plain: diskcache.Cache, tmp_path: Path
+) -> None:
+    """A key diskcache stored pickled is refused when the store lists keys."""
+    marker = tmp_path / "pwned"
+    plain.set(("record:", Planted(marker)), "x")
+    with pytest.raises(StoreError, match="pickled key"):
+        store.stats()
+    with pytest.raises(StoreError, match="pickled key"):
+        list(store.records())
+    assert not marker.exists()
+
+
+def test_a_run_leaves_no_pickle_on_disk(
+    cache_dir: Path, open_store: Callable[..., DiskStore]
+) -> None:
+    """After runs, plans and history, every row holds raw bytes or JSON text."""
+    g = eg.Graph(cache_dir=cache_dir)
+    car = g.image(png((200, 40, 40)), name="car")
+    blue = g.edit(f"Make {car} blue", name="blue")
+    g.edit(f"Make {blue} a night scene next to {car}", name="night")
+    provider = CountingProvider()
+    g.run(provider=provider, progress=False)
+    g.run(provider=provider, progress=False)  # cached: adds to the saved-spend total
+    g.plan(provider=provider)
+    assert provider.calls == 2
+    # A record too large for the database row goes to a text file: check that too.
+    extra = open_store()
+    keep(extra, "big", png((1, 1, 1)), request={"prompt": "x" * 50_000})
+    extra.acquire_lease("some-key")
+    extra.close()
+
+    connection = sqlite3.connect(cache_dir / "cache.db")
+    rows = connection.execute("SELECT key, raw, mode, filename, value FROM Cache").fetchall()
+    connection.close()
+    kinds = {key.split(":")[0] for key, *_ in rows}
+    assert {"record", "blob", "history", "stats", "lease"} <= kinds
+    for key, raw, mode, filename, value in rows:
+        assert raw == 1 and isinstance(key, str), key
+        assert mode != diskcache.core.MODE_PICKLE, key
+        assert mode in (diskcache.core.MODE_RAW, diskcache.core.MODE_BINARY,
+                        diskcache.core.MODE_TEXT), key
+        if mode == diskcache.core.MODE_TEXT:
+            value = (cache_dir / filename).read_text(encoding="utf-8")
+        if isinstance(value, str):
+            json.loads(value)
+        elif key.startswith("blob:"):
+            data = value if value is not None else (cache_dir / filename).read_bytes()
+            assert sha(data) == key[len("blob:"):]
+            Image.open(io.BytesIO(data)).load()
+        else:
+            pytest.fail(f"{key}: unexpected value {value!r}")
+
+
+# --------------------------------------------------------------------------- leases
+
+
+def test_lease_acquire_and_release(open_store: Callable[..., DiskStore]) -> None:
+    """One owner at a time; after release another may take it."""
+    first, second = open_store(), open_store()
+    assert first.acquire_lease("k")
+    assert first.acquire_lease("k")  # the holder asking again keeps it
+    assert not second.acquire_lease("k")  # holder alive (this very process)
+    first.release_lease("k")
+    assert second.acquire_lease("k")
+    assert not first.acquire_lease("k")
+
+
+def test_release_by_non_holder_changes_nothing(open_store: Callable[..., DiskStore]) -> None:
+    """Only the holder can release a lease."""
+    first, second, third = open_store(), open_store(), open_store()
+    assert first.acquire_lease("k")
+    second.release_lease("k")
+    assert not third.acquire_lease("k")
+
+
+def test_leases_are_per_key(store: DiskStore, open_store: Callable[..., DiskStore]) -> None:
+    """Holding one key's lease does not block another key."""
+    other = open_store()
+    assert store.acquire_lease("k1")
+    assert other.acquire_lease("k2")
+
+
+def test_lease_value_is_json_text_naming_its_holder(
+    store: DiskStore, plain: diskcache.Cache
+) -> None:
+    """A lease is JSON text with the holder's pid and host, never a diskcache Lock."""
+    assert store.acquire_lease("k")
+    holder = json.loads(plain.get("lease:k"))
+    assert holder["pid"] == os.getpid()
+    assert {"pid", "host", "token"} <= set(holder)
+
+
+CHILD_HOLDS_LEASE = """
+import sys
+from editgraph.store import DiskStore
+store = DiskStore(sys.argv[1])
+assert store.acquire_lease("k")
+print("held", flush=True)
+sys.stdin.read()  # hold it until the test closes stdin
+"""
+
+
+def test_lease_of_a_live_process_is_refused_until_it_exits(
+    cache_dir: Path, open_store: Callable[..., DiskStore]
+) -> None:
+    """Another live process's lease is respected; once it is gone, it is taken over."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD_HOLDS_LEASE, str(cache_dir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "held\n"
+        store = open_store()
+        assert not store.acquire_lease("k")
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)
+        if child.stdout is not None:
+            child.stdout.close()
+    assert child.returncode == 0
+    assert store.acquire_lease("k")  # the holder died without releasing it
+
+
+def test_lease_of_a_dead_process_is_taken_over(
+    cache_dir: Path, open_store: Callable[..., DiskStore]
+) -> None:
+    """A process that took a lease and exited without releasing it does not block."""
+    script = (
+        "import sys; from editgraph.store import DiskStore; "
+        "assert DiskStore(sys.argv[1]).acquire_lease('k')"
+    )
+    subprocess.run([sys.executable, "-c", script, str(cache_dir)], check=True, timeout=30)
+    store = open_store()
+    assert store.acquire_lease("k")
+    assert not open_store().acquire_lease("k")  # and now it is ours
+
+
+def test_lease_from_another_host_waits_for_expiry(
+    store: DiskStore, plain: diskcache.Cache
+) -> None:
+    """A holder on another machine cannot be checked, so its lease is respected."""
+    holder = json.dumps({"pid": 1, "host": "elsewhere.invalid", "token": "t"})
+    plain.set("lease:k", holder, expire=LEASE_SECONDS)
+    assert not store.acquire_lease("k")
+    plain.set("lease:k", holder, expire=-1)  # as if 30 s had passed without renewal
+    assert store.acquire_lease("k")
+
+
+def test_unreadable_lease_is_taken_over(store: DiskStore, plain: diskcache.Cache) -> None:
+    """A lease that is not our JSON is treated as abandoned."""
+    plain.set("lease:k", "garbage", expire=LEASE_SECONDS)
+    assert store.acquire_lease("k")
+
+
+def _expires_in(plain: diskcache.Cache, name: str) -> float:
+    value, expire_time = plain.get(name, expire_time=True)
+    assert value is not None
+    return float(expire_time) - time.time()
+
+
+def test_renew_extends_the_holders_lease(store: DiskStore, plain: diskcache.Cache) -> None:
+    """renew_lease pushes the expiry back to LEASE_SECONDS from now."""
+    assert store.acquire_lease("k")
+    plain.touch("lease:k", expire=2)
+    assert _expires_in(plain, "lease:k") <= 2
+    store.renew_lease("k")
+    assert LEASE_SECONDS - 5 < _expires_in(plain, "lease:k") <= LEASE_SECONDS
+
+
+def test_renew_never_extends_someone_elses_lease(
+    store: DiskStore, plain: diskcache.Cache, open_store: Callable[..., DiskStore]
+) -> None:
+    """A store that does not hold the lease cannot keep it alive."""
+    other = open_store()
+    assert other.acquire_lease("k")
+    plain.touch("lease:k", expire=2)
+    store.renew_lease("k")
+    assert _expires_in(plain, "lease:k") <= 2
+
+
+def test_renew_retakes_an_expired_lease_nobody_took(
+    store: DiskStore, plain: diskcache.Cache, open_store: Callable[..., DiskStore]
+) -> None:
+    """A holder that renews after its lease lapsed (and nobody took it) holds it again."""
+    assert store.acquire_lease("k")
+    plain.touch("lease:k", expire=-1)
+    store.renew_lease("k")
+    assert not open_store().acquire_lease("k")
+
+
+# --------------------------------------------------------------------------- history, stats
+
+
+def make_history(key: str = "k1", prompt: str = "Make image 1 blue") -> NodeHistory:
+    """A NodeHistory as a finished edit leaves it."""
+    return NodeHistory(key=key, provider="counting", model="black-forest-labs/FLUX.2-pro",
+                       prompt=prompt, parameters={"width": 1024, "height": 768},
+                       references=[("car.png", "ab" * 32)], updated_at=time.time())
+
+
+def test_history_round_trip_and_overwrite(store: DiskStore) -> None:
+    """History is absent, then what was put, then what was put last."""
+    assert store.get_history("blue") is None
+    first = make_history()
+    store.put_history("blue", first)
+    assert store.get_history("blue") == first
+    second = make_history("k2", "Make image 1 green")
+    store.put_history("blue", second)
+    assert store.get_history("blue") == second
+    assert store.get_history("night") is None
+
+
+def test_unreadable_history_is_absent(store: DiskStore, plain: diskcache.Cache) -> None:
+    """History written by another version reads as None."""
+    plain.set("history:blue", '{"old": true}')
+    assert store.get_history("blue") is None
+
+
+def test_stats_count_records_blobs_bytes_and_savings(store: DiskStore) -> None:
+    """stats() reports entries, volume and the saved-spend total."""
+    empty = store.stats()
+    assert (empty.records, empty.blobs, empty.saved_usd) == (0, 0, 0.0)
+    keep(store, "k1", png((1, 0, 0)))
+    keep(store, "k2", png((2, 0, 0)))
+    store.add_saved(0.03)
+    store.add_saved(0.045)
+    store.add_saved(0.0)
+    stats = store.stats()
+    assert (stats.records, stats.blobs) == (2, 2)
+    assert stats.bytes > 0
+    assert stats.saved_usd == pytest.approx(0.075)
+    assert stats.directory == str(store.directory)
+
+
+def test_records_lists_only_servable_records(store: DiskStore) -> None:
+    """records() yields every record whose image is present."""
+    keep(store, "k1", png((1, 0, 0)))
+    store.put_record(make_record("k2", png((2, 0, 0))))  # its image never arrived
+    assert [record.key for record in store.records()] == ["k1"]
+
+
+def test_clear_removes_everything(store: DiskStore) -> None:
+    """clear() empties the store."""
+    keep(store, "k1", png((1, 0, 0)))
+    store.clear()
+    assert store.get_record("k1") is None
+    assert store.stats().blobs == 0
+
+
+# --------------------------------------------------------------------------- prune
+
+
+def test_prune_older_than_drops_old_records_and_their_images(store: DiskStore) -> None:
+    """Records older than the cut go with their images; newer ones stay."""
+    now = time.time()
+    old = keep(store, "old", png((1, 0, 0)), created_at=now - 1000)
+    new = keep(store, "new", png((2, 0, 0)), created_at=now)
+    assert store.prune(older_than=500) == 1
+    assert store.get_record("old") is None
+    assert store.get_record("new") == new
+    with pytest.raises(StoreError):
+        store.get_blob(old.output_hash)
+
+
+def test_prune_max_bytes_drops_oldest_first(store: DiskStore) -> None:
+    """Oldest records go first until the images fit in max_bytes."""
+    now = time.time()
+    size = 1000
+    for i in range(3):
+        keep(store, f"k{i}", bytes([i]) * size, created_at=now - 100 + i)
+    assert store.prune(max_bytes=size + size // 2) == 2
+    assert [record.key for record in store.records()] == ["k2"]
+    assert store.stats().blobs == 1
+
+
+def test_prune_counts_a_shared_image_once(store: DiskStore) -> None:
+    """Two keys with the same output share one image, counted and kept once."""
+    now = time.time()
+    shared = png((5, 5, 5))
+    keep(store, "k1", shared, created_at=now - 20)
+    keep(store, "k2", shared, created_at=now - 10)
+    other = keep(store, "k3", png((6, 6, 6)), created_at=now)
+    total = len(shared) + other.size_bytes
+    assert store.prune(max_bytes=total) == 0
+    assert store.prune(max_bytes=total - 1) == 2  # both users of the shared image go
+    assert [record.key for record in store.records()] == ["k3"]
+
+
+def test_prune_removes_orphan_blobs(store: DiskStore) -> None:
+    """Images no record uses are removed; used ones stay."""
+    kept = keep(store, "k1", png((1, 0, 0)))
+    orphan = png((9, 0, 0))
+    store.put_blob(sha(orphan), orphan)
+    assert store.prune() == 0
+    with pytest.raises(StoreError):
+        store.get_blob(sha(orphan))
+    assert store.get_blob(kept.output_hash)
+
+
+def test_prune_drops_records_that_cannot_be_served(
+    store: DiskStore, plain: diskcache.Cache
+) -> None:
+    """Records whose image is gone or that another schema wrote are pruned."""
+    store.put_record(make_record("no-image", png((1, 0, 0))))
+    plain.set("record:other-schema", '{"schema_version": 0}')
+    keep(store, "fine", png((2, 0, 0)))
+    assert store.prune() == 2
+    assert store.stats().records == 1
+
+
+# --------------------------------------------------------------------------- location
+
+
+def test_directory_under_a_file_is_a_clear_store_error(tmp_path: Path) -> None:
+    """A cache path that cannot be a directory raises StoreError saying what to do."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match=r"cannot be opened for writing.*EDITGRAPH_CACHE_DIR"):
+        DiskStore(blocker / "cache")
+
+
+def test_unopenable_database_is_a_clear_store_error(tmp_path: Path) -> None:
+    """A directory whose database cannot be opened (here: it is a directory) raises
+    StoreError, not sqlite3's error."""
+    (tmp_path / "cache" / "cache.db").mkdir(parents=True)
+    with pytest.raises(StoreError, match=r"cache.*cannot be opened for writing") as caught:
+        DiskStore(tmp_path / "cache")
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+
+
+def test_graph_run_with_unusable_cache_dir_is_a_store_error(tmp_path: Path) -> None:
+    """g.run() with a cache_dir that cannot be created fails with StoreError."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    g = eg.Graph(cache_dir=blocker / "cache")
+    g.edit(f"Make {g.image(png((1, 2, 3)), name='car')} blue", name="blue")
+    provider = CountingProvider()
+    with pytest.raises(StoreError, match="a-file"):
+        g.run(provider=provider, progress=False)
+    assert provider.calls == 0
+
+
+def test_read_only_directory_is_a_clear_store_error(tmp_path: Path) -> None:
+    """A directory without write permission raises StoreError naming it."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        probe = locked / "probe"
+        try:
+            probe.touch()
+        except PermissionError:
+            pass
+        else:
+            probe.unlink()
+            pytest.skip("running with privileges that ignore directory permissions (root)")
+        with pytest.raises(StoreError, match="locked.*cannot be opened for writing"):
+            DiskStore(locked)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_default_cache_dir_honours_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """EDITGRAPH_CACHE_DIR wins, with ~ expanded; DiskStore() uses it."""
+    monkeypatch.setenv("EDITGRAPH_CACHE_DIR", str(tmp_path / "from-env"))
+    assert default_cache_dir() == tmp_path / "from-env"
+    store = DiskStore()
+    assert store.directory == tmp_path / "from-env"
+    assert (tmp_path / "from-env" / "cache.db").exists()
+    store.close()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("EDITGRAPH_CACHE_DIR", "~/cache-here")
+    assert default_cache_dir() == tmp_path / "cache-here"
+
+
+def test_default_cache_dir_falls_back_to_the_platform_dir(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without EDITGRAPH_CACHE_DIR (or with it empty) it is the user cache directory."""
+    monkeypatch.delenv("EDITGRAPH_CACHE_DIR", raising=False)
+    expected = Path(platformdirs.user_cache_dir("editgraph", appauthor=False))
+    assert default_cache_dir() == expected
+    monkeypatch.setenv("EDITGRAPH_CACHE_DIR", "")
+    assert default_cache_dir() == expected
