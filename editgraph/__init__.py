@@ -12,7 +12,7 @@ from .errors import (
 )
 from .graph import Graph, Handle, Sweep, chain
 from .plan import Plan, PlanStep
-from .prompts import StructuredPrompt
+from .prompts import Camera, StructuredPrompt, Subject
 from .requests import EditRequest, GeneratedImage, Reference
 from .runs import Manifest, NodeResult, Run
 
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BudgetError",
+    "Camera",
     "EditGraphError",
     "EditRequest",
     "GeneratedImage",
@@ -37,6 +38,7 @@ __all__ = [
     "RunError",
     "StoreError",
     "StructuredPrompt",
+    "Subject",
     "Sweep",
     "__version__",
     "chain",

@@ -1,4 +1,4 @@
-"""The ``editgraph`` command: run and plan recipes.
+"""The ``editgraph`` command: run, plan and show recipes; keep the cache; report and replay.
 
 Exit codes: 0 all done; 1 some edits failed (finished ones are saved); 2 bad input
 (recipe, ``--set`` value, graph, budget), reported before any spend in one line.
@@ -6,28 +6,51 @@ Exit codes: 0 all done; 1 some edits failed (finished ones are saved); 2 bad inp
 
 from __future__ import annotations
 
+import datetime
+import importlib
 import logging
+import re
 import sys
+import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+from pydantic import ValidationError
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from .errors import BudgetError, EditGraphError, GraphError, RunError, StoreError
 from .graph import Graph
 from .providers.base import Provider
 from .recipe import build_recipe
 from .runs import Run
+from .store import CacheRecord, DiskStore
+
+if TYPE_CHECKING:
+    from .execute import EditNode
 
 __all__ = ["main"]
 
-_out = Console(highlight=False)
-_err = Console(stderr=True, highlight=False)
+
+# Markup off: prompts, paths and error messages are printed as they are, never parsed
+# as rich markup (a prompt may well say "[logo]").
+_out = Console(highlight=False, markup=False)
+_err = Console(stderr=True, highlight=False, markup=False)
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb)?", re.IGNORECASE)
+_BYTES = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
+
+
+# ---------------------------------------------------------------------------- helpers
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    _err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    _err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     sys.exit(code)
 
 
@@ -63,6 +86,72 @@ def _load(recipe: str, sets: tuple[str, ...]) -> Graph:
         _fail(str(exc))
 
 
+def _open_store(cache_dir: str | None) -> DiskStore:
+    try:
+        return DiskStore(cache_dir)
+    except StoreError as exc:
+        _fail(str(exc))
+
+
+def _optional_module(name: str, feature: str) -> Any:
+    """Import ``editgraph.<name>``, or fail in one line when this install lacks it.
+
+    Only the module's own absence is reported this way; an import error inside it is a
+    bug and keeps its traceback.
+    """
+    try:
+        return importlib.import_module(f"editgraph.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"editgraph.{name}":
+            raise
+        _fail(f"{feature} is not available in this version of editgraph "
+              f"(no editgraph.{name} module)", code=1)
+
+
+def _human_bytes(size: float) -> str:
+    """``1234567`` -> ``'1.2 MB'`` (decimal units, as ``--max-size`` reads them)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+def _parse_duration(text: str) -> float:
+    """``'30d'`` -> seconds; units s, m, h, d, w. ValueError when unreadable."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(text)
+    return float(match[1]) * _SECONDS[match[2].lower()]
+
+
+def _parse_size(text: str) -> int:
+    """``'500MB'`` -> bytes; units B, KB, MB, GB, TB (powers of 1000). ValueError when unreadable."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(text)
+    return int(float(match[1]) * _BYTES[(match[2] or "b").lower()])
+
+
+def _age(timestamp: float) -> str:
+    seconds = max(0.0, time.time() - timestamp)
+    for unit, length in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= length:
+            return f"{seconds // length:.0f} {unit} ago"
+    return "just now"
+
+
+def _when(timestamp: float) -> str:
+    made = datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+    return f"{made} ({_age(timestamp)})"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+# ---------------------------------------------------------------------------- options
+
 _recipe_argument = click.argument("recipe", type=click.Path(dir_okay=False, path_type=str))
 _set_option = click.option(
     "--set", "sets", multiple=True, metavar="NAME=VALUE",
@@ -75,27 +164,52 @@ _provider_option = click.option(
 _cache_option = click.option(
     "--cache-dir", type=click.Path(file_okay=False, path_type=str), default=None,
     envvar="EDITGRAPH_CACHE_DIR", show_envvar=True,
-    help="Cache directory (default: the platform's user cache directory).",
+    help="Cache directory [default: the platform's user cache directory].",
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Ordered(click.Group):
+    """Lists commands in the order of the workflow, not alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=_Ordered, context_settings=_CONTEXT)
 @click.version_option(package_name="editgraph")
 def main() -> None:
     """Multi-step image editing with FLUX.2, as a cached graph of edits.
 
-    A recipe is a Python file defining recipe(...) -> eg.Graph. Start with
+    A recipe is a Python file that defines recipe(...) -> eg.Graph. Each edit is one
+    FLUX.2 call whose reference images are sources and earlier edits; every result is
+    cached by content hash, so changing one step re-runs only that step and what
+    depends on it.
 
-        editgraph plan recipes/recolour.py    # what would run, why, and the cost
+    \b
+    A session:
+      editgraph show recipes/recolour.py        # the graph: sources, edits, "image N"
+      editgraph plan recipes/recolour.py        # what would run, why, and the cost
+      editgraph run recipes/recolour.py         # images + manifest.json in out/recolour/
+      editgraph run recipes/recolour.py --set colour=#8B0000   # re-runs what changed
+      editgraph report out/recolour             # an HTML page of the saved run
+      editgraph cache info                      # what the cache holds and has saved
 
-        editgraph run recipes/recolour.py     # run it; images land in out/recolour/
+    Without TOGETHER_API_KEY, runs use the free offline Preview provider. The cache is
+    in $EDITGRAPH_CACHE_DIR, else the platform's user cache directory.
 
-    Without TOGETHER_API_KEY, runs use the free offline preview provider.
+    Exit codes: 0 done; 1 some edits failed (the finished ones are saved); 2 bad input,
+    reported in one line before anything is spent.
     """
     # The command prints its own notices; keep the library's log line from doubling them.
     library_log = logging.getLogger("editgraph")
     if not any(isinstance(handler, logging.NullHandler) for handler in library_log.handlers):
         library_log.addHandler(logging.NullHandler())
+
+
+# ---------------------------------------------------------------------------- run
 
 
 @main.command()
@@ -114,25 +228,40 @@ def main() -> None:
 def run(recipe: str, out_dir: Path | None, sets: tuple[str, ...], provider: str | None,
         concurrency: int | None, budget: float | None, cache_only: bool,
         cache_dir: str | None) -> None:
-    """Run RECIPE: generate what is not cached, write one image per edit."""
+    """Run RECIPE: generate what is not cached, write one image per edit.
+
+    Edits start as soon as their inputs are ready; independent ones run at once. Each
+    image is written to --out, named after its edit, next to manifest.json (the
+    reproducible record of the run). On a terminal a progress bar shows while it works.
+
+    \b
+    Examples:
+      editgraph run recipes/recolour.py
+      editgraph run recipes/recolour.py --set colour=#8B0000 --out out/red
+      editgraph run recipes/recolour.py --budget 0.50     # never spend more than $0.50
+      editgraph run recipes/recolour.py --cache-only      # CI: fail on any cache miss
+
+    Exit codes: 0 all done; 1 some edits failed (the finished ones are saved); 2 bad
+    input (recipe, --set, graph, over budget), before anything is spent.
+    """
     graph = _load(recipe, sets)
     out_dir = out_dir or Path("out") / Path(recipe).stem
     chosen = _provider(provider)
     try:
         if cache_only:
-            plan = graph.plan(provider=chosen, cache_dir=cache_dir)
-            if plan.to_run:
-                _fail(f"--cache-only: edit {plan.to_run[0]!r} is not in the cache "
-                      f"({len(plan.to_run)} edit(s) missing); run without --cache-only first")
+            missing = graph.plan(provider=chosen, cache_dir=cache_dir).to_run
+            if missing:
+                _fail(f"--cache-only: edit {missing[0]!r} is not in the cache "
+                      f"({_plural(len(missing), 'edit')} missing); run without --cache-only first")
         result = graph.run(provider=chosen, cache_dir=cache_dir, concurrency=concurrency,
-                           budget=budget, cache_only=cache_only)
+                           budget=budget, cache_only=cache_only, progress=_out.is_terminal)
     except RunError as exc:
         partial = exc.run if isinstance(exc.run, Run) else None
         if partial is not None:
             _save(partial, out_dir)
             _summary(partial, out_dir)
         for name, error in exc.failures.items():
-            _err.print(f"[red]failed[/] {name}: {error}", markup=True, soft_wrap=True)
+            _err.print(Text.assemble(("failed", "red"), f" {name}: {error}"), soft_wrap=True)
         sys.exit(1)
     except (BudgetError, GraphError, StoreError) as exc:
         _fail(str(exc))
@@ -154,6 +283,14 @@ def _summary(result: Run, out_dir: Path) -> None:
     manifest = result.manifest
     if manifest.notice:
         _out.print(f"note: {manifest.notice}", soft_wrap=True)
+    width = max((len(entry.file) for entry in manifest.edits), default=0)
+    for entry in manifest.edits:
+        if entry.cached:
+            line = Text.assemble(("  cached    ", "green"), entry.file)
+        else:
+            line = Text.assemble(("  generated ", "cyan"), entry.file.ljust(width),
+                                 (f"  {entry.elapsed:5.1f}s  ${entry.estimated_cost:.4f}", "dim"))
+        _out.print(line, soft_wrap=True)
     parts = [f"{manifest.edits_run} run", f"{manifest.edits_cached} cached"]
     if result.failures:
         parts.append(f"{len(result.failures)} failed")
@@ -170,41 +307,398 @@ def _summary(result: Run, out_dir: Path) -> None:
         )
 
 
+# ---------------------------------------------------------------------------- plan
+
+
 @main.command()
 @_recipe_argument
 @_set_option
 @_provider_option
 @_cache_option
 def plan(recipe: str, sets: tuple[str, ...], provider: str | None, cache_dir: str | None) -> None:
-    """Show what running RECIPE would do and cost; spends nothing."""
+    """Show what running RECIPE would do and cost; spends nothing.
+
+    Per edit: cached (at $0, with when it was made) or to run, the rewritten prompt
+    exactly as it will be sent, its references as "image N = name", the estimated
+    cost, and for each edit that will run why: new, or what changed since it last ran
+    (the prompt, a parameter, the model, or which reference's bytes). Then a total.
+
+    \b
+    Examples:
+      editgraph plan recipes/recolour.py
+      editgraph plan recipes/recolour.py --set colour=#8B0000   # what would re-run?
+    """
     graph = _load(recipe, sets)
     try:
         result = graph.plan(provider=_provider(provider), cache_dir=cache_dir)
     except EditGraphError as exc:
         _fail(str(exc))
-    from rich.table import Table
-
-    table = Table(show_lines=False, box=None, pad_edge=False)
+    table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("edit", "state", "cost", "prompt / references / why"):
         table.add_column(column, overflow="fold")
     for step in result.steps:
-        details: list[Any] = [step.prompt]
+        details = Text(step.prompt)
         if step.references:
-            details.append("refs: " + ", ".join(step.references))
-        if step.cached and step.made_at is not None:
-            import datetime
-
-            made = datetime.datetime.fromtimestamp(step.made_at).strftime("%Y-%m-%d %H:%M")
-            state = f"cached ({made})"
+            details.append("\n" + ", ".join(step.references), style="dim")
+        if step.cached:
+            state = Text("cached", style="green")
+            cost = "$0"
+            if step.made_at is not None:
+                details.append(f"\nmade {_when(step.made_at)}", style="green")
         else:
-            state = "to run"
-        if step.reason:
-            details.append(f"why: {step.reason}")
-        cost = "$0" if step.cached else f"${step.estimated_cost:.4f}"
-        table.add_row(step.name, state, cost, "\n".join(details))
+            state = Text("to run", style="yellow")
+            cost = f"${step.estimated_cost:.4f}"
+            if step.reason:
+                details.append(f"\nwhy: {step.reason}", style="yellow")
+        table.add_row(Text(step.name), state, cost, details)
     _out.print(table)
     _out.print(
         f"{len(result.to_run)} to run, {len(result.cached)} cached · estimated "
         f"${result.estimated_cost:.4f} with provider {result.provider}",
         soft_wrap=True,
     )
+
+
+# ---------------------------------------------------------------------------- show
+
+
+@main.command()
+@_recipe_argument
+@_set_option
+@click.option("--svg", is_flag=True, help="Draw the graph as SVG instead of text.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the SVG to this file instead of stdout (with --svg).")
+def show(recipe: str, sets: tuple[str, ...], svg: bool, out_file: Path | None) -> None:
+    """Show the graph RECIPE builds: sources, edits, their references.
+
+    Each edit lists its references as "image N = name" (the numbering its rewritten
+    prompt uses), its model and its parameters. Reads no cache and spends nothing.
+
+    \b
+    Examples:
+      editgraph show recipes/recolour.py
+      editgraph show recipes/recolour.py --svg > recolour.svg
+      editgraph show recipes/recolour.py --svg --out recolour.svg
+    """
+    if out_file is not None and not svg:
+        _fail("--out writes the SVG drawing; add --svg (the text view goes to stdout)")
+    graph = _load(recipe, sets)
+    if svg:
+        display = _optional_module("display", "the SVG drawing (--svg)")
+        drawing: str = display.dag_svg(graph)
+        if out_file is None:
+            click.echo(drawing)
+            return
+        try:
+            out_file.write_text(drawing, encoding="utf-8")
+        except OSError as exc:
+            _fail(f"--out {out_file}: cannot write ({exc.strerror or exc})", code=1)
+        _out.print(f"wrote {out_file}", soft_wrap=True)
+        return
+    _show_text(Path(recipe), graph)
+
+
+def _show_text(recipe: Path, graph: Graph) -> None:
+    sources = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("source", "from", "type", "sha256"):
+        sources.add_column(column, overflow="fold")
+    for name, source in graph.sources.items():
+        sources.add_row(Text(name), Text(source.source), source.media_type, source.hash[:12])
+    edits = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("edit", "prompt / references / model"):
+        edits.add_column(column, overflow="fold")
+    for name, node in graph.edits.items():
+        details = Text(node.prompt)
+        if node.references:
+            details.append("\n" + ", ".join(
+                f"image {index} = {reference}"
+                for index, reference in enumerate(node.references, 1)
+            ), style="dim")
+        details.append(f"\n{_describe_model(node)}", style="cyan")
+        edits.add_row(Text(name), details)
+    _out.print(f"{recipe.name}: {_plural(len(graph.sources), 'source')}, "
+               f"{_plural(len(graph.edits), 'edit')}", soft_wrap=True)
+    if graph.sources:
+        _out.print()
+        _out.print(sources)
+    if graph.edits:
+        _out.print()
+        _out.print(edits)
+
+
+def _describe_model(node: EditNode) -> str:
+    parameters = node.parameters
+    parts = [node.model.id, f"{parameters['width']}x{parameters['height']}"]
+    seed = parameters.get("seed")
+    parts.append(f"seed {seed}" if seed is not None else "seed from key")
+    for field in ("steps", "guidance"):
+        if parameters.get(field) is not None:
+            parts.append(f"{field} {parameters[field]}")
+    if parameters.get("prompt_upsampling"):
+        parts.append("prompt upsampling on")
+    parts.append(str(parameters.get("output_format", "jpeg")))
+    return " · ".join(parts)
+
+
+# ---------------------------------------------------------------------------- cache
+
+
+@main.group(cls=_Ordered)
+def cache() -> None:
+    """See what the cache holds, and trim or empty it.
+
+    Every generated image is kept by content hash with a JSON record of the request
+    that made it. The cache is $EDITGRAPH_CACHE_DIR, else the platform's user cache
+    directory; each subcommand also takes --cache-dir.
+
+    \b
+    Examples:
+      editgraph cache info
+      editgraph cache prune --older-than 30d
+      editgraph cache prune --max-size 500MB
+      editgraph cache clear --yes
+    """
+
+
+@cache.command("info")
+@_cache_option
+def cache_info(cache_dir: str | None) -> None:
+    """Show where the cache is, what it holds, and the spend it has saved.
+
+    \b
+    Example:
+      editgraph cache info
+    """
+    store = _open_store(cache_dir)
+    try:
+        stats = store.stats()
+        records = list(store.records())
+    except StoreError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    images = {record.output_hash: record.size_bytes for record in records}
+    rows = [
+        ("directory", stats.directory),
+        ("records", f"{stats.records} (one per generated edit)"),
+        ("images", f"{stats.blobs} ({_human_bytes(sum(images.values()))} of image data)"),
+        ("size", f"{_human_bytes(stats.bytes)} on disk"),
+        ("saved", f"${stats.saved_usd:.2f} of spend served from the cache"),
+    ]
+    if records:
+        oldest = min(record.created_at for record in records)
+        newest = max(record.created_at for record in records)
+        rows.append(("made", f"{_when(oldest)} to {_when(newest)}"))
+    table = Table(box=None, pad_edge=False, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for label, value in rows:
+        table.add_row(label, Text(value))
+    _out.print(table)
+
+
+@cache.command("prune")
+@click.option("--older-than", "older_than", metavar="AGE", default=None,
+              help="Remove records made longer ago than AGE: a number and s, m, h, d or w "
+                   "(e.g. 30d, 12h, 2w).")
+@click.option("--max-size", "max_size", metavar="SIZE", default=None,
+              help="Then remove the oldest records until the images fit in SIZE: a number "
+                   "and B, KB, MB or GB (e.g. 500MB).")
+@_cache_option
+def cache_prune(older_than: str | None, max_size: str | None, cache_dir: str | None) -> None:
+    """Remove old records, or the oldest ones until the cache fits a size.
+
+    Images no remaining record uses go too. Give --older-than, --max-size or both
+    (age first, then size). Records that can no longer be served (image gone, written
+    by another version) are always removed.
+
+    \b
+    Examples:
+      editgraph cache prune --older-than 30d
+      editgraph cache prune --max-size 500MB
+      editgraph cache prune --older-than 2w --max-size 1GB
+    """
+    if older_than is None and max_size is None:
+        _fail("cache prune: say what to remove: --older-than AGE (e.g. 30d) and/or "
+              "--max-size SIZE (e.g. 500MB)")
+    seconds = max_bytes = None
+    if older_than is not None:
+        try:
+            seconds = _parse_duration(older_than)
+        except ValueError:
+            _fail(f"--older-than {older_than!r}: expected a number and a unit s, m, h, d "
+                  "or w, e.g. 30d")
+    if max_size is not None:
+        try:
+            max_bytes = _parse_size(max_size)
+        except ValueError:
+            _fail(f"--max-size {max_size!r}: expected a number and a unit B, KB, MB or "
+                  "GB, e.g. 500MB")
+    store = _open_store(cache_dir)
+    try:
+        before = list(store.records())
+        dropped = store.prune(older_than=seconds, max_bytes=max_bytes)
+        after = list(store.records())
+    except StoreError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    _report_removed(before, after, dropped)
+
+
+def _report_removed(before: list[CacheRecord], after: list[CacheRecord], dropped: int) -> None:
+    kept = {record.key for record in after}
+    removed = sorted((r for r in before if r.key not in kept), key=lambda r: r.created_at)
+    freed = _image_bytes(before) - _image_bytes(after)
+    if not dropped:
+        _out.print(f"nothing to remove · {_plural(len(after), 'record')}, "
+                   f"{_human_bytes(_image_bytes(after))} of images kept", soft_wrap=True)
+        return
+    for record in removed:
+        detail = f"  made {_age(record.created_at)}, {_human_bytes(record.size_bytes)}"
+        _out.print(Text.assemble(("  removed ", "red"), record.node, (detail, "dim")),
+                   soft_wrap=True)
+    stale = dropped - len(removed)
+    extra = f" (and {_plural(stale, 'unusable record')})" if stale > 0 else ""
+    _out.print(f"removed {_plural(len(removed), 'record')}{extra}, freed {_human_bytes(freed)} "
+               f"· {_plural(len(after), 'record')}, {_human_bytes(_image_bytes(after))} of "
+               "images kept", soft_wrap=True)
+
+
+def _image_bytes(records: Iterable[CacheRecord]) -> int:
+    return sum({record.output_hash: record.size_bytes for record in records}.values())
+
+
+@cache.command("clear")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_cache_option
+def cache_clear(yes: bool, cache_dir: str | None) -> None:
+    """Remove everything in the cache (asks first unless --yes).
+
+    The next run generates every edit again, and plan forgets what each edit last ran
+    with.
+
+    \b
+    Examples:
+      editgraph cache clear
+      editgraph cache clear --yes       # in scripts
+    """
+    store = _open_store(cache_dir)
+    try:
+        stats = store.stats()
+        if not yes:
+            click.confirm(
+                f"Remove {_plural(stats.records, 'record')} and {_plural(stats.blobs, 'image')} "
+                f"({_human_bytes(stats.bytes)}) from {stats.directory}?",
+                abort=True, err=True,
+            )
+        store.clear()
+    except StoreError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    _out.print(f"removed {_plural(stats.records, 'record')} and {_plural(stats.blobs, 'image')} "
+               f"({_human_bytes(stats.bytes)}) from {stats.directory}", soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------- report, replay
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the page [default: OUT_DIR/report.html].")
+def report(out_dir: Path, out_file: Path | None) -> None:
+    """Write an HTML report of the run saved in OUT_DIR.
+
+    OUT_DIR is a folder `editgraph run` wrote (images + manifest.json). The page is
+    self-contained: each edit's image, rewritten prompt, references, seed and cost.
+
+    \b
+    Examples:
+      editgraph report out/recolour                 # writes out/recolour/report.html
+      editgraph report out/recolour --out recolour.html
+    """
+    if not (out_dir / "manifest.json").is_file():
+        _fail(f"report: {out_dir} holds no manifest.json; pass a folder that "
+              "`editgraph run RECIPE --out FOLDER` wrote")
+    reports = _optional_module("report", "the HTML report")
+    try:
+        written: Path = reports.report_from_folder(out_dir, out_file)
+    except ValidationError as exc:
+        _fail(f"report: {out_dir / 'manifest.json'} is not a manifest editgraph wrote "
+              f"({exc.error_count()} problem(s), first: {exc.errors()[0]['msg']})")
+    except EditGraphError as exc:
+        _fail(f"report {out_dir}: {exc}")
+    except OSError as exc:
+        _fail(f"report: cannot write {out_file or out_dir / 'report.html'} "
+              f"({exc.strerror or exc})", code=1)
+    _out.print(f"wrote {written}", soft_wrap=True)
+
+
+@main.command()
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--verify", is_flag=True,
+              help="Check that every output is reproduced exactly (same key, same bytes); "
+                   "exit 1 if any is not.")
+@_provider_option
+@_cache_option
+def replay(target: Path, verify: bool, provider: str | None, cache_dir: str | None) -> None:
+    """Re-run a saved run from its manifest.json or a saved image.
+
+    TARGET is a manifest.json that `editgraph run` wrote (or the folder holding it),
+    or an image it saved (the record of how it was made is embedded in it). Edits still
+    in the cache are served from it; the rest are generated again with the recorded
+    requests and seeds.
+
+    \b
+    Examples:
+      editgraph replay out/recolour/manifest.json
+      editgraph replay out/recolour/poster.png --verify
+      editgraph replay out/recolour                  # the folder of a saved run
+
+    Exit codes: 0 done (and, with --verify, every output matches); 1 an edit failed or,
+    with --verify, an output differs; 2 bad input.
+    """
+    if target.is_dir() and (target / "manifest.json").is_file():
+        target = target / "manifest.json"
+    if not target.is_file():
+        _fail(f"replay {target}: no such file; pass a manifest.json or an image that "
+              "`editgraph run` saved")
+    replaying = _optional_module("replay", "replay")
+    chosen = _provider(provider)
+    try:
+        result = replaying.replay(target, provider=chosen, cache_dir=cache_dir, verify=verify)
+    except ValidationError as exc:
+        _fail(f"replay: {target} is not a record editgraph wrote ({exc.error_count()} "
+              f"problem(s), first: {exc.errors()[0]['msg']})")
+    except RunError as exc:
+        for name, error in exc.failures.items():
+            _err.print(Text.assemble(("failed", "red"), f" {name}: {error}"), soft_wrap=True)
+        sys.exit(1)
+    except (BudgetError, GraphError, StoreError) as exc:
+        _fail(f"replay {target}: {exc}")
+    except EditGraphError as exc:
+        _fail(f"replay {target}: {exc}", code=1)
+    cached, generated = set(result.cached), set(result.generated)
+    for name in result.edits:
+        if name in result.mismatches:
+            state = ("  differs   ", "red")
+        elif name in cached:
+            state = ("  cached    ", "green")
+        elif name in generated:
+            state = ("  generated ", "cyan")
+        else:
+            state = ("  not run   ", "yellow")
+        _out.print(Text.assemble(state, name), soft_wrap=True)
+    summary = (f"{_plural(len(result.edits), 'edit')}: {len(generated)} generated, "
+               f"{len(cached)} cached")
+    if verify:
+        summary += (f" · {len(result.mismatches)} not reproduced" if result.mismatches
+                    else " · verified: every output reproduced")
+    _out.print(summary, soft_wrap=True)
+    for name, explanation in result.mismatches.items():
+        _err.print(Text.assemble(("mismatch", "red"), f" {name}: {explanation}"),
+                   soft_wrap=True)
+    if verify and result.mismatches:
+        sys.exit(1)

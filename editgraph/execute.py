@@ -129,6 +129,7 @@ class _Engine:
     failed: dict[str, BaseException] = field(default_factory=dict)
     pending: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     inflight: dict[str, tuple[str, asyncio.Future[NodeResult]]] = field(default_factory=dict)
+    histories: dict[str, NodeHistory] = field(default_factory=dict)
     committed: float = 0.0
     saved: float = 0.0
 
@@ -136,19 +137,25 @@ class _Engine:
         loop = asyncio.get_running_loop()
         self.slots = asyncio.Semaphore(self.concurrency)
         tasks = []
-        for node in self.edits:
-            # Every input is known: a cache hit (or an input failure) resolves now,
-            # without a task, a slot or the rate limiter.
-            if not any(name in self.pending for name in node.references) and (
-                self._resolve_now(node)
-            ):
-                continue
-            self.pending[node.name] = loop.create_future()
-            tasks.append(asyncio.ensure_future(self._run_edit(node)))
-        if tasks:
-            await asyncio.gather(*tasks)
-        if self.saved:
-            self.store.add_saved(self.saved)
+        try:
+            for node in self.edits:
+                prepared = None
+                if not any(name in self.pending for name in node.references):
+                    # Every input is known: a cache hit (or an input failure) resolves
+                    # now, without a task, a slot or the rate limiter.
+                    prepared = self._resolve_now(node)
+                    if prepared is None:
+                        continue
+                self.pending[node.name] = loop.create_future()
+                tasks.append(asyncio.ensure_future(self._run_edit(node, prepared)))
+            if tasks:
+                await asyncio.gather(*tasks)
+        finally:
+            # Bookkeeping for `plan` is written once, off the critical path.
+            for name, history in self.histories.items():
+                self.store.put_history(name, history)
+            if self.saved:
+                self.store.add_saved(self.saved)
 
     # ------------------------------------------------------------------ resolution
 
@@ -169,17 +176,19 @@ class _Engine:
     def _failed_input(self, node: EditNode) -> str | None:
         return next((name for name in node.references if name in self.failed), None)
 
-    def _resolve_now(self, node: EditNode) -> bool:
+    def _resolve_now(self, node: EditNode) -> tuple[EditRequest, str] | None:
+        """Finish ``node`` from the cache (or fail it for a failed input) and return
+        None; or return its request and key when it must be generated."""
         failed_input = self._failed_input(node)
         if failed_input is not None:
             self._fail(node, InputFailedError(node.name, failed_input))
-            return True
+            return None
         request, key = build_request(node, self._references(node), self.provider.name)
         record = self.store.get_record(key)
         if record is None:
-            return False
+            return request, key
         self._finish(node, self._from_record(request, key, record, cached=True))
-        return True
+        return None
 
     def _from_record(
         self, request: EditRequest, key: str, record: CacheRecord, *, cached: bool
@@ -199,11 +208,9 @@ class _Engine:
         self.done[node.name] = result
         if result.cached:
             self.saved += node.estimated_cost
-        previous = self.store.get_history(node.name)
+        previous = None if not result.cached else self.store.get_history(node.name)
         if previous is None or previous.key != result.key:
-            self.store.put_history(
-                node.name, history_of(result.request, result.key, self.provider.name)
-            )
+            self.histories[node.name] = history_of(result.request, result.key, self.provider.name)
         if self.progress is not None:
             self.progress.advance(node.name, result.cached)
 
@@ -214,14 +221,15 @@ class _Engine:
 
     # ------------------------------------------------------------------ running
 
-    async def _run_edit(self, node: EditNode) -> None:
+    async def _run_edit(self, node: EditNode, prepared: tuple[EditRequest, str] | None) -> None:
         try:
             for name in node.references:
                 if name in self.pending:
                     await self.pending[name]
-            if not self._resolve_now(node):
-                request, key = build_request(node, self._references(node), self.provider.name)
-                self._finish(node, await self._generate_once(node, request, key))
+            if prepared is None:
+                prepared = self._resolve_now(node)
+            if prepared is not None:
+                self._finish(node, await self._generate_once(node, *prepared))
         except Exception as error:  # noqa: BLE001 - a node's failure is recorded, not raised
             self._fail(node, error)
         finally:

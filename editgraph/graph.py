@@ -235,12 +235,19 @@ class Graph:
     def edit(
         self, prompt: str | Mapping[str, Any] | StructuredPrompt, *,
         refs: Sequence[Handle | str] | None = None, name: str | None = None,
-        model: str | None = None, **params: Any,
-    ) -> Handle | Sweep: ...
+        model: str | None = None, seed: int | None = None, **params: Any,
+    ) -> Handle: ...
+    @overload
+    def edit(
+        self, prompt: str | Mapping[str, Any] | StructuredPrompt, *,
+        refs: Sequence[Handle | str] | None = None, name: str | None = None,
+        model: str | None = None, seed: list[int] | tuple[int, ...], **params: Any,
+    ) -> Sweep: ...
     @overload
     def edit(
         self, prompt: list[str], *, refs: Sequence[Handle | str] | None = None,
-        name: str | None = None, model: str | None = None, **params: Any,
+        name: str | None = None, model: str | None = None,
+        seed: int | list[int] | tuple[int, ...] | None = None, **params: Any,
     ) -> Sweep: ...
     def edit(
         self,
@@ -249,6 +256,7 @@ class Graph:
         refs: Sequence[Handle | str] | None = None,
         name: str | None = None,
         model: str | None = None,
+        seed: int | list[int] | tuple[int, ...] | None = None,
         **params: Any,
     ) -> Handle | Sweep:
         """Add an edit: one FLUX.2 call whose references are earlier nodes.
@@ -257,9 +265,10 @@ class Graph:
         handles and ``@name``s in the prompt, in order. A list of seeds
         (``seed=[1, 2, 3]``) or of prompts makes an :class:`Sweep` of variants.
         """
-        seeds = params.get("seed")
-        if isinstance(prompt, list) or isinstance(seeds, (list, tuple)):
-            return self._sweep(prompt, seeds, refs=refs, name=name, model=model, params=params)
+        if isinstance(prompt, list) or isinstance(seed, (list, tuple)):
+            return self._sweep(prompt, seed, refs=refs, name=name, model=model, params=params)
+        if seed is not None:
+            params["seed"] = seed
         name = self._new_name(name, "edit")
         spec = resolve_model(model or self.model, node=name)
         parameters = self._edit_parameters(name, spec, params)
@@ -513,8 +522,13 @@ class Graph:
         return iter(self._dag)
 
 
-def chain(handle: Handle, prompts: Sequence[str], **params: Any) -> Handle:
-    """Append one edit per prompt, each taking the previous as image 1; the last handle."""
+def chain(
+    handle: Handle, prompts: Sequence[str], *, name: str | None = None, **params: Any
+) -> Handle:
+    """Append one edit per prompt, each taking the previous as image 1; the last handle.
+
+    With ``name``, the edits are named ``name-1``, ``name-2``, …
+    """
     if isinstance(prompts, str):
         raise GraphError("chain: prompts must be a list of prompts, not one str")
     if not isinstance(handle, Handle):
@@ -522,7 +536,7 @@ def chain(handle: Handle, prompts: Sequence[str], **params: Any) -> Handle:
             f"chain: expected a handle to start from, got {type(handle).__name__}"
             + ("; use sweep.pick(i)" if isinstance(handle, Sweep) else "")
         )
-    for field in {"refs", "name"} & set(params):
+    for field in {"refs"} & set(params):
         raise GraphError(
             f"chain: {field}: chain sets it for each edit (the previous edit is image 1); "
             "use g.edit() for an edit that needs it"
@@ -531,8 +545,9 @@ def chain(handle: Handle, prompts: Sequence[str], **params: Any) -> Handle:
     added: list[Handle] = []
     current = handle
     try:
-        for prompt in prompts:
-            result = graph.edit(prompt, refs=[current], **params)
+        for index, prompt in enumerate(prompts, 1):
+            step = None if name is None else f"{name}-{index}"
+            result = graph.edit(prompt, refs=[current], name=step, **params)
             if not isinstance(result, Handle):
                 raise GraphError("chain: a sweep cannot be chained; pick a variant first")
             added.append(result)

@@ -651,14 +651,21 @@ def test_chain_refuses_a_single_str(graph: eg.Graph) -> None:
         eg.chain(car, "Paint image 1 blue")  # type: ignore[arg-type]
 
 
-def test_chain_refuses_name_and_refs(graph: eg.Graph) -> None:
-    """chain sets refs and names itself: passing them is a GraphError naming the field."""
+def test_chain_refuses_refs(graph: eg.Graph) -> None:
+    """chain sets refs for each edit: passing them is a GraphError naming the field."""
     car = graph.image(RED, name="car")
-    with pytest.raises(eg.GraphError, match="chain: name: "):
-        eg.chain(car, ["Paint image 1 blue", "Add rain"], name="step")
     with pytest.raises(eg.GraphError, match="chain: refs: "):
         eg.chain(car, ["Paint image 1 blue"], refs=[car])
     assert list(graph.edits) == []
+
+
+def test_chain_names_its_steps_from_a_prefix(graph: eg.Graph) -> None:
+    """chain(name='look') names the edits look-1, look-2, each taking the previous."""
+    car = graph.image(RED, name="car")
+    last = eg.chain(car, ["Paint image 1 blue", "Add rain to image 1"], name="look")
+    assert last.name == "look-2"
+    assert list(graph.edits) == ["look-1", "look-2"]
+    assert graph.edits["look-2"].references == ("look-1",)
 
 
 def test_invalid_chain_adds_no_edit(graph: eg.Graph) -> None:
