@@ -32,8 +32,9 @@ __all__ = [
 _TOKEN_OPEN = "\ue000"
 _TOKEN_CLOSE = "\ue001"
 
-#: What a node name may look like after ``@`` in a plain string.
-_AT_NAME = r"\w(?:[\w-]*\w)?(?:\[\d+\])?"
+#: What a node name may look like after ``@`` in a plain string: any name the graph
+#: accepts (file stems such as ``car.v2`` included); a trailing "." ends the sentence.
+_AT_NAME = r"\w(?:[\w.-]*\w)?(?:\[\d+\])?"
 
 _MENTION = re.compile(
     rf"{_TOKEN_OPEN}(?P<token>[^{_TOKEN_OPEN}{_TOKEN_CLOSE}]*){_TOKEN_CLOSE}"

@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -209,6 +210,9 @@ class DiskStore:
                 f"cache directory {str(self.directory)!r} cannot be opened for writing "
                 f"({exc}); set EDITGRAPH_CACHE_DIR or pass cache_dir="
             ) from exc
+        # A store dropped without close() (a Graph keeps one for its lifetime) still
+        # closes its database: Python 3.13 warns about unclosed sqlite3 connections.
+        self._closer = weakref.finalize(self, self._cache.close)
         self._owner = json.dumps(
             {"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex}
         )
@@ -217,7 +221,7 @@ class DiskStore:
         return f"DiskStore({str(self.directory)!r})"
 
     def close(self) -> None:
-        """Close the underlying database connection."""
+        """Close the underlying database connection (it reopens if the store is used again)."""
         self._cache.close()
 
     # records and blobs

@@ -107,6 +107,16 @@ def test_at_names_reach_edits_and_sweep_variants(graph: eg.Graph) -> None:
     assert refs == ("tone[1]", "blue")
 
 
+def test_at_names_with_dots_reach_file_stem_names(graph: eg.Graph, tmp_path: Path) -> None:
+    """A source named after car.v2.png is @car.v2; a sentence's final '.' is not a name."""
+    (tmp_path / "car.v2.png").write_bytes(png((1, 2, 3)))
+    graph.image(tmp_path / "car.v2.png")
+    graph.image(png((4, 5, 6)), name="car")
+    prompt, refs = edit(graph, "Paint @car.v2 like @car. Then @a.")
+    assert prompt == "Paint image 1 like image 2. Then image 3."
+    assert refs == ("car.v2", "car", "a")
+
+
 def test_double_at_escapes_a_literal_at(graph: eg.Graph) -> None:
     """`@@` becomes a literal '@' and is not a reference."""
     prompt, refs = edit(graph, "Write @@a on the wall of @b")
