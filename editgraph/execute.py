@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import io
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -115,6 +114,51 @@ class Progress(Protocol):
         ...
 
 
+class _GroupCommit:
+    """Store writes queued during one turn of the event loop, committed together.
+
+    Edits that finish at the same moment (a layer of a wide graph) share one
+    transaction instead of paying a commit each, and the loop is blocked once, not
+    once per edit; every caller still resumes only after its own write is durable.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+
+    def submit(self, operation: Callable[[], T]) -> asyncio.Future[T]:
+        """Queue ``operation`` for the next commit; the future holds its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self.flush)
+        self._queue.append((operation, future))
+        return future
+
+    def flush(self) -> None:
+        """Run and commit everything queued so far."""
+        queue, self._queue = self._queue, []
+        if not queue:
+            return
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            with self._store.batch():
+                for operation, future in queue:
+                    try:
+                        outcomes.append((future, operation(), None))
+                    except Exception as error:  # noqa: BLE001 - handed to its caller
+                        outcomes.append((future, None, error))
+        except Exception as error:  # noqa: BLE001 - the commit failed: every caller hears
+            outcomes = [(future, None, error) for _, future in queue]
+        for future, result, failure in outcomes:
+            if future.cancelled():
+                continue
+            if failure is None:
+                future.set_result(result)
+            else:
+                future.set_exception(failure)
+
+
 @dataclass
 class _Engine:
     edits: Sequence[EditNode]
@@ -129,15 +173,19 @@ class _Engine:
     failed: dict[str, BaseException] = field(default_factory=dict)
     pending: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     inflight: dict[str, tuple[str, asyncio.Future[NodeResult]]] = field(default_factory=dict)
-    histories: dict[str, NodeHistory] = field(default_factory=dict)
+    ran: dict[str, tuple[EditRequest, str]] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)
     committed: float = 0.0
     saved: float = 0.0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.slots = asyncio.Semaphore(self.concurrency)
+        self.writes = _GroupCommit(self.store)
+        heartbeat = asyncio.ensure_future(self._renew_leases())
         tasks = []
         try:
+            self._keep_sources()
             for node in self.edits:
                 prepared = None
                 if not any(name in self.pending for name in node.references):
@@ -151,9 +199,12 @@ class _Engine:
             if tasks:
                 await asyncio.gather(*tasks)
         finally:
+            heartbeat.cancel()
+            self.writes.flush()
             # Bookkeeping for `plan` is written once, off the critical path.
-            for name, history in self.histories.items():
-                self.store.put_history(name, history)
+            with self.store.batch():
+                for name, (request, key) in self.ran.items():
+                    self.store.put_history(name, history_of(request, key, self.provider.name))
             if self.saved:
                 self.store.add_saved(self.saved)
 
@@ -210,7 +261,7 @@ class _Engine:
             self.saved += node.estimated_cost
         previous = None if not result.cached else self.store.get_history(node.name)
         if previous is None or previous.key != result.key:
-            self.histories[node.name] = history_of(result.request, result.key, self.provider.name)
+            self.ran[node.name] = (result.request, result.key)
         if self.progress is not None:
             self.progress.advance(node.name, result.cached)
 
@@ -272,38 +323,49 @@ class _Engine:
         return result
 
     async def _generate(self, node: EditNode, request: EditRequest, key: str) -> NodeResult:
-        async with self.slots, self._lease(key) as record:
+        async with self.slots:
+            record = await self._take_lease(key)
             if record is not None:  # another process made it while we waited
                 return self._from_record(request, key, record, cached=True)
-            cost = node.estimated_cost
-            if self.budget is not None and self.committed + cost > self.budget + 1e-9:
-                raise BudgetError(
-                    f"node {node.name!r}: not run: its estimated ${cost:.4f} would take the "
-                    f"run past its budget of ${self.budget:.2f} "
-                    f"(${self.committed:.4f} already committed)"
-                )
-            self.committed += cost
-            request = self._with_bytes(request)
-            started = time.perf_counter()
             try:
-                image = await self.provider.generate(request)
-            except ProviderError as error:
-                if error.node is None:
-                    error.node = node.name
-                raise
-            except Exception as error:
-                raise ProviderError(
-                    f"node {node.name!r}: provider {self.provider.name!r} failed: {error}",
-                    node=node.name,
-                ) from error
-            if not isinstance(image, GeneratedImage):
-                raise ProviderError(
-                    f"node {node.name!r}: provider {self.provider.name!r} returned "
-                    f"{type(image).__name__}, not an eg.GeneratedImage", node=node.name,
-                )
-            elapsed = time.perf_counter() - started
-            record = self._store_result(node, request, key, image, elapsed, cost)
-            return self._from_record(request, key, record, cached=False)
+                cost = node.estimated_cost
+                if self.budget is not None and self.committed + cost > self.budget + 1e-9:
+                    raise BudgetError(
+                        f"node {node.name!r}: not run: its estimated ${cost:.4f} would take "
+                        f"the run past its budget of ${self.budget:.2f} "
+                        f"(${self.committed:.4f} already committed)"
+                    )
+                self.committed += cost
+                started = time.perf_counter()
+                image = await self._call_provider(node, self._with_bytes(request))
+                record = self._record(node, request, key, image, time.perf_counter() - started, cost)
+                # The image, the record that points at it and the lease's release, in one
+                # commit: a crash leaves either nothing or a complete, usable result.
+                await self.writes.submit(lambda: self._keep(record, image.data))
+                return self._from_record(request, key, record, cached=False)
+            finally:
+                if key in self.held:
+                    self.held.discard(key)
+                    self.writes.submit(lambda: self.store.release_lease(key))
+
+    async def _call_provider(self, node: EditNode, request: EditRequest) -> GeneratedImage:
+        try:
+            image = await self.provider.generate(request)
+        except ProviderError as error:
+            if error.node is None:
+                error.node = node.name
+            raise
+        except Exception as error:
+            raise ProviderError(
+                f"node {node.name!r}: provider {self.provider.name!r} failed: {error}",
+                node=node.name,
+            ) from error
+        if not isinstance(image, GeneratedImage):
+            raise ProviderError(
+                f"node {node.name!r}: provider {self.provider.name!r} returned "
+                f"{type(image).__name__}, not an eg.GeneratedImage", node=node.name,
+            )
+        return image
 
     def _with_bytes(self, request: EditRequest) -> EditRequest:
         """The request with every reference's bytes attached, for the provider to send."""
@@ -314,7 +376,7 @@ class _Engine:
         )
         return request.model_copy(update={"references": references})
 
-    def _store_result(
+    def _record(
         self, node: EditNode, request: EditRequest, key: str, image: GeneratedImage,
         elapsed: float, cost: float,
     ) -> CacheRecord:
@@ -327,44 +389,49 @@ class _Engine:
                 f"node {node.name!r}: provider {self.provider.name!r} returned bytes that "
                 "are not an image", node=node.name,
             ) from error
-        output_hash = content_hash(image.data)
-        record = CacheRecord(
+        return CacheRecord(
             key=key, node=node.name, provider=self.provider.name, model=request.model,
             request=request.model_dump(mode="json"), seed=request.seed,
-            output_hash=output_hash, media_type=media_type, width=width, height=height,
-            size_bytes=len(image.data), elapsed=elapsed, cost=cost, url=image.url,
-            url_expires_at=image.url_expires_at, unknown_outcomes=image.unknown_outcomes,
-            created_at=time.time(),
+            output_hash=content_hash(image.data), media_type=media_type, width=width,
+            height=height, size_bytes=len(image.data), elapsed=elapsed, cost=cost,
+            url=image.url, url_expires_at=image.url_expires_at,
+            unknown_outcomes=image.unknown_outcomes, created_at=time.time(),
         )
-        # The image first, then the record that points at it: a crash in between
-        # leaves an unused blob, never a record without its image.
-        self.store.put_blob(output_hash, image.data)
-        self.store.put_record(record)
-        return record
 
-    @contextlib.asynccontextmanager
-    async def _lease(self, key: str) -> AsyncIterator[CacheRecord | None]:
-        """Hold the key's lease while generating; yield a record if another process
-        made the image while we waited for its lease."""
+    def _keep(self, record: CacheRecord, data: bytes) -> None:
+        """Store an image and its record, then let go of the key's lease."""
+        self.store.put_blob(record.output_hash, data)
+        self.store.put_record(record)
+        self.store.release_lease(record.key)
+        self.held.discard(record.key)
+
+    def _keep_sources(self) -> None:
+        """Keep every source's bytes too, so a saved run can be replayed from the cache."""
+        missing = [node for node in self.sources.values() if not self.store.has_blob(node.hash)]
+        if missing:
+            with self.store.batch():
+                for node in missing:
+                    self.store.put_blob(node.hash, node.data)
+
+    async def _take_lease(self, key: str) -> CacheRecord | None:
+        """Hold the key's lease (one generation per key across processes); or return
+        the record another process made while we waited for its lease."""
         delay = 0.02
-        while not self.store.acquire_lease(key):
+        while not await self.writes.submit(lambda: self.store.acquire_lease(key)):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
             record = self.store.get_record(key)
             if record is not None:
-                yield record
-                return
-        heartbeat = asyncio.ensure_future(self._renew(key))
-        try:
-            yield self.store.get_record(key)
-        finally:
-            heartbeat.cancel()
-            self.store.release_lease(key)
+                return record
+        self.held.add(key)
+        return self.store.get_record(key)
 
-    async def _renew(self, key: str) -> None:
+    async def _renew_leases(self) -> None:
+        """Keep every lease this run holds alive while its generation takes time."""
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
-            self.store.renew_lease(key)
+            for key in list(self.held):
+                self.store.renew_lease(key)
 
 
 async def execute(

@@ -8,6 +8,7 @@ directory holding anything else is refused rather than unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -119,6 +120,14 @@ class Store(Protocol):
         """Keep ``data`` under its hash (once)."""
         ...
 
+    def has_blob(self, content_hash: str) -> bool:
+        """Whether bytes with this hash are kept."""
+        ...
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Group the writes made inside into one atomic commit."""
+        ...
+
     def acquire_lease(self, key: str) -> bool:
         """Take the in-flight lease for ``key``; False while a live holder has it."""
         ...
@@ -203,7 +212,12 @@ class DiskStore:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._cache = diskcache.Cache(
-                str(self.directory), disk=_BytesAndTextDisk, eviction_policy="none"
+                str(self.directory),
+                disk=_BytesAndTextDisk,
+                # editgraph prunes on request (`editgraph cache prune`): no eviction, and
+                # no culling scan on every write (an expired lease counts as absent).
+                eviction_policy="none",
+                cull_limit=0,
             )
         except _BACKEND_ERRORS as exc:
             raise StoreError(
@@ -250,6 +264,26 @@ class DiskStore:
     def put_blob(self, content_hash: str, data: bytes) -> None:
         """Keep ``data`` under its hash (once)."""
         self._write(lambda: self._cache.add(_BLOB + content_hash, data))
+
+    def has_blob(self, content_hash: str) -> bool:
+        """Whether bytes with this hash are kept."""
+        return self._contains(_BLOB + content_hash)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the writes made inside into one atomic commit.
+
+        Writes that happen together (the edits of one layer finishing at once) then
+        pay for one commit instead of one each.
+        """
+        try:
+            with self._cache.transact():
+                yield
+        except _BACKEND_ERRORS as exc:
+            raise StoreError(
+                f"cache {str(self.directory)!r}: cannot write ({exc}); check the directory "
+                "is writable and has free space, or set EDITGRAPH_CACHE_DIR"
+            ) from exc
 
     # leases
 

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import hashlib
 import io
-import json
 import logging
 import time
 from collections.abc import Awaitable, Iterator
@@ -18,6 +17,7 @@ import stamina
 import together
 from aiohttp import web
 from PIL import Image
+from typing_extensions import Self
 
 from editgraph.errors import ProviderError
 from editgraph.models import CATALOGUE
@@ -56,7 +56,9 @@ def run(coroutine: Awaitable[T]) -> T:
     return asyncio.run(main())
 
 
-def png_bytes(colour: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 48)) -> bytes:
+def png_bytes(
+    colour: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 48)
+) -> bytes:
     """A small solid-colour PNG made with Pillow."""
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, format="PNG")
@@ -65,7 +67,9 @@ def png_bytes(colour: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int
 
 def bytes_reference(data: bytes, source: str = "car.png") -> Reference:
     """A reference held as bytes (a local file)."""
-    return Reference(hash=hashlib.sha256(data).hexdigest(), media_type="image/png", source=source, data=data)
+    return Reference(
+        hash=hashlib.sha256(data).hexdigest(), media_type="image/png", source=source, data=data
+    )
 
 
 def make_request(**changes: Any) -> EditRequest:
@@ -114,22 +118,55 @@ def test_body_matches_the_sdk_for_the_same_parameters() -> None:
     with FakeTogether() as fake:
         sdk = together.Together(api_key="test", base_url=fake.base_url, max_retries=0)
         sdk.images.generate(
-            model=FLEX, prompt="Make image 1 blue", width=512, height=384, seed=11, steps=28,
-            guidance_scale=7.5, output_format="png", reference_images=[data_uri],
-            response_format="url", extra_body={"prompt_upsampling": False},
+            model=FLEX,
+            prompt="Make image 1 blue",
+            width=512,
+            height=384,
+            seed=11,
+            steps=28,
+            guidance_scale=7.5,
+            output_format="png",
+            reference_images=[data_uri],
+            response_format="url",
+            extra_body={"prompt_upsampling": False},
         )
         sdk.images.generate(
-            model=PRO, prompt="a fox", width=1024, height=768, seed=3, output_format="jpeg",
-            response_format="url", extra_body={"prompt_upsampling": True},
+            model=PRO,
+            prompt="a fox",
+            width=1024,
+            height=768,
+            seed=3,
+            output_format="jpeg",
+            response_format="url",
+            extra_body={"prompt_upsampling": True},
         )
         ours = provider(fake)
-        run(ours.generate(make_request(
-            model=FLEX, prompt="Make image 1 blue", width=512, height=384, seed=11, steps=28,
-            guidance=7.5, output_format="png", references=(bytes_reference(source),),
-        )))
-        run(ours.generate(make_request(
-            prompt="a fox", width=1024, height=768, seed=3, prompt_upsampling=True,
-        )))
+        run(
+            ours.generate(
+                make_request(
+                    model=FLEX,
+                    prompt="Make image 1 blue",
+                    width=512,
+                    height=384,
+                    seed=11,
+                    steps=28,
+                    guidance=7.5,
+                    output_format="png",
+                    references=(bytes_reference(source),),
+                )
+            )
+        )
+        run(
+            ours.generate(
+                make_request(
+                    prompt="a fox",
+                    width=1024,
+                    height=768,
+                    seed=3,
+                    prompt_upsampling=True,
+                )
+            )
+        )
         sdk_flex, sdk_pro, our_flex, our_pro = fake.requests
     assert our_flex == sdk_flex and list(our_flex) == list(sdk_flex)
     assert our_pro == sdk_pro and list(our_pro) == list(sdk_pro)
@@ -147,7 +184,9 @@ def test_result_is_downloaded_decoded_and_its_url_recorded() -> None:
     """The image bytes come back decoded-checked, with the URL and its expiry."""
     with FakeTogether(api_key=PLANTED_KEY) as fake:
         before = time.time()
-        result = run(provider(fake, result_url_ttl=120.0).generate(make_request(output_format="png")))
+        result = run(
+            provider(fake, result_url_ttl=120.0).generate(make_request(output_format="png"))
+        )
         assert isinstance(result, GeneratedImage)
         assert result.media_type == "image/png" and result.unknown_outcomes == 0
         assert Image.open(io.BytesIO(result.data)).size == (256, 256)
@@ -224,10 +263,16 @@ def test_fresh_upstream_and_source_urls_are_sent_as_is() -> None:
         upstream = run(ours.generate(make_request(node="blue")))
         assert upstream.url is not None
         fresh = Reference(
-            hash=hashlib.sha256(upstream.data).hexdigest(), media_type=upstream.media_type,
-            source="blue", url=upstream.url, url_expires_at=upstream.url_expires_at, data=upstream.data,
+            hash=hashlib.sha256(upstream.data).hexdigest(),
+            media_type=upstream.media_type,
+            source="blue",
+            url=upstream.url,
+            url_expires_at=upstream.url_expires_at,
+            data=upstream.data,
         )
-        by_url = Reference(hash=fresh.hash, media_type=fresh.media_type, source=upstream.url, url=upstream.url)
+        by_url = Reference(
+            hash=fresh.hash, media_type=fresh.media_type, source=upstream.url, url=upstream.url
+        )
         run(ours.generate(make_request(references=(fresh, by_url))))
         assert fake.requests[-1]["reference_images"] == [upstream.url, upstream.url]
 
@@ -238,8 +283,12 @@ def test_locally_expired_upstream_url_is_sent_as_bytes() -> None:
         ours = provider(fake)
         upstream = run(ours.generate(make_request(node="blue")))
         stale = Reference(
-            hash=hashlib.sha256(upstream.data).hexdigest(), media_type=upstream.media_type,
-            source="blue", url=upstream.url, url_expires_at=time.time() - 1, data=upstream.data,
+            hash=hashlib.sha256(upstream.data).hexdigest(),
+            media_type=upstream.media_type,
+            source="blue",
+            url=upstream.url,
+            url_expires_at=time.time() - 1,
+            data=upstream.data,
         )
         run(ours.generate(make_request(references=(stale,))))
         assert fake.requests[-1]["reference_images"][0].startswith("data:image/jpeg;base64,")
@@ -254,8 +303,12 @@ def test_upstream_url_that_expired_early_is_resent_as_bytes() -> None:
         upstream = run(ours.generate(make_request(node="blue")))
         now[0] = 3600.0  # the service forgot the URL long before our ttl said it would
         fresh = Reference(
-            hash=hashlib.sha256(upstream.data).hexdigest(), media_type=upstream.media_type,
-            source="blue", url=upstream.url, url_expires_at=upstream.url_expires_at, data=upstream.data,
+            hash=hashlib.sha256(upstream.data).hexdigest(),
+            media_type=upstream.media_type,
+            source="blue",
+            url=upstream.url,
+            url_expires_at=upstream.url_expires_at,
+            data=upstream.data,
         )
         result = run(ours.generate(make_request(references=(fresh,))))
         _, refused, resent = fake.requests
@@ -266,7 +319,9 @@ def test_upstream_url_that_expired_early_is_resent_as_bytes() -> None:
 
 def test_reference_refused_without_upstream_urls_fails_with_the_message() -> None:
     """Bytes that are no image are a ProviderError with the service's message, not re-sent."""
-    broken = Reference(hash="0" * 64, media_type="image/png", source="broken.png", data=b"not an image")
+    broken = Reference(
+        hash="0" * 64, media_type="image/png", source="broken.png", data=b"not an image"
+    )
     with FakeTogether() as fake:
         with pytest.raises(ProviderError, match="broken.png|not a readable image") as caught:
             run(provider(fake).generate(make_request(references=(broken,))))
@@ -284,6 +339,14 @@ def test_transient_statuses_are_retried(status: int) -> None:
         result = run(provider(fake).generate(make_request()))
         assert len(fake.requests) == 3 and len(fake.billed) == 1
         assert result.unknown_outcomes == 0
+
+
+def test_429s_spend_no_retries() -> None:
+    """More 429s than max_retries are waited out, not failed: the pace adapts instead."""
+    with FakeTogether() as fake:
+        fake.fail_next(429, times=4, retry_after=0.01)
+        run(provider(fake, max_retries=1).generate(make_request()))
+        assert len(fake.requests) == 5 and len(fake.billed) == 1
 
 
 def test_retries_stop_after_max_retries() -> None:
@@ -333,7 +396,7 @@ class ScriptedServer:
         self.seen += 1
         return web.json_response(body, status=status, headers=headers)
 
-    async def __aenter__(self) -> ScriptedServer:
+    async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_post("/v1/images/generations", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -351,26 +414,41 @@ class ScriptedServer:
 def b64_answer() -> dict[str, Any]:
     """A successful answer carrying the image inline, as response_format="base64" gives."""
     encoded = base64.b64encode(png_bytes((1, 2, 3))).decode()
-    return {"id": "x", "model": PRO, "object": "list", "data": [{"index": 0, "type": "b64_json", "b64_json": encoded}]}
+    return {
+        "id": "x",
+        "model": PRO,
+        "object": "list",
+        "data": [{"index": 0, "type": "b64_json", "b64_json": encoded}],
+    }
 
 
 def error_answer(message: str) -> dict[str, Any]:
     """An error body in the service's shape."""
-    return {"id": "x", "error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+    return {
+        "id": "x",
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": None},
+    }
 
 
 def test_x_should_retry_overrides_the_status() -> None:
     """x-should-retry: true retries a 400; false stops a 503 at once; b64_json answers work."""
 
     async def scenario() -> tuple[GeneratedImage, int, ProviderError, int]:
-        retried = [(400, {"x-should-retry": "true"}, error_answer("try again")), (200, {}, b64_answer())]
+        retried = [
+            (400, {"x-should-retry": "true"}, error_answer("try again")),
+            (200, {}, b64_answer()),
+        ]
         async with ScriptedServer(retried) as server:
-            result = await Together(api_key=PLANTED_KEY, base_url=server.base_url).generate(make_request())
+            result = await Together(api_key=PLANTED_KEY, base_url=server.base_url).generate(
+                make_request()
+            )
             first_seen = server.seen
         stopped = [(503, {"x-should-retry": "false"}, error_answer("overloaded, do not retry"))]
         async with ScriptedServer(stopped) as server:
             with pytest.raises(ProviderError) as caught:
-                await Together(api_key=PLANTED_KEY, base_url=server.base_url).generate(make_request())
+                await Together(api_key=PLANTED_KEY, base_url=server.base_url).generate(
+                    make_request()
+                )
             return result, first_seen, caught.value, server.seen
 
     result, first_seen, error, second_seen = run(scenario())
@@ -383,7 +461,9 @@ def test_connection_refused_is_retried_then_reported() -> None:
     with FakeTogether() as fake:
         base_url = fake.base_url
     with pytest.raises(ProviderError, match="could not connect") as caught:
-        run(Together(api_key=PLANTED_KEY, base_url=base_url, max_retries=2).generate(make_request()))
+        run(
+            Together(api_key=PLANTED_KEY, base_url=base_url, max_retries=2).generate(make_request())
+        )
     assert not caught.value.possibly_billed and caught.value.node == "night"
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
 
@@ -562,7 +642,9 @@ def test_service_rate_limit_slows_the_run_without_losing_edits() -> None:
         async with httpx.AsyncClient() as client:
             answer = 0
             while answer != 429:
-                answer = (await client.post(f"{base_url}/v1/images/generations", json={"model": "drain"})).status_code
+                answer = (
+                    await client.post(f"{base_url}/v1/images/generations", json={"model": "drain"})
+                ).status_code
 
     async def twelve(ours: Together) -> list[GeneratedImage]:
         return await asyncio.gather(*(ours.generate(make_request(seed=seed)) for seed in range(12)))

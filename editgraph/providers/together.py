@@ -10,7 +10,9 @@ Retry policy (stamina), per try:
 - the request never left (connect error/timeout, pool timeout, write error): retried;
 - 408, 409, 429 and 5xx answers: retried, waiting ``retry-after-ms`` / ``Retry-After``
   when the service gives one (up to 60 s, as the SDK does), else exponential backoff with
-  jitter; ``x-should-retry: true`` / ``false`` overrides the status either way;
+  jitter; ``x-should-retry: true`` / ``false`` overrides the status either way. A 429
+  also slows every task of the provider (see ``_RateGovernor``) and spends none of
+  ``max_retries``: it is retried for up to 10 minutes;
 - unknown outcome (read timeout, connection dropped after the body was sent): the
   service may have generated, and billed, the image. Together takes no idempotency key,
   so such a try is retried at most ``unknown_outcome_retries`` times and every one is
@@ -29,10 +31,11 @@ import io
 import json
 import math
 import os
+import ssl
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Protocol, runtime_checkable
 
@@ -42,7 +45,7 @@ from aiolimiter import AsyncLimiter
 from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr
 
-from ..errors import ProviderError
+from ..errors import GraphError, ProviderError
 from ..models import CATALOGUE
 from ..requests import EditRequest, GeneratedImage, Reference
 
@@ -63,6 +66,9 @@ _MAX_RETRY_AFTER = 60.0
 _BACKOFF_INITIAL = 1.0
 _BACKOFF_MAX = 30.0
 _BACKOFF_JITTER = 1.0
+
+#: How long (seconds) one edit keeps retrying 429 answers, which spend no max_retries.
+_RATE_LIMIT_PATIENCE = 600.0
 
 #: Downloads of a finished result are idempotent GETs: retried on their own, so a lost
 #: download never re-runs (and re-bills) the generation.
@@ -154,6 +160,8 @@ class _CallState:
 
     unknown_outcomes: int = 0
     tries: int = 0
+    failures: int = 0
+    started: float = field(default_factory=time.monotonic)
 
 
 # --- the shared rate limiter --------------------------------------------------------------
@@ -252,8 +260,12 @@ class _RateGovernor:
         self._forget_before(now - self.MEASURE_WINDOW)
         if len(self._sends) < self.MIN_SAMPLES:
             return  # too few requests to measure a rate: the pause alone must do
-        span = max(now - self._sends[0], self.MIN_SPAN) if self._sends else self.MIN_SPAN
+        span = max(now - self._sends[0], self.MIN_SPAN)
         accepted_rpm = (len(self._sends) - len(self._refusals)) / span * 60.0
+        if delay is not None:
+            # "Retry after d" says one more request will do after d: early on, before the
+            # window holds a meaningful rate, that is the better measure.
+            accepted_rpm = max(accepted_rpm, 60.0 / delay)
         target = accepted_rpm * self.BACKOFF_FRACTION
         if self.adaptive_rpm is not None and target >= self.adaptive_rpm:
             # Already pacing below what was measured and still refused: the measure is
@@ -319,7 +331,8 @@ class Together:
         rate_limit: requests per minute never to exceed (default: none until a 429).
         image_host: how references held as bytes are sent (default ``DataURIHost``).
 
-    Raises ``ProviderError`` when no key is given or found in the environment.
+    Raises ``ProviderError`` when no key is given or found in the environment, and
+    ``GraphError`` for an invalid setting.
     """
 
     name = "together"
@@ -348,11 +361,19 @@ class Together:
             base_url = os.environ.get("TOGETHER_BASE_URL") or DEFAULT_BASE_URL
         self.base_url = base_url.rstrip("/")
         if max_retries < 0 or unknown_outcome_retries < 0:
-            raise ValueError("max_retries and unknown_outcome_retries must be >= 0")
+            raise GraphError(
+                f"Together: max_retries and unknown_outcome_retries must be >= 0, got "
+                f"{max_retries!r} and {unknown_outcome_retries!r}"
+            )
         if timeout <= 0 or result_url_ttl < 0:
-            raise ValueError("timeout must be > 0 and result_url_ttl >= 0")
+            raise GraphError(
+                f"Together: timeout must be > 0 and result_url_ttl >= 0 seconds, got "
+                f"{timeout!r} and {result_url_ttl!r}"
+            )
         if rate_limit is not None and rate_limit <= 0:
-            raise ValueError(f"rate_limit must be requests per minute > 0, got {rate_limit!r}")
+            raise GraphError(
+                f"Together: rate_limit must be requests per minute > 0, got {rate_limit!r}"
+            )
         self.max_retries = max_retries
         self.unknown_outcome_retries = unknown_outcome_retries
         self.timeout = float(timeout)
@@ -360,6 +381,7 @@ class Together:
         self.rate_limit = rate_limit
         self.image_host: ImageHost = image_host if image_host is not None else DataURIHost()
         self._governor = _RateGovernor(rate_limit)
+        self._ssl_context: ssl.SSLContext | None = None
 
     def __repr__(self) -> str:
         return (
@@ -383,8 +405,10 @@ class Together:
         state = _CallState()
         self._governor.enter()
         try:
-            # One client per call: nothing bound to this event loop outlives it.
+            # One client per call: nothing bound to this event loop outlives it. The TLS
+            # context is shared (it is loop-free, and building one costs ~20 ms of CPU).
             async with httpx.AsyncClient(
+                verify=self._tls_context(),
                 timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
                 headers={"User-Agent": _USER_AGENT},
                 follow_redirects=True,
@@ -394,38 +418,53 @@ class Together:
                     payload = await self._generate_with_retries(client, request, references, state)
                 except _ReferencesRejected as exc:
                     if not sent_upstream:
-                        raise self._error(request, f"Together could not use a reference: {exc.message}", 400) from exc
+                        raise self._error(
+                            request,
+                            f"Together could not use a reference: {exc.message}",
+                            400,
+                            state,
+                        ) from exc
                     # An upstream URL expired early: send those references as bytes, once.
                     references, _ = await self._wire_references(request, use_host=True)
                     try:
-                        payload = await self._generate_with_retries(client, request, references, state)
+                        payload = await self._generate_with_retries(
+                            client, request, references, state
+                        )
                     except _ReferencesRejected as again:
                         raise self._error(
-                            request, f"Together could not use a reference: {again.message}", 400
+                            request,
+                            f"Together could not use a reference: {again.message}",
+                            400,
+                            state,
                         ) from again
                 return await self._result(client, request, payload, state)
         finally:
             self._governor.leave()
 
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context()
+        return self._ssl_context
+
     # --- building the request ---------------------------------------------------------
 
-    async def _wire_references(self, request: EditRequest, *, use_host: bool) -> tuple[list[str], bool]:
+    async def _wire_references(
+        self, request: EditRequest, *, use_host: bool
+    ) -> tuple[list[str], bool]:
         """The ``reference_images`` strings, and whether any is an upstream result URL."""
         now = time.time()
         urls: list[str] = []
         sent_upstream = False
         for reference in request.references:
-            if reference.url is not None and reference.url_expires_at is None:
-                urls.append(reference.url)  # a source URL the user gave: as is
+            url, expires_at = reference.url, reference.url_expires_at
+            if url is not None and expires_at is None:
+                urls.append(url)  # a source URL the user gave: as is
                 continue
             fresh = (
-                reference.url is not None
-                and reference.url_expires_at is not None
-                and reference.url_expires_at - _URL_SAFETY_MARGIN > now
+                url is not None and expires_at is not None and expires_at - _URL_SAFETY_MARGIN > now
             )
-            if fresh and not (use_host and reference.data is not None):
-                assert reference.url is not None
-                urls.append(reference.url)
+            if url is not None and fresh and not (use_host and reference.data is not None):
+                urls.append(url)  # an upstream result, still fetchable
                 sent_upstream = True
                 continue
             if reference.data is None:
@@ -439,7 +478,9 @@ class Together:
                 urls.append(await self.image_host.url_for(reference))
             except Exception as exc:  # a user's host may fail in any way: name it, keep the cause
                 raise self._error(
-                    request, f"image host {self.image_host!r} could not host reference {reference.source!r}: {exc}", None
+                    request,
+                    f"image host {self.image_host!r} could not host reference {reference.source!r}: {exc}",
+                    None,
                 ) from exc
         return urls, sent_upstream
 
@@ -478,20 +519,33 @@ class Together:
         state: _CallState,
     ) -> dict[str, Any]:
         content = json.dumps(
-            self._body(request, references), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            self._body(request, references),
+            ensure_ascii=False,
+            separators=(",", ":"),
+            allow_nan=False,
         ).encode()
 
         def should_retry(exc: Exception) -> bool | float:
             if isinstance(exc, _UnknownOutcome):
                 return state.unknown_outcomes <= self.unknown_outcome_retries
-            if isinstance(exc, _RetryableFailure):
-                return exc.delay if exc.delay is not None else True
-            return False
+            if not isinstance(exc, _RetryableFailure):
+                return False
+            if exc.status == 429:
+                # "Wait", not "broken": the shared pace adapts, so a 429 spends no retry
+                # of max_retries; only time bounds it.
+                if time.monotonic() - state.started > _RATE_LIMIT_PATIENCE:
+                    return False
+            else:
+                state.failures += 1
+                if state.failures > self.max_retries:
+                    return False
+            return exc.delay if exc.delay is not None else True
 
         try:
+            # The hook above keeps each budget; stamina supplies backoff, jitter and waits.
             async for attempt in stamina.retry_context(
                 on=should_retry,
-                attempts=self.max_retries + 1,
+                attempts=None,
                 timeout=None,
                 wait_initial=_BACKOFF_INITIAL,
                 wait_max=_BACKOFF_MAX,
@@ -526,7 +580,9 @@ class Together:
             raise _NotSent(f"could not connect to {self.base_url} ({type(exc).__name__})") from exc
         except (httpx.WriteError, httpx.WriteTimeout) as exc:
             # The body did not get out whole: the service cannot have acted on it.
-            raise _NotSent(f"could not send the request to {self.base_url} ({type(exc).__name__})") from exc
+            raise _NotSent(
+                f"could not send the request to {self.base_url} ({type(exc).__name__})"
+            ) from exc
         except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
             state.unknown_outcomes += 1
             reason = (
@@ -536,21 +592,32 @@ class Together:
             )
             raise _UnknownOutcome(reason) from exc
         except httpx.HTTPError as exc:
-            raise self._error(request, f"request to {self.base_url} failed: {type(exc).__name__}: {exc}", None, state) from exc
+            raise self._error(
+                request,
+                f"request to {self.base_url} failed: {type(exc).__name__}: {exc}",
+                None,
+                state,
+            ) from exc
         if response.status_code == 429:
             self._governor.rate_limited_for(_retry_after(response.headers), sent_at)
         return self._judge(request, response, state)
 
-    def _judge(self, request: EditRequest, response: httpx.Response, state: _CallState) -> dict[str, Any]:
+    def _judge(
+        self, request: EditRequest, response: httpx.Response, state: _CallState
+    ) -> dict[str, Any]:
         """The parsed answer of a 2xx; else raise the signal or error the status calls for."""
         status = response.status_code
         if 200 <= status < 300:
             try:
                 payload = response.json()
             except ValueError as exc:
-                raise self._error(request, "Together answered with a body that is not JSON", status, state) from exc
+                raise self._error(
+                    request, "Together answered with a body that is not JSON", status, state
+                ) from exc
             if not isinstance(payload, dict):
-                raise self._error(request, "Together answered with an unexpected body", status, state)
+                raise self._error(
+                    request, "Together answered with an unexpected body", status, state
+                )
             return payload
         error = _error_fields(response)
         message = self._redact(error.get("message") or response.reason_phrase or "no message")
@@ -558,13 +625,17 @@ class Together:
         retryable = status in (408, 409, 429) or status >= 500
         if should == "true" or (should != "false" and retryable):
             raise _RetryableStatus(
-                f"Together answered {status}: {message}", status=status, delay=_retry_after(response.headers)
+                f"Together answered {status}: {message}",
+                status=status,
+                delay=_retry_after(response.headers),
             )
         if status == 400 and error.get("param") == "reference_images":
             raise _ReferencesRejected(message)
         raise self._error(request, self._explain(request, status, error, message), status, state)
 
-    def _explain(self, request: EditRequest, status: int, error: Mapping[str, Any], message: str) -> str:
+    def _explain(
+        self, request: EditRequest, status: int, error: Mapping[str, Any], message: str
+    ) -> str:
         """A message for a final error status that tells the user what to do."""
         if status == 401:
             return (
@@ -602,13 +673,19 @@ class Together:
                 )
             param = error.get("param")
             where = f" (field {param!r})" if param else ""
-            return f"Together refused the request{where} ({status}: {message}); fix it and run again"
+            return (
+                f"Together refused the request{where} ({status}: {message}); fix it and run again"
+            )
         return f"Together answered {status}: {message}"
 
     # --- the result -------------------------------------------------------------------
 
     async def _result(
-        self, client: httpx.AsyncClient, request: EditRequest, payload: dict[str, Any], state: _CallState
+        self,
+        client: httpx.AsyncClient,
+        request: EditRequest,
+        payload: dict[str, Any],
+        state: _CallState,
     ) -> GeneratedImage:
         items = payload.get("data")
         if not isinstance(items, list) or not items or not isinstance(items[0], dict):
@@ -619,7 +696,9 @@ class Together:
             try:
                 data = base64.b64decode(item["b64_json"], validate=True)
             except (binascii.Error, ValueError) as exc:
-                raise self._error(request, "Together's base64 image does not decode", 200, state) from exc
+                raise self._error(
+                    request, "Together's base64 image does not decode", 200, state
+                ) from exc
         elif isinstance(item.get("url"), str):
             url = item["url"]
             data = await self._download(client, request, url, state)
@@ -634,7 +713,9 @@ class Together:
             unknown_outcomes=state.unknown_outcomes,
         )
 
-    async def _download(self, client: httpx.AsyncClient, request: EditRequest, url: str, state: _CallState) -> bytes:
+    async def _download(
+        self, client: httpx.AsyncClient, request: EditRequest, url: str, state: _CallState
+    ) -> bytes:
         """Fetch a result at once (the CDN refuses a blank User-Agent; ours is set)."""
 
         def should_retry(exc: Exception) -> bool | float:
@@ -675,8 +756,11 @@ class Together:
                     return response.content
         except _RetryableFailure as exc:
             raise self._error(
-                request, f"the result was generated (and billed) but could not be downloaded: {exc.description}",
-                exc.status, state, billed=True,
+                request,
+                f"the result was generated (and billed) but could not be downloaded: {exc.description}",
+                exc.status,
+                state,
+                billed=True,
             ) from (exc.__cause__ or exc)
         raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
 
@@ -686,10 +770,14 @@ class Together:
                 image_format = image.format or ""
                 image.load()
         except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise self._error(request, "Together's result is not a decodable image", 200, state, billed=True) from exc
+            raise self._error(
+                request, "Together's result is not a decodable image", 200, state, billed=True
+            ) from exc
         media_type = _MEDIA_TYPES_BY_FORMAT.get(image_format) or Image.MIME.get(image_format)
         if media_type is None:
-            raise self._error(request, f"Together's result has an unexpected format {image_format!r}", 200, state)
+            raise self._error(
+                request, f"Together's result has an unexpected format {image_format!r}", 200, state
+            )
         return media_type
 
     # --- errors -----------------------------------------------------------------------
@@ -712,7 +800,12 @@ class Together:
         text = f"node {request.node!r}: {message}"
         if unknown and "may have been billed" not in message:
             text += f" ({unknown} earlier try(s) had an unknown outcome and may have been billed)"
-        return ProviderError(self._redact(text), node=request.node, status=status, possibly_billed=billed or unknown > 0)
+        return ProviderError(
+            self._redact(text),
+            node=request.node,
+            status=status,
+            possibly_billed=billed or unknown > 0,
+        )
 
 
 def _error_fields(response: httpx.Response) -> dict[str, Any]:
@@ -746,7 +839,9 @@ def _retry_after(headers: httpx.Headers) -> float | None:
             delay = float(value)
         except ValueError:
             parsed = email.utils.parsedate_tz(value)
-            delay = float(email.utils.mktime_tz(parsed) - time.time()) if parsed is not None else None
+            delay = (
+                float(email.utils.mktime_tz(parsed) - time.time()) if parsed is not None else None
+            )
     if delay is None or not 0 < delay <= _MAX_RETRY_AFTER:
         return None
     return delay
