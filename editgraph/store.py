@@ -429,7 +429,13 @@ class DiskStore:
                 users[record.output_hash] -= 1
                 if not users[record.output_hash]:
                     total -= sizes[record.output_hash]
-        used = {r.output_hash for r in records if r.key not in drop}
+        # An image stays while a kept record made it or took it as a reference (the
+        # sources a saved run needs to be replayed).
+        used = set()
+        for record in records:
+            if record.key not in drop:
+                used.add(record.output_hash)
+                used.update(ref.get("hash") for ref in record.request.get("references", ()))
         unused = [n for n in names if n.startswith(_BLOB) and n[len(_BLOB) :] not in used]
         for name in [_RECORD + key for key in drop] + unused:
             self._write(functools.partial(self._cache.delete, name))

@@ -634,7 +634,8 @@ def test_cache_info_after_a_run(tmp_path: Path, offline: Path) -> None:
     assert result.exit_code == 0, result.output
     assert records_line(result.stdout, "directory") == str(offline)
     assert records_line(result.stdout, "records").startswith("3 ")
-    assert records_line(result.stdout, "images").startswith("3 (")
+    # Three edit outputs plus the source, kept so that a saved run can be replayed.
+    assert records_line(result.stdout, "images").startswith("4 (")
     assert re.fullmatch(r"\d+\.\d (KB|MB) on disk", records_line(result.stdout, "size"))
     assert records_line(result.stdout, "saved").startswith("$0.09 ")
 
@@ -722,11 +723,11 @@ def test_cache_clear(tmp_path: Path, offline: Path) -> None:
     assert invoke("run", str(recipe)).exit_code == 0
     declined = invoke("cache", "clear", input="n\n")
     assert declined.exit_code == 1
-    assert "Remove 2 records and 2 images" in declined.stderr
+    assert "Remove 2 records and 3 images" in declined.stderr  # 2 outputs + the source
     assert DiskStore(offline).stats().records == 2
     cleared = invoke("cache", "clear", "--yes")
     assert cleared.exit_code == 0, cleared.output
-    assert cleared.stdout.startswith("removed 2 records and 2 images")
+    assert cleared.stdout.startswith("removed 2 records and 3 images")
     assert DiskStore(offline).stats().records == 0
     assert "2 run, 0 cached" in invoke("run", str(recipe)).stdout
 
