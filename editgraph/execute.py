@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 from PIL import Image, UnidentifiedImageError
 
 from .errors import BudgetError, InputFailedError, ProviderError, StoreError
-from .keys import content_hash, derive_seed, edit_key
+from .keys import content_hash, pinned_key
 from .models import ModelSpec
 from .providers.base import Provider
 from .requests import EditRequest, GeneratedImage, Reference
@@ -81,13 +81,8 @@ def build_request(
     parameters = {k: v for k, v in node.parameters.items() if k != "seed"}
     hashes = [reference.hash for reference in references]
     seed = node.parameters.get("seed")
-    common: dict[str, Any] = {
-        "provider": provider, "model": node.model.id, "prompt": node.prompt,
-        "parameters": parameters, "reference_hashes": hashes,
-    }
-    if seed is None:
-        seed = derive_seed(edit_key(seed=None, **common))
-    key = edit_key(seed=seed, **common)
+    seed, key = pinned_key(provider=provider, model=node.model.id, prompt=node.prompt,
+                           parameters=parameters, seed=seed, reference_hashes=hashes)
     request = EditRequest(node=node.name, model=node.model.id, prompt=node.prompt,
                           references=tuple(references), seed=seed, **parameters)
     return request, key
@@ -369,6 +364,8 @@ class _Engine:
 
     def _with_bytes(self, request: EditRequest) -> EditRequest:
         """The request with every reference's bytes attached, for the provider to send."""
+        if all(reference.data is not None for reference in request.references):
+            return request
         references = tuple(
             reference if reference.data is not None
             else reference.model_copy(update={"data": self.store.get_blob(reference.hash)})

@@ -20,6 +20,7 @@ __all__ = [
     "content_hash",
     "derive_seed",
     "edit_key",
+    "pinned_key",
 ]
 
 #: Bump when the meaning of a key changes; old entries then simply stop matching.
@@ -55,6 +56,10 @@ def canonical_json(value: Any) -> bytes:
     Anything that cannot be hashed canonically is an error, never a weaker key.
     """
     _check_canonical(value, "value")
+    return _dumps(value)
+
+
+def _dumps(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode()
@@ -90,3 +95,32 @@ def edit_key(
 def derive_seed(unseeded_key: str) -> int:
     """A reproducible seed for an edit that was given none, taken from its key."""
     return int(unseeded_key[:16], 16) % _SEED_RANGE
+
+
+def pinned_key(
+    *,
+    provider: str,
+    model: str,
+    prompt: str,
+    parameters: dict[str, Any],
+    seed: int | None,
+    reference_hashes: Sequence[str],
+) -> tuple[int, str]:
+    """``(seed, key)`` of an edit: its seed, or one derived from its unseeded key.
+
+    The same as ``edit_key`` with ``derive_seed``, checking the material once.
+    """
+    material = {
+        "schema": SCHEMA_VERSION,
+        "provider": provider,
+        "model": model,
+        "prompt": prompt,
+        "parameters": parameters,
+        "seed": seed,
+        "references": list(reference_hashes),
+    }
+    _check_canonical(material, "value")
+    if seed is None:
+        seed = derive_seed(content_hash(_dumps(material)))
+        material["seed"] = seed
+    return seed, content_hash(_dumps(material))
