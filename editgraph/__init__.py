@@ -13,6 +13,7 @@ from .errors import (
 from .graph import Graph, Handle, Sweep, chain
 from .plan import Plan, PlanStep
 from .prompts import Camera, StructuredPrompt, Subject
+from .provenance import Provenance, provenance
 from .requests import EditRequest, GeneratedImage, Reference
 from .runs import Manifest, NodeResult, Run
 
@@ -32,6 +33,7 @@ __all__ = [
     "NodeResult",
     "Plan",
     "PlanStep",
+    "Provenance",
     "ProviderError",
     "Reference",
     "Run",
@@ -42,5 +44,6 @@ __all__ = [
     "Sweep",
     "__version__",
     "chain",
+    "provenance",
     "providers",
 ]

@@ -132,6 +132,11 @@ class Sweep(Sequence[Handle]):
     def __repr__(self) -> str:
         return f"<Sweep {[handle.name for handle in self._handles]}>"
 
+    def _repr_html_(self) -> str:
+        from .display import sweep_html  # display draws graphs; imported on use
+
+        return sweep_html(self, store=self._handles[0].graph._store)
+
     def pick(self, index: int) -> Handle:
         """The handle of variant ``index``, to continue from."""
         try:
@@ -185,6 +190,12 @@ class Graph:
 
     def __repr__(self) -> str:
         return f"<Graph {len(self._sources)} sources, {len(self._edits)} edits>"
+
+    def _repr_html_(self) -> str:
+        """The graph drawn as SVG; edits already cached are marked once a store is open."""
+        from .display import graph_html  # display draws graphs; imported on use
+
+        return graph_html(self, store=self._store)
 
     def __contains__(self, name: object) -> bool:
         return name in self._dag

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 from collections.abc import Iterator
 
@@ -30,7 +31,9 @@ class _Bar:
 
 def _interactive() -> bool:
     if "ipykernel" in sys.modules:
-        return True
+        # rich draws in a notebook through ipywidgets (the `notebook` extra); without it,
+        # it would print a warning instead of a bar.
+        return importlib.util.find_spec("ipywidgets") is not None
     return sys.stderr.isatty()
 
 

@@ -13,9 +13,17 @@ from typing import Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
+from .provenance import Provenance, embed_provenance
 from .requests import EditRequest
 
-__all__ = ["Manifest", "ManifestEntry", "NodeResult", "Run"]
+__all__ = [
+    "Manifest",
+    "ManifestEntry",
+    "ManifestReference",
+    "NodeResult",
+    "Run",
+    "provenance_of",
+]
 
 _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 
@@ -117,6 +125,11 @@ class NodeResult:
     def filename(self) -> str:
         """The file name ``run.save`` gives this result."""
         return self.name + _EXTENSIONS.get(self.media_type, ".img")
+
+    def _repr_html_(self) -> str:
+        from .display import node_result_html  # display renders results; imported on use
+
+        return node_result_html(self)
 
 
 class ManifestReference(BaseModel):
@@ -271,17 +284,48 @@ class Run(Mapping[str, NodeResult]):
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write one image per edit, named after the node, and ``manifest.json``.
 
-        Each file is written under a temporary name and renamed into place, so an
-        interrupted save never leaves a truncated image under its final name.
+        Each PNG and JPEG carries its provenance record (``eg.provenance(path)`` reads
+        it), so its bytes differ from ``result.data`` by that block only. Each file is
+        written under a temporary name and renamed into place, so an interrupted save
+        never leaves a truncated image under its final name.
         """
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
-        for result in self._results.values():
-            _write_atomically(folder / result.filename, result.data)
-        _write_atomically(
-            folder / "manifest.json", self.manifest.model_dump_json(indent=2).encode()
-        )
+        manifest = self.manifest
+        for entry in manifest.edits:
+            result = self._results[entry.node]
+            record = provenance_of(entry, manifest.editgraph_version)
+            _write_atomically(folder / result.filename, embed_provenance(result.data, record))
+        _write_atomically(folder / "manifest.json", manifest.model_dump_json(indent=2).encode())
         return folder
+
+    def report(self, path: str | os.PathLike[str]) -> Path:
+        """Write a self-contained HTML report of this run to ``path``; returns the path.
+
+        One file, images embedded: the graph, and per edit its image, rewritten prompt,
+        numbered references, parameters, seed, key, timing, cost and whether it was cached.
+        """
+        from .report import write_run_report  # the report renders runs; imported on use
+
+        return write_run_report(self, Path(path))
+
+    def _repr_html_(self) -> str:
+        from .display import run_html  # display renders runs; imported on use
+
+        return run_html(self)
+
+
+def provenance_of(entry: ManifestEntry, editgraph_version: str) -> Provenance:
+    """The provenance record of one manifest entry, as embedded in its saved image."""
+    return Provenance(
+        editgraph_version=editgraph_version,
+        **entry.model_dump(
+            include={
+                "node", "provider", "key", "model", "prompt", "seed", "parameters",
+                "references", "output_hash", "media_type", "width", "height", "created_at",
+            }
+        ),
+    )
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -11,6 +11,7 @@ from edit_providers import CountingProvider, png_bytes
 from PIL import Image
 
 import editgraph as eg
+from editgraph.provenance import remove_provenance
 from editgraph.testing import FakeTogether
 
 RED = png_bytes((255, 0, 0))
@@ -85,7 +86,9 @@ def test_save_writes_one_file_per_edit_and_a_manifest(run: eg.Run, tmp_path: Pat
     assert files == ["blue.png", "manifest.json", "night.png", "poster.png", "sketch.png"]
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
     for name in run:
-        assert (out / run[name].filename).read_bytes() == run[name].data
+        saved = (out / run[name].filename).read_bytes()
+        assert remove_provenance(saved) == run[name].data  # the bytes plus their record
+        assert eg.provenance(out / run[name].filename).key == run[name].key
     # Saving again over the same folder replaces the files in place.
     run.save(out)
     assert sorted(path.name for path in out.iterdir()) == files

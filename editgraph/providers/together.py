@@ -84,7 +84,7 @@ def _user_agent() -> str:
         version = metadata.version("editgraph")
     except metadata.PackageNotFoundError:
         version = "0"
-    return f"editgraph/{version} (+https://github.com/editgraph) httpx/{httpx.__version__}"
+    return f"editgraph/{version} httpx/{httpx.__version__}"
 
 
 _USER_AGENT = _user_agent()

@@ -1,0 +1,155 @@
+"""The HTML report of a run: one self-contained page to look at or send to a colleague.
+
+The page holds the graph, and per edit its image, rewritten prompt, numbered
+references, parameters, seed, key, timing, cost and whether it came from the cache;
+then the totals. Images are embedded as ``data:`` URIs (scaled to at most 1024 px; the
+full files sit beside the manifest). It is rendered by Jinja2 with autoescaping, so a
+prompt or name that contains HTML shows as text, and the page forbids scripts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .display import DrawnEdge, DrawnNode, draw_dag, templates, thumbnail_uri
+from .runs import Manifest, Run
+from .saved import entry_file, find_image_bytes, read_manifest, saved_inputs, source_names
+
+__all__ = ["render_report", "report_from_folder", "write_run_report"]
+
+_IMAGE_PX = 1024
+_THUMBNAIL_PX = 160
+
+#: Looks up image bytes by content hash (and the recorded source); None when unavailable.
+ImageLookup = Callable[[str, str], "bytes | None"]
+
+
+def write_run_report(run: Run, path: Path) -> Path:
+    """Write the report of ``run`` (still in memory) to ``path``."""
+    outputs = {result.output_hash: result for result in run.values()}
+    given = {
+        reference.hash: reference.data
+        for result in run.values()
+        for reference in result.request.references
+        if reference.data is not None
+    }
+
+    def lookup(content_hash: str, source: str) -> bytes | None:
+        if content_hash in outputs:
+            return outputs[content_hash].data  # read from the store only now
+        return given.get(content_hash)
+
+    page = render_report(run.manifest, lookup, title="editgraph run")
+    return _write(path, page)
+
+
+def report_from_folder(out_dir: Path, path: Path | None = None) -> Path:
+    """Write the report of the run saved in ``out_dir`` (images + ``manifest.json``).
+
+    Writes ``out_dir/report.html`` unless ``path`` is given; returns where it wrote.
+    Source images are shown when their recorded paths still hold the same bytes.
+    """
+    out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir / "manifest.json")
+    saved = {entry.output_hash: entry for entry in manifest.edits}
+
+    def lookup(content_hash: str, source: str) -> bytes | None:
+        entry = saved.get(content_hash)
+        if entry is not None:
+            data = entry_file(out_dir, entry)
+            if data is not None:
+                return data
+        return find_image_bytes(content_hash, source, folder=out_dir)
+
+    page = render_report(manifest, lookup, title=f"editgraph run · {out_dir.resolve().name}")
+    return _write(path if path is not None else out_dir / "report.html", page)
+
+
+def render_report(manifest: Manifest, lookup: ImageLookup, *, title: str) -> str:
+    """The report page of ``manifest``, with images found by ``lookup``."""
+    inputs = saved_inputs(manifest)
+    sources = source_names(manifest)
+    anchors = {entry.node: f"edit-{number}" for number, entry in enumerate(manifest.edits, 1)}
+
+    nodes: list[DrawnNode] = []
+    drawn_sources: set[str] = set()
+    edges: list[DrawnEdge] = []
+    thumbnails: dict[str, str | None] = {}
+
+    def thumbnail(content_hash: str, source: str) -> str | None:
+        if content_hash not in thumbnails:
+            data = lookup(content_hash, source)
+            thumbnails[content_hash] = (
+                None if data is None else thumbnail_uri(data, _THUMBNAIL_PX)
+            )
+        return thumbnails[content_hash]
+
+    edits: list[dict[str, Any]] = []
+    for entry in manifest.edits:
+        references = []
+        for saved in inputs[entry.node]:
+            reference = saved.reference
+            if saved.upstream is None:
+                name = sources[reference.hash]
+                if name not in drawn_sources:
+                    drawn_sources.add(name)
+                    nodes.append(DrawnNode(name, "source", reference.source))
+            else:
+                name = saved.upstream
+            edges.append(DrawnEdge(name, entry.node, saved.index))
+            references.append({
+                "index": saved.index,
+                "source": reference.source,
+                "hash": reference.hash,
+                "upstream": saved.upstream,
+                "anchor": anchors.get(saved.upstream or ""),
+                "thumbnail": thumbnail(reference.hash, reference.source),
+            })
+        image = lookup(entry.output_hash, entry.node)
+        edits.append({
+            "entry": entry,
+            "anchor": anchors[entry.node],
+            "image": None if image is None else thumbnail_uri(image, _IMAGE_PX, quality=88),
+            "references": references,
+            "parameters": {
+                name: value for name, value in entry.parameters.items() if value is not None
+            },
+            "made": _when(entry.created_at),
+        })
+    nodes += [
+        DrawnNode(entry.node, "edit", entry.prompt, cached=entry.cached, href=f"#{anchors[entry.node]}")
+        for entry in manifest.edits
+    ]
+    elapsed = sum(entry.elapsed for entry in manifest.edits)
+    page = templates.get_template("report.html.j2").render(
+        title=title,
+        manifest=manifest,
+        made=_when(manifest.created_at),
+        drawing=draw_dag(nodes, edges),
+        edits=edits,
+        elapsed=elapsed,
+        sources=len(drawn_sources),
+    )
+    return page
+
+
+def _when(timestamp: float) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _write(path: Path, page: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(page, encoding="utf-8")
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path

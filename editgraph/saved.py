@@ -1,0 +1,166 @@
+"""A saved run read back: its manifest, which edit feeds which, and its images' bytes.
+
+``run.save`` writes images and ``manifest.json``; the report and replay work from those
+alone. An input whose hash is another edit's ``output_hash`` is that edit's output (an
+edge of the graph); any other input is a source.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+from .errors import StoreError
+from .keys import content_hash
+from .provenance import remove_provenance
+from .runs import Manifest, ManifestEntry, ManifestReference
+from .store import Store
+
+__all__ = [
+    "SavedInput",
+    "entry_file",
+    "find_image_bytes",
+    "read_manifest",
+    "saved_inputs",
+    "source_names",
+]
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+@dataclass(frozen=True)
+class SavedInput:
+    """One input of a saved edit: image ``index``, made by edit ``upstream`` or a source."""
+
+    index: int
+    reference: ManifestReference
+    upstream: str | None
+
+
+def read_manifest(path: Path) -> Manifest:
+    """The manifest in ``path`` (a ``manifest.json`` or the folder holding one).
+
+    Raises OSError when it cannot be read and pydantic's ValidationError when it is not a
+    manifest editgraph wrote.
+    """
+    if path.is_dir():
+        path = path / "manifest.json"
+    return Manifest.model_validate_json(path.read_bytes())
+
+
+def saved_inputs(manifest: Manifest) -> dict[str, list[SavedInput]]:
+    """Each edit's inputs in order, each with the earlier edit that made it, if any."""
+    made_by: dict[str, list[str]] = {}
+    inputs: dict[str, list[SavedInput]] = {}
+    for entry in manifest.edits:
+        found = []
+        for index, reference in enumerate(entry.references, 1):
+            makers = made_by.get(reference.hash, [])
+            upstream = reference.source if reference.source in makers else next(iter(makers), None)
+            found.append(SavedInput(index, reference, upstream))
+        inputs[entry.node] = found
+        made_by.setdefault(entry.output_hash, []).append(entry.node)
+    return inputs
+
+
+def source_names(manifest: Manifest) -> dict[str, str]:
+    """A node name for each distinct source of the run (by content hash), e.g. ``car``.
+
+    Names come from the source's file name, made unique against the edits and each other.
+    """
+    inputs = saved_inputs(manifest)
+    taken = {entry.node for entry in manifest.edits}
+    names: dict[str, str] = {}
+    for entry in manifest.edits:
+        for saved in inputs[entry.node]:
+            if saved.upstream is not None or saved.reference.hash in names:
+                continue
+            stem = _stem(saved.reference.source)
+            name, number = stem, 1
+            while name in taken:
+                number += 1
+                name = f"{stem}-{number}"
+            taken.add(name)
+            names[saved.reference.hash] = name
+    return names
+
+
+def find_image_bytes(
+    reference_hash: str,
+    source: str,
+    *,
+    folder: Path,
+    store: Store | None = None,
+    fetch_urls: bool = False,
+) -> bytes | None:
+    """The bytes with ``reference_hash``, found without generating anything, or None.
+
+    Looked for, in order: the store's blob; an image of the saved run in ``folder`` named
+    after ``source`` (its embedded record removed); the recorded ``source`` as a path (as
+    given, then relative to ``folder`` and its parents); with ``fetch_urls``, as a URL.
+    Whatever is found must have the recorded hash.
+    """
+    if store is not None:
+        try:
+            return store.get_blob(reference_hash)
+        except StoreError:
+            pass  # not in the cache: look for the file
+    if _URL.match(source):
+        return _fetch(source, reference_hash) if fetch_urls else None
+    candidates = sorted(folder.glob(f"{_glob_escape(source)}.*")) if _is_name(source) else []
+    path = Path(source).expanduser()
+    if path.is_absolute():
+        candidates.append(path)
+    else:
+        candidates += [Path.cwd() / path, folder / path, folder.parent / path,
+                       folder.parent.parent / path]
+    for candidate in candidates:
+        try:
+            data = remove_provenance(candidate.read_bytes())
+        except OSError:
+            continue  # absent or unreadable here: try the next place
+        if content_hash(data) == reference_hash:
+            return data
+    return None
+
+
+def entry_file(folder: Path, entry: ManifestEntry) -> bytes | None:
+    """The image file the save wrote for ``entry``, as saved, or None when it is gone."""
+    try:
+        return (folder / entry.file).read_bytes()
+    except OSError:
+        return None
+
+
+def _fetch(url: str, reference_hash: str) -> bytes | None:
+    try:
+        response = httpx.get(
+            url, follow_redirects=True, timeout=30.0,
+            headers={"User-Agent": "editgraph (+https://pypi.org/project/editgraph)"},
+        )
+    except httpx.HTTPError:
+        return None  # unreachable now: the caller reports the input as not found
+    if response.is_error or content_hash(response.content) != reference_hash:
+        return None
+    return response.content
+
+
+def _stem(source: str) -> str:
+    if source.startswith("<"):  # "<bytes>", "<PIL image>": no file name to go by
+        return "image"
+    if _URL.match(source):
+        source = urlparse(source).path
+    stem = re.sub(r"[^\w.-]+", "_", Path(source).stem).strip("._-")
+    return stem or "image"
+
+
+def _is_name(source: str) -> bool:
+    return bool(re.fullmatch(r"\w(?:[\w.-]*\w)?(?:\[\d+\])?", source))
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]])", r"[\1]", text)
