@@ -70,6 +70,25 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _material(
+    provider: str,
+    model: str,
+    prompt: str,
+    parameters: dict[str, Any],
+    seed: int | None,
+    reference_hashes: Sequence[str],
+) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "provider": provider,
+        "model": model,
+        "prompt": prompt,
+        "parameters": parameters,
+        "seed": seed,
+        "references": list(reference_hashes),
+    }
+
+
 def edit_key(
     *,
     provider: str,
@@ -80,15 +99,7 @@ def edit_key(
     reference_hashes: Sequence[str],
 ) -> str:
     """The content-hash key of one edit (seed None: the key a seed is derived from)."""
-    material = {
-        "schema": SCHEMA_VERSION,
-        "provider": provider,
-        "model": model,
-        "prompt": prompt,
-        "parameters": parameters,
-        "seed": seed,
-        "references": list(reference_hashes),
-    }
+    material = _material(provider, model, prompt, parameters, seed, reference_hashes)
     return content_hash(canonical_json(material))
 
 
@@ -110,15 +121,7 @@ def pinned_key(
 
     The same as ``edit_key`` with ``derive_seed``, checking the material once.
     """
-    material = {
-        "schema": SCHEMA_VERSION,
-        "provider": provider,
-        "model": model,
-        "prompt": prompt,
-        "parameters": parameters,
-        "seed": seed,
-        "references": list(reference_hashes),
-    }
+    material = _material(provider, model, prompt, parameters, seed, reference_hashes)
     _check_canonical(material, "value")
     if seed is None:
         seed = derive_seed(content_hash(_dumps(material)))
