@@ -175,7 +175,7 @@ def _why(
         for index, name in enumerate(node.references):
             old_source, old_hash = history.references[index]
             if name in waiting:
-                changes.append(f"image {index + 1} ({name}) runs first")
+                changes.append(f"image {index + 1} ({name}) is made again first")
             elif references is not None:
                 reference = references[index]
                 if reference.source != old_source:

@@ -131,7 +131,7 @@ def test_plan_reason_reference_bytes_changed(tmp_path: Path, car: Path) -> None:
     assert plan.to_run == ["blue", "night", "sketch"]
     assert plan.reasons["blue"] == "image 1 (car) bytes changed"
     assert plan.reasons["sketch"] == "image 1 (car) bytes changed"
-    assert plan.reasons["night"] == "image 1 (blue) runs first"
+    assert plan.reasons["night"] == "image 1 (blue) is made again first"
 
 
 def test_plan_reason_provider_changed(tmp_path: Path, car: Path) -> None:
@@ -160,7 +160,7 @@ def test_plan_reason_cache_cleared(tmp_path: Path, car: Path) -> None:
     plan = recolour(cache, car).plan(provider=Forbidden())
     assert plan.to_run == ["blue", "night", "sketch"]
     assert plan.reasons["blue"] == "not in the cache any more (cleared or pruned)"
-    assert plan.reasons["night"] == "image 1 (blue) runs first"
+    assert plan.reasons["night"] == "image 1 (blue) is made again first"
 
 
 def test_plan_estimated_cost_sums_the_edits_to_run(tmp_path: Path, car: Path) -> None:
