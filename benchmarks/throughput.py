@@ -13,6 +13,10 @@ the sustained rate, which is what a long run meets. Two modes:
 - adaptive: no client-side limit; the provider learns the pace from the 429s;
 - user-set: ``Together(rate_limit=R)``, the limit the user knows.
 
+:func:`measure_graph` runs the same edits through the graph engine (a graph of
+independent edits, ``g.run(concurrency=16)``) against a FakeTogether child process; that is
+the figure ``python -m benchmarks`` reports.
+
 Usage: ``python benchmarks/throughput.py [--rate 1200] [--edits 200] [--latency 0.05]``
 """
 
@@ -22,11 +26,14 @@ import argparse
 import asyncio
 import logging
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
+import editgraph as eg
 from editgraph.errors import ProviderError
 from editgraph.providers import Together
 from editgraph.requests import EditRequest
@@ -111,6 +118,46 @@ def measure(mode: str, rate: float, edits: int, latency: float, concurrency: int
         failed=failed,
         seconds=seconds,
         rate_limited_by_service=arrived - billed,
+        rate_limited_seen_by_provider=provider.rate_limited,
+    )
+
+
+def measure_graph(
+    mode: str, rate: float, edits: int, latency: float, concurrency: int = 16
+) -> Outcome:
+    """Like :func:`measure`, but ``edits`` independent edits run as one graph."""
+    from .fake_service import FakeService
+    from .overhead import _png
+
+    with FakeService(rate_limit=rate, latency=latency) as fake, \
+            tempfile.TemporaryDirectory(prefix="editgraph-throughput-") as directory:
+        asyncio.run(_drain(fake.base_url))
+        before = fake.stats().requests
+        provider = Together(
+            api_key="benchmark",
+            base_url=fake.base_url,
+            rate_limit=rate if mode == "user-set" else None,
+        )
+        graph = eg.Graph(cache_dir=Path(directory), concurrency=concurrency,
+                         width=256, height=256)
+        source = graph.image(_png(11), name="source")
+        for index in range(edits):
+            graph.edit(f"Make image 1 a night scene, {mode} variant {index}", refs=[source],
+                       name=f"edit{index}")
+        started = time.monotonic()
+        try:
+            graph.run(provider=provider, progress=False)
+            failed = 0
+        except eg.RunError as error:
+            failed = len(error.failures)
+        seconds = time.monotonic() - started
+        after = fake.stats()
+    return Outcome(
+        mode=mode,
+        edits=edits,
+        failed=failed,
+        seconds=seconds,
+        rate_limited_by_service=after.requests - before - after.billed,
         rate_limited_seen_by_provider=provider.rate_limited,
     )
 

@@ -1,0 +1,226 @@
+"""``python -m benchmarks [--quick]``: every figure side by side in one run, as one table.
+
+Each row has its target and ``ok``, ``NO`` (missed) or ``info`` (no target). The exit
+code is 0 even when a target is missed: this is a report, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import building, critical_path, memory, overhead, prefect_replay, throughput
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table."""
+
+    measure: str
+    value: str
+    target: str
+    verdict: str  # "ok", "NO", "info" or "n/a"
+    notes: str = ""
+
+
+def _verdict(met: bool) -> str:
+    return "ok" if met else "NO"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each measure is; ``--quick`` shrinks them."""
+
+    width: int
+    repeats: int
+    cached_edits: int
+    prefect_edits: int
+    throughput_edits: int
+    memory_edits: tuple[int, ...]
+    building_edits: int
+
+
+FULL = Sizes(width=16, repeats=3, cached_edits=1000, prefect_edits=200,
+             throughput_edits=200, memory_edits=(250, 500, 1000), building_edits=1000)
+QUICK = Sizes(width=8, repeats=2, cached_edits=1000, prefect_edits=50,
+              throughput_edits=60, memory_edits=(50, 100, 200), building_edits=1000)
+
+LAYERS = 4
+LATENCY = 0.2
+RATE = 1200.0
+
+
+def _critical_path_rows(root: Path, sizes: Sizes) -> list[Row]:
+    figures = critical_path.measure(root / "critical", layers=LAYERS, width=sizes.width,
+                                    latency=LATENCY, repeats=sizes.repeats)
+    bound = figures.bound
+    wall = critical_path.median(figures.editgraph)
+    hand = critical_path.median(figures.hand_written)
+    first_use = critical_path.median(figures.first_use)
+    ratio = wall / bound
+    shape = f"{figures.edits} edits, width {figures.width}, {LATENCY * 1000:.0f} ms/call"
+    engine_ratio, engine_wall, _ = overhead.critical_path_ratio(
+        root / "engine-alone", seconds=LATENCY, layers=LAYERS, width=sizes.width,
+        repeats=sizes.repeats)
+    parallelism = figures.edits / figures.layers
+    speedup = figures.sequential / wall
+    return [
+        Row(f"wall / critical path ({shape})", f"{ratio:.3f}", "<= 1.05", _verdict(ratio <= 1.05),
+            f"median of {len(figures.editgraph)}: {wall * 1000:.0f} ms vs bound "
+            f"{bound * 1000:.0f} ms; existing cache dir, FakeTogether in a child process"),
+        Row("  first use of a brand-new cache dir, wall / bound",
+            f"{first_use / bound:.3f}", "-", "info",
+            f"median of {len(figures.first_use)}: {(first_use - wall) * 1000:+.0f} ms "
+            "vs the existing dir"),
+        Row("  floor: hand-written asyncio+httpx client / bound", f"{hand / bound:.3f}", "-",
+            "info", f"same fake, no engine; the fake spends {figures.fake_cpu_per_call_ms:.1f} "
+            f"ms CPU per call x {figures.width} per layer"),
+        Row("  editgraph / hand-written client (engine overhead)", f"{wall / hand:.3f}",
+            "<= 1.05", _verdict(wall / hand <= 1.05),
+            f"editgraph CPU {figures.engine_cpu_per_edit_ms:.2f} ms per edit"),
+        Row("  engine alone: in-process provider sleeping 200 ms, wall / bound",
+            f"{engine_ratio:.3f}", "<= 1.05", _verdict(engine_ratio <= 1.05),
+            f"median of {sizes.repeats}: {engine_wall * 1000:.0f} ms; no HTTP, no fake"),
+        Row("sequential httpx script / editgraph (same graph)", f"{speedup:.1f}",
+            f"~{parallelism:.0f}", _verdict(speedup >= 0.8 * parallelism),
+            f"script {figures.sequential:.1f} s; parallelism {figures.edits}/{figures.layers}, "
+            f"ok when >= 80% of it; script / hand-written client "
+            f"{figures.sequential / hand:.1f}"),
+    ]
+
+
+def _cached_rows(root: Path, sizes: Sizes) -> list[Row]:
+    per_edit, per_edit_median = overhead.cached_per_edit(root / "cached", sizes.cached_edits)
+    fixed = overhead.fixed_cost(root / "fixed", rebuild=True)
+    fixed_reused = overhead.fixed_cost(root / "fixed-reused")
+    rows = [
+        Row(f"cached re-run, ms per edit ({sizes.cached_edits:,} edits)", f"{per_edit:.4f}",
+            "<= 0.1", _verdict(per_edit <= 0.1),
+            f"best of 5, median {per_edit_median:.4f}; in-process provider"),
+    ]
+    prefect = prefect_replay.measure(sizes.prefect_edits)
+    if prefect.error is not None:
+        reason = f"Prefect could not run: {prefect.error}"
+        rows += [Row("Prefect 3 cached task (in sequence) / editgraph cached edit", "-",
+                     ">= 30", "n/a", reason),
+                 Row("Prefect 3 cached task (.submit) / editgraph cached edit", "-",
+                     ">= 30", "n/a", reason),
+                 Row("Prefect 3 flow-run fixed cost, ms", "-", "-", "n/a", reason)]
+    else:
+        assert prefect.sequential_ms_per_task is not None
+        assert prefect.submit_ms_per_task is not None and prefect.flow_run_ms is not None
+        sequential = prefect.sequential_ms_per_task / per_edit
+        submitted = prefect.submit_ms_per_task / per_edit
+        scope = (f"Prefect {prefect.version}, cache_policy=INPUTS, local ephemeral server, "
+                 f"first {prefect.edits} edits of the same graph")
+        rows += [
+            Row("Prefect 3 cached task (in sequence) / editgraph cached edit",
+                f"{sequential:,.0f}", ">= 30", _verdict(sequential >= 30),
+                f"{prefect.sequential_ms_per_task:.2f} ms per task; {scope}"),
+            Row("Prefect 3 cached task (.submit) / editgraph cached edit",
+                f"{submitted:,.0f}", ">= 30", _verdict(submitted >= 30),
+                f"{prefect.submit_ms_per_task:.2f} ms per task"),
+            Row("Prefect 3 flow-run fixed cost, ms", f"{prefect.flow_run_ms:.0f}", "-", "info",
+                f"{prefect.flow_run_ms / fixed:,.0f}x editgraph's one-edit cached run"),
+        ]
+    rows.append(Row("fixed cost of a cached one-edit run, ms", f"{fixed:.2f}", "<= 20",
+                    _verdict(fixed <= 20),
+                    f"new Graph + run, median of 20; {fixed_reused:.2f} ms reusing the Graph"))
+    return rows
+
+
+def _throughput_rows(sizes: Sizes) -> list[Row]:
+    logging.getLogger("stamina").setLevel(logging.ERROR)
+    rows = []
+    for mode in ("adaptive", "user-set"):
+        outcome = throughput.measure_graph(mode, RATE, sizes.throughput_edits, latency=0.05)
+        ratio = outcome.achieved_rpm() / RATE
+        rows.append(Row(
+            f"throughput under rate_limit, achieved / limit ({mode})", f"{ratio:.3f}",
+            ">= 0.95, 0 failed", _verdict(ratio >= 0.95 and outcome.failed == 0),
+            f"{outcome.edits} independent edits through the graph, limit {RATE:g}/min, "
+            f"bucket drained first; {outcome.failed} failed, "
+            f"{outcome.rate_limited_by_service} 429s"))
+    return rows
+
+
+def _memory_rows(sizes: Sizes) -> list[Row]:
+    results = [memory.measure(edits) for edits in sizes.memory_edits]
+    peaks = [result["peak_mb"] for result in results]
+    growth = peaks[-1] / peaks[0]
+    met = max(peaks) <= 300 and growth <= 1.2
+    sizes_text = "/".join(f"{edits:,}" for edits in sizes.memory_edits)
+    return [Row(
+        f"peak RSS, MB, runs of {sizes_text} edits", "/".join(f"{peak:.0f}" for peak in peaks),
+        "<= 300, flat", _verdict(met),
+        f"~{results[0]['image_mb']:.1f} MB images, fresh process each; "
+        f"{peaks[-1] / peaks[0]:.2f}x from smallest to largest (flat: <= 1.2x); "
+        f"before the run {results[-1]['before_run_mb']:.0f} MB")]
+
+
+def _building_rows(root: Path, sizes: Sizes) -> list[Row]:
+    built, planned = building.measure(root, sizes.building_edits)
+    return [Row(f"build + plan a {sizes.building_edits:,}-node graph, ms",
+                f"{built + planned:.0f}", "-", "info",
+                f"build {built:.0f} ms ({built / sizes.building_edits:.2f} ms per edit), "
+                f"plan {planned:.0f} ms")]
+
+
+def _timed(section: Callable[[], list[Row]], timings: dict[str, float], name: str) -> list[Row]:
+    started = time.perf_counter()
+    rows = section()
+    timings[name] = time.perf_counter() - started
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    """The table, one row per measure, in plain text."""
+    width = max(len(row.measure) for row in rows)
+    value_width = max(len("value"), *(len(row.value) for row in rows))
+    target_width = max(len("target"), *(len(row.target) for row in rows))
+    print(f"{'measure':<{width}}  {'value':>{value_width}}  {'target':<{target_width}}  "
+          f"{'ok':<4}  notes")
+    for row in rows:
+        print(f"{row.measure:<{width}}  {row.value:>{value_width}}  "
+              f"{row.target:<{target_width}}  {row.verdict:<4}  {row.notes}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the suite and print the table; always 0."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
+    parser.add_argument("--prefect-edits", type=int, default=None,
+                        help="edits in the Prefect replay (default 200; 50 with --quick)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    if args.prefect_edits is not None:
+        sizes = Sizes(**{**sizes.__dict__, "prefect_edits": args.prefect_edits})
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="editgraph-bench-") as directory:
+        root = Path(directory)
+        rows = _timed(lambda: _critical_path_rows(root, sizes), timings, "critical path")
+        rows += _timed(lambda: _cached_rows(root, sizes), timings, "cached + Prefect")
+        rows += _timed(lambda: _throughput_rows(sizes), timings, "throughput")
+        rows += _timed(lambda: _memory_rows(sizes), timings, "memory")
+        rows += _timed(lambda: _building_rows(root, sizes), timings, "building")
+    print(f"editgraph benchmarks{' (--quick)' if args.quick else ''}: Python "
+          f"{platform.python_version()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    print_table(rows)
+    missed = [row.measure.strip() for row in rows if row.verdict == "NO"]
+    spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items())
+    print(f"\n{len(missed)} target(s) missed{': ' + '; '.join(missed) if missed else ''}")
+    print(f"took {time.perf_counter() - started:.0f} s ({spent})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
