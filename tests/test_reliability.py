@@ -1,0 +1,954 @@
+"""Reliability promises: faults survived, crashes survived, one payment across processes,
+bad input refused before spend, and no secret leaked (docs/reliability.md lists them).
+
+Everything talks to FakeTogether over real loopback HTTP through eg.providers.Together.
+Child processes are ``tests/reliability_child.py``; the tests wait on what the child
+prints and on the fake's ledgers (``requests``, ``billed``), each wait with a deadline.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.server
+import importlib.util
+import io
+import json
+import logging
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import diskcache
+import pytest
+import stamina
+from click.testing import CliRunner
+from PIL import Image
+from reliability_child import CRASH_SIZE, mixed_graph, noise_graph, small_graph, source_png
+
+import editgraph as eg
+from editgraph.cli import main
+from editgraph.keys import content_hash
+from editgraph.models import MAX_PROMPT_CHARS
+from editgraph.provenance import remove_provenance
+from editgraph.store import DiskStore
+from editgraph.testing import FakeTogether
+
+CHILD = Path(__file__).with_name("reliability_child.py")
+PLANTED_KEY = "tgp_v1_PLANTEDSECRET_9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+TEST_KEY = "tgp_v1_reliability_test_key_0123456789abcdef"
+#: The fault seed of the 100-edit run (chosen to include edits that fail for good).
+FAULT_SEED = 3
+FAULT_KINDS = ("500", "503", "429", "drop_before", "drop_after")
+#: Deadline for every wait on a condition; a broken engine fails instead of hanging.
+DEADLINE = 60.0
+
+
+@pytest.fixture(autouse=True)
+def _no_backoff() -> Iterator[None]:
+    """stamina waits nothing between tries (also for Retry-After); attempt caps hold."""
+    with stamina.set_testing(True, attempts=50, cap=True):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback requests go straight to the test servers."""
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+        monkeypatch.delenv(variable.lower(), raising=False)
+
+
+def together(fake: FakeTogether, key: str = TEST_KEY, **options: Any) -> eg.providers.Together:
+    """eg.providers.Together pointed at ``fake``."""
+    return eg.providers.Together(api_key=key, base_url=fake.base_url, **options)
+
+
+def run_collecting(graph: eg.Graph, **options: Any) -> tuple[eg.Run, dict[str, BaseException]]:
+    """Run ``graph``; the run and its failures whether or not it raised RunError."""
+    try:
+        return graph.run(progress=False, **options), {}
+    except eg.RunError as error:
+        assert isinstance(error.run, eg.Run)
+        return error.run, error.failures
+
+
+def wait_until(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``deadline`` s."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {deadline:g} s waiting for {what}")
+        time.sleep(0.002)
+
+
+def prompt_owners(graph: eg.Graph) -> dict[str, str]:
+    """Rewritten prompt -> edit name (every prompt of the test graphs is unique)."""
+    owners = {node.prompt: name for name, node in graph.edits.items()}
+    assert len(owners) == len(graph.edits)
+    return owners
+
+
+def billed_nodes(graph: eg.Graph, billed: list[dict[str, Any]]) -> collections.Counter[str]:
+    """How many generations the fake billed for each edit of ``graph``."""
+    owners = prompt_owners(graph)
+    counts: collections.Counter[str] = collections.Counter()
+    for entry in billed:
+        assert entry["prompt"] in owners, f"billed for a prompt no edit sends: {entry['prompt']!r}"
+        counts[owners[entry["prompt"]]] += 1
+    return counts
+
+
+def cache_rows(cache: Path) -> list[tuple[str, int, int, str | None, Any]]:
+    """Every row of the diskcache Cache table: (key, raw, mode, filename, value)."""
+    connection = sqlite3.connect(cache / "cache.db")
+    try:
+        return connection.execute("SELECT key, raw, mode, filename, value FROM Cache").fetchall()
+    finally:
+        connection.close()
+
+
+def assert_cache_holds_only_bytes_and_json(
+    cache: Path, *, after_kill: bool = False
+) -> collections.Counter[str]:
+    """Every row and file of ``cache`` is raw bytes (an image, by its hash) or JSON text.
+
+    diskcache writes a large value's file before the row that owns it, so a process
+    killed in between may leave a value file no row points to (never read, only space):
+    allowed ``after_kill``, as long as it is such a file. Returns rows per kind.
+    """
+    kinds: collections.Counter[str] = collections.Counter()
+    files = set()
+    for key, raw, mode, filename, value in cache_rows(cache):
+        assert raw == 1 and isinstance(key, str), f"pickled key {key!r}"
+        assert mode != diskcache.core.MODE_PICKLE, f"{key}: pickled value"
+        kinds[key.split(":")[0]] += 1
+        if filename is not None:
+            files.add(filename)
+        if mode == diskcache.core.MODE_TEXT:
+            assert filename is not None, key
+            json.loads((cache / filename).read_text(encoding="utf-8"))
+        elif isinstance(value, str):
+            json.loads(value)
+        elif key.startswith("blob:"):
+            data = value if value is not None else (cache / str(filename)).read_bytes()
+            assert content_hash(bytes(data)) == key[len("blob:"):], key
+            Image.open(io.BytesIO(data)).load()
+        else:
+            pytest.fail(f"{key}: neither JSON text nor an image blob (mode {mode})")
+    database = {"cache.db", "cache.db-wal", "cache.db-shm"}
+    on_disk = {
+        str(path.relative_to(cache)) for path in cache.rglob("*")
+        if path.is_file() and path.name not in database
+    }
+    orphans = on_disk - files
+    if after_kill:
+        assert all(name.endswith(".val") for name in orphans), sorted(orphans)
+    else:
+        assert not orphans, f"files no row owns: {sorted(orphans)}"
+    return kinds
+
+
+def assert_cache_opens_cleanly(cache: Path) -> int:
+    """The cache opens, counts itself, and every record's image is present; returns records."""
+    store = DiskStore(cache)
+    try:
+        stats = store.stats()
+        readable = list(store.records())
+        assert len(readable) == stats.records, "a record whose image is missing"
+        for record in readable:
+            assert content_hash(store.get_blob(record.output_hash)) == record.output_hash
+        return stats.records
+    finally:
+        store.close()
+
+
+# ============================================================ 1. faults survived
+
+
+def fault_counts(seed: int, rate: float, generations: int) -> collections.Counter[str]:
+    """The faults FakeTogether injected into its first ``generations`` valid requests.
+
+    It draws twice per generation from ``random.Random(seed)``; which request got which
+    draw depends on arrival order, but the multiset of the first N draws does not.
+    """
+    rng = random.Random(seed)
+    counts: collections.Counter[str] = collections.Counter()
+    for _ in range(generations):
+        roll = rng.random()
+        kind = FAULT_KINDS[rng.randrange(len(FAULT_KINDS))]
+        if roll < rate:
+            counts[kind] += 1
+    return counts
+
+
+def test_hundred_edits_survive_twenty_percent_faults_and_pay_twice_only_when_reported(
+    tmp_path: Path,
+) -> None:
+    """100 edits at fault_rate 0.2 give a fault-free run's bytes; only reported edits pay twice."""
+    graph = mixed_graph(100, cache_dir=tmp_path / "faulty")
+    assert len(graph.edits) == 100
+    with FakeTogether(fault_rate=0.2, fault_seed=FAULT_SEED) as fake:
+        provider = together(fake)
+        run, failures = run_collecting(graph, provider=provider)
+        requests, billed = fake.requests, fake.billed
+    with FakeTogether() as clean:
+        reference, reference_failures = run_collecting(
+            mixed_graph(100, cache_dir=tmp_path / "clean"), provider=together(clean)
+        )
+        assert len(clean.billed) == 100
+    assert not reference_failures
+
+    faults = fault_counts(FAULT_SEED, 0.2, len(requests))
+    # The ledger agrees with the faults: every request was billed except refused ones.
+    refused = sum(faults[kind] for kind in ("500", "503", "429", "drop_before"))
+    assert len(billed) == len(requests) - refused
+
+    # Every finished edit has the fault-free bytes.
+    for name, result in run.items():
+        assert result.output_hash == reference[name].output_hash, name
+    assert set(run) | set(failures) == set(graph.edits)
+
+    # Failures: only an edit whose unknown outcomes ran out, and what depends on it.
+    limit = provider.unknown_outcome_retries + 1
+    for name, error in failures.items():
+        if isinstance(error, eg.InputFailedError):
+            root = error.failed_input
+            while isinstance(failures[root], eg.InputFailedError):
+                root = failures[root].failed_input  # type: ignore[attr-defined]
+            assert isinstance(failures[root], eg.ProviderError)
+            continue
+        assert isinstance(error, eg.ProviderError), (name, error)
+        assert error.possibly_billed, (name, error)
+        assert "may have been billed" in str(error) and f"{limit} unknown outcome(s)" in str(error)
+
+    # Nothing paid twice unless the manifest says it may have been.
+    counts = billed_nodes(graph, billed)
+    reported = set(run.manifest.possibly_billed_twice)
+    for name in run:
+        assert counts[name] >= 1, name
+        if counts[name] > 1:
+            assert name in reported, f"{name} billed {counts[name]} times, not reported"
+    for name, error in failures.items():
+        if isinstance(error, eg.InputFailedError):
+            assert counts[name] == 0, f"{name} was sent although its input failed"
+        elif counts[name]:
+            assert name in reported
+    extra = len(billed) - len(run)
+    assert extra == sum(n - 1 for name, n in counts.items() if name in run) + sum(
+        n for name, n in counts.items() if name in failures
+    )
+    print(
+        f"\nfaults: {sum(faults.values())} injected in {len(requests)} requests "
+        f"({dict(sorted(faults.items()))}); {len(run)} edits finished, "
+        f"{sum(isinstance(e, eg.ProviderError) for e in failures.values())} failed possibly "
+        f"billed, {sum(isinstance(e, eg.InputFailedError) for e in failures.values())} skipped "
+        "(input failed); "
+        f"billed {len(billed)} for {len(run)} results: {extra} extra, "
+        f"{len(reported)} edits reported possibly billed twice"
+    )
+
+
+def test_a_rerun_after_faults_finishes_from_the_cache_without_paying_again(tmp_path: Path) -> None:
+    """After a faulty run, a clean rerun generates only the edits that did not finish."""
+    graph = mixed_graph(40, seed=11, cache_dir=tmp_path / "cache")
+    with FakeTogether(fault_rate=0.3, fault_seed=5) as fake:
+        first, failures = run_collecting(graph, provider=together(fake))
+    with FakeTogether() as clean:
+        second = graph.run(provider=together(clean), progress=False)
+        regenerated = set(billed_nodes(graph, clean.billed))
+    assert regenerated == set(failures)
+    assert all(second[name].cached for name in first)
+
+
+# ============================================================ child processes
+
+
+class Child:
+    """A reliability_child.py process whose stdout lines are collected as they arrive."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self.stderr = ""
+        self._changed = threading.Condition()
+        # A file, not a pipe: it can never fill up and block the child. Closed in finish().
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, str(CHILD), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+            text=True, env=env,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self.lines.append("<eof>")
+            self._changed.notify_all()
+
+    def wait_for(self, condition: Callable[[list[str]], bool], what: str) -> None:
+        """Block until ``condition(lines)`` holds (or the child ended); fail at the deadline."""
+        end = time.monotonic() + DEADLINE
+        with self._changed:
+            while not condition(self.lines):
+                if "<eof>" in self.lines:
+                    pytest.fail(f"child ended before {what}: {self.lines[-5:]}")
+                if not self._changed.wait(timeout=max(0.0, end - time.monotonic())):
+                    pytest.fail(f"timed out waiting for {what}")
+
+    def send(self, line: str) -> None:
+        """Write one line to the child's stdin."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def kill(self) -> None:
+        """SIGKILL the child and collect everything it printed."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.finish()
+
+    def finish(self) -> int:
+        """Wait for the child to end; its exit code."""
+        code = self.process.wait(timeout=DEADLINE)
+        self._reader.join(timeout=DEADLINE)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+        self._stderr.seek(0)
+        self.stderr = self._stderr.read().decode(errors="replace")
+        self._stderr.close()
+        return code
+
+    def words(self, first: str) -> list[list[str]]:
+        """The lines that start with ``first``, split into words."""
+        return [line.split() for line in list(self.lines) if line.split()[:1] == [first]]
+
+
+def child_env(fake: FakeTogether, key: str = TEST_KEY) -> dict[str, str]:
+    """The environment of a child that runs with Together against ``fake``."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(TOGETHER_API_KEY=key, TOGETHER_BASE_URL=fake.base_url, PYTHONUNBUFFERED="1")
+    env.pop("EDITGRAPH_CACHE_DIR", None)
+    return env
+
+
+def billed_at_least(fake: FakeTogether, count: int, child: Child) -> bool:
+    """The fake has billed ``count`` generations (or the child has ended)."""
+    return len(fake.billed) >= count or child.process.poll() is not None
+
+
+def finished_at_least(count: int, lines: list[str]) -> bool:
+    """The child has reported ``count`` finished edits."""
+    return sum(line.startswith("progress") for line in lines) >= count
+
+
+def has_entries(folder: Path) -> bool:
+    """``folder`` holds at least one entry."""
+    return any(folder.iterdir())
+
+
+def plan_of(graph: eg.Graph, cache: Path) -> eg.Plan:
+    """The plan of ``graph`` against ``cache`` for the Together provider (no call made)."""
+    return graph.plan(provider=eg.providers.Together(api_key=TEST_KEY), cache_dir=cache)
+
+
+# ============================================================ 2. crashes survived
+
+
+@pytest.mark.slow
+def test_sigkill_at_twenty_moments_loses_no_finished_edit(tmp_path: Path) -> None:
+    """SIGKILL x20: the cache opens, finished edits stay cached, reruns pay only for the rest."""
+    rng = random.Random(20240607)
+    cache = tmp_path / "cache"
+    graph = mixed_graph(60, size=CRASH_SIZE)
+    in_flight_lost = 0
+    with FakeTogether(latency=0.05) as fake:
+        env = child_env(fake)
+        for _ in range(20):
+            to_run = set(plan_of(graph, cache).to_run)
+            cached_before = set(graph.edits) - to_run
+            start = len(fake.billed)
+            child = Child("run", "mixed", str(cache), env=env)
+            if rng.random() < 0.5:
+                target = start + rng.randint(1, 4)
+                wait_until(partial(billed_at_least, fake, target, child),
+                           f"{target} billed generations")
+            else:
+                count = rng.randint(1, 4)
+                child.wait_for(partial(finished_at_least, count), f"{count} finished edits")
+            time.sleep(rng.uniform(0.0, 0.04))  # a seeded random moment after the trigger
+            assert child.process.poll() is None, "the graph finished before the kill"
+            child.kill()
+            # The fake finishes (and bills) what the dead child had sent: wait for quiet.
+            wait_until(lambda: len(fake.billed) == len(fake.requests), "the fake to go idle")
+
+            assert_cache_opens_cleanly(cache)
+            assert_cache_holds_only_bytes_and_json(cache, after_kill=True)
+            finished = {words[1] for words in child.words("progress")}
+            after = plan_of(graph, cache)
+            assert finished <= set(after.cached), "an edit reported finished is not cached"
+            assert all(words[2] == "1" for words in child.words("progress")
+                       if words[1] in cached_before), "a cached edit was not served from the cache"
+            paid = billed_nodes(graph, fake.billed[start:])
+            assert set(paid) <= to_run, f"finished edits paid again: {set(paid) - to_run}"
+            in_flight_lost += sum(1 for name in paid if name not in after.cached)
+
+        to_run = set(plan_of(graph, cache).to_run)
+        start = len(fake.billed)
+        final = Child("run", "mixed", str(cache), env=env)
+        assert final.finish() == 0, final.stderr
+        paid = billed_nodes(graph, fake.billed[start:])
+    assert set(paid) == to_run and set(paid.values()) <= {1}
+    results = {words[1]: words for words in final.words("done")}
+    assert set(results) == set(graph.edits)
+    assert all(words[2] == "1" for name, words in results.items() if name not in to_run)
+
+    with FakeTogether() as clean:
+        uninterrupted = mixed_graph(60, size=CRASH_SIZE, cache_dir=tmp_path / "clean").run(
+            provider=together(clean), progress=False
+        )
+    assert {name: words[3] for name, words in results.items()} == {
+        name: result.output_hash for name, result in uninterrupted.items()
+    }
+    print(f"\ncrashes: 20 SIGKILLs survived; {in_flight_lost} calls in flight at a kill were "
+          "billed and redone; no finished edit paid again")
+
+
+def test_sigkill_during_save_never_leaves_a_truncated_image(tmp_path: Path) -> None:
+    """Killing run.save mid-write leaves only whole images under final names."""
+    rng = random.Random(99)
+    cache = tmp_path / "cache"
+    expected = noise_graph(cache).run(progress=False)  # the child then serves it from the cache
+    env = {k: v for k, v in os.environ.items() if k != "EDITGRAPH_CACHE_DIR"}
+    interrupted = 0
+    for attempt in range(6):  # typically 5 or 6 of them land before the save ends
+        out = tmp_path / f"out{attempt}"
+        out.mkdir()
+        child = Child("save", str(cache), env=env)
+        child.wait_for(lambda lines: "ready" in lines, "the child's run")
+        child.send(str(out))
+        wait_until(partial(has_entries, out), "the save to start")
+        time.sleep(rng.uniform(0.0, 0.03))
+        child.kill()
+        interrupted += "saved" not in child.lines
+        for path in out.iterdir():
+            if path.name.startswith("."):
+                continue  # a temporary file, never a final name
+            if path.name == "manifest.json":
+                eg.Manifest.model_validate_json(path.read_text())
+                continue
+            name = path.name.rsplit(".", 1)[0]
+            with Image.open(path) as image:
+                image.load()
+            assert remove_provenance(path.read_bytes()) == expected[name].data, path.name
+    assert interrupted >= 3, "too few kills landed during the save to prove anything"
+    print(f"\nsave: {interrupted} of 6 saves killed mid-way; no truncated image under a final name")
+
+
+def test_failed_save_keeps_the_previous_image_whole(tmp_path: Path) -> None:
+    """A save that fails half-way leaves each earlier file whole, never a partial one."""
+    cache = tmp_path / "cache"
+    graph = eg.Graph(cache_dir=cache, width=256, height=256)
+    car = graph.image(source_png((200, 30, 30)), name="car")
+    graph.edit(f"Paint {car} blue", name="blue")
+    graph.edit(f"Paint {car} red", name="red")
+    with FakeTogether() as fake:
+        run = graph.run(provider=together(fake), progress=False)
+    out = tmp_path / "out"
+    run.save(out)
+    before = (out / "blue.jpg").read_bytes()
+    (out / "red.jpg").unlink()
+    (out / "red.jpg").mkdir()  # the second file cannot be renamed into place
+    with pytest.raises(OSError):
+        run.save(out)
+    assert (out / "blue.jpg").read_bytes() == before
+    assert [path.name for path in out.iterdir() if path.name.startswith(".")] == []
+
+
+# ============================================================ 3. two processes, one payment
+
+
+def test_two_processes_on_one_cache_generate_each_edit_once(tmp_path: Path) -> None:
+    """Two runs of one graph on one cache at once: each edit billed once, both get everything."""
+    cache = tmp_path / "cache"
+    graph = small_graph()
+    with FakeTogether(latency=0.4) as fake:
+        env = child_env(fake)
+        children = [
+            Child("run", "small", str(cache), "--wait-go", "--concurrency", "8", env=env)
+            for _ in range(2)
+        ]
+        for child in children:
+            child.wait_for(lambda lines: "ready" in lines, "the child to be ready")
+        for child in children:
+            child.send("go")
+        codes = [child.finish() for child in children]
+        billed, requests = fake.billed, fake.requests
+    assert codes == [0, 0], [child.stderr for child in children]
+    counts = billed_nodes(graph, billed)
+    assert counts == {name: 1 for name in graph.edits}, "an edit was paid for twice"
+    assert len(requests) == len(graph.edits)
+    results = [{words[1]: words for words in child.words("done")} for child in children]
+    for name in graph.edits:
+        first, second = results[0][name], results[1][name]
+        assert first[3] == second[3], name  # the same bytes
+        assert sorted([first[2], second[2]]) == ["0", "1"], f"{name}: exactly one generated it"
+    assert_cache_holds_only_bytes_and_json(cache)
+
+
+def lease_holders(cache: Path) -> list[dict[str, Any]]:
+    """The JSON of every lease row in ``cache``."""
+    rows = cache_rows(cache)
+    return [json.loads(value) for key, _, _, _, value in rows if key.startswith("lease:")]
+
+
+def test_lease_of_a_sigkilled_process_is_taken_over_at_once(tmp_path: Path) -> None:
+    """A run SIGKILLed while it holds leases does not block the next run (same host: pid check)."""
+    cache = tmp_path / "cache"
+    with FakeTogether(latency=120.0) as stuck, FakeTogether() as fresh:
+        child = Child("run", "small", str(cache), env=child_env(stuck))
+        wait_until(lambda: len(stuck.requests) >= 4, "the child to send its first generations")
+        holders = lease_holders(cache)
+        assert holders and {holder["pid"] for holder in holders} == {child.process.pid}
+        child.kill()
+        started = time.monotonic()
+        run = small_graph(cache).run(provider=together(fresh), progress=False)
+        took = time.monotonic() - started
+        assert not stuck.billed
+        assert billed_nodes(small_graph(), fresh.billed) == {name: 1 for name in run}
+    assert not any(result.cached for result in run.values())
+    assert took < 10.0, f"takeover took {took:.1f} s (promise: within 30 s; same host: at once)"
+    assert lease_holders(cache) == []
+
+
+# ============================================================ 4. bad input
+
+
+class Refused(Exception):
+    """The command line exited 2 (bad input); the message is what it printed."""
+
+
+@dataclass
+class Bench:
+    """What a bad-input case builds with: a graph on the fake, files and servers."""
+
+    graph: eg.Graph
+    folder: Path
+    fake: FakeTogether
+    junk_url: str
+
+    def file(self, name: str, data: bytes) -> str:
+        """Write ``data`` to ``name`` in the bench folder; its path."""
+        path = self.folder / name
+        path.write_bytes(data)
+        return str(path)
+
+    def car(self) -> eg.Handle:
+        """A source image named car."""
+        return self.graph.image(source_png((200, 30, 30)), name="car")
+
+    def cli(self, body: str, *args: str) -> None:
+        """Run a recipe through ``editgraph run``; Refused when it exits 2."""
+        recipe = self.folder / "recipe.py"
+        recipe.write_text(textwrap.dedent(body))
+        result = CliRunner().invoke(
+            main,
+            ["run", str(recipe), "--provider", "together", "--cache-dir", str(self.folder / "c"),
+             "--out", str(self.folder / "out"), *args],
+            env={"TOGETHER_API_KEY": TEST_KEY, "TOGETHER_BASE_URL": self.fake.base_url},
+        )
+        if result.exit_code == 2:
+            assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+            raise Refused(result.stderr)
+        raise AssertionError(f"exit {result.exit_code}: {result.output}")
+
+
+def truncated_png() -> bytes:
+    """A PNG cut off half-way."""
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 64), 50).convert("RGB").save(buffer, format="PNG")
+    data = buffer.getvalue()
+    return data[: len(data) // 2]
+
+
+def a_directory(path: Path) -> str:
+    """Make the directory ``path``; its path as text."""
+    path.mkdir()
+    return str(path)
+
+
+def nine_sources(bench: Bench) -> list[eg.Handle]:
+    """Nine distinct source images."""
+    return [bench.graph.image(source_png((i * 20, 10, 10)), name=f"s{i}") for i in range(9)]
+
+
+RAISING_RECIPE = """\
+    def recipe(colour: str = "blue"):
+        raise ValueError("the swatch file is missing")
+"""
+
+TYPED_RECIPE = """\
+    import editgraph as eg
+
+    def recipe(steps: int = 1, colour: str = "#2E4057"):
+        return eg.Graph(width=256, height=256)
+"""
+
+ONE_EDIT_RECIPE = """\
+    import editgraph as eg
+
+    def recipe():
+        g = eg.Graph(width=256, height=256)
+        g.edit("A red car on a quiet street", name="car")
+        return g
+"""
+
+GRAPH_ERROR_RECIPE = """\
+    import editgraph as eg
+
+    def recipe():
+        g = eg.Graph(width=256, height=256)
+        g.edit("Paint @nobody blue", name="blue")
+        return g
+"""
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One bad input: what builds it, the error expected and what its message must name."""
+
+    id: str
+    build: Callable[[Bench], object]
+    error: type[BaseException]
+    names: tuple[str, ...]
+
+
+def _edit(prompt: Any = "Paint @car blue", **params: Any) -> Callable[[Bench], object]:
+    """A case that adds a car source and then one edit named x."""
+
+    def build(bench: Bench) -> object:
+        bench.car()
+        return bench.graph.edit(prompt, name="x", **params)
+
+    return build
+
+
+BAD_INPUTS = [
+    Bad("unknown-model", _edit(model="flux.3-pro"), eg.GraphError, ("'x'", "model", "flux.3-pro")),
+    Bad("misspelt-model", _edit(model="flux.2-por"), eg.GraphError, ("'x'", "model", "flux.2-por")),
+    Bad("unknown-default-model", lambda b: eg.Graph(model="sdxl"), eg.GraphError,
+        ("graph defaults", "model", "sdxl")),
+    Bad("width-below-256", _edit(width=240), eg.GraphError, ("'x'", "width", "240")),
+    Bad("width-above-1920", _edit(width=1936), eg.GraphError, ("'x'", "width", "1936")),
+    Bad("height-not-multiple-of-16", _edit(height=1000), eg.GraphError, ("'x'", "height", "1000")),
+    Bad("width-zero", _edit(width=0), eg.GraphError, ("'x'", "width", "0")),
+    Bad("width-as-text", _edit(width="512"), eg.GraphError, ("'x'", "width", "'512'")),
+    Bad("default-height-out-of-range", lambda b: eg.Graph(height=4096), eg.GraphError,
+        ("graph defaults", "height", "4096")),
+    Bad("nine-references-on-pro",
+        lambda b: b.graph.edit(" ".join(f"{h}" for h in nine_sources(b)), name="x"),
+        eg.GraphError, ("'x'", "refs", "9")),
+    Bad("seven-references-on-dev",
+        lambda b: b.graph.edit(" ".join(f"{h}" for h in nine_sources(b)[:7]), name="x",
+                               model="flux.2-dev"),
+        eg.GraphError, ("'x'", "refs", "7")),
+    Bad("steps-on-pro", _edit(steps=28), eg.GraphError, ("'x'", "steps", "pro")),
+    Bad("guidance-on-max", _edit(model="flux.2-max", guidance=7.5), eg.GraphError,
+        ("'x'", "guidance", "max")),
+    Bad("steps-zero-on-flex", _edit(model="flux.2-flex", steps=0), eg.GraphError,
+        ("'x'", "steps", "0")),
+    Bad("guidance-negative-on-dev", _edit(model="flux.2-dev", guidance=-1.0), eg.GraphError,
+        ("'x'", "guidance", "-1.0")),
+    Bad("negative-prompt", _edit(negative_prompt="blurry"), eg.GraphError,
+        ("'x'", "negative_prompt")),
+    Bad("image-loras", _edit(image_loras=[{"path": "x"}]), eg.GraphError, ("'x'", "image_loras")),
+    Bad("unknown-parameter", _edit(strength=0.5), eg.GraphError, ("'x'", "strength")),
+    Bad("seed-as-text", _edit(seed="seven"), eg.GraphError, ("'x'", "seed", "'seven'")),
+    Bad("seed-negative", _edit(seed=-1), eg.GraphError, ("'x'", "seed", "-1")),
+    Bad("output-format-gif", _edit(output_format="gif"), eg.GraphError,
+        ("'x'", "output_format", "gif")),
+    Bad("bad-hex-in-text", _edit("Paint @car #12345G"), eg.GraphError, ("'x'", "prompt", "#12345")),
+    Bad("four-digit-hex-in-text", _edit("Paint @car #1234"), eg.GraphError,
+        ("'x'", "prompt", "#1234")),
+    Bad("bad-hex-in-palette", _edit({"scene": "@car at dusk", "color_palette": ["#ZZZ000"]}),
+        eg.GraphError, ("'x'", "prompt.color_palette", "#ZZZ000")),
+    Bad("bad-hex-in-subject",
+        _edit({"scene": "@car", "subjects": [{"description": "a #2E40 car"}]}),
+        eg.GraphError, ("'x'", "prompt.subjects[0].description", "#2E40")),
+    Bad("structured-unknown-field", _edit({"scene": "@car", "colour_palette": ["red"]}),
+        eg.GraphError, ("'x'", "colour_palette")),
+    Bad("structured-wrong-type", _edit({"scene": "@car", "subjects": "a red car"}),
+        eg.GraphError, ("'x'", "prompt.subjects")),
+    Bad("structured-camera-wrong-type", _edit({"scene": "@car", "camera": {"ISO": [100]}}),
+        eg.GraphError, ("'x'", "prompt.camera.ISO")),
+    Bad("prompt-over-the-limit", _edit("Paint @car " + "very " * (MAX_PROMPT_CHARS // 5)),
+        eg.GraphError, ("'x'", "prompt", f"{MAX_PROMPT_CHARS:,}")),
+    Bad("empty-prompt", _edit("   "), eg.GraphError, ("'x'", "prompt", "empty")),
+    Bad("unknown-at-name", _edit("Paint @cra blue"), eg.GraphError, ("'x'", "prompt", "@cra")),
+    Bad("handle-not-in-refs",
+        lambda b: b.graph.edit(
+            f"Paint {b.car()} like {b.graph.image(source_png((1, 2, 3)), name='sw')}",
+            refs=["car"], name="x",
+        ),
+        eg.GraphError, ("'x'", "sw")),
+    Bad("image-0", lambda b: b.graph.edit("Paint image 0 blue", refs=[b.car()], name="x"),
+        eg.GraphError, ("'x'", "image 0")),
+    Bad("image-9", lambda b: b.graph.edit("Paint image 9 blue", refs=[b.car()], name="x"),
+        eg.GraphError, ("'x'", "image 9")),
+    Bad("refs-unknown-name", lambda b: b.graph.edit("Paint image 1", refs=["ghost"], name="x"),
+        eg.GraphError, ("'x'", "refs", "ghost")),
+    Bad("refs-as-a-string", lambda b: b.graph.edit("Paint image 1", refs="car", name="x"),
+        eg.GraphError, ("'x'", "refs")),
+    Bad("cycle-self-reference", _edit("Make @x bluer"), eg.GraphError, ("'x'", "itself")),
+    Bad("duplicate-source-name", lambda b: (b.car(), b.car()), eg.GraphError,
+        ("'car'", "name", "already exists")),
+    Bad("duplicate-edit-name", lambda b: (_edit()(b), b.graph.edit("Paint @car red", name="x")),
+        eg.GraphError, ("'x'", "name", "already exists")),
+    Bad("name-escapes-up", lambda b: b.graph.edit(f"Paint {b.car()}", name="../x"),
+        eg.GraphError, ("'../x'", "name")),
+    Bad("name-absolute", lambda b: b.graph.image(source_png((1, 1, 1)), name="/etc/x"),
+        eg.GraphError, ("'/etc/x'", "name")),
+    Bad("name-empty", lambda b: b.graph.image(source_png((1, 1, 1)), name=""), eg.GraphError,
+        ("name", "non-empty")),
+    Bad("name-hidden", lambda b: b.graph.edit(f"Paint {b.car()}", name=".x"), eg.GraphError,
+        ("'.x'", "name")),
+    Bad("missing-file", lambda b: b.graph.image(str(b.folder / "nope.png")), eg.GraphError,
+        ("'nope'", "nope.png", "no such file")),
+    Bad("file-not-an-image", lambda b: b.graph.image(b.file("notes.png", b"just some notes")),
+        eg.GraphError, ("'notes'", "notes.png", "not a readable image")),
+    Bad("truncated-image", lambda b: b.graph.image(b.file("cut.png", truncated_png())),
+        eg.GraphError, ("'cut'", "cut.png", "not a readable image")),
+    Bad("zero-byte-file", lambda b: b.graph.image(b.file("empty.png", b"")), eg.GraphError,
+        ("'empty'", "empty.png", "0 bytes")),
+    Bad("directory-as-source",
+        lambda b: b.graph.image(a_directory(b.folder / "photos")),
+        eg.GraphError, ("'photos'", "cannot read", "Is a directory")),
+    Bad("http-404", lambda b: b.graph.image(b.fake.base_url + "/files/gone.png"), eg.GraphError,
+        ("'gone'", "gone.png", "404")),
+    Bad("http-not-an-image", lambda b: b.graph.image(b.junk_url, name="junk"), eg.GraphError,
+        ("'junk'", "notes.png", "not a readable image")),
+    Bad("ftp-url", lambda b: b.graph.image("ftp://example.invalid/car.png"), eg.GraphError,
+        ("'car'", "ftp://", "http(s)")),
+    Bad("unsupported-source-type",
+        lambda b: b.graph.image(42, name="answer"),  # type: ignore[arg-type]
+        eg.GraphError, ("'answer'", "int")),
+    Bad("cli-set-wrong-type", lambda b: b.cli(TYPED_RECIPE, "--set", "steps=many"), Refused,
+        ("recipe.py", "--set steps=many")),
+    Bad("cli-set-unknown-name", lambda b: b.cli(TYPED_RECIPE, "--set", "color=red"), Refused,
+        ("recipe.py", "--set color", "steps, colour")),
+    Bad("cli-recipe-raises", lambda b: b.cli(RAISING_RECIPE), Refused,
+        ("recipe.py", "ValueError", "the swatch file is missing")),
+    Bad("cli-graph-error", lambda b: b.cli(GRAPH_ERROR_RECIPE), Refused,
+        ("recipe.py", "'blue'", "@nobody")),
+    Bad("cli-budget", lambda b: b.cli(ONE_EDIT_RECIPE, "--budget", "0.01"), Refused,
+        ("budget", "0.01")),
+    Bad("budget-below-estimate",
+        lambda b: (_edit()(b), b.graph.run(budget=0.02, progress=False)), eg.BudgetError,
+        ("budget", "$0.03", "$0.02")),
+    Bad("cache-dir-not-writable",
+        lambda b: (_edit()(b), b.graph.run(cache_dir=b.file("plain-file", b"x") + "/cache",
+                                           progress=False)),
+        eg.StoreError, ("cache directory", "plain-file")),
+]
+
+
+class _JunkHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with 200 and bytes that are not an image."""
+
+    def do_GET(self) -> None:
+        body = b"<html>this is not a picture</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+@pytest.fixture(scope="module")
+def junk_server() -> Iterator[str]:
+    """A loopback HTTP server whose answers are not images; yields a URL on it."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _JunkHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/notes.png"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_the_bad_input_table_is_large_and_distinct() -> None:
+    """At least 40 bad inputs, each with its own id."""
+    assert len(BAD_INPUTS) >= 40
+    assert len({case.id for case in BAD_INPUTS}) == len(BAD_INPUTS)
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[case.id for case in BAD_INPUTS])
+def test_bad_input_is_refused_before_any_request(
+    case: Bad, tmp_path: Path, junk_server: str
+) -> None:
+    """Each bad input raises its error naming the node and field (or file); nothing is sent."""
+    with FakeTogether() as fake:
+        graph = eg.Graph(provider=together(fake), cache_dir=tmp_path / "cache",
+                         width=256, height=256)
+        bench = Bench(graph=graph, folder=tmp_path, fake=fake, junk_url=junk_server)
+        with pytest.raises(case.error) as caught:
+            case.build(bench)
+            graph.run(progress=False)  # reached only if building did not refuse it
+        message = str(caught.value)
+        for name in case.names:
+            assert name in message, f"{name!r} not in {message!r}"
+        assert fake.requests == []
+
+
+# ============================================================ 5. secrets and safety
+
+
+def failure_texts(error: BaseException) -> list[str]:
+    """str and repr of an error and of every error chained under it."""
+    texts: list[str] = []
+    current: BaseException | None = error
+    while current is not None:
+        texts += [str(current), repr(current)]
+        current = current.__cause__ or current.__context__
+    return texts
+
+
+def files_under(*folders: Path) -> Iterator[Path]:
+    """Every file below ``folders``."""
+    for folder in folders:
+        yield from (path for path in folder.rglob("*") if path.is_file())
+
+
+def assert_key_absent(texts: list[str], files: list[Path]) -> None:
+    """Neither the planted key nor a telling piece of it is in ``texts`` or ``files``."""
+    pieces = [PLANTED_KEY, PLANTED_KEY[7:27]]
+    for text in texts:
+        for piece in pieces:
+            assert piece not in text, f"the key leaked: {text[:300]!r}"
+    for path in files:
+        data = path.read_bytes()
+        for piece in pieces:
+            assert piece.encode() not in data, f"the key leaked into {path}"
+
+
+SECRET_RECIPE = """\
+    import editgraph as eg
+
+    def recipe():
+        g = eg.Graph(width=256, height=256)
+        car = g.image("red.png")
+        blue = g.edit(f"Paint {car} blue", name="blue")
+        g.edit(f"Make {blue} a night scene", name="night")
+        return g
+"""
+
+
+def test_a_planted_key_appears_in_no_file_log_repr_or_message(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Runs with a 401 and failing edits, saved, reported, logged at DEBUG: the key is nowhere."""
+    caplog.set_level(logging.DEBUG)
+    cache, out, report = tmp_path / "cache", tmp_path / "out", tmp_path / "report.html"
+    texts: list[str] = []
+    with FakeTogether(api_key=PLANTED_KEY) as fake:
+        provider = together(fake, key=PLANTED_KEY)
+        fake.fail_next(401)
+        fake.fail_next(400, message=f"refused for key {PLANTED_KEY}")  # a service echoing it
+        graph = small_graph(cache)
+        graph.edit({"scene": "<script>alert(1)</script> @car", "mood": "calm"}, name="escaped")
+        interrupted, failures = run_collecting(graph, provider=provider)
+        statuses = sorted(getattr(error, "status", None) or 0 for error in failures.values())
+        assert 401 in statuses and 400 in statuses, failures
+        assert len(interrupted) >= 5, "the key was accepted for the other edits"
+        interrupted.save(out / "interrupted")
+        run = graph.run(provider=provider, progress=False)  # the rest, now that it answers
+        assert "escaped" in run
+        run.save(out / "full")
+        if importlib.util.find_spec("editgraph.report") is not None:
+            run.report(report)
+            html_text = report.read_text(encoding="utf-8")
+            assert "<script>alert(1)</script>" not in html_text, "a prompt reached the HTML raw"
+            assert "alert(1)" in html_text, "the report should show the prompt, escaped"
+            texts.append(html_text)
+
+        # The same through the command line, with the key in the environment.
+        (tmp_path / "red.png").write_bytes(source_png((255, 0, 0)))
+        (tmp_path / "recipe.py").write_text(textwrap.dedent(SECRET_RECIPE))
+        fake.fail_next(401)
+        result = CliRunner().invoke(
+            main,
+            ["run", str(tmp_path / "recipe.py"), "--provider", "together", "--cache-dir",
+             str(cache), "--out", str(tmp_path / "cli-out")],
+            env={"TOGETHER_API_KEY": PLANTED_KEY, "TOGETHER_BASE_URL": fake.base_url},
+        )
+        assert result.exit_code == 1, result.output
+        texts += [result.output, result.stderr, repr(result.exception)]
+
+    error = eg.RunError(failures, run=interrupted)
+    texts += [str(error), repr(error), repr(provider), repr(graph), repr(graph.plan(provider))]
+    for each in (interrupted, run):
+        texts += [repr(each), each.manifest.model_dump_json()]
+        texts += [repr(result) for result in each.values()]
+        texts += [repr(result.request) for result in each.values()]
+    for failure in failures.values():
+        texts += failure_texts(failure)
+    texts += [caplog.text]
+    texts += [f"{rec.getMessage()} {rec.args!r} {rec.__dict__!r}" for rec in caplog.records]
+    captured = capsys.readouterr()
+    texts += [captured.out, captured.err]
+    assert any(rec.name.startswith("httpcore") for rec in caplog.records), "no DEBUG logs seen"
+    files = list(files_under(cache, out, tmp_path / "cli-out")) + [report] * report.exists()
+    assert_key_absent(texts, files)
+    assert_cache_holds_only_bytes_and_json(cache)
+
+
+def test_the_key_check_finds_a_leak() -> None:
+    """The scan above is not vacuous: a key in a text is found."""
+    with pytest.raises(AssertionError, match="the key leaked"):
+        assert_key_absent([f"Authorization: Bearer {PLANTED_KEY}"], [])
+
+
+ODD_NAMES = ["a..b", "x.-.y", "é", "名前", "con", "manifest", "manifest.json", "x.tmp", "a.jpg",
+             "_", "1", "z" * 120, "odd[3]", "x-y", "nul"]
+
+
+def test_every_allowed_odd_name_saves_inside_the_output_folder(tmp_path: Path) -> None:
+    """run.save writes each result under the output folder, whatever legal name it has."""
+    graph = eg.Graph(cache_dir=tmp_path / "cache", width=256, height=256)
+    car = graph.image(source_png((200, 30, 30)), name="car")
+    for index, name in enumerate(ODD_NAMES):
+        graph.edit(f"Paint {car} shade {index}", name=name)
+    with FakeTogether() as fake:
+        run = graph.run(provider=together(fake), progress=False)
+    out = tmp_path / "deep" / "out"
+    before = set(files_under(tmp_path))
+    run.save(out)
+    written = set(files_under(tmp_path)) - before
+    assert {path.parent for path in written} == {out}
+    expected = {run[name].filename for name in ODD_NAMES} | {"manifest.json"}
+    assert {path.name for path in written} == expected
+    manifest = eg.Manifest.model_validate_json((out / "manifest.json").read_text())
+    assert {entry.node for entry in manifest.edits} == set(ODD_NAMES)
+    for name in ODD_NAMES:
+        assert remove_provenance((out / run[name].filename).read_bytes()) == run[name].data
