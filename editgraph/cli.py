@@ -295,7 +295,7 @@ def _summary(result: Run, out_dir: Path) -> None:
     if result.failures:
         parts.append(f"{len(result.failures)} failed")
     _out.print(
-        f"{len(result) + len(result.failures)} edits: {', '.join(parts)} · estimated spend "
+        f"{len(result) + len(result.failures)} edits: {', '.join(parts)} · estimated cost "
         f"${manifest.estimated_cost:.2f} · wrote {out_dir}/ ({len(result)} images + manifest.json)",
         soft_wrap=True,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import io
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -448,7 +449,9 @@ async def execute(
         edits=edits, sources=sources, provider=provider, store=store,
         concurrency=concurrency, cache_only=cache_only, budget=budget, progress=progress,
     )
-    await engine.run()
+    session = getattr(provider, "session", None)
+    async with session() if callable(session) else contextlib.nullcontext():
+        await engine.run()
     results = {node.name: engine.done[node.name] for node in edits if node.name in engine.done}
     failures = {node.name: engine.failed[node.name] for node in edits if node.name in engine.failed}
     run = Run(results, provider=provider.name, failures=failures, notice=notice)

@@ -16,6 +16,9 @@ class Provider(Protocol):
     ``name`` is part of every cache key, so results of different providers never mix.
     A provider keeps no event-loop-bound state between calls: one object may serve many
     runs, graphs and event loops.
+
+    Optionally, a provider may define ``session()``, an async context manager the engine
+    enters around each run (Together shares one HTTP client and its connections there).
     """
 
     name: str

@@ -10,7 +10,8 @@ __all__ = ["default_provider"]
 
 PREVIEW_NOTICE = (
     "TOGETHER_API_KEY is not set: using the offline Preview provider "
-    "(free; images show the wiring, not a model's output)"
+    "(free: costs shown are what FLUX.2 would charge; images show the wiring, not a "
+    "model's output)"
 )
 
 
