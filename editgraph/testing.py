@@ -836,14 +836,10 @@ def _render(
     font_size = max(10, height // 28)
     font = ImageFont.load_default(size=font_size)
     caption = generation.prompt.encode("ascii", "replace").decode("ascii")[:80]
-    ImageDraw.Draw(image).text(
-        (font_size // 2, font_size // 2),
-        caption,
-        fill=(255, 255, 255),
-        font=font,
-        stroke_width=max(1, font_size // 12),
-        stroke_fill=(0, 0, 0),
-    )
+    # White on a dark band: as legible as a stroked outline, at a fraction of its cost.
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, width, font_size * 2), fill=(0, 0, 0))
+    draw.text((font_size // 2, font_size // 2), caption, fill=(255, 255, 255), font=font)
     out = io.BytesIO()
     if generation.output_format == "png":
         image.save(out, format="PNG", compress_level=1)
