@@ -170,12 +170,10 @@ class Graph:
         self._sources: dict[str, SourceNode] = {}
         self._edits: dict[str, EditNode] = {}
         self._content_owner: dict[str, str] = {}
-        self._counter = itertools.count(1)
         self.provider = provider
         self.cache_dir = cache_dir
         self.concurrency = _positive(concurrency, "concurrency")
         self._store: Store | None = None
-        resolve_model(model, node="<graph defaults>")
         self.model = model
         unknown = set(defaults) - set(_DEFAULTS)
         for field in unknown & set(_REFUSED):
@@ -186,6 +184,14 @@ class Graph:
                 f"known: model, provider, cache_dir, concurrency, {', '.join(_DEFAULTS)}"
             )
         self.defaults = {**_DEFAULTS, **defaults}
+        spec = resolve_model(model, node="<graph defaults>")
+        for field in ("steps", "guidance"):
+            if self.defaults[field] is not None and field not in spec.params:
+                raise GraphError(
+                    f"graph defaults: {field}: not documented for {spec.label} (only for "
+                    f"FLUX.2 [dev] and [flex]), got {self.defaults[field]!r}; drop it or use "
+                    "model='flux.2-flex'"
+                )
         self._check_parameters("<graph defaults>", self.defaults)
 
     def __repr__(self) -> str:
@@ -355,9 +361,12 @@ class Graph:
 
     def _new_name(self, name: str | None, stem: str, *, reserve: bool = True) -> str:
         if name is None:
-            candidate = stem if stem not in ("edit", "sweep") else f"{stem}_{next(self._counter)}"
+            # Numbered from what the graph holds, so a failed edit() uses up no number and
+            # re-running a notebook cell after an error gives the same names.
+            number = itertools.count(len(self._edits) + 1 if stem in ("edit", "sweep") else 1)
+            candidate = stem if stem not in ("edit", "sweep") else f"{stem}_{next(number)}"
             while candidate in self._dag or f"{candidate}[0]" in self._dag:
-                candidate = f"{stem}_{next(self._counter)}"
+                candidate = f"{stem}_{next(number)}"
             return candidate
         if not isinstance(name, str) or not name:
             raise GraphError(f"name: must be a non-empty str, got {name!r}")
@@ -403,14 +412,15 @@ class Graph:
         unknown = set(params) - set(_DEFAULTS)
         if unknown:
             raise GraphError(
-                f"node {node!r}: {min(unknown)}: unknown parameter; "
-                f"known: {', '.join(_DEFAULTS)}"
+                f"node {node!r}: {min(unknown)}: unknown parameter, got "
+                f"{params[min(unknown)]!r}; known: {', '.join(_DEFAULTS)}"
             )
         for field in ("steps", "guidance"):
             if params.get(field) is not None and field not in spec.params:
                 raise GraphError(
                     f"node {node!r}: {field}: not documented for {spec.label} (only for "
-                    "FLUX.2 [dev] and [flex]); drop it or use model='flux.2-flex'"
+                    f"FLUX.2 [dev] and [flex]), got {params[field]!r}; drop it or use "
+                    "model='flux.2-flex'"
                 )
         merged = {
             field: value for field, value in self.defaults.items()

@@ -467,9 +467,9 @@ def test_steps_and_guidance_accepted_on_flex_and_dev(graph: eg.Graph, model: str
 
 def test_graph_default_steps_apply_only_where_accepted(graph: eg.Graph) -> None:
     """A graph-wide steps default reaches flex edits and is not sent to pro edits."""
-    g = eg.Graph(model="flux.2-pro", steps=30)
-    g.edit("A cat", name="pro")
-    g.edit("A dog", name="flex", model="flux.2-flex")
+    g = eg.Graph(model="flux.2-flex", steps=30)
+    g.edit("A cat", name="pro", model="flux.2-pro")
+    g.edit("A dog", name="flex")
     assert g.edits["pro"].parameters["steps"] is None
     assert g.edits["flex"].parameters["steps"] == 30
 
@@ -485,7 +485,7 @@ def test_negative_prompt_and_loras_are_refused(graph: eg.Graph, field: str) -> N
 
 def test_unknown_parameter(graph: eg.Graph) -> None:
     """An unknown parameter names the node and the field, and lists the known ones."""
-    with pytest.raises(eg.GraphError, match=r"node 'x': strength: unknown parameter; known: "):
+    with pytest.raises(eg.GraphError, match=r"node 'x': strength: unknown parameter, got 0.5; known: "):
         graph.edit("A cat", name="x", strength=0.5)
     with pytest.raises(eg.GraphError, match=r"unknown parameter.*strength"):
         eg.Graph(strength=0.5)
@@ -692,3 +692,20 @@ def test_graph_repr_len_contains_iter(graph: eg.Graph) -> None:
     assert len(graph) == 2 and "blue" in graph and "bus" not in graph
     assert list(graph) == ["car", "blue"]
     assert repr(graph) == "<Graph 1 sources, 1 edits>"
+
+
+def test_a_failed_edit_uses_up_no_automatic_name(graph: eg.Graph) -> None:
+    """Automatic names do not depend on earlier failed edit() calls (notebook re-runs)."""
+    car = graph.image(RED, name="car")
+    with pytest.raises(eg.GraphError):
+        graph.edit(f"Paint {car} blue", width=100)
+    assert graph.edit(f"Paint {car} blue").name == "edit_1"
+
+
+def test_graph_default_steps_on_pro_is_refused() -> None:
+    """Graph-wide steps/guidance on a model that takes none is a GraphError, not dropped."""
+    with pytest.raises(eg.GraphError, match=r"graph defaults: steps: .*FLUX.2 \[pro\].*got 28"):
+        eg.Graph(model="flux.2-pro", steps=28)
+    with pytest.raises(eg.GraphError, match="graph defaults: guidance: "):
+        eg.Graph(model="flux.2-max", guidance=7.5)
+    assert eg.Graph(model="flux.2-flex", steps=28, guidance=7.5).defaults["steps"] == 28
