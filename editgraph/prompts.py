@@ -46,9 +46,9 @@ _MENTION = re.compile(
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"\d+")
-_HASH_TOKEN = re.compile(r"#[0-9A-Za-z]+")
+#: A ``#`` starting a word (not "C#"), outside an "image #N" reference.
+_HASH_TOKEN = re.compile(r"(?<!\w)#[0-9A-Za-z]+\b")
 _HEX_COLOUR = re.compile(r"#(?:[0-9A-Fa-f]{3}|[0-9A-Fa-f]{6})")
-_HEX_LETTERS = frozenset("abcdefABCDEF")
 
 _PAIRED_QUOTES = {'"': '"', "\u201c": "\u201d", "\u2018": "\u2019"}
 
@@ -363,15 +363,16 @@ def rewrite_prompt(
 
 
 def _check_hex(piece: str, text: str, offset: int, path: str, node: str) -> None:
-    """Refuse a ``#…`` token outside quotes that looks like a colour but is not one."""
+    """Refuse a ``#…`` token outside quotes that is not a 3- or 6-digit hex colour.
+
+    Every such token is read as a colour; text such as a "#1" ranking belongs in quotes.
+    """
     if "#" not in piece:
         return
     inside: _Inside | None = None
     for match in _HASH_TOKEN.finditer(piece):
         token = match.group()
-        digits = token[1:]
-        looks_like_colour = len(digits) >= 3 or not _HEX_LETTERS.isdisjoint(digits)
-        if not looks_like_colour or _HEX_COLOUR.fullmatch(token):
+        if _HEX_COLOUR.fullmatch(token):
             continue
         inside = inside or _Inside(text)
         if inside(offset + match.start()):

@@ -342,11 +342,20 @@ def test_bad_hex_colour_in_text_is_a_graph_error(graph: eg.Graph) -> None:
         graph.edit("Paint @a #2E405", name="x")
 
 
-@pytest.mark.parametrize("colour", ["#2E4057", "#abc", "#FFF", "#1"])
-def test_valid_hex_colours_and_numbers_pass(graph: eg.Graph, colour: str) -> None:
-    """3- and 6-digit hex colours pass, and so does a ranking such as '#1'."""
+@pytest.mark.parametrize("colour", ["#2E4057", "#abc", "#FFF", "'#1'", '"#12"', "C#"])
+def test_valid_hex_colours_and_quoted_numbers_pass(graph: eg.Graph, colour: str) -> None:
+    """3- and 6-digit hex colours pass, and so do a quoted '#1' and a mid-word '#'."""
     prompt, _ = edit(graph, f"Paint @a {colour}")
     assert prompt == f"Paint image 1 {colour}"
+
+
+@pytest.mark.parametrize("token", ["#1", "#12", "#sale", "#2E405"])
+def test_every_unquoted_hash_token_must_be_a_colour(graph: eg.Graph, token: str) -> None:
+    """Any unquoted #token that is not a 3- or 6-digit hex colour is refused."""
+    with pytest.raises(eg.GraphError, match=rf"prompt: '{token}' is not a valid hex colour"):
+        graph.edit(f"Paint @a {token}", name="x")
+    with pytest.raises(eg.GraphError, match=r"prompt.color_palette\[0\]: .* not a valid hex"):
+        graph.edit({"color_palette": [token]}, name="y")
 
 
 def test_non_prompt_type_is_a_graph_error(graph: eg.Graph) -> None:
