@@ -2,7 +2,8 @@
 
     EditGraphError           base class; catch it to catch anything editgraph raises
     ├── GraphError           an invalid graph, parameter, source or recipe input, raised
-    │                        before any provider call (node, field and value in the message)
+    │   │                    before any provider call (node, field and value in the message)
+    │   └── RecipeError      a recipe file is missing, broken, or given a parameter it lacks
     ├── ProviderError        one provider call failed for good (after any retries)
     ├── InputFailedError     an edit could not run because one of its inputs failed
     ├── BudgetError          a run would spend more than its budget
@@ -20,6 +21,7 @@ __all__ = [
     "GraphError",
     "InputFailedError",
     "ProviderError",
+    "RecipeError",
     "RunError",
     "StoreError",
 ]
@@ -31,6 +33,10 @@ class EditGraphError(Exception):
 
 class GraphError(EditGraphError, ValueError):
     """An invalid graph, parameter or source, found before any provider call."""
+
+
+class RecipeError(GraphError):
+    """A recipe file is missing, broken, or was given parameters it does not take."""
 
 
 class ProviderError(EditGraphError):
@@ -82,6 +88,4 @@ class RunError(EditGraphError):
     def __init__(self, failures: Mapping[str, BaseException], run: object = None) -> None:
         self.failures = dict(failures)
         self.run = run
-        lines = [f"{len(self.failures)} edit(s) failed:"]
-        lines += [f"  {name}: {error}" for name, error in self.failures.items()]
-        super().__init__("\n".join(lines))
+        super().__init__("\n".join(f"{name}: {error}" for name, error in self.failures.items()))

@@ -59,6 +59,9 @@ class Plan(BaseModel):
         """Estimated USD of the edits that will run."""
         return round(sum(step.estimated_cost for step in self.steps if not step.cached), 6)
 
+    def __repr__(self) -> str:
+        return str(self)
+
     def __str__(self) -> str:
         lines = []
         for step in self.steps:

@@ -11,14 +11,10 @@ from typing import Any, get_type_hints
 
 from pydantic import ValidationError, create_model
 
-from .errors import GraphError
+from .errors import GraphError, RecipeError
 from .graph import Graph, source_root
 
-__all__ = ["RecipeError", "build_recipe", "load_recipe", "recipe_parameters"]
-
-
-class RecipeError(GraphError):
-    """A recipe file is missing, broken, or was given parameters it does not take."""
+__all__ = ["build_recipe", "load_recipe", "recipe_parameters"]
 
 
 def load_recipe(path: str | Path) -> types.ModuleType:
