@@ -422,7 +422,11 @@ class _Engine:
             if record is not None:
                 return record
         self.held.add(key)
-        return self.store.get_record(key)
+        record = self.store.get_record(key)
+        if record is not None:  # made in the moment between our miss and the lease
+            self.held.discard(key)
+            self.writes.submit(lambda: self.store.release_lease(key))
+        return record
 
     async def _renew_leases(self) -> None:
         """Keep every lease this run holds alive while its generation takes time."""

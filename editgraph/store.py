@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 import time
 import uuid
 import weakref
@@ -227,6 +228,8 @@ class DiskStore:
         # A store dropped without close() (a Graph keeps one for its lifetime) still
         # closes its database: Python 3.13 warns about unclosed sqlite3 connections.
         self._closer = weakref.finalize(self, self._cache.close)
+        self._leases_here: set[str] = set()
+        self._leases_lock = threading.Lock()
         self._owner = json.dumps(
             {"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex}
         )
@@ -288,7 +291,20 @@ class DiskStore:
     # leases
 
     def acquire_lease(self, key: str) -> bool:
-        """Take the in-flight lease for ``key``; False while a live holder has it."""
+        """Take the in-flight lease for ``key``; False while a live holder has it.
+
+        The holder may be another process, or another run in this one (two runs of
+        the same graph at once share this store, and must not both generate).
+        """
+        with self._leases_lock:
+            if key in self._leases_here:
+                return False
+            acquired = self._acquire(key)
+            if acquired:
+                self._leases_here.add(key)
+            return acquired
+
+    def _acquire(self, key: str) -> bool:
         name = _LEASE + key
         if self._write(lambda: self._cache.add(name, self._owner, expire=LEASE_SECONDS)):
             return True
@@ -298,7 +314,7 @@ class DiskStore:
                 self._write(lambda: self._cache.add(name, self._owner, expire=LEASE_SECONDS))
             )
         if holder == self._owner:
-            return True
+            return True  # ours, left over from an interrupted run of this process
         try:
             owner = json.loads(holder)
             dead = owner["host"] == socket.gethostname() and not _process_alive(owner["pid"])
@@ -340,7 +356,11 @@ class DiskStore:
                 if self._cache.get(name) == self._owner:
                     self._cache.delete(name)
 
-        self._write(release)
+        try:
+            self._write(release)
+        finally:
+            with self._leases_lock:
+                self._leases_here.discard(key)
 
     # history and stats
 

@@ -428,3 +428,23 @@ def test_progress_bar_can_be_forced_on(tmp_path: Path) -> None:
     graph = chain_graph(tmp_path / "cache", ["Paint", "Darken"])
     run = graph.run(provider=CountingProvider(), progress=True)
     assert set(run) == {"e1", "e2"}
+
+
+def test_two_concurrent_runs_of_one_graph_generate_each_edit_once(tmp_path: Path) -> None:
+    """Two runs of the same graph at once (one store) pay once; the other is served cached."""
+
+    async def both() -> tuple[eg.Run, eg.Run]:
+        gate = asyncio.Event()
+        provider = GatedProvider({"blue": gate})
+        graph = eg.Graph(cache_dir=tmp_path / "cache", provider=provider)
+        graph.edit(f"Paint {graph.image(RED, name='red')} blue", name="blue")
+        first = asyncio.ensure_future(graph.arun(progress=False))
+        second = asyncio.ensure_future(graph.arun(progress=False))
+        await provider.started["blue"].wait()  # one generation is in flight, holding the lease
+        gate.set()
+        runs = await first, await second
+        assert provider.nodes == ["blue"]
+        return runs
+
+    runs = asyncio.run(both())
+    assert sorted(run["blue"].cached for run in runs) == [False, True]

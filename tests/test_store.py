@@ -325,7 +325,7 @@ def test_lease_acquire_and_release(open_store: Callable[..., DiskStore]) -> None
     """One owner at a time; after release another may take it."""
     first, second = open_store(), open_store()
     assert first.acquire_lease("k")
-    assert first.acquire_lease("k")  # the holder asking again keeps it
+    assert not first.acquire_lease("k")  # already held here: a second run of this process waits
     assert not second.acquire_lease("k")  # holder alive (this very process)
     first.release_lease("k")
     assert second.acquire_lease("k")
