@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, SupportsIndex, overload
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 import httpx
 import networkx as nx
@@ -615,7 +615,12 @@ def _read_source(
                 f"source {label!r}: cannot fetch {src}: HTTP {response.status_code} "
                 f"{response.reason_phrase}"
             )
-        return response.content, src, src, stem
+        # Recorded (manifest, cache, provenance) without the query string, userinfo or
+        # fragment: a presigned URL's token is a secret; the full URL is only sent.
+        parts = urlsplit(src)
+        shown = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], query="",
+                                          fragment=""))
+        return response.content, shown, src, stem
     if isinstance(src, (str, os.PathLike)):
         path = Path(src).expanduser()
         label = name or _safe_stem(path.stem)

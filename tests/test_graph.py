@@ -152,8 +152,20 @@ def test_source_from_http_url(graph: eg.Graph, image_server: str) -> None:
     source = graph.sources[handle.name]
     assert handle.name == "red-car"
     assert source.data == RED
-    assert source.url == url
-    assert source.source == url
+    assert source.url == url  # sent as given
+    assert source.source == f"{image_server}/assets/red-car.png"  # recorded without the query
+
+
+def test_a_presigned_token_in_a_source_url_is_never_recorded(
+    graph: eg.Graph, image_server: str
+) -> None:
+    """The query string (a presigned URL's token) reaches neither the plan nor the manifest."""
+    token = "X-Amz-Signature=PLANTEDTOKEN1234567890"
+    car = graph.image(f"{image_server}/assets/red-car.png?{token}")
+    graph.edit(f"Paint {car} blue", name="blue")
+    run = graph.run(provider=eg.providers.Preview(), progress=False)
+    assert "PLANTEDTOKEN" not in run.manifest.model_dump_json()
+    assert "PLANTEDTOKEN" not in str(graph.plan(provider=eg.providers.Preview()))
 
 
 def test_http_404_is_a_graph_error_naming_the_source(graph: eg.Graph, image_server: str) -> None:

@@ -658,3 +658,10 @@ def test_service_rate_limit_slows_the_run_without_losing_edits() -> None:
         assert len(fake.billed) == 12
     assert len(results) == 12 and ours.rate_limited >= 1
     assert elapsed >= 1.0  # 12 requests at 10/s from an empty bucket
+
+
+def test_repr_and_messages_hide_userinfo_in_the_base_url() -> None:
+    """A base URL with user:password@ shows without it in the repr."""
+    provider = Together(api_key="tgp_v1_" + "k" * 30, base_url="https://user:hunter2@example.com/")
+    assert "hunter2" not in repr(provider)
+    assert "https://example.com" in repr(provider)

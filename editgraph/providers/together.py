@@ -36,6 +36,7 @@ import math
 import os
 import ssl
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -91,6 +92,13 @@ def _user_agent() -> str:
 
 
 _USER_AGENT = _user_agent()
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 @functools.cache
@@ -370,6 +378,8 @@ class Together:
         if base_url is None:
             base_url = os.environ.get("TOGETHER_BASE_URL") or DEFAULT_BASE_URL
         self.base_url = base_url.rstrip("/")
+        # What messages and the repr show: no user:password@ from the URL.
+        self._shown_base_url = _without_userinfo(self.base_url)
         if max_retries < 0 or unknown_outcome_retries < 0:
             raise GraphError(
                 f"Together: max_retries and unknown_outcome_retries must be >= 0, got "
@@ -397,7 +407,7 @@ class Together:
 
     def __repr__(self) -> str:
         return (
-            f"Together(base_url={self.base_url!r}, max_retries={self.max_retries}, "
+            f"Together(base_url={self._shown_base_url!r}, max_retries={self.max_retries}, "
             f"unknown_outcome_retries={self.unknown_outcome_retries}, timeout={self.timeout}, "
             f"result_url_ttl={self.result_url_ttl}, rate_limit={self.rate_limit!r}, "
             f"image_host={self.image_host!r})"
@@ -610,11 +620,13 @@ class Together:
         try:
             response = await client.post(url, content=content, headers=self._headers())
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise _NotSent(f"could not connect to {self.base_url} ({type(exc).__name__})") from exc
+            raise _NotSent(
+                f"could not connect to {self._shown_base_url} ({type(exc).__name__})"
+            ) from exc
         except (httpx.WriteError, httpx.WriteTimeout) as exc:
             # The body did not get out whole: the service cannot have acted on it.
             raise _NotSent(
-                f"could not send the request to {self.base_url} ({type(exc).__name__})"
+                f"could not send the request to {self._shown_base_url} ({type(exc).__name__})"
             ) from exc
         except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
             state.unknown_outcomes += 1
@@ -627,7 +639,7 @@ class Together:
         except httpx.HTTPError as exc:
             raise self._error(
                 request,
-                f"request to {self.base_url} failed: {type(exc).__name__}: {exc}",
+                f"request to {self._shown_base_url} failed: {type(exc).__name__}: {exc}",
                 None,
                 state,
             ) from exc
@@ -695,7 +707,7 @@ class Together:
             known = ", ".join(spec.id for spec in CATALOGUE)
             return (
                 f"Together does not know model {request.model!r} (404: {message}); use one "
-                f"of {known} (and check TOGETHER_BASE_URL, now {self.base_url})"
+                f"of {known} (and check TOGETHER_BASE_URL, now {self._shown_base_url})"
             )
         if status in (400, 422):
             lowered = message.lower()
@@ -819,6 +831,7 @@ class Together:
     def _redact(self, text: str) -> str:
         """``text`` with the API key (should the service echo it) blanked out."""
         secret = self._api_key.get_secret_value()
+        text = text.replace(self.base_url, self._shown_base_url)
         # A key too short to be real would blank out ordinary words.
         return text.replace(secret, "**********") if len(secret) >= 8 else text
 
