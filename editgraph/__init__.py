@@ -1,6 +1,7 @@
 """editgraph: multi-step image editing with FLUX.2 as a cached, concurrent DAG of edits."""
 
 from . import providers
+from ._version import __version__
 from .errors import (
     BudgetError,
     EditGraphError,
@@ -16,8 +17,6 @@ from .prompts import Camera, StructuredPrompt, Subject
 from .provenance import Provenance, provenance
 from .requests import EditRequest, GeneratedImage, Reference
 from .runs import Manifest, NodeResult, Run
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BudgetError",

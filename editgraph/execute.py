@@ -23,7 +23,7 @@ from .errors import BudgetError, InputFailedError, ProviderError, StoreError
 from .keys import content_hash, pinned_key
 from .models import ModelSpec
 from .providers.base import Provider
-from .requests import EditRequest, GeneratedImage, Reference
+from .requests import EditRequest, GeneratedImage, Reference, media_type_of
 from .runs import NodeResult, Run
 from .store import LEASE_SECONDS, CacheRecord, NodeHistory, Store
 
@@ -39,7 +39,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-_MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +380,7 @@ class _Engine:
         try:
             with Image.open(io.BytesIO(image.data)) as decoded:
                 width, height = decoded.size
-                media_type = _MEDIA_TYPES.get(decoded.format or "", image.media_type)
+                media_type = media_type_of(decoded.format) or image.media_type
         except (UnidentifiedImageError, OSError) as error:
             raise ProviderError(
                 f"node {node.name!r}: provider {self.provider.name!r} returned bytes that "

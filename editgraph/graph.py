@@ -6,20 +6,14 @@ node and the field before any provider is called.
 
 from __future__ import annotations
 
-import contextvars
-import io
 import itertools
 import logging
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal, SupportsIndex, overload
-from urllib.parse import urlparse, urlsplit, urlunsplit
 
-import httpx
 import networkx as nx
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import GraphError
@@ -31,22 +25,15 @@ from .prompts import StructuredPrompt, reference_token, rewrite_prompt
 from .providers.base import Provider
 from .providers.default import default_provider
 from .runs import Run
+from .sources import NODE_NAME, check_image, read_source
 from .store import DiskStore, Store
 
-__all__ = ["Graph", "Handle", "Sweep", "chain", "source_root"]
+__all__ = ["Graph", "Handle", "Sweep", "chain"]
 
 logger = logging.getLogger("editgraph")
 
-#: Relative source paths resolve against this directory when set (recipes set it to
-#: their own folder), else against the working directory.
-source_root: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
-    "source_root", default=None
-)
 
-_NAME = re.compile(r"\w(?:[\w.-]*\w)?(?:\[\d+\])?")
 _MAX_NAME = 120
-_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
-_MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 _DEFAULTS: dict[str, Any] = {
     "width": 1024,
     "height": 768,
@@ -237,9 +224,9 @@ class Graph:
         The source is read and fully decoded now; a missing file, a failing URL, bytes
         that are not an image, a truncated image or an empty source is a GraphError.
         """
-        data, described, url, stem = _read_source(src, name)
+        data, described, url, stem = read_source(src, name)
         name = self._new_name(name, stem)
-        media_type = _check_image(data, name, described)
+        media_type = check_image(data, name, described)
         digest = content_hash(data)
         self._sources[name] = SourceNode(
             name=name, hash=digest, media_type=media_type, source=described, data=data, url=url
@@ -370,7 +357,7 @@ class Graph:
             return candidate
         if not isinstance(name, str) or not name:
             raise GraphError(f"name: must be a non-empty str, got {name!r}")
-        if len(name) > _MAX_NAME or not _NAME.fullmatch(name) or name in (".", ".."):
+        if len(name) > _MAX_NAME or not NODE_NAME.fullmatch(name) or name in (".", ".."):
             raise GraphError(
                 f"node {name!r}: name: use letters, digits, '_', '-' and '.' (it becomes a "
                 "file name, so no '/', no spaces, no leading dot)"
@@ -581,87 +568,3 @@ def _positive(value: int, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise GraphError(f"{field}: must be a positive int, got {value!r}")
     return value
-
-
-def _read_source(
-    src: object, name: str | None
-) -> tuple[bytes, str, str | None, str]:
-    """(bytes, description, URL to pass as is, default name) of a source."""
-    if isinstance(src, Image.Image):
-        buffer = io.BytesIO()
-        src.save(buffer, format="PNG")
-        return buffer.getvalue(), "<PIL image>", None, "image"
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        return bytes(src), "<bytes>", None, "image"
-    if isinstance(src, str) and _URL_SCHEME.match(src):
-        stem = _safe_stem(Path(urlparse(src).path).stem)
-        label = name or stem
-        if not src.lower().startswith(("http://", "https://")):
-            raise GraphError(
-                f"source {label!r}: {src}: only http(s) URLs are fetched; download it "
-                "and pass the file, or pass the bytes"
-            )
-        try:
-            response = httpx.get(
-                src, follow_redirects=True, timeout=30.0,
-                headers={"User-Agent": "editgraph (+https://pypi.org/project/editgraph)"},
-            )
-        except httpx.HTTPError as exc:
-            raise GraphError(
-                f"source {label!r}: cannot fetch {src}: {type(exc).__name__}: {exc}"
-            ) from exc
-        if response.is_error:
-            raise GraphError(
-                f"source {label!r}: cannot fetch {src}: HTTP {response.status_code} "
-                f"{response.reason_phrase}"
-            )
-        # Recorded (manifest, cache, provenance) without the query string, userinfo or
-        # fragment: a presigned URL's token is a secret; the full URL is only sent.
-        parts = urlsplit(src)
-        shown = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], query="",
-                                          fragment=""))
-        return response.content, shown, src, stem
-    if isinstance(src, (str, os.PathLike)):
-        path = Path(src).expanduser()
-        label = name or _safe_stem(path.stem)
-        root = source_root.get()
-        if not path.is_absolute() and root is not None:
-            path = root / path
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise GraphError(f"source {label!r}: no such file: {path}") from None
-        except OSError as exc:
-            raise GraphError(f"source {label!r}: cannot read {path}: {exc.strerror}") from None
-        return data, str(src), None, _safe_stem(path.stem)
-    raise GraphError(
-        f"source {name or 'image'!r}: expected a path, an http(s) URL, bytes or a PIL "
-        f"image, got {type(src).__name__}"
-    )
-
-
-def _safe_stem(stem: str) -> str:
-    cleaned = re.sub(r"[^\w.-]+", "_", stem).strip("._-")
-    return cleaned or "image"
-
-
-def _check_image(data: bytes, name: str, described: str) -> str:
-    """The media type of ``data``, after decoding it fully; GraphError if it is not an image."""
-    if not data:
-        raise GraphError(f"source {name!r}: {described} is empty (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image_format = image.format or ""
-            image.load()
-    except UnidentifiedImageError:
-        raise GraphError(
-            f"source {name!r}: {described} is not a readable image (not a format Pillow "
-            "recognises)"
-        ) from None
-    except Image.DecompressionBombError as exc:
-        raise GraphError(f"source {name!r}: {described} is too large to decode ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise GraphError(
-            f"source {name!r}: {described} is not a readable image ({exc})"
-        ) from None
-    return _MEDIA_TYPES.get(image_format, f"image/{image_format.lower() or 'octet-stream'}")

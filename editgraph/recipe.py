@@ -12,7 +12,8 @@ from typing import Any, get_type_hints
 from pydantic import ValidationError, create_model
 
 from .errors import GraphError, RecipeError
-from .graph import Graph, source_root
+from .graph import Graph
+from .sources import source_root
 
 __all__ = ["build_recipe", "load_recipe", "recipe_parameters"]
 

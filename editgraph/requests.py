@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-import dataclasses
-
 from pydantic.dataclasses import dataclass
 
-__all__ = ["EditRequest", "GeneratedImage", "Reference"]
+__all__ = ["EditRequest", "GeneratedImage", "Reference", "media_type_of"]
 
 OutputFormat = Literal["jpeg", "png"]
+
+#: Pillow's format names, as the media types editgraph sends and records (a camera's
+#: multi-picture JPEG is a JPEG to everyone else).
+_MEDIA_TYPES = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+}
+
+
+def media_type_of(image_format: str | None) -> str | None:
+    """The media type of a Pillow format name ("JPEG", or "jpeg" as in output_format)."""
+    return _MEDIA_TYPES.get((image_format or "").upper())
 
 
 class Reference(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import mimetypes
 import os
 import tempfile
 import time
@@ -13,6 +14,7 @@ from typing import Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
+from ._version import __version__
 from .provenance import Provenance, embed_provenance
 from .requests import EditRequest
 
@@ -25,16 +27,6 @@ __all__ = [
     "provenance_of",
 ]
 
-_EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("editgraph")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class NodeResult:
@@ -124,7 +116,7 @@ class NodeResult:
     @property
     def filename(self) -> str:
         """The file name ``run.save`` gives this result."""
-        return self.name + _EXTENSIONS.get(self.media_type, ".img")
+        return self.name + (mimetypes.guess_extension(self.media_type) or ".img")
 
     def _repr_html_(self) -> str:
         from .display import node_result_html  # display renders results; imported on use
@@ -262,7 +254,7 @@ class Run(Mapping[str, NodeResult]):
             for result in self._results.values()
         ]
         return Manifest(
-            editgraph_version=_version(),
+            editgraph_version=__version__,
             provider=self.provider,
             notice=self.notice,
             created_at=self.created_at,

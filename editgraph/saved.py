@@ -18,6 +18,7 @@ from .errors import StoreError
 from .keys import content_hash
 from .provenance import remove_provenance
 from .runs import Manifest, ManifestEntry, ManifestReference
+from .sources import NODE_NAME, URL_SCHEME, fetch, safe_stem
 from .store import Store
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "source_names",
 ]
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def find_image_bytes(
             return store.get_blob(reference_hash)
         except StoreError:
             pass  # not in the cache: look for the file
-    if _URL.match(source):
+    if URL_SCHEME.match(source):
         return _fetch(source, reference_hash) if fetch_urls else None
     candidates = sorted(folder.glob(f"{_glob_escape(source)}.*")) if _is_name(source) else []
     path = Path(source).expanduser()
@@ -138,10 +138,7 @@ def entry_file(folder: Path, entry: ManifestEntry) -> bytes | None:
 
 def _fetch(url: str, reference_hash: str) -> bytes | None:
     try:
-        response = httpx.get(
-            url, follow_redirects=True, timeout=30.0,
-            headers={"User-Agent": "editgraph (+https://pypi.org/project/editgraph)"},
-        )
+        response = fetch(url)
     except httpx.HTTPError:
         return None  # unreachable now: the caller reports the input as not found
     if response.is_error or content_hash(response.content) != reference_hash:
@@ -152,14 +149,13 @@ def _fetch(url: str, reference_hash: str) -> bytes | None:
 def _stem(source: str) -> str:
     if source.startswith("<"):  # "<bytes>", "<PIL image>": no file name to go by
         return "image"
-    if _URL.match(source):
+    if URL_SCHEME.match(source):
         source = urlparse(source).path
-    stem = re.sub(r"[^\w.-]+", "_", Path(source).stem).strip("._-")
-    return stem or "image"
+    return safe_stem(Path(source).stem)
 
 
 def _is_name(source: str) -> bool:
-    return bool(re.fullmatch(r"\w(?:[\w.-]*\w)?(?:\[\d+\])?", source))
+    return bool(NODE_NAME.fullmatch(source))
 
 
 def _glob_escape(text: str) -> str:

@@ -16,7 +16,7 @@ from edit_providers import png_bytes
 from PIL import Image
 
 import editgraph as eg
-from editgraph.graph import source_root
+from editgraph.sources import source_root
 
 RED = png_bytes((255, 0, 0))
 BLUE = png_bytes((0, 0, 255))

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from ..errors import ProviderError
-from ..requests import EditRequest, GeneratedImage, Reference
+from ..requests import EditRequest, GeneratedImage, Reference, media_type_of
 
 __all__ = ["Preview"]
 
-_MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
 _LABEL = "PREVIEW \u2014 no model was called"
 
 # A #RGB or #RRGGBB token standing on its own ("#2E4057", not "#2E4057AA" or "&#123").
@@ -78,7 +77,8 @@ class Preview:
         # Rendering takes a few milliseconds of CPU, much of it in Pillow code that
         # releases the GIL: a worker thread keeps the event loop free for other edits.
         data = await asyncio.to_thread(_render_preview, request)
-        return GeneratedImage(data=data, media_type=_MEDIA_TYPES[request.output_format])
+        media_type = media_type_of(request.output_format) or "application/octet-stream"
+        return GeneratedImage(data=data, media_type=media_type)
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import contextvars
-import binascii
 import email.utils
 import functools
 import io
@@ -40,7 +40,6 @@ import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
@@ -49,9 +48,10 @@ from aiolimiter import AsyncLimiter
 from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr
 
+from .._version import __version__
 from ..errors import GraphError, ProviderError
 from ..models import CATALOGUE
-from ..requests import EditRequest, GeneratedImage, Reference
+from ..requests import EditRequest, GeneratedImage, Reference, media_type_of
 
 __all__ = ["DataURIHost", "ImageHost", "Together"]
 
@@ -80,18 +80,9 @@ _DOWNLOAD_ATTEMPTS = 4
 
 _MODERATION_WORDS = ("moderat", "nsfw", "safety", "unsafe", "content policy", "flagged")
 
-_MEDIA_TYPES_BY_FORMAT = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
-def _user_agent() -> str:
-    try:
-        version = metadata.version("editgraph")
-    except metadata.PackageNotFoundError:
-        version = "0"
-    return f"editgraph/{version} httpx/{httpx.__version__}"
-
-
-_USER_AGENT = _user_agent()
+_USER_AGENT = f"editgraph/{__version__} httpx/{httpx.__version__}"
 
 
 def _without_userinfo(url: str) -> str:
@@ -819,7 +810,7 @@ class Together:
             raise self._error(
                 request, "Together's result is not a decodable image", 200, state, billed=True
             ) from exc
-        media_type = _MEDIA_TYPES_BY_FORMAT.get(image_format) or Image.MIME.get(image_format)
+        media_type = media_type_of(image_format)
         if media_type is None:
             raise self._error(
                 request, f"Together's result has an unexpected format {image_format!r}", 200, state
