@@ -14,6 +14,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from .requests import SCHEMA_VERSION
+
 __all__ = [
     "SCHEMA_VERSION",
     "canonical_json",
@@ -23,8 +25,6 @@ __all__ = [
     "pinned_key",
 ]
 
-#: Bump when the meaning of a key changes; old entries then simply stop matching.
-SCHEMA_VERSION = 1
 
 #: Seeds derived from keys stay in the range every FLUX.2 endpoint accepts.
 _SEED_RANGE = 2**31

@@ -8,9 +8,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-__all__ = ["EditRequest", "GeneratedImage", "Reference", "media_type_of"]
+__all__ = ["SCHEMA_VERSION", "EditRequest", "GeneratedImage", "Reference", "media_type_of"]
 
 OutputFormat = Literal["jpeg", "png"]
+
+#: The version of what a cache key and a cache record mean; bump it when that changes,
+#: and old entries simply stop matching.
+SCHEMA_VERSION = 1
 
 #: Pillow's format names, as the media types editgraph sends and records (a camera's
 #: multi-picture JPEG is a JPEG to everyone else).

@@ -27,7 +27,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import StoreError
-from .keys import SCHEMA_VERSION
+from .requests import SCHEMA_VERSION
 
 __all__ = [
     "LEASE_SECONDS",
