@@ -481,6 +481,14 @@ def test_read_timeout_is_retried_once_and_then_possibly_billed() -> None:
     assert isinstance(caught.value.__cause__, httpx.ReadTimeout)
 
 
+def test_a_resent_try_waits_longer_than_the_lost_one() -> None:
+    """After a read timeout the re-sent try gets twice the timeout, so a slow answer lands."""
+    with FakeTogether(latency=0.25) as fake:
+        image = run(provider(fake, timeout=0.15, max_retries=5).generate(make_request()))
+        assert image.unknown_outcomes == 1  # reported: the first try may be billed too
+        assert len(fake.requests) == 2 and len(fake.billed) == 2
+
+
 def test_no_unknown_outcome_retry_when_configured_off() -> None:
     """unknown_outcome_retries=0 never re-sends a request whose answer was lost."""
     with FakeTogether(latency=0.6) as fake:

@@ -15,8 +15,8 @@ Retry policy (stamina), per try:
   ``max_retries``: it is retried for up to 10 minutes;
 - unknown outcome (read timeout, connection dropped after the body was sent): the
   service may have generated, and billed, the image. Together takes no idempotency key,
-  so such a try is retried at most ``unknown_outcome_retries`` times and every one is
-  counted in ``GeneratedImage.unknown_outcomes``;
+  so such a try is retried at most ``unknown_outcome_retries`` times, each with twice
+  the previous timeout, and every one is counted in ``GeneratedImage.unknown_outcomes``;
 - anything else (400, 401, 402, 403, 404, 422, ...) fails at once with a
   ``ProviderError`` that says what to do.
 """
@@ -608,8 +608,14 @@ class Together:
         sent_at = await self._governor.wait_turn()
         state.tries += 1
         url = f"{self.base_url}{_GENERATIONS_PATH}"
+        # A try re-sent after an unknown outcome waits twice as long: if the first answer
+        # was lost because the generation is slow, a second short wait would pay again.
+        read_timeout = self.timeout * 2**state.unknown_outcomes
+        timeout = httpx.Timeout(read_timeout, connect=min(10.0, self.timeout))
         try:
-            response = await client.post(url, content=content, headers=self._headers())
+            response = await client.post(
+                url, content=content, headers=self._headers(), timeout=timeout
+            )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise _NotSent(
                 f"could not connect to {self._shown_base_url} ({type(exc).__name__})"
@@ -622,7 +628,7 @@ class Together:
         except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
             state.unknown_outcomes += 1
             reason = (
-                f"no answer within {self.timeout:g} s"
+                f"no answer within {read_timeout:g} s"
                 if isinstance(exc, httpx.ReadTimeout)
                 else "the connection dropped after the request was sent"
             )
