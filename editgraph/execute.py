@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 from PIL import Image, UnidentifiedImageError
 
 from .errors import BudgetError, InputFailedError, ProviderError, StoreError
-from .keys import content_hash, pinned_key
+from .keys import content_hash, derive_seed, edit_key
 from .models import ModelSpec
 from .providers.base import Provider
 from .requests import EditRequest, GeneratedImage, Reference, media_type_of
@@ -81,8 +81,13 @@ def build_request(
     parameters = {k: v for k, v in node.parameters.items() if k != "seed"}
     hashes = [reference.hash for reference in references]
     seed = node.parameters.get("seed")
-    seed, key = pinned_key(provider=provider, model=node.model.id, prompt=node.prompt,
-                           parameters=parameters, seed=seed, reference_hashes=hashes)
+    material: dict[str, Any] = {
+        "provider": provider, "model": node.model.id, "prompt": node.prompt,
+        "parameters": parameters, "reference_hashes": hashes,
+    }
+    if seed is None:
+        seed = derive_seed(edit_key(seed=None, **material))
+    key = edit_key(seed=seed, **material)
     request = EditRequest(node=node.name, model=node.model.id, prompt=node.prompt,
                           references=tuple(references), seed=seed, **parameters)
     return request, key

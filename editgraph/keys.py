@@ -22,7 +22,6 @@ __all__ = [
     "content_hash",
     "derive_seed",
     "edit_key",
-    "pinned_key",
 ]
 
 
@@ -56,10 +55,6 @@ def canonical_json(value: Any) -> bytes:
     Anything that cannot be hashed canonically is an error, never a weaker key.
     """
     _check_canonical(value, "value")
-    return _dumps(value)
-
-
-def _dumps(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode()
@@ -68,25 +63,6 @@ def _dumps(value: Any) -> bytes:
 def content_hash(data: bytes) -> str:
     """sha256 hex digest of ``data``."""
     return hashlib.sha256(data).hexdigest()
-
-
-def _material(
-    provider: str,
-    model: str,
-    prompt: str,
-    parameters: dict[str, Any],
-    seed: int | None,
-    reference_hashes: Sequence[str],
-) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA_VERSION,
-        "provider": provider,
-        "model": model,
-        "prompt": prompt,
-        "parameters": parameters,
-        "seed": seed,
-        "references": list(reference_hashes),
-    }
 
 
 def edit_key(
@@ -99,31 +75,18 @@ def edit_key(
     reference_hashes: Sequence[str],
 ) -> str:
     """The content-hash key of one edit (seed None: the key a seed is derived from)."""
-    material = _material(provider, model, prompt, parameters, seed, reference_hashes)
+    material = {
+        "schema": SCHEMA_VERSION,
+        "provider": provider,
+        "model": model,
+        "prompt": prompt,
+        "parameters": parameters,
+        "seed": seed,
+        "references": list(reference_hashes),
+    }
     return content_hash(canonical_json(material))
 
 
 def derive_seed(unseeded_key: str) -> int:
     """A reproducible seed for an edit that was given none, taken from its key."""
     return int(unseeded_key[:16], 16) % _SEED_RANGE
-
-
-def pinned_key(
-    *,
-    provider: str,
-    model: str,
-    prompt: str,
-    parameters: dict[str, Any],
-    seed: int | None,
-    reference_hashes: Sequence[str],
-) -> tuple[int, str]:
-    """``(seed, key)`` of an edit: its seed, or one derived from its unseeded key.
-
-    The same as ``edit_key`` with ``derive_seed``, checking the material once.
-    """
-    material = _material(provider, model, prompt, parameters, seed, reference_hashes)
-    _check_canonical(material, "value")
-    if seed is None:
-        seed = derive_seed(content_hash(_dumps(material)))
-        material["seed"] = seed
-    return seed, content_hash(_dumps(material))
