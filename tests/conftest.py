@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +27,12 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     for name in ("TOGETHER_API_KEY", "TOGETHER_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("EDITGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("default-cache")))
+
+
+@pytest.fixture
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No API key, a private cache directory, and the temp dir as working directory."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EDITGRAPH_CACHE_DIR", str(cache))
+    monkeypatch.chdir(tmp_path)
+    return cache

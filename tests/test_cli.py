@@ -25,14 +25,7 @@ RECOLOUR = Path(__file__).resolve().parents[1] / "recipes" / "recolour.py"
 NOTICE = "TOGETHER_API_KEY is not set"
 
 
-@pytest.fixture(autouse=True)
-def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No API key, a private cache directory, and the temp dir as working directory."""
-    monkeypatch.delenv("TOGETHER_API_KEY", raising=False)
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("EDITGRAPH_CACHE_DIR", str(cache))
-    monkeypatch.chdir(tmp_path)
-    return cache
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def invoke(*args: str, input: str | None = None) -> Result:

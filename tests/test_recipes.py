@@ -21,14 +21,7 @@ ASSETS = ROOT / "examples" / "assets"
 recipe_files = pytest.mark.parametrize("recipe", RECIPES, ids=[path.stem for path in RECIPES])
 
 
-@pytest.fixture(autouse=True)
-def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No API key, a private cache directory, and the temp dir as working directory."""
-    monkeypatch.delenv("TOGETHER_API_KEY", raising=False)
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("EDITGRAPH_CACHE_DIR", str(cache))
-    monkeypatch.chdir(tmp_path)
-    return cache
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def invoke(*args: str) -> Result:
