@@ -185,7 +185,6 @@ class _Engine:
         heartbeat = asyncio.ensure_future(self._renew_leases())
         tasks = []
         try:
-            self._keep_sources()
             for node in self.edits:
                 prepared = None
                 if not any(name in self.pending for name in node.references):
@@ -196,6 +195,8 @@ class _Engine:
                         continue
                 self.pending[node.name] = loop.create_future()
                 tasks.append(asyncio.ensure_future(self._run_edit(node, prepared)))
+            # Queued after the first edits start, so it shares their leases' commit.
+            self.writes.submit(self._keep_sources)
             if tasks:
                 await asyncio.gather(*tasks)
         finally:
@@ -409,11 +410,9 @@ class _Engine:
 
     def _keep_sources(self) -> None:
         """Keep every source's bytes too, so a saved run can be replayed from the cache."""
-        missing = [node for node in self.sources.values() if not self.store.has_blob(node.hash)]
-        if missing:
-            with self.store.batch():
-                for node in missing:
-                    self.store.put_blob(node.hash, node.data)
+        for node in self.sources.values():
+            if not self.store.has_blob(node.hash):
+                self.store.put_blob(node.hash, node.data)
 
     async def _take_lease(self, key: str) -> CacheRecord | None:
         """Hold the key's lease (one generation per key across processes); or return
