@@ -36,7 +36,7 @@ import os
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -81,6 +81,20 @@ _MODERATION_WORDS = ("moderat", "nsfw", "safety", "unsafe", "content policy", "f
 
 
 _USER_AGENT = f"editgraph/{__version__} httpx/{httpx.__version__}"
+
+
+def _retrying(
+    on: Callable[[Exception], bool | float], *, attempts: int | None
+) -> AsyncIterable[stamina.Attempt]:
+    """stamina's retry loop with editgraph's backoff: 1 s, 2 s, 4 s … up to 30 s, jittered."""
+    return stamina.retry_context(
+        on=on,
+        attempts=attempts,
+        timeout=None,
+        wait_initial=_BACKOFF_INITIAL,
+        wait_max=_BACKOFF_MAX,
+        wait_jitter=_BACKOFF_JITTER,
+    )
 
 
 def _without_userinfo(url: str) -> str:
@@ -434,14 +448,7 @@ class Together:
 
         try:
             # The hook above keeps each budget; stamina supplies backoff, jitter and waits.
-            async for attempt in stamina.retry_context(
-                on=should_retry,
-                attempts=None,
-                timeout=None,
-                wait_initial=_BACKOFF_INITIAL,
-                wait_max=_BACKOFF_MAX,
-                wait_jitter=_BACKOFF_JITTER,
-            ):
+            async for attempt in _retrying(should_retry, attempts=None):
                 with attempt:
                     return await self._try_once(client, request, content, state)
         except _UnknownOutcome as exc:
@@ -624,14 +631,7 @@ class Together:
             return False
 
         try:
-            async for attempt in stamina.retry_context(
-                on=should_retry,
-                attempts=_DOWNLOAD_ATTEMPTS,
-                timeout=None,
-                wait_initial=_BACKOFF_INITIAL,
-                wait_max=_BACKOFF_MAX,
-                wait_jitter=_BACKOFF_JITTER,
-            ):
+            async for attempt in _retrying(should_retry, attempts=_DOWNLOAD_ATTEMPTS):
                 with attempt:
                     try:
                         # No Authorization: the result URL is public and may be another host.
