@@ -4,9 +4,11 @@ from . import providers
 from ._version import __version__
 from .errors import (
     BudgetError,
+    ConfigurationError,
     EditGraphError,
     GraphError,
     InputFailedError,
+    ModerationError,
     ProviderError,
     RunError,
     StoreError,
@@ -21,6 +23,7 @@ from .runs import Manifest, NodeResult, Run
 __all__ = [
     "BudgetError",
     "Camera",
+    "ConfigurationError",
     "EditGraphError",
     "EditRequest",
     "GeneratedImage",
@@ -29,6 +32,7 @@ __all__ = [
     "Handle",
     "InputFailedError",
     "Manifest",
+    "ModerationError",
     "NodeResult",
     "Plan",
     "PlanStep",

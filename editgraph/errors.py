@@ -4,7 +4,10 @@
     ├── GraphError           an invalid graph, parameter, source or recipe input, raised
     │   │                    before any provider call (node, field and value in the message)
     │   └── RecipeError      a recipe file is missing, broken, or given a parameter it lacks
+    ├── ConfigurationError   a provider, store or host setting is missing or invalid (an
+    │                        API key, a base URL), found before any call
     ├── ProviderError        one provider call failed for good (after any retries)
+    │   └── ModerationError  the service refused the request or withheld the result
     ├── InputFailedError     an edit could not run because one of its inputs failed
     ├── BudgetError          a run would spend more than its budget
     ├── StoreError           the cache cannot be opened, read or written
@@ -17,9 +20,11 @@ from collections.abc import Mapping
 
 __all__ = [
     "BudgetError",
+    "ConfigurationError",
     "EditGraphError",
     "GraphError",
     "InputFailedError",
+    "ModerationError",
     "ProviderError",
     "RecipeError",
     "RunError",
@@ -37,6 +42,13 @@ class GraphError(EditGraphError, ValueError):
 
 class RecipeError(GraphError):
     """A recipe file is missing, broken, or was given parameters it does not take."""
+
+
+class ConfigurationError(EditGraphError, ValueError):
+    """A provider, store or host setting is missing or invalid, found before any call.
+
+    The message names the setting (``TOGETHER_API_KEY``, ``api_key=``...), never a secret.
+    """
 
 
 class ProviderError(EditGraphError):
@@ -59,6 +71,14 @@ class ProviderError(EditGraphError):
         self.node = node
         self.status = status
         self.possibly_billed = possibly_billed
+
+
+class ModerationError(ProviderError):
+    """The service's moderation blocked an edit (its request or its result).
+
+    Constructed like ``ProviderError``, message first. Never retried silently: a batch
+    records the item as ``moderated``.
+    """
 
 
 class InputFailedError(EditGraphError):
