@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import click
 from pydantic import ValidationError
@@ -24,13 +24,11 @@ from rich.text import Text
 
 from .errors import BudgetError, EditGraphError, GraphError, RunError, StoreError
 from .graph import Graph
+from .nodes import EditNode
 from .providers.base import Provider
 from .recipe import build_recipe
 from .runs import Run
 from .store import CacheRecord, DiskStore
-
-if TYPE_CHECKING:
-    from .execute import EditNode
 
 __all__ = ["main"]
 

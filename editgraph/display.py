@@ -20,7 +20,7 @@ import networkx as nx
 from PIL import Image, ImageOps
 
 from .errors import EditGraphError
-from .execute import EditNode, SourceNode
+from .nodes import EditNode, SourceNode
 from .plan import PlanStep, make_plan
 from .store import Store
 

@@ -20,90 +20,16 @@ from typing import Any, Protocol, TypeVar
 from PIL import Image, UnidentifiedImageError
 
 from .errors import BudgetError, InputFailedError, ProviderError, StoreError
-from .keys import content_hash, derive_seed, edit_key
-from .models import ModelSpec
+from .keys import build_request, content_hash
+from .nodes import EditNode, SourceNode
 from .providers.base import Provider
 from .requests import EditRequest, GeneratedImage, Reference, media_type_of
 from .runs import NodeResult, Run
-from .store import LEASE_SECONDS, CacheRecord, NodeHistory, Store
+from .store import LEASE_SECONDS, CacheRecord, Store, history_of
 
-__all__ = [
-    "EditNode",
-    "Progress",
-    "SourceNode",
-    "build_request",
-    "execute",
-    "history_of",
-    "run_sync",
-]
+__all__ = ["Progress", "execute", "run_sync"]
 
 T = TypeVar("T")
-
-
-
-@dataclass(frozen=True, slots=True)
-class SourceNode:
-    """A source image: its bytes, read and checked when the graph was built."""
-
-    name: str
-    hash: str
-    media_type: str
-    source: str
-    data: bytes = field(repr=False)
-    url: str | None = None
-
-    def reference(self) -> Reference:
-        """This source as an input of an edit."""
-        return Reference(hash=self.hash, media_type=self.media_type, source=self.source,
-                         url=self.url, data=self.data)
-
-
-@dataclass(frozen=True, slots=True)
-class EditNode:
-    """One edit, validated and rewritten: what the scheduler needs to run it."""
-
-    name: str
-    model: ModelSpec
-    prompt: str
-    references: tuple[str, ...]
-    parameters: Mapping[str, Any]
-
-    @property
-    def estimated_cost(self) -> float:
-        """Estimated USD for one generation of this edit."""
-        return self.model.estimate_cost(self.parameters["width"], self.parameters["height"])
-
-
-def build_request(
-    node: EditNode, references: Sequence[Reference], provider: str
-) -> tuple[EditRequest, str]:
-    """The request and cache key of ``node`` given its references' content."""
-    parameters = {k: v for k, v in node.parameters.items() if k != "seed"}
-    hashes = [reference.hash for reference in references]
-    seed = node.parameters.get("seed")
-    material: dict[str, Any] = {
-        "provider": provider, "model": node.model.id, "prompt": node.prompt,
-        "parameters": parameters, "reference_hashes": hashes,
-    }
-    if seed is None:
-        seed = derive_seed(edit_key(seed=None, **material))
-    key = edit_key(seed=seed, **material)
-    request = EditRequest(node=node.name, model=node.model.id, prompt=node.prompt,
-                          references=tuple(references), seed=seed, **parameters)
-    return request, key
-
-
-def history_of(request: EditRequest, key: str, provider: str) -> NodeHistory:
-    """What ``plan`` remembers of the request a node ran with."""
-    return NodeHistory(
-        key=key,
-        provider=provider,
-        model=request.model,
-        prompt=request.prompt,
-        parameters=request.model_dump(exclude={"node", "model", "prompt", "references"}),
-        references=[(reference.source, reference.hash) for reference in request.references],
-        updated_at=time.time(),
-    )
 
 
 class Progress(Protocol):

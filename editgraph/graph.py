@@ -17,9 +17,10 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import GraphError
-from .execute import EditNode, SourceNode, execute, run_sync
+from .execute import execute, run_sync
 from .keys import content_hash
 from .models import MAX_PROMPT_CHARS, ModelSpec, resolve_model
+from .nodes import EditNode, SourceNode
 from .plan import Plan, make_plan
 from .prompts import StructuredPrompt, reference_token, rewrite_prompt
 from .providers.base import Provider

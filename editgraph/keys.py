@@ -14,10 +14,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .requests import SCHEMA_VERSION
+from .nodes import EditNode
+from .requests import SCHEMA_VERSION, EditRequest, Reference
 
 __all__ = [
     "SCHEMA_VERSION",
+    "build_request",
     "canonical_json",
     "content_hash",
     "derive_seed",
@@ -90,3 +92,25 @@ def edit_key(
 def derive_seed(unseeded_key: str) -> int:
     """A reproducible seed for an edit that was given none, taken from its key."""
     return int(unseeded_key[:16], 16) % _SEED_RANGE
+
+
+def build_request(
+    node: EditNode, references: Sequence[Reference], provider: str
+) -> tuple[EditRequest, str]:
+    """The request and cache key of ``node`` given its references' content.
+
+    An edit without a seed gets one derived from the key it would have without one.
+    """
+    parameters = {k: v for k, v in node.parameters.items() if k != "seed"}
+    hashes = [reference.hash for reference in references]
+    seed = node.parameters.get("seed")
+    material: dict[str, Any] = {
+        "provider": provider, "model": node.model.id, "prompt": node.prompt,
+        "parameters": parameters, "reference_hashes": hashes,
+    }
+    if seed is None:
+        seed = derive_seed(edit_key(seed=None, **material))
+    key = edit_key(seed=seed, **material)
+    request = EditRequest(node=node.name, model=node.model.id, prompt=node.prompt,
+                          references=tuple(references), seed=seed, **parameters)
+    return request, key

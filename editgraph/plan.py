@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from .execute import EditNode, SourceNode, build_request
+from .keys import build_request
+from .nodes import EditNode, SourceNode
 from .requests import Reference
 from .store import NodeHistory, Store
 

@@ -17,8 +17,9 @@ from typing import Any
 import networkx as nx
 
 from .errors import GraphError, RunError
-from .execute import EditNode, SourceNode, execute, run_sync
+from .execute import execute, run_sync
 from .models import resolve_model
+from .nodes import EditNode, SourceNode
 from .plan import make_plan
 from .provenance import Provenance, read_provenance
 from .providers.base import Provider

@@ -27,7 +27,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import StoreError
-from .requests import SCHEMA_VERSION
+from .requests import SCHEMA_VERSION, EditRequest
 
 __all__ = [
     "LEASE_SECONDS",
@@ -37,6 +37,7 @@ __all__ = [
     "NodeHistory",
     "Store",
     "default_cache_dir",
+    "history_of",
 ]
 
 #: A lease not renewed for this long is taken over by whoever wants it.
@@ -90,6 +91,19 @@ class NodeHistory(BaseModel):
     parameters: dict[str, Any]
     references: list[tuple[str, str]]  # (source, hash) in order
     updated_at: float
+
+
+def history_of(request: EditRequest, key: str, provider: str) -> NodeHistory:
+    """What ``plan`` remembers of the request a node ran with."""
+    return NodeHistory(
+        key=key,
+        provider=provider,
+        model=request.model,
+        prompt=request.prompt,
+        parameters=request.model_dump(exclude={"node", "model", "prompt", "references"}),
+        references=[(reference.source, reference.hash) for reference in request.references],
+        updated_at=time.time(),
+    )
 
 
 class CacheStats(BaseModel):

@@ -1,0 +1,50 @@
+"""The node types of a graph: a source image and an edit, as the engine sees them.
+
+Shared by graph, keys, plan, execute, display and replay, so none of them needs the
+scheduler to name a node. Each kind is a frozen value; the graph builds them once, when
+the node is declared and checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .models import ModelSpec
+from .requests import Reference
+
+__all__ = ["EditNode", "SourceNode"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceNode:
+    """A source image: its bytes, read and checked when the graph was built."""
+
+    name: str
+    hash: str
+    media_type: str
+    source: str
+    data: bytes = field(repr=False)
+    url: str | None = None
+
+    def reference(self) -> Reference:
+        """This source as an input of an edit."""
+        return Reference(hash=self.hash, media_type=self.media_type, source=self.source,
+                         url=self.url, data=self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class EditNode:
+    """One edit, validated and rewritten: what the scheduler needs to run it."""
+
+    name: str
+    model: ModelSpec
+    prompt: str
+    references: tuple[str, ...]
+    parameters: Mapping[str, Any]
+
+    @property
+    def estimated_cost(self) -> float:
+        """Estimated USD for one generation of this edit."""
+        return self.model.estimate_cost(self.parameters["width"], self.parameters["height"])
