@@ -22,9 +22,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .errors import BudgetError, EditGraphError, GraphError, RunError, StoreError
+from .errors import (
+    BudgetError,
+    ConfigurationError,
+    EditGraphError,
+    GraphError,
+    RunError,
+    StoreError,
+)
 from .graph import Graph
 from .nodes import EditNode
+from .providers import registry as providers
 from .providers.base import Provider
 from .recipe import build_recipe
 from .runs import Run
@@ -65,16 +73,10 @@ def _settings(pairs: tuple[str, ...]) -> dict[str, str]:
 def _provider(name: str | None) -> Provider | None:
     if name is None:
         return None
-    if name == "preview":
-        from .providers.preview import Preview
-
-        return Preview()
-    from .providers.together import Together
-
     try:
-        return Together()
-    except EditGraphError as exc:  # no key: bad input, reported before anything runs
-        _fail(f"--provider together: {exc}")
+        return providers.by_name(name)
+    except ConfigurationError as exc:  # no key: bad input, reported before anything runs
+        _fail(f"--provider {name}: {exc}")
 
 
 def _load(recipe: str, sets: tuple[str, ...]) -> Graph:
@@ -156,8 +158,9 @@ _set_option = click.option(
     help="Set a recipe parameter (checked against its type hint). Repeatable.",
 )
 _provider_option = click.option(
-    "--provider", type=click.Choice(["together", "preview"]), default=None,
-    help="Where edits run. Default: together when TOGETHER_API_KEY is set, else preview.",
+    "--provider", type=click.Choice(providers.names()), default=None,
+    help="Where edits run. Default: the first hosted provider whose API key is set "
+         "(TOGETHER_API_KEY for together), else preview.",
 )
 _cache_option = click.option(
     "--cache-dir", type=click.Path(file_okay=False, path_type=str), default=None,
@@ -261,7 +264,7 @@ def run(recipe: str, out_dir: Path | None, sets: tuple[str, ...], provider: str 
         for name, error in exc.failures.items():
             _err.print(Text.assemble(("failed", "red"), f" {name}: {error}"), soft_wrap=True)
         sys.exit(1)
-    except (BudgetError, GraphError, StoreError) as exc:
+    except (BudgetError, ConfigurationError, GraphError, StoreError) as exc:
         _fail(str(exc))
     except EditGraphError as exc:
         _fail(str(exc), code=1)
@@ -674,7 +677,7 @@ def replay(target: Path, verify: bool, provider: str | None, cache_dir: str | No
         for name, error in exc.failures.items():
             _err.print(Text.assemble(("failed", "red"), f" {name}: {error}"), soft_wrap=True)
         sys.exit(1)
-    except (BudgetError, GraphError, StoreError) as exc:
+    except (BudgetError, ConfigurationError, GraphError, StoreError) as exc:
         _fail(f"replay {target}: {exc}")
     except EditGraphError as exc:
         _fail(f"replay {target}: {exc}", code=1)

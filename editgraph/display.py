@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 from .errors import EditGraphError
 from .nodes import EditNode, SourceNode
 from .plan import PlanStep, make_plan
+from .providers.registry import default_provider
 from .store import Store
 
 if TYPE_CHECKING:
@@ -494,6 +495,4 @@ def _provider_name(graph: Graph, store: Store) -> str:
                  default=None)
     if latest is not None:
         return latest.provider
-    from .providers.default import default_provider
-
     return default_provider()[0].name

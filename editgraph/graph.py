@@ -24,7 +24,7 @@ from .nodes import EditNode, SourceNode
 from .plan import Plan, make_plan
 from .prompts import StructuredPrompt, reference_token, rewrite_prompt
 from .providers.base import Provider
-from .providers.default import default_provider
+from .providers.registry import default_provider
 from .runs import Run
 from .sources import NODE_NAME, check_image, read_source
 from .store import DiskStore, Store

@@ -22,6 +22,7 @@ from .models import resolve_model
 from .nodes import EditNode, SourceNode
 from .plan import make_plan
 from .provenance import Provenance, read_provenance
+from .providers import registry as providers
 from .providers.base import Provider
 from .runs import Manifest, ManifestReference, Run
 from .saved import find_image_bytes, read_manifest, saved_inputs, source_names
@@ -215,18 +216,12 @@ def _edit_node(edit: _Recorded, references: Sequence[str]) -> EditNode:
 
 
 def _recorded_provider(name: str) -> Provider:
-    if name == "preview":
-        from .providers.preview import Preview
-
-        return Preview()
-    if name == "together":
-        from .providers.together import Together
-
-        return Together()
-    raise GraphError(
-        f"replay: the run was made with provider {name!r}, which replay cannot create; "
-        "pass provider= (or --provider)"
-    )
+    if name not in providers.names():
+        raise GraphError(
+            f"replay: the run was made with provider {name!r}, which replay cannot create; "
+            "pass provider= (or --provider)"
+        )
+    return providers.by_name(name)
 
 
 def _compare(recorded: Sequence[_Recorded], run: Run) -> dict[str, str]:

@@ -19,6 +19,7 @@ from aiohttp import web
 from PIL import Image
 from typing_extensions import Self
 
+import editgraph as eg
 from editgraph.errors import ProviderError
 from editgraph.models import CATALOGUE
 from editgraph.providers import DataURIHost, ImageHost, Provider, Together
@@ -217,8 +218,8 @@ def test_key_and_base_url_fall_back_to_the_environment(monkeypatch: pytest.Monke
 
 
 def test_missing_key_says_how_to_set_it() -> None:
-    """Without a key anywhere, construction fails naming TOGETHER_API_KEY."""
-    with pytest.raises(ProviderError, match="TOGETHER_API_KEY"):
+    """Without a key anywhere, construction is a ConfigurationError naming TOGETHER_API_KEY."""
+    with pytest.raises(eg.ConfigurationError, match="TOGETHER_API_KEY"):
         Together()
 
 

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from ..errors import ProviderError
 from ..requests import EditRequest, GeneratedImage, Reference, media_type_of
+from .registry import register
 
 __all__ = ["Preview"]
 
@@ -440,3 +441,6 @@ def _encode(image: Image.Image, output_format: str) -> bytes:
     else:
         image.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
+
+
+register("preview", Preview)

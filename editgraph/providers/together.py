@@ -46,10 +46,11 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr
 
 from .._version import __version__
-from ..errors import GraphError, ProviderError
+from ..errors import ConfigurationError, GraphError, ProviderError
 from ..models import CATALOGUE
 from ..requests import EditRequest, GeneratedImage, Reference, media_type_of
 from .ratelimit import RateGovernor
+from .registry import register
 
 __all__ = ["DataURIHost", "ImageHost", "Together"]
 
@@ -211,7 +212,7 @@ class Together:
         rate_limit: requests per minute never to exceed (default: none until a 429).
         image_host: how references held as bytes are sent (default ``DataURIHost``).
 
-    Raises ``ProviderError`` when no key is given or found in the environment, and
+    Raises ``ConfigurationError`` when no key is given or found in the environment, and
     ``GraphError`` for an invalid setting.
     """
 
@@ -232,7 +233,7 @@ class Together:
         if api_key is None:
             api_key = os.environ.get("TOGETHER_API_KEY") or None
         if api_key is None:
-            raise ProviderError(
+            raise ConfigurationError(
                 "Together needs an API key: set TOGETHER_API_KEY or pass api_key=...; "
                 "or use eg.providers.Preview() to run offline"
             )
@@ -747,3 +748,6 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     if delay is None or not 0 < delay <= _MAX_RETRY_AFTER:
         return None
     return delay
+
+
+register("together", Together, key_variable="TOGETHER_API_KEY")
