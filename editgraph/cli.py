@@ -35,8 +35,9 @@ from .nodes import EditNode
 from .providers import registry as providers
 from .providers.base import Provider
 from .recipe import build_recipe
+from .records import EditRecord
 from .runs import Run
-from .store import CacheRecord, DiskStore
+from .store import DiskStore
 
 __all__ = ["main"]
 
@@ -290,7 +291,7 @@ def _summary(result: Run, out_dir: Path) -> None:
             line = Text.assemble(("  cached    ", "green"), entry.file)
         else:
             line = Text.assemble(("  generated ", "cyan"), entry.file.ljust(width),
-                                 (f"  {entry.elapsed:5.1f}s  ${entry.estimated_cost:.4f}", "dim"))
+                                 (f"  {entry.record.elapsed:5.1f}s  ${entry.estimated_cost:.4f}", "dim"))
         _out.print(line, soft_wrap=True)
     parts = [f"{manifest.edits_run} run", f"{manifest.edits_cached} cached"]
     if result.failures:
@@ -478,7 +479,7 @@ def cache_info(cache_dir: str | None) -> None:
         _fail(str(exc))
     finally:
         store.close()
-    images = {record.output_hash: record.size_bytes for record in records}
+    images = {record.output_hash: record.size_bytes or 0 for record in records}
     rows = [
         ("directory", stats.directory),
         ("records", f"{stats.records} (one per generated edit)"),
@@ -547,7 +548,7 @@ def cache_prune(older_than: str | None, max_size: str | None, cache_dir: str | N
     _report_removed(before, after, dropped)
 
 
-def _report_removed(before: list[CacheRecord], after: list[CacheRecord], dropped: int) -> None:
+def _report_removed(before: list[EditRecord], after: list[EditRecord], dropped: int) -> None:
     kept = {record.key for record in after}
     removed = sorted((r for r in before if r.key not in kept), key=lambda r: r.created_at)
     freed = _image_bytes(before) - _image_bytes(after)
@@ -556,7 +557,7 @@ def _report_removed(before: list[CacheRecord], after: list[CacheRecord], dropped
                    f"{_human_bytes(_image_bytes(after))} of images kept", soft_wrap=True)
         return
     for record in removed:
-        detail = f"  made {_age(record.created_at)}, {_human_bytes(record.size_bytes)}"
+        detail = f"  made {_age(record.created_at)}, {_human_bytes(record.size_bytes or 0)}"
         _out.print(Text.assemble(("  removed ", "red"), record.node, (detail, "dim")),
                    soft_wrap=True)
     stale = dropped - len(removed)
@@ -566,8 +567,8 @@ def _report_removed(before: list[CacheRecord], after: list[CacheRecord], dropped
                "images kept", soft_wrap=True)
 
 
-def _image_bytes(records: Iterable[CacheRecord]) -> int:
-    return sum({record.output_hash: record.size_bytes for record in records}.values())
+def _image_bytes(records: Iterable[EditRecord]) -> int:
+    return sum({record.output_hash: record.size_bytes or 0 for record in records}.values())
 
 
 @cache.command("clear")

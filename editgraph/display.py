@@ -491,7 +491,7 @@ def _provider_name(graph: Graph, store: Store) -> str:
     if graph.provider is not None:
         return graph.provider.name
     histories = [store.get_history(name) for name in graph.edits]
-    latest = max((h for h in histories if h is not None), key=lambda h: h.updated_at,
+    latest = max((h for h in histories if h is not None), key=lambda h: h.created_at,
                  default=None)
     if latest is not None:
         return latest.provider

@@ -23,9 +23,10 @@ from .errors import BudgetError, InputFailedError, ProviderError, StoreError
 from .keys import build_request, content_hash
 from .nodes import EditNode, SourceNode
 from .providers.base import Provider
+from .records import EditRecord
 from .requests import EditRequest, GeneratedImage, Reference, media_type_of
 from .runs import NodeResult, Run
-from .store import LEASE_SECONDS, CacheRecord, Store, history_of
+from .store import LEASE_SECONDS, Store
 
 __all__ = ["Progress", "execute", "run_sync"]
 
@@ -99,7 +100,7 @@ class _Engine:
     failed: dict[str, BaseException] = field(default_factory=dict)
     pending: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     inflight: dict[str, tuple[str, asyncio.Future[NodeResult]]] = field(default_factory=dict)
-    ran: dict[str, tuple[EditRequest, str]] = field(default_factory=dict)
+    ran: dict[str, EditRecord] = field(default_factory=dict)
     held: set[str] = field(default_factory=set)
     committed: float = 0.0
     saved: float = 0.0
@@ -130,8 +131,8 @@ class _Engine:
             self.writes.flush()
             # Bookkeeping for `plan` is written once, off the critical path.
             with self.store.batch():
-                for name, (request, key) in self.ran.items():
-                    self.store.put_history(name, history_of(request, key, self.provider.name))
+                for name, record in self.ran.items():
+                    self.store.put_history(name, record)
             if self.saved:
                 self.store.add_saved(self.saved)
 
@@ -165,22 +166,11 @@ class _Engine:
         record = self.store.get_record(key)
         if record is None:
             return request, key
-        self._finish(node, self._from_record(request, key, record, cached=True))
+        self._finish(node, self._result(request, record, cached=True))
         return None
 
-    def _from_record(
-        self, request: EditRequest, key: str, record: CacheRecord, *, cached: bool
-    ) -> NodeResult:
-        return NodeResult(
-            name=request.node, key=key, cached=cached, request=request,
-            output_hash=record.output_hash, media_type=record.media_type,
-            width=record.width, height=record.height,
-            elapsed=0.0 if cached else record.elapsed,
-            cost=0.0 if cached else record.cost,
-            load=self.store.get_blob, url=record.url, url_expires_at=record.url_expires_at,
-            unknown_outcomes=0 if cached else record.unknown_outcomes,
-            created_at=record.created_at,
-        )
+    def _result(self, request: EditRequest, record: EditRecord, *, cached: bool) -> NodeResult:
+        return NodeResult(record, request=request, cached=cached, load=self.store.get_blob)
 
     def _finish(self, node: EditNode, result: NodeResult) -> None:
         self.done[node.name] = result
@@ -188,7 +178,7 @@ class _Engine:
             self.saved += node.estimated_cost
         previous = None if not result.cached else self.store.get_history(node.name)
         if previous is None or previous.key != result.key:
-            self.ran[node.name] = (result.request, result.key)
+            self.ran[node.name] = result.record
         if self.progress is not None:
             self.progress.advance(node.name, result.cached)
 
@@ -231,13 +221,8 @@ class _Engine:
                     f"node {node.name!r}: same request as {owner!r}, which failed: {error}",
                     node=node.name, status=error.status,
                 ) from error
-            return NodeResult(
-                name=node.name, key=key, cached=True, request=request,
-                output_hash=first.output_hash, media_type=first.media_type,
-                width=first.width, height=first.height, elapsed=0.0, cost=0.0,
-                load=self.store.get_blob, url=first.url, url_expires_at=first.url_expires_at,
-                created_at=first.created_at,
-            )
+            return NodeResult(first.record, request=request, cached=True,
+                              load=self.store.get_blob)
         future: asyncio.Future[NodeResult] = asyncio.get_running_loop().create_future()
         self.inflight[key] = (node.name, future)
         try:
@@ -253,7 +238,7 @@ class _Engine:
         async with self.slots:
             record = await self._take_lease(key)
             if record is not None:  # another process made it while we waited
-                return self._from_record(request, key, record, cached=True)
+                return self._result(request, record, cached=True)
             try:
                 cost = node.estimated_cost
                 if self.budget is not None and self.committed + cost > self.budget + 1e-9:
@@ -269,7 +254,7 @@ class _Engine:
                 # The image, the record that points at it and the lease's release, in one
                 # commit: a crash leaves either nothing or a complete, usable result.
                 await self.writes.submit(lambda: self._keep(record, image.data))
-                return self._from_record(request, key, record, cached=False)
+                return self._result(request, record, cached=False)
             finally:
                 if key in self.held:
                     self.held.discard(key)
@@ -308,7 +293,7 @@ class _Engine:
     def _record(
         self, node: EditNode, request: EditRequest, key: str, image: GeneratedImage,
         elapsed: float, cost: float,
-    ) -> CacheRecord:
+    ) -> EditRecord:
         try:
             with Image.open(io.BytesIO(image.data)) as decoded:
                 width, height = decoded.size
@@ -318,16 +303,15 @@ class _Engine:
                 f"node {node.name!r}: provider {self.provider.name!r} returned bytes that "
                 "are not an image", node=node.name,
             ) from error
-        return CacheRecord(
-            key=key, node=node.name, provider=self.provider.name, model=request.model,
-            request=request.model_dump(mode="json"), seed=request.seed,
+        return EditRecord.of(
+            request, key=key, provider=self.provider.name,
             output_hash=content_hash(image.data), media_type=media_type, width=width,
             height=height, size_bytes=len(image.data), elapsed=elapsed, cost=cost,
             url=image.url, url_expires_at=image.url_expires_at,
             unknown_outcomes=image.unknown_outcomes, created_at=time.time(),
         )
 
-    def _keep(self, record: CacheRecord, data: bytes) -> None:
+    def _keep(self, record: EditRecord, data: bytes) -> None:
         """Store an image and its record, then let go of the key's lease."""
         self.store.put_blob(record.output_hash, data)
         self.store.put_record(record)
@@ -340,7 +324,7 @@ class _Engine:
             if not self.store.has_blob(node.hash):
                 self.store.put_blob(node.hash, node.data)
 
-    async def _take_lease(self, key: str) -> CacheRecord | None:
+    async def _take_lease(self, key: str) -> EditRecord | None:
         """Hold the key's lease (one generation per key across processes); or return
         the record another process made while we waited for its lease."""
         delay = 0.02

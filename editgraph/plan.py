@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict
 
 from .keys import build_request
 from .nodes import EditNode, SourceNode
+from .records import EditRecord
 from .requests import Reference
-from .store import NodeHistory, Store
+from .store import Store
 
 __all__ = ["Plan", "PlanStep", "make_plan"]
 
@@ -153,7 +154,7 @@ def _why(
     node: EditNode,
     references: Sequence[Reference] | None,
     key: str | None,
-    history: NodeHistory | None,
+    history: EditRecord | None,
     provider: str,
     waiting: Sequence[str],
     *,
@@ -172,12 +173,12 @@ def _why(
         changes.append(f"model {history.model} -> {node.model.id}")
     if history.prompt != node.prompt:
         changes.append(f"prompt {_prompt_change(history.prompt, node.prompt)}")
-    changes += _parameter_changes(history.parameters, node.parameters)
+    changes += _parameter_changes({**history.parameters, "seed": history.seed}, node.parameters)
     if len(history.references) != len(node.references):
         changes.append(f"{len(history.references)} -> {len(node.references)} references")
     else:
         for index, name in enumerate(node.references):
-            old_source, old_hash = history.references[index]
+            old_source, old_hash = history.references[index].source, history.references[index].hash
             if name in waiting:
                 changes.append(f"image {index + 1} ({name}) is made again first")
             elif references is not None:
@@ -186,9 +187,9 @@ def _why(
                     changes.append(f"image {index + 1} is now {reference.source} (was {old_source})")
                 elif reference.hash != old_hash:
                     changes.append(f"image {index + 1} ({name}) bytes changed")
-    if not changes and seed is not None and history.parameters.get("seed") != seed:
+    if not changes and seed is not None and history.seed != seed:
         # Only the seed moved: a pinned seed was dropped, so it is now derived from the key.
-        changes.append(f"seed {history.parameters.get('seed')!r} -> {seed} (derived)")
+        changes.append(f"seed {history.seed!r} -> {seed} (derived)")
     if not changes:
         if key is not None and key == history.key:
             return "not in the cache any more (cleared or pruned)"

@@ -17,19 +17,18 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape, quoteattr
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from .errors import EditGraphError
+from .records import HOSTING_FIELDS, EditRecord
 
 __all__ = [
     "PNG_KEYWORD",
     "XMP_NAMESPACE",
     "Provenance",
-    "ProvenanceReference",
     "embed_provenance",
     "provenance",
     "read_provenance",
@@ -51,39 +50,9 @@ _SOI, _SOS, _APP0, _APP1 = 0xD8, 0xDA, 0xE0, 0xE1
 _STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
 
 
-class ProvenanceReference(BaseModel):
-    """One input of the edit, in order: image 1, image 2, …"""
-
-    model_config = ConfigDict(frozen=True)
-
-    source: str
-    hash: str
-    media_type: str
-
-
-class Provenance(BaseModel):
-    """How a saved image was made: enough to check it and to make it again.
-
-    ``output_hash`` is the sha256 of the image as generated; the saved file differs from
-    it by the embedded record only (see :func:`remove_provenance`).
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    editgraph_version: str
-    node: str
-    provider: str
-    key: str
-    model: str
-    prompt: str
-    seed: int
-    parameters: dict[str, Any]
-    references: list[ProvenanceReference]
-    output_hash: str
-    media_type: str
-    width: int
-    height: int
-    created_at: float
+#: The record a saved image carries: an :class:`~editgraph.records.EditRecord`, the same
+#: record the cache and the manifest keep (``eg.Provenance`` is its public name).
+Provenance = EditRecord
 
 
 def provenance(path: str | os.PathLike[str]) -> Provenance:
@@ -130,7 +99,7 @@ def embed_provenance(data: bytes, record: Provenance) -> bytes:
     Any earlier editgraph record is replaced. The image data itself is copied as is.
     """
     data = remove_provenance(data)
-    text = record.model_dump_json()
+    text = record.model_dump_json(exclude=set(HOSTING_FIELDS))
     if data.startswith(_PNG_SIGNATURE):
         return _png_insert(data, _png_chunk(b"iTXt", _itxt(text)))
     if data[:2] == b"\xff\xd8":

@@ -12,7 +12,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import networkx as nx
 
@@ -21,10 +20,12 @@ from .execute import execute, run_sync
 from .models import resolve_model
 from .nodes import EditNode, SourceNode
 from .plan import make_plan
-from .provenance import Provenance, read_provenance
+from .provenance import read_provenance
 from .providers import registry as providers
 from .providers.base import Provider
-from .runs import Manifest, ManifestReference, Run
+from .records import EditRecord
+from .requests import Reference
+from .runs import Manifest, Run
 from .saved import find_image_bytes, read_manifest, saved_inputs, source_names
 from .store import DiskStore
 
@@ -43,20 +44,6 @@ class ReplayResult:
     cached: list[str]
     mismatches: dict[str, str] = field(default_factory=dict)
     run: Run | None = field(default=None, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class _Recorded:
-    """One recorded edit, from a manifest entry or an image's provenance."""
-
-    node: str
-    provider: str
-    key: str
-    model: str
-    prompt: str
-    seed: int
-    parameters: dict[str, Any]
-    output_hash: str
 
 
 def replay(
@@ -121,14 +108,14 @@ def replay(
 class _Input:
     """A source of the replay: what was recorded of it, and the first edit using it."""
 
-    reference: ManifestReference
+    reference: Reference
     index: int
     node: str
 
 
 def _from_manifest(
     manifest: Manifest,
-) -> tuple[list[_Recorded], list[EditNode], dict[str, _Input]]:
+) -> tuple[list[EditRecord], list[EditNode], dict[str, _Input]]:
     inputs = saved_inputs(manifest)
     names = source_names(manifest)
     sources: dict[str, _Input] = {}
@@ -136,33 +123,32 @@ def _from_manifest(
     nodes: dict[str, EditNode] = {}
     recorded = []
     for entry in manifest.edits:
+        edit = entry.record
         references = []
-        for saved in inputs[entry.node]:
+        for saved in inputs[edit.node]:
             if saved.upstream is not None:
                 references.append(saved.upstream)
-                dag.add_edge(saved.upstream, entry.node)
+                dag.add_edge(saved.upstream, edit.node)
                 continue
             name = names[saved.reference.hash]
-            sources.setdefault(name, _Input(saved.reference, saved.index, entry.node))
+            sources.setdefault(name, _Input(saved.reference, saved.index, edit.node))
             references.append(name)
-        edit = _recorded(entry)
         recorded.append(edit)
-        nodes[entry.node] = _edit_node(edit, references)
-        dag.add_node(entry.node)
+        nodes[edit.node] = _edit_node(edit, references)
+        dag.add_node(edit.node)
     order = [name for name in nx.topological_sort(dag) if name in nodes]
     return recorded, [nodes[name] for name in order], sources
 
 
-def _from_image(record: Provenance) -> tuple[list[_Recorded], list[EditNode], dict[str, _Input]]:
+def _from_image(record: EditRecord) -> tuple[list[EditRecord], list[EditNode], dict[str, _Input]]:
     # Only this edit runs: each input, an earlier edit's output included, is a source.
     sources: dict[str, _Input] = {}
     references = []
     for index, reference in enumerate(record.references, 1):
         name = f"{record.node}~image{index}"  # '~' is in no node name: no clash
-        sources[name] = _Input(ManifestReference(**reference.model_dump()), index, record.node)
+        sources[name] = _Input(reference, index, record.node)
         references.append(name)
-    edit = _recorded(record)
-    return [edit], [_edit_node(edit, references)], sources
+    return [record], [_edit_node(record, references)], sources
 
 
 def _sources(
@@ -191,21 +177,13 @@ def _sources(
     return sources
 
 
-def _source_node(name: str, reference: ManifestReference, data: bytes) -> SourceNode:
+def _source_node(name: str, reference: Reference, data: bytes) -> SourceNode:
     url = reference.source if reference.source.startswith(("http://", "https://")) else None
     return SourceNode(name=name, hash=reference.hash, media_type=reference.media_type,
                       source=reference.source, data=data, url=url)
 
 
-def _recorded(record: Any) -> _Recorded:
-    return _Recorded(
-        node=record.node, provider=record.provider, key=record.key, model=record.model,
-        prompt=record.prompt, seed=record.seed, parameters=dict(record.parameters),
-        output_hash=record.output_hash,
-    )
-
-
-def _edit_node(edit: _Recorded, references: Sequence[str]) -> EditNode:
+def _edit_node(edit: EditRecord, references: Sequence[str]) -> EditNode:
     return EditNode(
         name=edit.node,
         model=resolve_model(edit.model, node=edit.node),
@@ -224,7 +202,7 @@ def _recorded_provider(name: str) -> Provider:
     return providers.by_name(name)
 
 
-def _compare(recorded: Sequence[_Recorded], run: Run) -> dict[str, str]:
+def _compare(recorded: Sequence[EditRecord], run: Run) -> dict[str, str]:
     mismatches = {}
     for edit in recorded:
         result = run[edit.node]

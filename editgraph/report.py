@@ -55,7 +55,7 @@ def report_from_folder(out_dir: Path, path: Path | None = None) -> Path:
     """
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir / "manifest.json")
-    saved = {entry.output_hash: entry for entry in manifest.edits}
+    saved = {entry.record.output_hash: entry for entry in manifest.edits}
 
     def lookup(content_hash: str, source: str) -> bytes | None:
         entry = saved.get(content_hash)
@@ -73,7 +73,9 @@ def render_report(manifest: Manifest, lookup: ImageLookup, *, title: str) -> str
     """The report page of ``manifest``, with images found by ``lookup``."""
     inputs = saved_inputs(manifest)
     sources = source_names(manifest)
-    anchors = {entry.node: f"edit-{number}" for number, entry in enumerate(manifest.edits, 1)}
+    anchors = {
+        entry.record.node: f"edit-{number}" for number, entry in enumerate(manifest.edits, 1)
+    }
 
     nodes: list[DrawnNode] = []
     drawn_sources: set[str] = set()
@@ -90,8 +92,9 @@ def render_report(manifest: Manifest, lookup: ImageLookup, *, title: str) -> str
 
     edits: list[dict[str, Any]] = []
     for entry in manifest.edits:
+        record = entry.record
         references = []
-        for saved in inputs[entry.node]:
+        for saved in inputs[record.node]:
             reference = saved.reference
             if saved.upstream is None:
                 name = sources[reference.hash]
@@ -100,7 +103,7 @@ def render_report(manifest: Manifest, lookup: ImageLookup, *, title: str) -> str
                     nodes.append(DrawnNode(name, "source", reference.source))
             else:
                 name = saved.upstream
-            edges.append(DrawnEdge(name, entry.node, saved.index))
+            edges.append(DrawnEdge(name, record.node, saved.index))
             references.append({
                 "index": saved.index,
                 "source": reference.source,
@@ -109,22 +112,23 @@ def render_report(manifest: Manifest, lookup: ImageLookup, *, title: str) -> str
                 "anchor": anchors.get(saved.upstream or ""),
                 "thumbnail": thumbnail(reference.hash, reference.source),
             })
-        image = lookup(entry.output_hash, entry.node)
+        image = lookup(record.output_hash, record.node)
         edits.append({
             "entry": entry,
-            "anchor": anchors[entry.node],
+            "anchor": anchors[record.node],
             "image": None if image is None else thumbnail_uri(image, _IMAGE_PX, quality=88),
             "references": references,
             "parameters": {
-                name: value for name, value in entry.parameters.items() if value is not None
+                name: value for name, value in record.parameters.items() if value is not None
             },
-            "made": _when(entry.created_at),
+            "made": _when(record.created_at),
         })
     nodes += [
-        DrawnNode(entry.node, "edit", entry.prompt, cached=entry.cached, href=f"#{anchors[entry.node]}")
+        DrawnNode(entry.record.node, "edit", entry.record.prompt, cached=entry.cached,
+                  href=f"#{anchors[entry.record.node]}")
         for entry in manifest.edits
     ]
-    elapsed = sum(entry.elapsed for entry in manifest.edits)
+    elapsed = sum(entry.record.elapsed for entry in manifest.edits if not entry.cached)
     page = templates.get_template("report.html.j2").render(
         title=title,
         manifest=manifest,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import mimetypes
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -12,83 +13,79 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from ._version import __version__
-from .provenance import Provenance, embed_provenance
+from .provenance import embed_provenance
+from .records import HOSTING_FIELDS, RECORD_VERSION, EditRecord
 from .requests import EditRequest
 
-__all__ = [
-    "Manifest",
-    "ManifestEntry",
-    "ManifestReference",
-    "NodeResult",
-    "Run",
-    "provenance_of",
-]
-
+__all__ = ["Manifest", "ManifestEntry", "NodeResult", "Run"]
 
 
 class NodeResult:
     """The outcome of one edit: its image, the exact request, and how it was obtained.
 
-    The image bytes stay in the store until asked for (``data``, ``image``), so a run
-    of a thousand edits does not hold a thousand images in memory.
+    ``record`` is the edit's :class:`~editgraph.records.EditRecord` (as the cache and the
+    manifest keep it); ``elapsed``, ``cost`` and ``unknown_outcomes`` are this run's (0
+    when cached). The image bytes stay in the store until asked for (``data``,
+    ``image``), so a run of a thousand edits does not hold a thousand images in memory.
     """
 
+    # The record's facts are kept as plain slots and the record is rebuilt on demand:
+    # a pydantic model per edit would triple what a finished run holds per edit.
     __slots__ = (
-        "name",
-        "key",
+        "_cost",
+        "_data",
+        "_editgraph_version",
+        "_elapsed",
+        "_image",
+        "_load",
+        "_size_bytes",
+        "_unknown_outcomes",
         "cached",
-        "request",
-        "output_hash",
-        "media_type",
-        "width",
+        "created_at",
         "height",
-        "elapsed",
-        "cost",
+        "key",
+        "media_type",
+        "output_hash",
+        "provider",
+        "request",
         "url",
         "url_expires_at",
-        "unknown_outcomes",
-        "created_at",
-        "_load",
-        "_data",
-        "_image",
+        "width",
     )
 
     def __init__(
         self,
+        record: EditRecord,
         *,
-        name: str,
-        key: str,
-        cached: bool,
         request: EditRequest,
-        output_hash: str,
-        media_type: str,
-        width: int,
-        height: int,
-        elapsed: float,
-        cost: float,
+        cached: bool,
         load: Callable[[str], bytes],
-        url: str | None = None,
-        url_expires_at: float | None = None,
-        unknown_outcomes: int = 0,
-        created_at: float | None = None,
     ) -> None:
-        self.name = name
-        self.key = key
-        self.cached = cached
         self.request = request
-        self.output_hash = output_hash
-        self.media_type = media_type
-        self.width = width
-        self.height = height
-        self.elapsed = elapsed
-        self.cost = cost
-        self.url = url
-        self.url_expires_at = url_expires_at
-        self.unknown_outcomes = unknown_outcomes
-        self.created_at = created_at if created_at is not None else time.time()
+        self.cached = cached
+        self.key = record.key
+        self.provider = sys.intern(record.provider)  # one string per run, not per edit
+        self.output_hash = record.output_hash
+        self.media_type = record.media_type
+        self.width = record.width
+        self.height = record.height
+        self.url = record.url
+        self.url_expires_at = record.url_expires_at
+        self.created_at = record.created_at
+        self._elapsed = record.elapsed
+        self._cost = record.cost
+        self._unknown_outcomes = record.unknown_outcomes
+        self._size_bytes = record.size_bytes
+        self._editgraph_version = sys.intern(record.editgraph_version)
         self._load = load
         self._data: bytes | None = None
         self._image: Image.Image | None = None
@@ -96,6 +93,38 @@ class NodeResult:
     def __repr__(self) -> str:
         state = "cached" if self.cached else f"ran in {self.elapsed:.2f}s"
         return f"<NodeResult {self.name!r} {self.width}x{self.height} {state} key={self.key[:12]}>"
+
+    @property
+    def name(self) -> str:
+        """The edit's node name."""
+        return self.request.node
+
+    @property
+    def record(self) -> EditRecord:
+        """The record of this edit, as the cache keeps it and the manifest lists it."""
+        return EditRecord.of(
+            self.request, key=self.key, provider=self.provider,
+            editgraph_version=self._editgraph_version, output_hash=self.output_hash,
+            media_type=self.media_type, width=self.width, height=self.height,
+            size_bytes=self._size_bytes, elapsed=self._elapsed, cost=self._cost,
+            unknown_outcomes=self._unknown_outcomes, url=self.url,
+            url_expires_at=self.url_expires_at, created_at=self.created_at,
+        )
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds this run spent generating it (0 when cached)."""
+        return 0.0 if self.cached else self._elapsed
+
+    @property
+    def cost(self) -> float:
+        """Estimated USD this run spent on it (0 when cached)."""
+        return 0.0 if self.cached else self._cost
+
+    @property
+    def unknown_outcomes(self) -> int:
+        """Tries of this run whose outcome was lost (each may have been billed)."""
+        return 0 if self.cached else self._unknown_outcomes
 
     @property
     def data(self) -> bytes:
@@ -124,39 +153,50 @@ class NodeResult:
         return node_result_html(self)
 
 
-class ManifestReference(BaseModel):
-    """One input of an edit as recorded in the manifest."""
-
-    model_config = ConfigDict(frozen=True)
-
-    source: str
-    hash: str
-    media_type: str
-
-
 class ManifestEntry(BaseModel):
-    """The reproducible record of one edit."""
+    """One edit of a saved run: its record, the file it was saved as, and whether this
+    run took it from the cache.
+
+    In ``manifest.json`` an entry is one flat object: the record's fields, ``file``,
+    ``cached`` and ``estimated_cost`` (what this run spent on it: 0 when cached); in
+    Python the record's fields read through the entry too (``entry.node``).
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    node: str
     file: str
-    provider: str
-    key: str
     cached: bool
-    model: str
-    prompt: str
-    seed: int
-    parameters: dict[str, Any]
-    references: list[ManifestReference]
-    output_hash: str
-    media_type: str
-    width: int
-    height: int
-    elapsed: float
-    estimated_cost: float
-    unknown_outcomes: int
-    created_at: float
+    record: EditRecord
+
+    @property
+    def estimated_cost(self) -> float:
+        """Estimated USD this run spent on the edit (0 when cached)."""
+        return 0.0 if self.cached else self.record.cost
+
+    def __getattr__(self, name: str) -> Any:
+        # The record's fields read through the entry as well (``entry.node``), as they
+        # did when an entry was a flat model.
+        if name in EditRecord.model_fields:
+            return getattr(self.record, name)
+        return super().__getattr__(name)  # type: ignore[misc]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "record" in data:
+            return data
+        fields = dict(data)
+        file, cached = fields.pop("file", None), fields.pop("cached", None)
+        if "cost" in fields:
+            fields.pop("estimated_cost", None)  # derived: see estimated_cost
+        return {"file": file, "cached": cached, "record": fields}
+
+    @model_serializer(mode="wrap")
+    def _flatten(self, serialize: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        fields = serialize(self)
+        record = {k: v for k, v in fields.pop("record").items() if k not in HOSTING_FIELDS}
+        return {"node": record.pop("node"), "file": fields["file"], "cached": fields["cached"],
+                **record, "estimated_cost": self.estimated_cost}
 
 
 class Manifest(BaseModel):
@@ -164,6 +204,7 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    schema_version: int = RECORD_VERSION
     editgraph_version: str
     provider: str
     notice: str | None = None
@@ -222,35 +263,7 @@ class Run(Mapping[str, NodeResult]):
     def manifest(self) -> Manifest:
         """The reproducible record of this run."""
         entries = [
-            ManifestEntry(
-                node=result.name,
-                file=result.filename,
-                provider=self.provider,
-                key=result.key,
-                cached=result.cached,
-                model=result.request.model,
-                prompt=result.request.prompt,
-                seed=result.request.seed,
-                parameters=result.request.model_dump(
-                    exclude={"node", "model", "prompt", "references", "seed"}
-                ),
-                references=[
-                    ManifestReference(
-                        source=reference.source,
-                        hash=reference.hash,
-                        media_type=reference.media_type,
-                    )
-                    for reference in result.request.references
-                ],
-                output_hash=result.output_hash,
-                media_type=result.media_type,
-                width=result.width,
-                height=result.height,
-                elapsed=round(result.elapsed, 4),
-                estimated_cost=result.cost,
-                unknown_outcomes=result.unknown_outcomes,
-                created_at=result.created_at,
-            )
+            ManifestEntry(file=result.filename, cached=result.cached, record=result.record)
             for result in self._results.values()
         ]
         return Manifest(
@@ -264,7 +277,7 @@ class Run(Mapping[str, NodeResult]):
             edits_cached=sum(entry.cached for entry in entries),
             estimated_cost=self.cost,
             possibly_billed_twice=[
-                entry.node for entry in entries if entry.unknown_outcomes
+                result.name for result in self._results.values() if result.unknown_outcomes
             ]
             + [
                 name
@@ -284,10 +297,9 @@ class Run(Mapping[str, NodeResult]):
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
         manifest = self.manifest
-        for entry in manifest.edits:
-            result = self._results[entry.node]
-            record = provenance_of(entry, manifest.editgraph_version)
-            _write_atomically(folder / result.filename, embed_provenance(result.data, record))
+        for result in self._results.values():
+            _write_atomically(folder / result.filename,
+                              embed_provenance(result.data, result.record))
         _write_atomically(folder / "manifest.json", manifest.model_dump_json(indent=2).encode())
         return folder
 
@@ -305,19 +317,6 @@ class Run(Mapping[str, NodeResult]):
         from .display import run_html  # display renders runs; imported on use
 
         return run_html(self)
-
-
-def provenance_of(entry: ManifestEntry, editgraph_version: str) -> Provenance:
-    """The provenance record of one manifest entry, as embedded in its saved image."""
-    return Provenance(
-        editgraph_version=editgraph_version,
-        **entry.model_dump(
-            include={
-                "node", "provider", "key", "model", "prompt", "seed", "parameters",
-                "references", "output_hash", "media_type", "width", "height", "created_at",
-            }
-        ),
-    )
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -17,7 +17,8 @@ import httpx
 from .errors import StoreError
 from .keys import content_hash
 from .provenance import remove_provenance
-from .runs import Manifest, ManifestEntry, ManifestReference
+from .requests import Reference
+from .runs import Manifest, ManifestEntry
 from .sources import NODE_NAME, URL_SCHEME, fetch, safe_stem
 from .store import Store
 
@@ -37,7 +38,7 @@ class SavedInput:
     """One input of a saved edit: image ``index``, made by edit ``upstream`` or a source."""
 
     index: int
-    reference: ManifestReference
+    reference: Reference
     upstream: str | None
 
 
@@ -57,13 +58,14 @@ def saved_inputs(manifest: Manifest) -> dict[str, list[SavedInput]]:
     made_by: dict[str, list[str]] = {}
     inputs: dict[str, list[SavedInput]] = {}
     for entry in manifest.edits:
+        record = entry.record
         found = []
-        for index, reference in enumerate(entry.references, 1):
+        for index, reference in enumerate(record.references, 1):
             makers = made_by.get(reference.hash, [])
             upstream = reference.source if reference.source in makers else next(iter(makers), None)
             found.append(SavedInput(index, reference, upstream))
-        inputs[entry.node] = found
-        made_by.setdefault(entry.output_hash, []).append(entry.node)
+        inputs[record.node] = found
+        made_by.setdefault(record.output_hash, []).append(record.node)
     return inputs
 
 
@@ -73,10 +75,10 @@ def source_names(manifest: Manifest) -> dict[str, str]:
     Names come from the source's file name, made unique against the edits and each other.
     """
     inputs = saved_inputs(manifest)
-    taken = {entry.node for entry in manifest.edits}
+    taken = {entry.record.node for entry in manifest.edits}
     names: dict[str, str] = {}
     for entry in manifest.edits:
-        for saved in inputs[entry.node]:
+        for saved in inputs[entry.record.node]:
             if saved.upstream is not None or saved.reference.hash in names:
                 continue
             stem = _stem(saved.reference.source)

@@ -24,21 +24,12 @@ from typing import Any, Protocol
 
 import diskcache
 import platformdirs
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .errors import StoreError
-from .requests import SCHEMA_VERSION, EditRequest
+from .records import EditRecord
 
-__all__ = [
-    "LEASE_SECONDS",
-    "CacheRecord",
-    "CacheStats",
-    "DiskStore",
-    "NodeHistory",
-    "Store",
-    "default_cache_dir",
-    "history_of",
-]
+__all__ = ["LEASE_SECONDS", "CacheStats", "DiskStore", "Store", "default_cache_dir"]
 
 #: A lease not renewed for this long is taken over by whoever wants it.
 LEASE_SECONDS = 30.0
@@ -54,58 +45,6 @@ _SAVED = "stats:saved_microdollars"
 _BACKEND_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
 
 
-class CacheRecord(BaseModel):
-    """What the store keeps for one key: where the output is and how it was made."""
-
-    model_config = ConfigDict(frozen=True)
-
-    schema_version: int = SCHEMA_VERSION
-    key: str
-    node: str
-    provider: str
-    model: str
-    request: dict[str, Any]
-    seed: int
-    output_hash: str
-    media_type: str
-    width: int
-    height: int
-    size_bytes: int
-    elapsed: float
-    cost: float
-    url: str | None = None
-    url_expires_at: float | None = None
-    unknown_outcomes: int = 0
-    created_at: float
-
-
-class NodeHistory(BaseModel):
-    """The request a node name last ran with, so ``plan`` can say what changed."""
-
-    model_config = ConfigDict(frozen=True)
-
-    key: str
-    provider: str
-    model: str
-    prompt: str
-    parameters: dict[str, Any]
-    references: list[tuple[str, str]]  # (source, hash) in order
-    updated_at: float
-
-
-def history_of(request: EditRequest, key: str, provider: str) -> NodeHistory:
-    """What ``plan`` remembers of the request a node ran with."""
-    return NodeHistory(
-        key=key,
-        provider=provider,
-        model=request.model,
-        prompt=request.prompt,
-        parameters=request.model_dump(exclude={"node", "model", "prompt", "references"}),
-        references=[(reference.source, reference.hash) for reference in request.references],
-        updated_at=time.time(),
-    )
-
-
 class CacheStats(BaseModel):
     """Totals for ``editgraph cache info``."""
 
@@ -119,11 +58,11 @@ class CacheStats(BaseModel):
 class Store(Protocol):
     """Records by key and blobs by hash (both write-once), leases, and a name index."""
 
-    def get_record(self, key: str) -> CacheRecord | None:
+    def get_record(self, key: str) -> EditRecord | None:
         """The record for ``key``, or None (also when its image is gone)."""
         ...
 
-    def put_record(self, record: CacheRecord) -> None:
+    def put_record(self, record: EditRecord) -> None:
         """Keep ``record``; a record already there for its key wins."""
         ...
 
@@ -155,12 +94,12 @@ class Store(Protocol):
         """Give up a held lease."""
         ...
 
-    def get_history(self, name: str) -> NodeHistory | None:
-        """The request ``name`` last ran with, if any."""
+    def get_history(self, name: str) -> EditRecord | None:
+        """The record of the edit ``name`` last ran (or was served) as, if any."""
         ...
 
-    def put_history(self, name: str, history: NodeHistory) -> None:
-        """Remember the request ``name`` last ran with."""
+    def put_history(self, name: str, record: EditRecord) -> None:
+        """Remember the record of the edit ``name`` ran as, for ``plan``'s reasons."""
         ...
 
     def add_saved(self, usd: float) -> None:
@@ -200,13 +139,13 @@ class _BytesAndTextDisk(diskcache.Disk):  # type: ignore[misc]
         return super().fetch(mode, filename, value, read)
 
 
-def _parse_record(text: Any) -> CacheRecord | None:
-    """The record in ``text``, or None when another schema version wrote it."""
+def _parse_record(text: Any) -> EditRecord | None:
+    """The record in ``text`` (0.1.0's migrated), or None when it is unreadable or a
+    newer version wrote it."""
     try:
-        record = CacheRecord.model_validate_json(text)
+        return EditRecord.model_validate_json(text)
     except ValidationError:
         return None
-    return record if record.schema_version == SCHEMA_VERSION else None
 
 
 def _process_alive(pid: int) -> bool:
@@ -257,7 +196,7 @@ class DiskStore:
 
     # records and blobs
 
-    def get_record(self, key: str) -> CacheRecord | None:
+    def get_record(self, key: str) -> EditRecord | None:
         """The record for ``key``, or None (also when its image is gone)."""
         text = self._get(_RECORD + key)
         if text is None:
@@ -267,7 +206,7 @@ class DiskStore:
             return None
         return record
 
-    def put_record(self, record: CacheRecord) -> None:
+    def put_record(self, record: EditRecord) -> None:
         """Keep ``record``; a record already there for its key wins."""
         self._write(lambda: self._cache.add(_RECORD + record.key, record.model_dump_json()))
 
@@ -378,19 +317,30 @@ class DiskStore:
 
     # history and stats
 
-    def get_history(self, name: str) -> NodeHistory | None:
-        """The request ``name`` last ran with, if any."""
+    def get_history(self, name: str) -> EditRecord | None:
+        """The record of the edit ``name`` last ran (or was served) as, if any.
+
+        editgraph 0.1.0 kept only the request's key and parameters here: its entries are
+        read through the record of that key, while the cache still holds it.
+        """
         text = self._get(_HISTORY + name)
         if text is None:
             return None
+        record = _parse_record(text)
+        if record is not None:
+            return record
         try:
-            return NodeHistory.model_validate_json(text)
-        except ValidationError:
+            legacy = json.loads(text)
+        except ValueError:
             return None
+        if not isinstance(legacy, dict) or not isinstance(legacy.get("key"), str):
+            return None
+        text = self._get(_RECORD + legacy["key"])
+        return None if text is None else _parse_record(text)
 
-    def put_history(self, name: str, history: NodeHistory) -> None:
-        """Remember the request ``name`` last ran with."""
-        self._write(lambda: self._cache.set(_HISTORY + name, history.model_dump_json()))
+    def put_history(self, name: str, record: EditRecord) -> None:
+        """Remember the record of the edit ``name`` ran as, for ``plan``'s reasons."""
+        self._write(lambda: self._cache.set(_HISTORY + name, record.model_dump_json()))
 
     def add_saved(self, usd: float) -> None:
         """Add to the running total of spend that cache hits saved."""
@@ -406,7 +356,7 @@ class DiskStore:
 
     # maintenance
 
-    def records(self) -> Iterator[CacheRecord]:
+    def records(self) -> Iterator[EditRecord]:
         """Every readable record."""
         for name in self._iterkeys():
             if name.startswith(_RECORD):
@@ -434,7 +384,7 @@ class DiskStore:
         another schema) and images no record uses go too. Returns records dropped."""
         now = time.time()
         names = list(self._iterkeys())
-        records: list[CacheRecord] = []
+        records: list[EditRecord] = []
         drop: set[str] = set()
         for name in names:
             if name.startswith(_RECORD):
@@ -454,7 +404,7 @@ class DiskStore:
             sizes: dict[str, int] = {}
             for record in kept:
                 users[record.output_hash] = users.get(record.output_hash, 0) + 1
-                sizes[record.output_hash] = record.size_bytes
+                sizes[record.output_hash] = record.size_bytes or 0
             total = sum(sizes.values())
             for record in kept:
                 if total <= max_bytes:
@@ -469,7 +419,7 @@ class DiskStore:
         for record in records:
             if record.key not in drop:
                 used.add(record.output_hash)
-                used.update(ref.get("hash") for ref in record.request.get("references", ()))
+                used.update(reference.hash for reference in record.references)
         unused = [n for n in names if n.startswith(_BLOB) and n[len(_BLOB) :] not in used]
         for name in [_RECORD + key for key in drop] + unused:
             self._write(functools.partial(self._cache.delete, name))

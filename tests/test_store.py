@@ -22,14 +22,8 @@ from PIL import Image
 
 import editgraph as eg
 from editgraph.errors import StoreError
-from editgraph.keys import SCHEMA_VERSION
-from editgraph.store import (
-    LEASE_SECONDS,
-    CacheRecord,
-    DiskStore,
-    NodeHistory,
-    default_cache_dir,
-)
+from editgraph.records import RECORD_VERSION, EditRecord
+from editgraph.store import LEASE_SECONDS, DiskStore, default_cache_dir
 
 
 def png(colour: tuple[int, int, int], size: tuple[int, int] = (16, 16)) -> bytes:
@@ -45,21 +39,21 @@ def sha(data: bytes) -> str:
 
 
 def make_record(key: str, data: bytes, *, created_at: float | None = None,
-                **changes: Any) -> CacheRecord:
+                **changes: Any) -> EditRecord:
     """A record for ``key`` whose output is ``data``."""
     fields: dict[str, Any] = {
         "key": key, "node": "blue", "provider": "counting",
         "model": "black-forest-labs/FLUX.2-pro",
-        "request": {"prompt": "Make image 1 blue"}, "seed": 7,
+        "prompt": "Make image 1 blue", "seed": 7, "parameters": {"width": 16, "height": 16},
         "output_hash": sha(data), "media_type": "image/png", "width": 16, "height": 16,
         "size_bytes": len(data), "elapsed": 0.5, "cost": 0.03,
         "created_at": time.time() if created_at is None else created_at,
     }
     fields.update(changes)
-    return CacheRecord(**fields)
+    return EditRecord(**fields)
 
 
-def keep(store: DiskStore, key: str, data: bytes, **changes: Any) -> CacheRecord:
+def keep(store: DiskStore, key: str, data: bytes, **changes: Any) -> EditRecord:
     """Store ``data`` and a record for it under ``key``, as a finished edit does."""
     record = make_record(key, data, **changes)
     store.put_blob(record.output_hash, data)
@@ -161,7 +155,7 @@ def test_record_round_trip(store: DiskStore) -> None:
     """A record comes back equal, with the current schema version."""
     record = keep(store, "k1", png((0, 0, 255)))
     assert store.get_record("k1") == record
-    assert record.schema_version == SCHEMA_VERSION
+    assert record.schema_version == RECORD_VERSION
 
 
 def test_records_are_write_once(store: DiskStore) -> None:
@@ -207,7 +201,7 @@ def test_record_with_another_schema_version_is_a_miss(
     """A record of the same shape but another schema version is not served."""
     data = png((9, 9, 9))
     store.put_blob(sha(data), data)
-    future = make_record("k1", data).model_copy(update={"schema_version": SCHEMA_VERSION + 1})
+    future = make_record("k1", data).model_copy(update={"schema_version": RECORD_VERSION + 1})
     plain.set("record:k1", future.model_dump_json())
     assert store.get_record("k1") is None
 
@@ -292,7 +286,7 @@ def test_a_run_leaves_no_pickle_on_disk(
     assert provider.calls == 2
     # A record too large for the database row goes to a text file: check that too.
     extra = open_store()
-    keep(extra, "big", png((1, 1, 1)), request={"prompt": "x" * 50_000})
+    keep(extra, "big", png((1, 1, 1)), prompt="x" * 50_000)
     extra.acquire_lease("some-key")
     extra.close()
 
@@ -459,11 +453,11 @@ def test_renew_retakes_an_expired_lease_nobody_took(
 # --------------------------------------------------------------------------- history, stats
 
 
-def make_history(key: str = "k1", prompt: str = "Make image 1 blue") -> NodeHistory:
-    """A NodeHistory as a finished edit leaves it."""
-    return NodeHistory(key=key, provider="counting", model="black-forest-labs/FLUX.2-pro",
-                       prompt=prompt, parameters={"width": 1024, "height": 768},
-                       references=[("car.png", "ab" * 32)], updated_at=time.time())
+def make_history(key: str = "k1", prompt: str = "Make image 1 blue") -> EditRecord:
+    """The record a finished edit leaves as its node's history."""
+    return make_record(key, png((0, 1, 2)), prompt=prompt,
+                       references=[{"source": "car.png", "hash": "ab" * 32,
+                                    "media_type": "image/png"}])
 
 
 def test_history_round_trip_and_overwrite(store: DiskStore) -> None:

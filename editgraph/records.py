@@ -1,0 +1,130 @@
+"""EditRecord: the one record of a finished edit, wherever it is kept.
+
+The store keeps one per key, a saved run's manifest one per edit (with the file it was
+saved as), a saved image embeds one (its provenance), and replay rebuilds requests from
+them. Records carry a schema version; what editgraph 0.1.0 wrote (a cache record with a
+nested ``request``, a manifest entry with ``estimated_cost``, a provenance block) is
+read and migrated on the way in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from ._version import __version__
+from .requests import EditRequest, Reference
+
+__all__ = ["HOSTING_FIELDS", "RECORD_VERSION", "EditRecord", "bare_references"]
+
+#: The version of the record format. 1 is what editgraph 0.1.0 wrote (migrated on read);
+#: a record from a newer version is refused rather than misread.
+RECORD_VERSION = 2
+
+#: Fields of an EditRequest that are not parameters of the call.
+_NOT_PARAMETERS = frozenset({"node", "model", "prompt", "references", "seed"})
+
+#: Where the provider hosts the output: kept in the cache only. Saved runs and
+#: provenance leave it out, since it expires (and may be presigned).
+HOSTING_FIELDS = frozenset({"url", "url_expires_at"})
+
+
+class EditRecord(BaseModel):
+    """How one edit's output was made: the exact request, its key, the output and its cost.
+
+    ``output_hash`` is the sha256 of the image as generated. ``elapsed`` and ``cost``
+    are what generating it took (estimated USD); ``unknown_outcomes`` counts tries that
+    may have been billed too. ``editgraph_version`` is the version that made it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = RECORD_VERSION
+    editgraph_version: str = __version__
+    node: str
+    provider: str
+    key: str
+    model: str
+    prompt: str
+    seed: int
+    parameters: dict[str, Any]
+    references: tuple[Reference, ...] = ()
+    output_hash: str
+    media_type: str
+    width: int
+    height: int
+    size_bytes: int | None = None
+    elapsed: float = 0.0
+    cost: float = 0.0
+    unknown_outcomes: int = 0
+    url: str | None = None
+    url_expires_at: float | None = None
+    created_at: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        """Read what an earlier version wrote; refuse what a newer one wrote."""
+        if not isinstance(data, dict):
+            return data
+        version = data.get("schema_version", 1)
+        if version == RECORD_VERSION:
+            return data
+        if version == 1:
+            return _from_0_1_0(data)
+        if isinstance(version, int) and version > RECORD_VERSION:
+            raise ValueError(
+                f"schema_version {version}: written by a newer editgraph (this one reads "
+                f"up to {RECORD_VERSION}); upgrade editgraph"
+            )
+        raise ValueError(f"schema_version {version!r}: not a record editgraph writes")
+
+    @classmethod
+    def of(cls, request: EditRequest, **facts: Any) -> EditRecord:
+        """The record of ``request`` (its model, prompt, seed, parameters and inputs)
+        with the other ``facts`` (key, provider, output_hash...)."""
+        return cls(
+            node=request.node,
+            model=request.model,
+            prompt=request.prompt,
+            seed=request.seed,
+            parameters=request.model_dump(exclude=set(_NOT_PARAMETERS)),
+            references=bare_references(request.references),
+            **facts,
+        )
+
+    def request(self) -> EditRequest:
+        """The request this record was made from (inputs without their bytes)."""
+        return EditRequest(
+            node=self.node, model=self.model, prompt=self.prompt,
+            references=self.references, seed=self.seed, **self.parameters,
+        )
+
+
+def bare_references(references: tuple[Reference, ...]) -> tuple[Reference, ...]:
+    """``references`` without the bytes or URLs they were sent with (what a record keeps)."""
+    if all(reference.url is None and reference.data is None for reference in references):
+        return references
+    return tuple(
+        Reference(hash=reference.hash, media_type=reference.media_type, source=reference.source)
+        for reference in references
+    )
+
+
+def _from_0_1_0(data: dict[str, Any]) -> dict[str, Any]:
+    """A 0.1.0 cache record, manifest entry or provenance block as a version-2 record."""
+    migrated = dict(data)
+    migrated["schema_version"] = RECORD_VERSION
+    migrated.setdefault("editgraph_version", "0.1.0")
+    request = migrated.pop("request", None)
+    if isinstance(request, dict):  # a cache record: the request was kept whole
+        migrated.update(
+            model=request.get("model"),
+            prompt=request.get("prompt"),
+            references=request.get("references", ()),
+            parameters={k: v for k, v in request.items() if k not in _NOT_PARAMETERS},
+        )
+    if "estimated_cost" in migrated:  # a manifest entry: this run's estimated spend
+        migrated["cost"] = migrated.pop("estimated_cost")
+    return migrated
