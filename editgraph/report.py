@@ -10,14 +10,21 @@ prompt or name that contains HTML shows as text, and the page forbids scripts.
 from __future__ import annotations
 
 import datetime
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .display import DrawnEdge, DrawnNode, draw_dag, templates, thumbnail_uri
+from .display import templates, thumbnail_uri
+from .drawing import DrawnEdge, DrawnNode, draw_dag
 from .runs import Manifest, Run
-from .saved import entry_file, find_image_bytes, read_manifest, saved_inputs, source_names
+from .saved import (
+    entry_file,
+    find_image_bytes,
+    read_manifest,
+    saved_inputs,
+    source_names,
+    write_atomically,
+)
 
 __all__ = ["render_report", "report_from_folder", "write_run_report"]
 
@@ -149,11 +156,5 @@ def _when(timestamp: float) -> str:
 def _write(path: Path, page: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(page, encoding="utf-8")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_atomically(path, page.encode("utf-8"))
     return path

@@ -1,4 +1,7 @@
-"""Runs and their results: Run, NodeResult, and the manifest a saved run carries."""
+"""Runs and their results: Run, NodeResult, and the manifest a saved run carries.
+
+Writing a run to a folder is :mod:`editgraph.saved`; the report is :mod:`editgraph.report`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import io
 import mimetypes
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -22,7 +24,6 @@ from pydantic import (
 )
 
 from ._version import __version__
-from .provenance import embed_provenance
 from .records import HOSTING_FIELDS, RECORD_VERSION, EditRecord
 from .requests import EditRequest
 
@@ -290,18 +291,12 @@ class Run(Mapping[str, NodeResult]):
         """Write one image per edit, named after the node, and ``manifest.json``.
 
         Each PNG and JPEG carries its provenance record (``eg.provenance(path)`` reads
-        it), so its bytes differ from ``result.data`` by that block only. Each file is
-        written under a temporary name and renamed into place, so an interrupted save
-        never leaves a truncated image under its final name.
+        it), so its bytes differ from ``result.data`` by that block only. See
+        :func:`editgraph.saved.save_run`.
         """
-        folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        manifest = self.manifest
-        for result in self._results.values():
-            _write_atomically(folder / result.filename,
-                              embed_provenance(result.data, result.record))
-        _write_atomically(folder / "manifest.json", manifest.model_dump_json(indent=2).encode())
-        return folder
+        from .saved import save_run  # saved runs are written by saved.py; imported on use
+
+        return save_run(self, Path(directory))
 
     def report(self, path: str | os.PathLike[str]) -> Path:
         """Write a self-contained HTML report of this run to ``path``; returns the path.
@@ -317,15 +312,3 @@ class Run(Mapping[str, NodeResult]):
         from .display import run_html  # display renders runs; imported on use
 
         return run_html(self)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.chmod(temporary, 0o644)  # mkstemp makes files private; outputs are ordinary files
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

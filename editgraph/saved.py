@@ -1,13 +1,17 @@
-"""A saved run read back: its manifest, which edit feeds which, and its images' bytes.
+"""Saved runs: a run written to a folder, and read back.
 
-``run.save`` writes images and ``manifest.json``; the report and replay work from those
-alone. An input whose hash is another edit's ``output_hash`` is that edit's output (an
-edge of the graph); any other input is a source.
+``save_run`` writes one image per edit (with its provenance embedded) and
+``manifest.json``; every file, the report's page included, is written through
+``write_atomically``. The report and replay work from those files alone: an input whose
+hash is another edit's ``output_hash`` is that edit's output (an edge of the graph); any
+other input is a source.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -16,9 +20,9 @@ import httpx
 
 from .errors import StoreError
 from .keys import content_hash
-from .provenance import remove_provenance
+from .provenance import embed_provenance, remove_provenance
 from .requests import Reference
-from .runs import Manifest, ManifestEntry
+from .runs import Manifest, ManifestEntry, Run
 from .sources import NODE_NAME, URL_SCHEME, fetch, safe_stem
 from .store import Store
 
@@ -27,10 +31,41 @@ __all__ = [
     "entry_file",
     "find_image_bytes",
     "read_manifest",
+    "save_run",
     "saved_inputs",
     "source_names",
+    "write_atomically",
 ]
 
+
+
+def save_run(run: Run, folder: Path) -> Path:
+    """Write one image per edit of ``run``, named after the node, and ``manifest.json``.
+
+    Each PNG and JPEG carries its edit's record (``eg.provenance(path)`` reads it). Every
+    file is written atomically, so an interrupted save never leaves a truncated image
+    under its final name.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = run.manifest
+    for result in run.values():
+        write_atomically(folder / result.filename, embed_provenance(result.data, result.record))
+    write_atomically(folder / "manifest.json", manifest.model_dump_json(indent=2).encode())
+    return folder
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a new temporary file in the same folder, then
+    rename it into place: readers see the old file or the whole new one."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.chmod(temporary, 0o644)  # mkstemp makes files private; outputs are ordinary files
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)

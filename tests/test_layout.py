@@ -26,7 +26,7 @@ CHAIN: tuple[frozenset[str], ...] = (
     frozenset({"runs", "provenance"}),
 )
 #: Shared types and constants: importable by every module; they import only each other.
-SHARED = frozenset({"errors", "requests", "nodes", "models", "records", "_version"})
+SHARED = frozenset({"errors", "requests", "nodes", "models", "records", "colours", "_version"})
 #: Exploration modules: they may import anything; the core never imports them at load.
 EXPLORATION = frozenset({"display", "drawing", "report", "replay", "saved", "cli", "testing"})
 #: Imports against the flow, each with its reason.

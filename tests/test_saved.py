@@ -1,4 +1,5 @@
-"""Tests for saved.py: reading a saved run back (edges from hashes, source names, bytes)."""
+"""Tests for saved.py: writing a run to a folder, and reading it back (edges from hashes,
+source names, bytes)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from edit_providers import png_bytes
 
 import editgraph as eg
 from editgraph.keys import content_hash
-from editgraph.saved import find_image_bytes, read_manifest, saved_inputs, source_names
+from editgraph.saved import (
+    find_image_bytes,
+    read_manifest,
+    saved_inputs,
+    source_names,
+    write_atomically,
+)
 from editgraph.store import DiskStore
 
 RED = png_bytes((255, 0, 0))
@@ -52,3 +59,27 @@ def test_find_image_bytes_in_the_store_beside_the_run_or_at_the_path(tmp_path: P
     assert find_image_bytes(content_hash(BLUE), "<bytes>", folder=out, store=store) == BLUE
     (tmp_path / "car.png").write_bytes(BLUE)  # same path, other bytes: not the source
     assert find_image_bytes(content_hash(RED), str(tmp_path / "car.png"), folder=out) is None
+
+
+def test_a_saved_folder_holds_the_images_and_the_manifest(tmp_path: Path) -> None:
+    """save writes one image per edit (its record embedded) and manifest.json, nothing else."""
+    out = saved_run(tmp_path)
+    assert sorted(path.name for path in out.iterdir()) == ["blue.jpg", "manifest.json", "night.jpg"]
+    manifest = read_manifest(out)
+    for entry in manifest.edits:
+        assert eg.provenance(out / entry.file) == entry.record.model_copy(
+            update={"url": None, "url_expires_at": None})
+
+
+def test_write_atomically_replaces_a_planted_link(tmp_path: Path) -> None:
+    """A symlink planted at the target is replaced, never written through; no temp file stays."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "manifest.json").symlink_to(victim)
+    write_atomically(folder / "manifest.json", b"{}")
+    assert victim.read_text() == "keep me"
+    assert (folder / "manifest.json").read_bytes() == b"{}"
+    assert not (folder / "manifest.json").is_symlink()
+    assert [path.name for path in folder.iterdir()] == ["manifest.json"]
