@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -27,6 +26,7 @@ from .errors import (
     ConfigurationError,
     EditGraphError,
     GraphError,
+    ProvenanceError,
     RunError,
     StoreError,
 )
@@ -258,10 +258,9 @@ def run(recipe: str, out_dir: Path | None, sets: tuple[str, ...], provider: str 
         result = graph.run(provider=chosen, cache_dir=cache_dir, concurrency=concurrency,
                            budget=budget, cache_only=cache_only, progress=_out.is_terminal)
     except RunError as exc:
-        partial = exc.run if isinstance(exc.run, Run) else None
-        if partial is not None:
-            _save(partial, out_dir)
-            _summary(partial, out_dir)
+        if exc.run is not None:
+            _save(exc.run, out_dir)
+            _summary(exc.run, out_dir)
         for name, error in exc.failures.items():
             _err.print(Text.assemble(("failed", "red"), f" {name}: {error}"), soft_wrap=True)
         sys.exit(1)
@@ -627,9 +626,6 @@ def report(out_dir: Path, out_file: Path | None) -> None:
     reports = _optional_module("report", "the HTML report")
     try:
         written: Path = reports.report_from_folder(out_dir, out_file)
-    except ValidationError as exc:
-        _fail(f"report: {out_dir / 'manifest.json'} is not a manifest editgraph wrote "
-              f"({exc.error_count()} problem(s), first: {exc.errors()[0]['msg']})")
     except EditGraphError as exc:
         _fail(f"report {out_dir}: {exc}")
     except OSError as exc:
@@ -671,14 +667,11 @@ def replay(target: Path, verify: bool, provider: str | None, cache_dir: str | No
     chosen = _provider(provider)
     try:
         result = replaying.replay(target, provider=chosen, cache_dir=cache_dir, verify=verify)
-    except ValidationError as exc:
-        _fail(f"replay: {target} is not a record editgraph wrote ({exc.error_count()} "
-              f"problem(s), first: {exc.errors()[0]['msg']})")
     except RunError as exc:
         for name, error in exc.failures.items():
             _err.print(Text.assemble(("failed", "red"), f" {name}: {error}"), soft_wrap=True)
         sys.exit(1)
-    except (BudgetError, ConfigurationError, GraphError, StoreError) as exc:
+    except (BudgetError, ConfigurationError, GraphError, ProvenanceError, StoreError) as exc:
         _fail(f"replay {target}: {exc}")
     except EditGraphError as exc:
         _fail(f"replay {target}: {exc}", code=1)

@@ -11,12 +11,20 @@
     ├── InputFailedError     an edit could not run because one of its inputs failed
     ├── BudgetError          a run would spend more than its budget
     ├── StoreError           the cache cannot be opened, read or written
+    ├── ProvenanceError      an image carries no editgraph record, or a malformed one
     └── RunError             a run ended with failures; ``.failures`` maps node -> error
+
+Errors of the libraries underneath (pydantic, httpx, zlib, diskcache, Pillow) are turned
+into these where they cross into editgraph's public functions (``raise ... from exc``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # runs sits above the errors every module shares
+    from .runs import Run
 
 __all__ = [
     "BudgetError",
@@ -25,6 +33,7 @@ __all__ = [
     "GraphError",
     "InputFailedError",
     "ModerationError",
+    "ProvenanceError",
     "ProviderError",
     "RecipeError",
     "RunError",
@@ -98,6 +107,13 @@ class StoreError(EditGraphError):
     """The cache cannot be opened, read or written (or holds something unsafe)."""
 
 
+class ProvenanceError(EditGraphError, ValueError):
+    """An image carries no editgraph record, or one that cannot be read.
+
+    The message names the file (when there is one) and what is wrong with its record.
+    """
+
+
 class RunError(EditGraphError):
     """A run ended with failed edits; every finished edit is kept in the cache.
 
@@ -105,7 +121,7 @@ class RunError(EditGraphError):
     input failed, to its exception. ``run`` holds the results that did finish.
     """
 
-    def __init__(self, failures: Mapping[str, BaseException], run: object = None) -> None:
+    def __init__(self, failures: Mapping[str, BaseException], run: Run | None = None) -> None:
         self.failures = dict(failures)
         self.run = run
         super().__init__("\n".join(f"{name}: {error}" for name, error in self.failures.items()))

@@ -22,7 +22,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from pydantic import ValidationError
 
-from .errors import EditGraphError
+from .errors import ProvenanceError
 from .records import HOSTING_FIELDS, EditRecord
 
 __all__ = [
@@ -58,16 +58,17 @@ Provenance = EditRecord
 def provenance(path: str | os.PathLike[str]) -> Provenance:
     """The record embedded in an image that ``run.save`` wrote.
 
-    Raises EditGraphError when the file cannot be read or carries no editgraph record.
+    Raises ProvenanceError when the file cannot be read, carries no editgraph record, or
+    carries one that cannot be read.
     """
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise EditGraphError(f"provenance: cannot read {path}: {exc.strerror or exc}") from exc
+        raise ProvenanceError(f"provenance: cannot read {path}: {exc.strerror or exc}") from exc
     record = read_provenance(data)
     if record is None:
-        raise EditGraphError(
+        raise ProvenanceError(
             f"provenance: {path} carries no editgraph record (only the PNG and JPEG files "
             "`run.save` writes do)"
         )
@@ -75,7 +76,10 @@ def provenance(path: str | os.PathLike[str]) -> Provenance:
 
 
 def read_provenance(data: bytes) -> Provenance | None:
-    """The record embedded in encoded image bytes, or None when there is none."""
+    """The record embedded in encoded image bytes, or None when there is none.
+
+    Raises ProvenanceError when the image or its record is malformed.
+    """
     if data.startswith(_PNG_SIGNATURE):
         text = next((text for _, text in _png_records(data)), None)
     elif data[:2] == b"\xff\xd8":
@@ -87,7 +91,7 @@ def read_provenance(data: bytes) -> Provenance | None:
     try:
         return Provenance.model_validate_json(text)
     except ValidationError as exc:
-        raise EditGraphError(
+        raise ProvenanceError(
             f"provenance: the embedded editgraph record is not valid ({exc.error_count()} "
             f"problem(s), first: {exc.errors()[0]['msg']})"
         ) from exc
@@ -133,7 +137,7 @@ def _itxt(text: str) -> bytes:
 
 
 def _png_chunks(data: bytes) -> list[tuple[int, int, bytes, bytes]]:
-    """(start, end, type, body) of each chunk; EditGraphError when the stream is cut."""
+    """(start, end, type, body) of each chunk; ProvenanceError when the stream is cut."""
     chunks = []
     offset = len(_PNG_SIGNATURE)
     while offset + 8 <= len(data):
@@ -141,7 +145,7 @@ def _png_chunks(data: bytes) -> list[tuple[int, int, bytes, bytes]]:
         kind = data[offset + 4 : offset + 8]
         end = offset + 12 + length
         if end > len(data):
-            raise EditGraphError("provenance: the PNG stream is truncated")
+            raise ProvenanceError("provenance: the PNG stream is truncated")
         chunks.append((offset, end, kind, data[offset + 8 : offset + 8 + length]))
         offset = end
         if kind == b"IEND":
@@ -152,7 +156,7 @@ def _png_chunks(data: bytes) -> list[tuple[int, int, bytes, bytes]]:
 def _png_insert(data: bytes, chunk: bytes) -> bytes:
     chunks = _png_chunks(data)
     if not chunks or chunks[0][2] != b"IHDR":
-        raise EditGraphError("provenance: not a PNG stream (no IHDR chunk first)")
+        raise ProvenanceError("provenance: not a PNG stream (no IHDR chunk first)")
     after_header = chunks[0][1]
     return data[:after_header] + chunk + data[after_header:]
 
@@ -168,13 +172,16 @@ def _png_records(data: bytes) -> list[tuple[tuple[int, int], str]]:
 
 
 def _itxt_text(body: bytes) -> str:
-    keyword_end = body.index(b"\x00")
-    compressed = body[keyword_end + 1]
-    rest = body[keyword_end + 3 :]
-    language_end = rest.index(b"\x00")
-    translated_end = rest.index(b"\x00", language_end + 1)
-    text = rest[translated_end + 1 :]
-    return (zlib.decompress(text) if compressed else text).decode("utf-8")
+    try:
+        keyword_end = body.index(b"\x00")
+        compressed = body[keyword_end + 1]
+        rest = body[keyword_end + 3 :]
+        language_end = rest.index(b"\x00")
+        translated_end = rest.index(b"\x00", language_end + 1)
+        text = rest[translated_end + 1 :]
+        return (zlib.decompress(text) if compressed else text).decode("utf-8")
+    except (ValueError, IndexError, zlib.error) as exc:  # UnicodeDecodeError is a ValueError
+        raise ProvenanceError(f"provenance: the PNG record chunk is malformed ({exc})") from exc
 
 
 # ---------------------------------------------------------------------------- JPEG
@@ -191,7 +198,7 @@ def _jpeg_segments(data: bytes) -> list[tuple[int, int, int, bytes]]:
     offset = 2
     while offset + 2 <= len(data):
         if data[offset] != 0xFF:
-            raise EditGraphError("provenance: the JPEG stream is malformed")
+            raise ProvenanceError("provenance: the JPEG stream is malformed")
         marker = data[offset + 1]
         if marker == 0xFF:  # fill byte
             offset += 1
@@ -204,7 +211,7 @@ def _jpeg_segments(data: bytes) -> list[tuple[int, int, int, bytes]]:
         (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
         end = offset + 2 + length
         if length < 2 or end > len(data):
-            raise EditGraphError("provenance: the JPEG stream is truncated")
+            raise ProvenanceError("provenance: the JPEG stream is truncated")
         segments.append((offset, end, marker, data[offset + 4 : end]))
         offset = end
     return segments
@@ -263,6 +270,8 @@ def _jpeg_records(data: bytes) -> tuple[list[tuple[int, int]], str | None]:
                 guids.add(guid)
         elif body.startswith(_XMP_EXTENSION_HEADER):
             rest = body[len(_XMP_EXTENSION_HEADER) :]
+            if len(rest) < 40:
+                raise ProvenanceError("provenance: an extended-XMP segment is truncated")
             guid = rest[:32].decode("ascii", "replace")
             (offset,) = struct.unpack(">I", rest[36:40])
             extensions.setdefault(guid, []).append((offset, rest[40:], (start, end)))
@@ -300,7 +309,7 @@ def _xmp_record(packet: bytes) -> tuple[str | None, str | None]:
     try:
         root = ElementTree.fromstring(packet)
     except ElementTree.ParseError as exc:
-        raise EditGraphError(f"provenance: the XMP packet is not well-formed XML ({exc})") from exc
+        raise ProvenanceError(f"provenance: the XMP packet is not well-formed XML ({exc})") from exc
     return _property(root, XMP_NAMESPACE, "record"), _property(root, _XMP_NOTE, "HasExtendedXMP")
 
 

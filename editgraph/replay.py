@@ -57,9 +57,8 @@ def replay(
     an image ``run.save`` wrote (then only the edit that made it).
 
     ``provider`` defaults to the recorded one (``preview`` or ``together``). Raises
-    GraphError when the target is not such a record or an input cannot be found
-    (pydantic's ValidationError for a JSON file that is not a manifest), RunError when
-    an edit fails.
+    GraphError when the target is not such a record or an input cannot be found,
+    ProvenanceError when an image's record is malformed, RunError when an edit fails.
     """
     path = Path(target)
     if path.is_dir():

@@ -217,6 +217,18 @@ class Manifest(BaseModel):
     estimated_cost: float
     possibly_billed_twice: list[str]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_version(cls, data: Any) -> Any:
+        # 0.1.0 wrote no version (its entries are migrated one by one); refuse newer ones.
+        version = data.get("schema_version", RECORD_VERSION) if isinstance(data, dict) else None
+        if isinstance(version, int) and version > RECORD_VERSION:
+            raise ValueError(
+                f"schema_version {version}: written by a newer editgraph (this one reads up "
+                f"to {RECORD_VERSION}); upgrade editgraph"
+            )
+        return data
+
 
 class Run(Mapping[str, NodeResult]):
     """The results of a run: a mapping from edit name to NodeResult in topological order.

@@ -17,8 +17,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+from pydantic import ValidationError
 
-from .errors import StoreError
+from .errors import GraphError, ProvenanceError, StoreError
 from .keys import content_hash
 from .provenance import embed_provenance, remove_provenance
 from .requests import Reference
@@ -80,12 +81,21 @@ class SavedInput:
 def read_manifest(path: Path) -> Manifest:
     """The manifest in ``path`` (a ``manifest.json`` or the folder holding one).
 
-    Raises OSError when it cannot be read and pydantic's ValidationError when it is not a
-    manifest editgraph wrote.
+    Raises GraphError when it cannot be read or is not a manifest editgraph wrote.
     """
     if path.is_dir():
         path = path / "manifest.json"
-    return Manifest.model_validate_json(path.read_bytes())
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise GraphError(f"cannot read {path} ({exc.strerror or exc})") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise GraphError(
+            f"{path} is not a manifest editgraph wrote ({exc.error_count()} problem(s), "
+            f"first: {where + ': ' if where else ''}{first['msg']})"
+        ) from exc
 
 
 def saved_inputs(manifest: Manifest) -> dict[str, list[SavedInput]]:
@@ -158,8 +168,8 @@ def find_image_bytes(
     for candidate in candidates:
         try:
             data = remove_provenance(candidate.read_bytes())
-        except OSError:
-            continue  # absent or unreadable here: try the next place
+        except (OSError, ProvenanceError):
+            continue  # absent, unreadable or malformed here: try the next place
         if content_hash(data) == reference_hash:
             return data
     return None

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from edit_providers import CountingProvider, png_bytes
-from pydantic import ValidationError
 
 import editgraph as eg
 from editgraph.replay import replay
@@ -158,12 +157,12 @@ def test_replay_through_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_replay_of_what_is_not_a_record(tmp_path: Path) -> None:
-    """A plain image is a GraphError; JSON that is not a manifest is a ValidationError."""
+    """A plain image, JSON that is not a manifest and a missing file are GraphErrors."""
     (tmp_path / "plain.png").write_bytes(RED)
     with pytest.raises(eg.GraphError, match="without an editgraph record"):
         replay(tmp_path / "plain.png", cache_dir=str(tmp_path / "cache"))
     (tmp_path / "notes.json").write_text('{"hello": "world"}')
-    with pytest.raises(ValidationError):
+    with pytest.raises(eg.GraphError, match="not a manifest editgraph wrote"):
         replay(tmp_path / "notes.json", cache_dir=str(tmp_path / "cache"))
     with pytest.raises(eg.GraphError, match="cannot read"):
         replay(tmp_path / "gone.json", cache_dir=str(tmp_path / "cache"))

@@ -46,7 +46,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr
 
 from .._version import __version__
-from ..errors import ConfigurationError, GraphError, ProviderError
+from ..errors import ConfigurationError, ProviderError
 from ..models import CATALOGUE
 from ..requests import EditRequest, GeneratedImage, Reference, media_type_of
 from .ratelimit import RateGovernor
@@ -212,8 +212,8 @@ class Together:
         rate_limit: requests per minute never to exceed (default: none until a 429).
         image_host: how references held as bytes are sent (default ``DataURIHost``).
 
-    Raises ``ConfigurationError`` when no key is given or found in the environment, and
-    ``GraphError`` for an invalid setting.
+    Raises ``ConfigurationError`` when no key is given or found in the environment, or
+    a setting is invalid.
     """
 
     name = "together"
@@ -244,17 +244,17 @@ class Together:
         # What messages and the repr show: no user:password@ from the URL.
         self._shown_base_url = _without_userinfo(self.base_url)
         if max_retries < 0 or unknown_outcome_retries < 0:
-            raise GraphError(
+            raise ConfigurationError(
                 f"Together: max_retries and unknown_outcome_retries must be >= 0, got "
                 f"{max_retries!r} and {unknown_outcome_retries!r}"
             )
         if timeout <= 0 or result_url_ttl < 0:
-            raise GraphError(
+            raise ConfigurationError(
                 f"Together: timeout must be > 0 and result_url_ttl >= 0 seconds, got "
                 f"{timeout!r} and {result_url_ttl!r}"
             )
         if rate_limit is not None and rate_limit <= 0:
-            raise GraphError(
+            raise ConfigurationError(
                 f"Together: rate_limit must be requests per minute > 0, got {rate_limit!r}"
             )
         self.max_retries = max_retries
