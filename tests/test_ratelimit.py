@@ -1,54 +1,104 @@
-"""The shared pace of a provider: unlimited until a 429 or a user limit, then adaptive."""
+"""The shared pace of a provider: unlimited until a 429 or a user limit, then adaptive.
+
+Every test runs on a clock it moves by hand: a wait advances it instead of sleeping.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
+
+import pytest
 
 from editgraph.providers.ratelimit import RateGovernor
 
 
+class ManualClock:
+    """Monotonic seconds that move only when told to, or when someone sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep by moving the clock (and let other tasks run)."""
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def governor(user_rpm: float | None, clock: ManualClock) -> RateGovernor:
+    """A governor on ``clock``."""
+    return RateGovernor(user_rpm, clock=clock, sleep=clock.sleep)
+
+
+async def burst(paced: RateGovernor, count: int) -> None:
+    """``count`` sends, one after another, as one generate() call's tries would."""
+    paced.enter()
+    try:
+        for _ in range(count):
+            await paced.wait_turn()
+    finally:
+        paced.leave()
+
+
 def test_no_limit_until_told() -> None:
     """A fresh governor paces nothing; a user limit is the pace from the start."""
-    assert RateGovernor(None).pace() is None
-    assert RateGovernor(120.0).pace() == 120.0
+    clock = ManualClock()
+    assert governor(None, clock).pace() is None
+    assert governor(120.0, clock).pace() == 120.0
 
 
 def test_a_429_with_retry_after_pauses_everyone() -> None:
-    """A 429 with Retry-After pauses every task until it has passed."""
-    governor = RateGovernor(None)
-    governor.rate_limited_for(5.0, sent_at=time.monotonic())
-    assert governor.paused_until >= time.monotonic() + 4.9
-    assert governor.rate_limited == 1
-    assert governor.pace() is None  # one lone 429 measures no rate: the pause must do
+    """A 429 with Retry-After pauses the next send until exactly that much has passed."""
+    clock = ManualClock()
+    paced = governor(None, clock)
+    paced.rate_limited_for(5.0, sent_at=clock())
+    assert paced.paused_until == clock() + 5.0
+    assert paced.rate_limited == 1
+    assert paced.pace() is None  # one lone 429 measures no rate: the pause must do
+    started = clock()
+    asyncio.run(burst(paced, 1))
+    assert clock.slept == [5.0] and clock() == started + 5.0
 
 
 def test_a_429_after_a_burst_sets_a_pace_below_what_was_accepted() -> None:
-    """After enough sends, a 429 sets a pace under the accepted rate, never above a user cap."""
+    """After 20 sends in 10 s a 429 sets a pace under the 120/min accepted, never above a
+    user cap."""
 
-    async def burst(governor: RateGovernor) -> None:
-        governor.enter()
+    async def spaced(paced: RateGovernor, clock: ManualClock) -> None:
+        paced.enter()
         try:
             for _ in range(20):
-                await governor.wait_turn()
+                await paced.wait_turn()
+                clock.now += 0.5
         finally:
-            governor.leave()
+            paced.leave()
 
-    free = RateGovernor(None)
-    asyncio.run(burst(free))
-    free.rate_limited_for(None, sent_at=time.monotonic())
+    clock = ManualClock()
+    free = governor(None, clock)
+    asyncio.run(spaced(free, clock))
+    free.rate_limited_for(None, sent_at=clock())
     pace = free.pace()
-    assert pace is not None and pace > 0
+    assert pace is not None and 100.0 < pace < 120.0
 
-    capped = RateGovernor(60.0)
+    capped = governor(60.0, clock)
     capped.adaptive_rpm = 6_000.0
     assert capped.pace() == 60.0
 
 
 def test_the_pace_recovers_after_quiet_periods() -> None:
-    """Without 429s the adaptive pace grows a few percent per recovery period."""
-    governor = RateGovernor(None)
-    governor.adaptive_rpm = 100.0
-    governor._last_change = time.monotonic() - 3 * RateGovernor.RECOVERY_PERIOD
-    pace = governor.pace()
-    assert pace is not None and pace > 100.0 * RateGovernor.RECOVERY_FACTOR**2
+    """Without 429s the adaptive pace grows by RECOVERY_FACTOR per quiet recovery period."""
+    clock = ManualClock()
+    paced = governor(None, clock)
+    asyncio.run(burst(paced, 20))
+    clock.now += 1.0
+    paced.rate_limited_for(None, sent_at=clock())
+    slowed = paced.pace()
+    assert slowed is not None
+    clock.now += 3 * RateGovernor.RECOVERY_PERIOD
+    recovered = paced.pace()
+    assert recovered is not None
+    assert recovered == pytest.approx(slowed * RateGovernor.RECOVERY_FACTOR**3)

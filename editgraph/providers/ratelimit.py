@@ -10,6 +10,7 @@ import asyncio
 import math
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 from aiolimiter import AsyncLimiter
 
@@ -25,9 +26,11 @@ class RateGovernor:
     minute) and raises it by a few percent after every quiet stretch. A user's
     ``rate_limit`` caps the pace at all times.
 
-    The pace lives here as plain numbers on the monotonic clock; the aiolimiter that
-    enforces it is created per event loop while calls are in flight and dropped when the
-    last one ends, so a provider object never holds a limiter bound to a dead loop.
+    The pace lives here as plain numbers on ``clock`` (seconds, monotonic; waits go
+    through ``sleep``): tests pass a clock they move by hand and a sleep that moves it.
+    The aiolimiter that enforces the pace is created per event loop while calls are in
+    flight and dropped when the last one ends, so a provider object never holds a
+    limiter bound to a dead loop.
     """
 
     #: Pace after a 429, as a fraction of the accepted rate measured before it.
@@ -43,8 +46,16 @@ class RateGovernor:
     #: The slowest adaptive pace, requests per minute.
     MIN_RPM = 1.0
 
-    def __init__(self, user_rpm: float | None) -> None:
+    def __init__(
+        self,
+        user_rpm: float | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.user_rpm = user_rpm
+        self._clock = clock
+        self._sleep = sleep
         self.adaptive_rpm: float | None = None
         self.paused_until = 0.0
         self.last_start = -math.inf
@@ -59,7 +70,7 @@ class RateGovernor:
 
     def pace(self) -> float | None:
         """The requests-per-minute cap in force now (None: unlimited)."""
-        self._recover(time.monotonic())
+        self._recover(self._clock())
         rates = [rpm for rpm in (self.user_rpm, self.adaptive_rpm) if rpm is not None]
         return min(rates) if rates else None
 
@@ -79,15 +90,15 @@ class RateGovernor:
         """Wait until this task may send one request; returns the send time."""
         while True:
             limiter = self._current_limiter()
-            now = time.monotonic()
+            now = self._clock()
             if self.paused_until > now:
-                await asyncio.sleep(self.paused_until - now)
+                await self._sleep(self.paused_until - now)
                 continue
             if limiter is not None:
                 await limiter.acquire()
-                if self.paused_until > time.monotonic() or self._limiter is not limiter:
+                if self.paused_until > self._clock() or self._limiter is not limiter:
                     continue  # a 429 or a new pace arrived while waiting: queue again
-            now = time.monotonic()
+            now = self._clock()
             self.last_start = now
             self._sends.append(now)
             self._forget_before(now - self.MEASURE_WINDOW)
@@ -99,7 +110,7 @@ class RateGovernor:
         Without a Retry-After (``delay`` None) there is nothing to wait out together; each
         task's own backoff applies and only the pace changes.
         """
-        now = time.monotonic()
+        now = self._clock()
         self.rate_limited += 1
         self._refusals.append(sent_at)
         if delay is not None:
