@@ -7,20 +7,20 @@ Exit codes: 0 all done; 1 some edits failed (finished ones are saved); 2 bad inp
 from __future__ import annotations
 
 import datetime
-import importlib
 import logging
 import re
 import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .display import dag_svg
 from .errors import (
     BudgetError,
     ConfigurationError,
@@ -36,6 +36,8 @@ from .providers import registry as providers
 from .providers.base import Provider
 from .recipe import build_recipe
 from .records import EditRecord
+from .replay import replay as replay_saved
+from .report import report_from_folder
 from .runs import Run
 from .store import DiskStore
 
@@ -92,21 +94,6 @@ def _open_store(cache_dir: str | None) -> DiskStore:
         return DiskStore(cache_dir)
     except StoreError as exc:
         _fail(str(exc))
-
-
-def _optional_module(name: str, feature: str) -> Any:
-    """Import ``editgraph.<name>``, or fail in one line when this install lacks it.
-
-    Only the module's own absence is reported this way; an import error inside it is a
-    bug and keeps its traceback.
-    """
-    try:
-        return importlib.import_module(f"editgraph.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"editgraph.{name}":
-            raise
-        _fail(f"{feature} is not available in this version of editgraph "
-              f"(no editgraph.{name} module)", code=1)
 
 
 def _human_bytes(size: float) -> str:
@@ -385,8 +372,7 @@ def show(recipe: str, sets: tuple[str, ...], svg: bool, out_file: Path | None) -
         _fail("--out writes the SVG drawing; add --svg (the text view goes to stdout)")
     graph = _load(recipe, sets)
     if svg:
-        display = _optional_module("display", "the SVG drawing (--svg)")
-        drawing: str = display.dag_svg(graph)
+        drawing = dag_svg(graph)
         if out_file is None:
             click.echo(drawing)
             return
@@ -623,9 +609,8 @@ def report(out_dir: Path, out_file: Path | None) -> None:
     if not (out_dir / "manifest.json").is_file():
         _fail(f"report: {out_dir} holds no manifest.json; pass a folder that "
               "`editgraph run RECIPE --out FOLDER` wrote")
-    reports = _optional_module("report", "the HTML report")
     try:
-        written: Path = reports.report_from_folder(out_dir, out_file)
+        written = report_from_folder(out_dir, out_file)
     except EditGraphError as exc:
         _fail(f"report {out_dir}: {exc}")
     except OSError as exc:
@@ -663,10 +648,9 @@ def replay(target: Path, verify: bool, provider: str | None, cache_dir: str | No
     if not target.is_file():
         _fail(f"replay {target}: no such file; pass a manifest.json or an image that "
               "`editgraph run` saved")
-    replaying = _optional_module("replay", "replay")
     chosen = _provider(provider)
     try:
-        result = replaying.replay(target, provider=chosen, cache_dir=cache_dir, verify=verify)
+        result = replay_saved(target, provider=chosen, cache_dir=cache_dir, verify=verify)
     except RunError as exc:
         for name, error in exc.failures.items():
             _err.print(Text.assemble(("failed", "red"), f" {name}: {error}"), soft_wrap=True)

@@ -360,8 +360,9 @@ async def execute(
     budget: float | None = None,
     progress: Progress | None = None,
     notice: str | None = None,
-) -> tuple[Run, dict[str, BaseException]]:
-    """Run ``edits`` (in topological order) and return the run and its failures."""
+) -> Run:
+    """Run ``edits`` (in topological order); the run's ``failures`` maps each edit that
+    failed to its error."""
     engine = _Engine(
         edits=edits, sources=sources, provider=provider, store=store,
         concurrency=concurrency, cache_only=cache_only, budget=budget, progress=progress,
@@ -371,8 +372,7 @@ async def execute(
         await engine.run()
     results = {node.name: engine.done[node.name] for node in edits if node.name in engine.done}
     failures = {node.name: engine.failed[node.name] for node in edits if node.name in engine.failed}
-    run = Run(results, provider=provider.name, failures=failures, notice=notice)
-    return run, failures
+    return Run(results, provider=provider.name, failures=failures, notice=notice)
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -173,13 +173,7 @@ class Graph:
             )
         self.defaults = {**_DEFAULTS, **defaults}
         spec = resolve_model(model, node="<graph defaults>")
-        for field in ("steps", "guidance"):
-            if self.defaults[field] is not None and field not in spec.params:
-                raise GraphError(
-                    f"graph defaults: {field}: not documented for {spec.label} (only for "
-                    f"FLUX.2 [dev] and [flex]), got {self.defaults[field]!r}; drop it or use "
-                    "model='flux.2-flex'"
-                )
+        _check_model_takes("graph defaults", spec, self.defaults)
         self._check_parameters("<graph defaults>", self.defaults)
 
     def __repr__(self) -> str:
@@ -403,13 +397,7 @@ class Graph:
                 f"node {node!r}: {min(unknown)}: unknown parameter, got "
                 f"{params[min(unknown)]!r}; known: {', '.join(_DEFAULTS)}"
             )
-        for field in ("steps", "guidance"):
-            if params.get(field) is not None and field not in spec.params:
-                raise GraphError(
-                    f"node {node!r}: {field}: not documented for {spec.label} (only for "
-                    f"FLUX.2 [dev] and [flex]), got {params[field]!r}; drop it or use "
-                    "model='flux.2-flex'"
-                )
+        _check_model_takes(f"node {node!r}", spec, params)
         merged = {
             field: value for field, value in self.defaults.items()
             if field in spec.params or field not in ("steps", "guidance")
@@ -500,15 +488,15 @@ class Graph:
                     f"the budget of ${budget:.2f}; nothing was run"
                 )
         with progress_bar(len(edits), enabled=progress) as bar:
-            run, failures = await execute(
+            run = await execute(
                 edits, self._sources, provider=chosen, store=store,
                 concurrency=_positive(
                     self.concurrency if concurrency is None else concurrency, "concurrency"
                 ),
                 cache_only=cache_only, budget=budget, progress=bar, notice=notice,
             )
-        if failures:
-            raise RunError(failures, run=run)
+        if run.failures:
+            raise RunError(run.failures, run=run)
         return run
 
     def run(
@@ -563,6 +551,16 @@ def chain(
         graph._remove_edits(added)  # a chain is added whole or not at all
         raise
     return current
+
+
+def _check_model_takes(where: str, spec: ModelSpec, values: Mapping[str, Any]) -> None:
+    """Refuse ``steps`` or ``guidance`` for a model that does not document them."""
+    for field in ("steps", "guidance"):
+        if values.get(field) is not None and field not in spec.params:
+            raise GraphError(
+                f"{where}: {field}: not documented for {spec.label} (only for FLUX.2 [dev] "
+                f"and [flex]), got {values[field]!r}; drop it or use model='flux.2-flex'"
+            )
 
 
 def _positive(value: int, field: str) -> int:

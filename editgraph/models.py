@@ -1,7 +1,7 @@
 """The FLUX.2 model catalogue: ids, aliases, accepted parameters, limits and prices.
 
 Prices are estimates read from third-party copies of Together's pricing page
-(FLUX_API.md 1.5); the service's bill is the truth. Limits follow Together's FLUX.2
+(https://www.together.ai/pricing); the service's bill is the truth. Limits follow Together's FLUX.2
 quickstart and BFL's API docs.
 """
 

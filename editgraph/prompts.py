@@ -18,6 +18,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from .colours import HEX_COLOUR
 from .errors import GraphError
 
 __all__ = [
@@ -48,7 +49,6 @@ _MENTION = re.compile(
 _NUMBER = re.compile(r"\d+")
 #: A ``#`` starting a word (not "C#"), outside an "image #N" reference.
 _HASH_TOKEN = re.compile(r"(?<!\w)#[0-9A-Za-z]+\b")
-_HEX_COLOUR = re.compile(r"#(?:[0-9A-Fa-f]{3}|[0-9A-Fa-f]{6})")
 
 _PAIRED_QUOTES = {'"': '"', "\u201c": "\u201d", "\u2018": "\u2019"}
 
@@ -372,7 +372,7 @@ def _check_hex(piece: str, text: str, offset: int, path: str, node: str) -> None
     inside: _Inside | None = None
     for match in _HASH_TOKEN.finditer(piece):
         token = match.group()
-        if _HEX_COLOUR.fullmatch(token):
+        if HEX_COLOUR.fullmatch(token):
             continue
         inside = inside or _Inside(text)
         if inside(offset + match.start()):

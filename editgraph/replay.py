@@ -88,11 +88,11 @@ def replay(
             provider_name = manifest.provider
         chosen = provider or _recorded_provider(provider_name)
         sources = _sources(inputs, edits, chosen.name, folder, store)
-        run, failures = run_sync(execute(edits, sources, provider=chosen, store=store))
+        run = run_sync(execute(edits, sources, provider=chosen, store=store))
     finally:
         store.close()
-    if failures:
-        raise RunError(failures, run=run)
+    if run.failures:
+        raise RunError(run.failures, run=run)
     mismatches = _compare(recorded, run) if verify else {}
     return ReplayResult(
         edits=[edit.node for edit in recorded],

@@ -16,7 +16,7 @@ from urllib.parse import urlparse, urlsplit, urlunsplit
 import httpx
 from PIL import Image, UnidentifiedImageError
 
-from ._version import __version__
+from ._version import USER_AGENT
 from .errors import GraphError
 from .requests import media_type_of
 
@@ -41,12 +41,10 @@ NODE_NAME = re.compile(r"\w(?:[\w.-]*\w)?(?:\[\d+\])?")
 
 URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
 
-_USER_AGENT = f"editgraph/{__version__} httpx/{httpx.__version__}"
-
 
 def fetch(url: str) -> httpx.Response:
     """GET ``url`` (redirects followed, 30 s timeout, a User-Agent as CDNs require)."""
-    return httpx.get(url, follow_redirects=True, timeout=30.0, headers={"User-Agent": _USER_AGENT})
+    return httpx.get(url, follow_redirects=True, timeout=30.0, headers={"User-Agent": USER_AGENT})
 
 
 def read_source(

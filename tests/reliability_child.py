@@ -142,16 +142,16 @@ async def _run(graph_name: str, cache_dir: str, concurrency: int, wait_go: bool)
     print("ready", flush=True)
     if wait_go:
         sys.stdin.readline()
-    run, failures = await execute(
+    run = await execute(
         list(graph.edits.values()), graph.sources, provider=provider, store=store,
         concurrency=concurrency, progress=_Report(),
     )
     for name, result in run.items():
         print(f"done {name} {int(result.cached)} {result.output_hash}", flush=True)
-    for name in failures:
+    for name in run.failures:
         print(f"failed {name}", flush=True)
     print("finished", flush=True)
-    return 1 if failures else 0
+    return 1 if run.failures else 0
 
 
 def _save(cache_dir: str) -> int:

@@ -589,25 +589,6 @@ def test_show_svg(tmp_path: Path) -> None:
     assert "wrote graph.svg" in written.stdout
 
 
-@pytest.mark.parametrize(("module", "args"), [
-    ("display", ["show", "{recipe}", "--svg"]),
-    ("report", ["report", "out"]),
-    ("replay", ["replay", "out/manifest.json"]),
-])
-def test_a_missing_optional_module_is_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, args: list[str]
-) -> None:
-    """In an install without display/report/replay, the command says so in one line, exit 1."""
-    recipe = write_recipe(tmp_path, TINY)
-    assert invoke("run", str(recipe), "--out", "out").exit_code == 0
-    monkeypatch.setitem(sys.modules, f"editgraph.{module}", None)  # import now fails
-    result = invoke(*(arg.format(recipe=recipe) for arg in args))
-    assert result.exit_code == 1, result.output
-    assert result.stderr.startswith("error: ") and "not available" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in result.output
-
-
 # --------------------------------------------------------------------------- cache
 
 

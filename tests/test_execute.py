@@ -254,7 +254,8 @@ def test_cache_hit_never_waits_for_a_concurrency_slot(tmp_path: Path) -> None:
         assert provider.in_flight == 1 and not gate.is_set()
         assert ("hit", True) in recorder.finished
         gate.set()
-        run, failures = await asyncio.wait_for(running, TIMEOUT)
+        run = await asyncio.wait_for(running, TIMEOUT)
+        failures = run.failures
         store.close()
         assert failures == {}
         assert run["hit"].cached and not run["up"].cached

@@ -6,7 +6,7 @@ import types
 
 import editgraph as eg
 
-#: Names DESIGN.md promises users (and acceptance checks use).
+#: Names the documented public API promises users.
 CONTRACT = {
     "BudgetError", "EditGraphError", "EditRequest", "GeneratedImage", "Graph", "GraphError",
     "NodeResult", "Plan", "ProviderError", "Reference", "Run", "RunError", "StructuredPrompt",

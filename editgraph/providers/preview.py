@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from ..colours import HEX_COLOUR
 from ..errors import ProviderError
 from ..requests import EditRequest, GeneratedImage, Reference, media_type_of
 from .registry import register
@@ -24,9 +25,7 @@ __all__ = ["Preview"]
 
 _LABEL = "PREVIEW \u2014 no model was called"
 
-# A #RGB or #RRGGBB token standing on its own ("#2E4057", not "#2E4057AA" or "&#123").
-_HEX_COLOUR = re.compile(r"(?<![\w&#])#([0-9A-Fa-f]{6}|[0-9A-Fa-f]{3})(?![\w#])")
-# "image #123" names a reference, not a colour (DESIGN.md, structured prompts rule 7).
+# "image #123" names a reference, not a colour (as in structured prompts).
 _ENDS_WITH_IMAGE_WORD = re.compile(r"\bimages?\s*$", re.IGNORECASE)
 _MAX_SWATCHES = 12
 
@@ -283,7 +282,7 @@ def _draw_placeholder(
 def _hex_colours(prompt: str) -> list[tuple[str, tuple[int, int, int]]]:
     """The distinct hex colours the prompt names, in order, with their RGB values."""
     found: dict[str, tuple[int, int, int]] = {}
-    for match in _HEX_COLOUR.finditer(prompt):
+    for match in HEX_COLOUR.finditer(prompt):
         if _ENDS_WITH_IMAGE_WORD.search(prompt, 0, match.start()):
             continue
         digits = match.group(1).upper()

@@ -45,7 +45,7 @@ import stamina
 from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr
 
-from .._version import __version__
+from .._version import USER_AGENT
 from ..errors import ConfigurationError, ProviderError
 from ..models import CATALOGUE
 from ..requests import EditRequest, GeneratedImage, Reference, media_type_of
@@ -81,7 +81,6 @@ _MODERATION_WORDS = ("moderat", "nsfw", "safety", "unsafe", "content policy", "f
 
 
 
-_USER_AGENT = f"editgraph/{__version__} httpx/{httpx.__version__}"
 
 
 def _retrying(
@@ -129,7 +128,7 @@ class DataURIHost:
     """The default image host: sends a reference inline as ``data:<type>;base64,...``.
 
     Together documents reference images as URLs only; data URIs work in practice but are
-    undocumented (FLUX_API.md 1.1), so this is a default you can replace, not a promise.
+    undocumented, so this is a default you can replace, not a promise.
     """
 
     async def url_for(self, reference: Reference) -> str:
@@ -347,7 +346,7 @@ class Together:
         return httpx.AsyncClient(
             verify=_tls_context(),
             timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
-            headers={"User-Agent": _USER_AGENT},
+            headers={"User-Agent": USER_AGENT},
             follow_redirects=True,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
