@@ -89,11 +89,14 @@ def read_provenance(data: bytes) -> Provenance | None:
     if text is None:
         return None
     try:
-        return Provenance.model_validate_json(text)
-    except ValidationError as exc:
+        return EditRecord.from_json(text)
+    except ValueError as exc:  # pydantic's ValidationError included
+        problem = (
+            f"{exc.error_count()} problem(s), first: {exc.errors()[0]['msg']}"
+            if isinstance(exc, ValidationError) else str(exc)
+        )
         raise ProvenanceError(
-            f"provenance: the embedded editgraph record is not valid ({exc.error_count()} "
-            f"problem(s), first: {exc.errors()[0]['msg']})"
+            f"provenance: the embedded editgraph record is not valid ({problem})"
         ) from exc
 
 

@@ -9,17 +9,24 @@ read and migrated on the way in.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ._version import __version__
 from .requests import EditRequest, Reference
 
-__all__ = ["HOSTING_FIELDS", "RECORD_VERSION", "EditRecord", "bare_references"]
+__all__ = [
+    "HOSTING_FIELDS",
+    "RECORD_VERSION",
+    "EditRecord",
+    "bare_references",
+    "migrate_record",
+]
 
-#: The version of the record format. 1 is what editgraph 0.1.0 wrote (migrated on read);
-#: a record from a newer version is refused rather than misread.
+#: The version of the record format. 1 is what editgraph 0.1.0 wrote (migrated on read,
+#: see ``migrate_record``); a record from a newer version is refused rather than misread.
 RECORD_VERSION = 2
 
 #: Fields of an EditRequest that are not parameters of the call.
@@ -40,7 +47,7 @@ class EditRecord(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    schema_version: int = RECORD_VERSION
+    schema_version: Literal[2] = 2
     editgraph_version: str = __version__
     node: str
     provider: str
@@ -62,23 +69,24 @@ class EditRecord(BaseModel):
     url_expires_at: float | None = None
     created_at: float
 
-    @model_validator(mode="before")
     @classmethod
-    def _migrate(cls, data: Any) -> Any:
-        """Read what an earlier version wrote; refuse what a newer one wrote."""
-        if not isinstance(data, dict):
-            return data
-        version = data.get("schema_version", 1)
-        if version == RECORD_VERSION:
-            return data
-        if version == 1:
-            return _from_0_1_0(data)
-        if isinstance(version, int) and version > RECORD_VERSION:
-            raise ValueError(
-                f"schema_version {version}: written by a newer editgraph (this one reads "
-                f"up to {RECORD_VERSION}); upgrade editgraph"
-            )
-        raise ValueError(f"schema_version {version!r}: not a record editgraph writes")
+    def from_json(cls, text: str | bytes) -> EditRecord:
+        """The record in ``text``, written by this version or migrated from an earlier one.
+
+        Raises ValueError (pydantic's ValidationError is one) when it is not a record
+        this version can read, one from a newer version included.
+        """
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            # Not the current shape: only then pay for reading it twice.
+            try:
+                data = json.loads(text)
+            except ValueError:
+                raise exc from None
+            if not isinstance(data, dict) or data.get("schema_version", 1) == RECORD_VERSION:
+                raise
+            return cls.model_validate(migrate_record(data))
 
     @classmethod
     def of(cls, request: EditRequest, **facts: Any) -> EditRecord:
@@ -110,6 +118,24 @@ def bare_references(references: tuple[Reference, ...]) -> tuple[Reference, ...]:
         Reference(hash=reference.hash, media_type=reference.media_type, source=reference.source)
         for reference in references
     )
+
+
+def migrate_record(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a record as some version wrote it) in the current shape.
+
+    Raises ValueError for a record of a newer version, or of no version editgraph wrote.
+    """
+    version = data.get("schema_version", 1)
+    if version == RECORD_VERSION:
+        return data
+    if version == 1:
+        return _from_0_1_0(data)
+    if isinstance(version, int) and version > RECORD_VERSION:
+        raise ValueError(
+            f"schema_version {version}: written by a newer editgraph (this one reads up to "
+            f"{RECORD_VERSION}); upgrade editgraph"
+        )
+    raise ValueError(f"schema_version {version!r}: not a record editgraph writes")
 
 
 def _from_0_1_0(data: dict[str, Any]) -> dict[str, Any]:

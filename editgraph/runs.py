@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from ._version import __version__
-from .records import HOSTING_FIELDS, RECORD_VERSION, EditRecord
+from .records import HOSTING_FIELDS, RECORD_VERSION, EditRecord, migrate_record
 from .requests import EditRequest
 
 __all__ = ["Manifest", "ManifestEntry", "NodeResult", "Run"]
@@ -190,7 +190,7 @@ class ManifestEntry(BaseModel):
         file, cached = fields.pop("file", None), fields.pop("cached", None)
         if "cost" in fields:
             fields.pop("estimated_cost", None)  # derived: see estimated_cost
-        return {"file": file, "cached": cached, "record": fields}
+        return {"file": file, "cached": cached, "record": migrate_record(fields)}
 
     @model_serializer(mode="wrap")
     def _flatten(self, serialize: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import diskcache
 import platformdirs
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from .errors import StoreError
 from .records import EditRecord
@@ -143,8 +143,8 @@ def _parse_record(text: Any) -> EditRecord | None:
     """The record in ``text`` (0.1.0's migrated), or None when it is unreadable or a
     newer version wrote it."""
     try:
-        return EditRecord.model_validate_json(text)
-    except ValidationError:
+        return EditRecord.from_json(text)
+    except ValueError:  # pydantic's ValidationError included
         return None
 
 

@@ -127,11 +127,16 @@ def test_old_run_folder_reports(old: Path) -> None:
 
 
 def test_a_record_from_a_newer_version_is_refused(old: Path) -> None:
-    """A record of a newer schema is not misread: a cache miss, an error for a manifest."""
+    """A record or manifest entry of a newer schema is refused, saying so."""
     record = recipe_record(old)
     newer = json.loads(record.model_dump_json()) | {"schema_version": RECORD_VERSION + 1}
     with pytest.raises(ValueError, match="newer editgraph"):
-        EditRecord.model_validate(newer)
+        EditRecord.from_json(json.dumps(newer))
+    manifest = json.loads((old / "run" / "manifest.json").read_text())
+    manifest["edits"][0]["schema_version"] = RECORD_VERSION + 1
+    (old / "run" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(eg.GraphError, match="newer editgraph"):
+        read_manifest(old / "run")
 
 
 def recipe_record(folder: Path) -> EditRecord:
