@@ -21,7 +21,6 @@ __all__ = [
     "HOSTING_FIELDS",
     "RECORD_VERSION",
     "EditRecord",
-    "bare_references",
     "migrate_record",
 ]
 
@@ -98,19 +97,12 @@ class EditRecord(BaseModel):
             prompt=request.prompt,
             seed=request.seed,
             parameters=request.model_dump(exclude=set(_NOT_PARAMETERS)),
-            references=bare_references(request.references),
+            references=_bare_references(request.references),
             **facts,
         )
 
-    def request(self) -> EditRequest:
-        """The request this record was made from (inputs without their bytes)."""
-        return EditRequest(
-            node=self.node, model=self.model, prompt=self.prompt,
-            references=self.references, seed=self.seed, **self.parameters,
-        )
 
-
-def bare_references(references: tuple[Reference, ...]) -> tuple[Reference, ...]:
+def _bare_references(references: tuple[Reference, ...]) -> tuple[Reference, ...]:
     """``references`` without the bytes or URLs they were sent with (what a record keeps)."""
     if all(reference.url is None and reference.data is None for reference in references):
         return references
