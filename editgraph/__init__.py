@@ -2,6 +2,7 @@
 
 from . import providers
 from ._version import __version__
+from .batch import Batch, BatchItem, BatchSummary, batch
 from .errors import (
     BudgetError,
     ConfigurationError,
@@ -22,6 +23,9 @@ from .requests import EditRequest, GeneratedImage, Reference
 from .runs import Manifest, NodeResult, Run
 
 __all__ = [
+    "Batch",
+    "BatchItem",
+    "BatchSummary",
     "BudgetError",
     "Camera",
     "ConfigurationError",
@@ -48,6 +52,7 @@ __all__ = [
     "Subject",
     "Sweep",
     "__version__",
+    "batch",
     "chain",
     "provenance",
     "providers",

@@ -6,9 +6,11 @@ Exit codes: 0 all done; 1 some edits failed (finished ones are saved); 2 bad inp
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import re
+import signal
 import sys
 import time
 from collections.abc import Iterable
@@ -17,6 +19,7 @@ from typing import NoReturn
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -184,6 +187,7 @@ def main() -> None:
       editgraph run recipes/recolour.py         # images + manifest.json in out/recolour/
       editgraph run recipes/recolour.py --set colour=#8B0000   # re-runs what changed
       editgraph report out/recolour             # an HTML page of the saved run
+      editgraph batch recipes/catalogue.py --over examples/catalogue/   # one per input
       editgraph cache info                      # what the cache holds and has saved
 
     Without TOGETHER_API_KEY, runs use the free offline Preview provider. The cache is
@@ -303,7 +307,14 @@ def _summary(result: Run, out_dir: Path) -> None:
 @_set_option
 @_provider_option
 @_cache_option
-def plan(recipe: str, sets: tuple[str, ...], provider: str | None, cache_dir: str | None) -> None:
+@click.option("--over", "over", metavar="PATH|GLOB|CSV|JSONL", default=None,
+              help="Plan a batch: RECIPE once per input (see `editgraph batch`).")
+@click.option("--param", default=None, metavar="NAME",
+              help="With --over: the parameter that receives each input image.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --over: plan the first N items only.")
+def plan(recipe: str, sets: tuple[str, ...], provider: str | None, cache_dir: str | None,
+         over: str | None, param: str | None, limit: int | None) -> None:
     """Show what running RECIPE would do and cost; spends nothing.
 
     Per edit: cached (at $0, with when it was made) or to run, the rewritten prompt
@@ -315,7 +326,11 @@ def plan(recipe: str, sets: tuple[str, ...], provider: str | None, cache_dir: st
     Examples:
       editgraph plan recipes/recolour.py
       editgraph plan recipes/recolour.py --set colour=#8B0000   # what would re-run?
+      editgraph plan recipes/catalogue.py --over examples/catalogue/   # a whole batch
     """
+    if over is not None:
+        _plan_batch(recipe, over, sets, provider, cache_dir, param, limit)
+        return
     graph = _load(recipe, sets)
     try:
         result = graph.plan(provider=_provider(provider), cache_dir=cache_dir)
@@ -345,6 +360,178 @@ def plan(recipe: str, sets: tuple[str, ...], provider: str | None, cache_dir: st
         f"${result.estimated_cost:.4f} with provider {result.provider}",
         soft_wrap=True,
     )
+
+
+def _plan_batch(recipe: str, over: str, sets: tuple[str, ...], provider: str | None,
+                cache_dir: str | None, param: str | None, limit: int | None) -> None:
+    from .batch import plan_batch
+
+    try:
+        planned = plan_batch(recipe, over, param=param, settings=_settings(sets),
+                             provider=_provider(provider), cache=cache_dir, limit=limit)
+    except EditGraphError as exc:
+        _fail(str(exc))
+    _out.print(
+        f"{_plural(planned.items, 'item')}: {planned.edits_to_run} edits to run, "
+        f"{planned.edits_cached} cached · estimated ${planned.estimated_cost:.4f}",
+        soft_wrap=True,
+    )
+    if planned.items_invalid:
+        _out.print(f"{planned.items_invalid} items would fail before running:", soft_wrap=True)
+        for item, error in planned.invalid.items():
+            _out.print(Text.assemble(("  invalid ", "red"), f"{item}: {error}"), soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------- batch
+
+
+@main.command()
+@_recipe_argument
+@click.option("--over", "over", required=True, metavar="PATH|GLOB|CSV|JSONL",
+              help="The inputs: a folder of images, a glob, or a CSV / JSONL file of "
+                   "parameter values (one item per row; an optional id column).")
+@click.option("--param", default=None, metavar="NAME",
+              help="The recipe parameter that receives each input image [default: the "
+                   "only one annotated pathlib.Path].")
+@_set_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where items go: OUT/<item id>/, batch.jsonl, batch.html "
+                   "[default: out/<recipe name>/].")
+@_provider_option
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Edits generating at once, across all items.")
+@click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="USD",
+              help="For the whole batch: an item starts only if its estimate fits in what "
+                   "is left; the others are skipped.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Run the first N items only.")
+@click.option("--retry-moderated", is_flag=True,
+              help="Run again the items an earlier pass recorded as moderated.")
+@click.option("--cache", "--cache-dir", "cache_dir", type=click.Path(file_okay=False, path_type=str),
+              default=None, envvar="EDITGRAPH_CACHE_DIR", show_envvar=True,
+              help="Cache directory [default: the platform's user cache directory].")
+def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
+          out_dir: Path | None, provider: str | None, concurrency: int, budget: float | None,
+          limit: int | None, retry_moderated: bool, cache_dir: str | None) -> None:
+    """Run RECIPE once per input: a folder, glob, CSV or JSONL file of items.
+
+    Each item's images and manifest.json go to OUT/<item id>/; OUT/batch.jsonl gets one
+    line per finished item as it finishes, and OUT/batch.html shows every input beside
+    its outputs. One failing item never stops the others. Running the same batch again
+    pays nothing for finished items, retries failed ones and keeps moderated ones (unless
+    --retry-moderated). Ctrl-C stops starting items and lets those in flight finish; a
+    second Ctrl-C abandons them.
+
+    \b
+    Examples:
+      editgraph batch recipes/catalogue.py --over examples/catalogue/
+      editgraph batch recipes/catalogue.py --over 'photos/**/*.jpg' --set backdrop=#F4E1C1
+      editgraph batch recipes/catalogue.py --over items.csv --budget 20
+
+    Exit codes: 0 every item done; 1 some items failed or were moderated; 2 bad recipe or
+    arguments, before anything is spent; 130/143 interrupted (what finished is kept).
+    """
+    from .batch import abatch, count_items
+    from .providers.default import default_provider
+
+    chosen = _provider(provider)
+    if chosen is None:
+        chosen, notice = default_provider()
+        if notice:
+            _out.print(f"note: {notice}", soft_wrap=True)
+    settings = _settings(sets)
+    total = count_items(over, limit)
+    display = _BatchDisplay(total, enabled=_err.is_terminal)
+    stop = asyncio.Event()
+    signals: list[int] = []
+
+    async def go() -> Any:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def interrupted(number: int) -> None:
+            signals.append(number)
+            if len(signals) == 1 and number in (signal.SIGINT, signal.SIGTERM):
+                stop.set()
+                display.note("interrupted: no new item starts; the items in flight finish "
+                             "and are saved (Ctrl-C again to abandon them)")
+            elif task is not None:
+                task.cancel()
+
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, interrupted, number)
+        try:
+            return await abatch(
+                recipe, over, param=param, settings=settings, out=out_dir, provider=chosen,
+                cache=cache_dir, concurrency=concurrency, budget=budget, limit=limit,
+                retry_moderated=retry_moderated, progress=display, stop=stop,
+            )
+        finally:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(number)
+
+    try:
+        with display:
+            result = asyncio.run(go())
+    except asyncio.CancelledError:
+        in_flight = sorted(display.in_flight)
+        _err.print(f"abandoned: {_plural(len(in_flight), 'item')} in flight "
+                   f"({', '.join(in_flight) or 'none'}) may have been billed; every finished "
+                   "item is kept — run again to continue", soft_wrap=True)
+        sys.exit(130)
+    except EditGraphError as exc:
+        _fail(str(exc))
+    summary = result.summary
+    parts = [f"{summary.done} done", f"{summary.failed} failed"]
+    if summary.moderated:
+        parts.append(f"{summary.moderated} moderated")
+    if summary.skipped:
+        parts.append(f"{summary.skipped} skipped (budget)")
+    _out.print(
+        f"{_plural(summary.items, 'item')}: {', '.join(parts)} · {summary.cached} fully cached "
+        f"· estimated cost ${summary.cost:.2f} · wrote {summary.out}/ (batch.jsonl, "
+        "batch.html)",
+        soft_wrap=True,
+    )
+    for item in result:
+        if item.status in ("failed", "moderated"):
+            _err.print(Text.assemble((item.status, "red"), f" {item.id}: {item.error}"),
+                       soft_wrap=True)
+    if summary.interrupted:
+        _out.print(f"interrupted: {summary.not_started} items did not start — run again to "
+                   "continue (finished items are free)", soft_wrap=True)
+        sys.exit(143 if signals and signals[0] == signal.SIGTERM else 130)
+    sys.exit(summary.exit_code)
+
+
+class _BatchDisplay:
+    """The batch's progress in the terminal: items done/failed/left, spend and ETA."""
+
+    def __init__(self, total: int | None, *, enabled: bool) -> None:
+        self.in_flight: set[str] = set()
+        self._progress = Progress(
+            TextColumn("items"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]} failed · ${task.fields[spend]:.2f}"),
+            TimeRemainingColumn(), console=_err, transient=True, disable=not enabled,
+        )
+        self._task = self._progress.add_task("items", total=total, failed=0, spend=0.0)
+
+    def __enter__(self) -> _BatchDisplay:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def note(self, text: str) -> None:
+        self._progress.console.print(text, soft_wrap=True)
+
+    def started(self, item_id: str) -> None:
+        self.in_flight.add(item_id)
+
+    def finished(self, item: Any, failed: int, spend: float) -> None:
+        self.in_flight.discard(item.id)
+        self._progress.update(self._task, advance=1, failed=failed, spend=spend)
 
 
 # ---------------------------------------------------------------------------- show

@@ -430,7 +430,9 @@ class Graph:
 
     # ------------------------------------------------------------------ running
 
-    def _open_store(self, cache_dir: str | os.PathLike[str] | None) -> Store:
+    def _open_store(self, cache_dir: str | os.PathLike[str] | Store | None) -> Store:
+        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+            return cache_dir  # an open store, shared by the caller (a batch's items)
         if cache_dir is not None and cache_dir != self.cache_dir:
             return DiskStore(cache_dir)
         if self._store is None:
@@ -447,7 +449,9 @@ class Graph:
         return chosen, notice
 
     def plan(
-        self, provider: Provider | None = None, cache_dir: str | os.PathLike[str] | None = None
+        self,
+        provider: Provider | None = None,
+        cache_dir: str | os.PathLike[str] | Store | None = None,
     ) -> Plan:
         """What ``run()`` would do: cached and to-run edits, why, and the estimated cost.
 
@@ -461,7 +465,7 @@ class Graph:
     async def arun(
         self,
         provider: Provider | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | Store | None = None,
         concurrency: int | None = None,
         *,
         cache_only: bool = False,

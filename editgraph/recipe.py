@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
 import sys
 import types
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from pydantic import ValidationError, create_model
+from pydantic import BaseModel, ValidationError, create_model
 
 from .errors import GraphError, RecipeError
 from .graph import Graph
 from .sources import source_root
 
-__all__ = ["build_recipe", "load_recipe", "recipe_parameters"]
+__all__ = ["Recipe", "build_recipe", "load_recipe", "recipe_parameters"]
 
 
 def load_recipe(path: str | Path) -> types.ModuleType:
@@ -49,15 +51,92 @@ def load_recipe(path: str | Path) -> types.ModuleType:
     return module
 
 
-def recipe_parameters(module: types.ModuleType) -> dict[str, tuple[Any, Any]]:
-    """``{name: (type, default)}`` of a recipe's keyword parameters."""
-    function = module.recipe
-    hints = get_type_hints(function)
+def recipe_parameters(function: Callable[..., Any] | types.ModuleType) -> dict[str, tuple[Any, Any]]:
+    """``{name: (type, default)}`` of a recipe function's keyword parameters."""
+    target = function.recipe if isinstance(function, types.ModuleType) else function
+    hints = get_type_hints(target)
     parameters = {}
-    for name, parameter in inspect.signature(function).parameters.items():
+    for name, parameter in inspect.signature(target).parameters.items():
         default = parameter.default if parameter.default is not inspect.Parameter.empty else ...
         parameters[name] = (hints.get(name, Any), default)
     return parameters
+
+
+class Recipe:
+    """A recipe loaded once and built as often as needed (one graph per batch item).
+
+    ``function`` returns an ``eg.Graph``; ``label`` names it in errors; ``root`` is the
+    folder its relative source paths resolve against (a recipe file's own folder).
+    """
+
+    def __init__(
+        self, function: Callable[..., Graph], *, label: str, root: Path | None = None
+    ) -> None:
+        self.function = function
+        self.label = label
+        self.root = root
+        self.parameters = recipe_parameters(function)
+        self._model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+            "recipe_parameters", **self.parameters
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Recipe:
+        """The recipe defined by the Python file at ``path``."""
+        file = Path(path)
+        module = load_recipe(file)
+        return cls(module.recipe, label=str(file), root=file.resolve().parent)
+
+    @property
+    def name(self) -> str:
+        """A short name: the file's stem, or the function's name."""
+        return Path(self.label).stem
+
+    def build(self, settings: Mapping[str, Any] | None = None, *, option: str = "--set") -> Graph:
+        """Check ``settings`` against the parameters' type hints, then build the graph.
+
+        ``option`` is how the caller names a setting in errors (``--set``, or a batch
+        item's column).
+        """
+        settings = dict(settings or {})
+        unknown = sorted(set(settings) - set(self.parameters))
+        if unknown:
+            known = ", ".join(self.parameters) or "none"
+            raise RecipeError(
+                f"recipe {self.label!r}: {option} {unknown[0]}: unknown parameter; it takes: "
+                f"{known}"
+            )
+        try:
+            values = self._model.model_validate(settings)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(part) for part in error["loc"])
+            if error["type"] == "missing":
+                raise RecipeError(
+                    f"recipe {self.label!r}: parameter {field!r} has no default; pass "
+                    f"{option} {field}=VALUE"
+                ) from None
+            raise RecipeError(
+                f"recipe {self.label!r}: {option} {field}={settings.get(field, '')}: "
+                f"{error['msg']}"
+            ) from None
+        token = source_root.set(self.root)
+        try:
+            graph = self.function(**dict(values))
+        except GraphError as exc:
+            raise RecipeError(f"recipe {self.label!r}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - any failure of user code is reported as such
+            raise RecipeError(
+                f"recipe {self.label!r}: recipe() raised {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            source_root.reset(token)
+        if not isinstance(graph, Graph):
+            raise RecipeError(
+                f"recipe {self.label!r}: recipe() must return an eg.Graph, got "
+                f"{type(graph).__name__}"
+            )
+        return graph
 
 
 def build_recipe(path: str | Path, settings: dict[str, str] | None = None) -> Graph:
@@ -65,43 +144,4 @@ def build_recipe(path: str | Path, settings: dict[str, str] | None = None) -> Gr
 
     Relative source paths in the recipe resolve against the recipe's own folder.
     """
-    file = Path(path)
-    module = load_recipe(file)
-    parameters = recipe_parameters(module)
-    settings = settings or {}
-    unknown = sorted(set(settings) - set(parameters))
-    if unknown:
-        known = ", ".join(parameters) or "none"
-        raise RecipeError(
-            f"recipe {str(file)!r}: --set {unknown[0]}: unknown parameter; it takes: {known}"
-        )
-    model = create_model(f"{file.stem}_parameters", **parameters)  # type: ignore[call-overload]
-    try:
-        values = model.model_validate(settings)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"])
-        if error["type"] == "missing":
-            raise RecipeError(
-                f"recipe {str(file)!r}: parameter {field!r} has no default; pass "
-                f"--set {field}=VALUE"
-            ) from None
-        raise RecipeError(
-            f"recipe {str(file)!r}: --set {field}={settings.get(field, '')}: {error['msg']}"
-        ) from None
-    token = source_root.set(file.resolve().parent)
-    try:
-        graph = module.recipe(**dict(values))
-    except GraphError as exc:
-        raise RecipeError(f"recipe {str(file)!r}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported as such
-        raise RecipeError(
-            f"recipe {str(file)!r}: recipe() raised {type(exc).__name__}: {exc}"
-        ) from exc
-    finally:
-        source_root.reset(token)
-    if not isinstance(graph, Graph):
-        raise RecipeError(
-            f"recipe {str(file)!r}: recipe() must return an eg.Graph, got {type(graph).__name__}"
-        )
-    return graph
+    return Recipe.load(path).build(settings)

@@ -10,7 +10,10 @@ prompt or name that contains HTML shows as text, and the page forbids scripts.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+import json
+import os
+import urllib.parse
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from .saved import (
     write_atomically,
 )
 
-__all__ = ["render_report", "report_from_folder", "write_run_report"]
+__all__ = ["render_report", "report_from_folder", "write_batch_report", "write_run_report"]
 
 _IMAGE_PX = 1024
 _THUMBNAIL_PX = 160
@@ -151,6 +154,81 @@ def render_report(manifest: Manifest, lookup: ImageLookup, *, title: str) -> str
 def _when(timestamp: float) -> str:
     moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def write_batch_report(folder: Path, path: Path | None = None) -> Path:
+    """Write ``batch.html`` for the batch whose ``batch.jsonl`` is in ``folder``.
+
+    One row per item (its latest status over every pass): the input beside its outputs,
+    linked as the files in the folder, and the error of an item that did not finish.
+    """
+    folder = Path(folder)
+    latest: dict[str, str] = {}
+    spent = 0.0
+    with open(folder / "batch.jsonl", encoding="utf-8") as journal:
+        for line in journal:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                latest[entry["id"]] = line  # the latest pass wins; the first keeps the place
+                spent += _number(entry.get("cost"))
+    totals = {"count": len(latest), "done": 0, "failed": 0, "moderated": 0, "skipped": 0,
+              "cached": 0, "spent": spent}
+    for line in latest.values():
+        entry = json.loads(line)
+        status = entry.get("status")
+        if status in totals:
+            totals[status] += 1
+        totals["cached"] += bool(entry.get("cached"))
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for line in latest.values():
+            entry = json.loads(line)
+            inputs = entry.get("inputs") or {}
+            yield {
+                "id": entry["id"],
+                "status": entry.get("status"),
+                "cached": entry.get("cached"),
+                "cost": _number(entry.get("cost")),
+                "error": entry.get("error"),
+                "input_links": [
+                    (name, _link(folder, value)) for name, value in inputs.items()
+                    if isinstance(value, str) and Path(value).suffix.lower() in _IMAGE_SUFFIXES
+                ],
+                "output_links": [
+                    (name, _link(folder, str(folder / value)))
+                    for name, value in (entry.get("outputs") or {}).items()
+                    if isinstance(value, str)
+                ],
+            }
+
+    chunks = templates.get_template("batch.html.j2").generate(
+        title=f"editgraph batch · {folder.resolve().name}",
+        made=_when(datetime.datetime.now(datetime.timezone.utc).timestamp()),
+        folder=str(folder),
+        totals=totals,
+        items=rows(),
+    )
+    return _write(path if path is not None else folder / "batch.html", "".join(chunks))
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+
+
+def _link(folder: Path, file: str) -> str:
+    """A relative link from ``folder`` to ``file`` (an absolute file URI across drives)."""
+    target = Path(file)
+    try:
+        relative = os.path.relpath(target.resolve(), folder.resolve())
+    except ValueError:
+        return target.resolve().as_uri()
+    return urllib.parse.quote(Path(relative).as_posix())
 
 
 def _write(path: Path, page: str) -> Path:

@@ -399,8 +399,9 @@ def test_top_level_help_teaches_a_workflow() -> None:
     assert result.exit_code == 0
     listing = result.stdout.split("Commands:")[1].strip().splitlines()
     assert [line.split()[0] for line in listing] == [
-        "run", "plan", "show", "cache", "report", "replay"]
-    for step in ("editgraph plan", "editgraph run", "editgraph show", "editgraph report",
+        "run", "plan", "batch", "show", "cache", "report", "replay"]
+    for step in ("editgraph plan", "editgraph run", "editgraph batch", "editgraph show",
+                 "editgraph report",
                  "editgraph cache info", "Exit codes"):
         assert step in result.stdout
 

@@ -1,0 +1,719 @@
+"""Batches: one recipe over many inputs, streamed, resumable, nothing paid twice.
+
+Each input becomes one item: the recipe is built with the item's parameter values and
+run against one shared store and provider. Items stream through a bounded window, so
+memory stays flat in the number of inputs; one failing item never stops the others.
+Every finished item is appended to ``OUT/batch.jsonl`` at once; running the same batch
+again pays nothing for finished items (the cache), retries failed ones and keeps
+moderated ones unless asked to retry them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import glob as globbing
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import (
+    BudgetError,
+    EditGraphError,
+    GraphError,
+    ModerationError,
+    RunError,
+)
+from .graph import Graph
+from .providers.base import Provider
+from .recipe import Recipe
+from .requests import EditRequest, GeneratedImage
+from .runs import Run
+from .store import Store
+
+__all__ = [
+    "Batch",
+    "BatchItem",
+    "BatchSummary",
+    "IMAGE_SUFFIXES",
+    "BatchPlan",
+    "BatchProgress",
+    "abatch",
+    "batch",
+    "count_items",
+    "plan_batch",
+    "read_items",
+]
+
+#: The files a folder or glob of inputs contributes: the formats the services document.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+
+Status = Literal["done", "failed", "moderated", "skipped"]
+
+#: ``batch.jsonl``: one line per finished item, appended, never rewritten.
+JOURNAL = "batch.jsonl"
+REPORT = "batch.html"
+
+
+class BatchItem(BaseModel):
+    """One finished item of a batch: its inputs, what became of it, where its files are.
+
+    ``outputs`` maps node name to the file written for it, relative to the batch's out
+    folder; ``cached`` is true when no provider call was made for the item.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    inputs: dict[str, Any]
+    status: Status
+    outputs: dict[str, str] = {}
+    cost: float = 0.0
+    cached: bool = False
+    error: str | None = None
+    elapsed: float = 0.0
+    finished_at: float = 0.0
+
+
+class BatchSummary(BaseModel):
+    """Totals of one pass over a batch."""
+
+    model_config = ConfigDict(frozen=True)
+
+    items: int
+    done: int
+    failed: int
+    moderated: int
+    skipped: int
+    not_started: int
+    cached: int
+    cost: float
+    elapsed: float
+    out: str
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """The command's exit status for this pass: 0 all done, 1 some items failed."""
+        return 1 if self.failed or self.moderated else 0
+
+
+class Batch(Iterable[BatchItem]):
+    """The items one pass finished, read back from ``batch.jsonl``, and its ``summary``.
+
+    Iterating reads the journal lazily, so a batch of any size holds no items in memory.
+    """
+
+    def __init__(self, out: Path, start: int, summary: BatchSummary) -> None:
+        self.out = out
+        self.summary = summary
+        self._start = start
+
+    def __iter__(self) -> Iterator[BatchItem]:
+        with open(self.out / JOURNAL, "rb") as journal:
+            journal.seek(self._start)
+            for line in journal:
+                if line.strip():
+                    yield BatchItem.model_validate_json(line)
+
+    def __len__(self) -> int:
+        return self.summary.items
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (
+            f"<Batch {s.items} items: {s.done} done, {s.failed} failed, {s.moderated} "
+            f"moderated, {s.skipped} skipped, ${s.cost:.2f} · {s.out}>"
+        )
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class _Input:
+    """An item before it runs: its id and the recipe parameter values it brings."""
+
+    id: str
+    values: dict[str, Any]
+
+
+def path_parameters(recipe: Recipe) -> list[str]:
+    """The recipe parameters annotated ``pathlib.Path`` (those that take an input image)."""
+    return [name for name, (kind, _) in recipe.parameters.items() if kind is Path]
+
+
+def input_parameter(recipe: Recipe, param: str | None) -> str:
+    """The parameter that receives each input image path; GraphError when unclear."""
+    if param is not None:
+        if param not in recipe.parameters:
+            raise GraphError(
+                f"batch: --param {param}: recipe {recipe.label!r} has no such parameter; it "
+                f"takes: {', '.join(recipe.parameters) or 'none'}"
+            )
+        return param
+    candidates = path_parameters(recipe)
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise GraphError(
+            f"batch: recipe {recipe.label!r} has no parameter annotated pathlib.Path to "
+            "receive each input; annotate one or pass --param NAME"
+        )
+    raise GraphError(
+        f"batch: recipe {recipe.label!r} has several pathlib.Path parameters "
+        f"({', '.join(candidates)}); pass --param NAME to say which receives each input"
+    )
+
+
+def read_items(
+    inputs: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
+    recipe: Recipe,
+    param: str | None = None,
+) -> Iterator[_Input]:
+    """The items of ``inputs``, read lazily, each with a unique id.
+
+    A folder gives its JPEG/PNG/WebP files (sorted), a glob its matches; a CSV or JSONL
+    file one item per row (columns are recipe parameters; an optional ``id`` column;
+    image paths relative to the file); any iterable of dicts one item per dict. Ids are
+    the input's file stem, made unique with ``-2``, ``-3``…, or the ``id`` column.
+    Malformed inputs that concern the whole batch raise GraphError before any item runs.
+    """
+    rows: Iterator[tuple[str | None, dict[str, Any]]]
+    paths = path_parameters(recipe)
+    if isinstance(inputs, (str, os.PathLike)):
+        location = Path(inputs).expanduser()
+        text = str(inputs)
+        if location.is_dir():
+            name = input_parameter(recipe, param)
+            files = sorted(
+                entry.path for entry in os.scandir(location)
+                if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+            )
+            rows = ((None, {name: _as(file, name in paths)}) for file in files)
+        elif location.suffix.lower() == ".csv" and location.is_file():
+            rows = _table_rows(location, _csv_rows(location), recipe, paths)
+        elif location.suffix.lower() in {".jsonl", ".ndjson"} and location.is_file():
+            rows = _table_rows(location, _jsonl_rows(location), recipe, paths)
+        elif globbing.has_magic(text):
+            name = input_parameter(recipe, param)
+            files = sorted(
+                match for match in globbing.glob(os.path.expanduser(text), recursive=True)
+                if Path(match).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(match)
+            )
+            rows = ((None, {name: _as(file, name in paths)}) for file in files)
+        elif location.exists():
+            raise GraphError(
+                f"batch: --over {text}: not a folder, CSV, JSONL or glob of images"
+            )
+        else:
+            raise GraphError(f"batch: --over {text}: no such file or folder")
+    else:
+        rows = ((_row_id(row), {k: v for k, v in row.items() if k != "id"}) for row in inputs)
+    return _unique(rows)
+
+
+def count_items(
+    inputs: str | os.PathLike[str] | Iterable[Mapping[str, Any]], limit: int | None = None
+) -> int | None:
+    """How many items ``inputs`` holds, when that is cheap to know (else None).
+
+    Counts files or lines without decoding anything; a progress bar's total.
+    """
+    total: int | None = None
+    if isinstance(inputs, (str, os.PathLike)):
+        location = Path(inputs).expanduser()
+        try:
+            if location.is_dir():
+                total = sum(
+                    1 for entry in os.scandir(location)
+                    if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+                )
+            elif location.is_file() and location.suffix.lower() in {".csv", ".jsonl", ".ndjson"}:
+                with open(location, "rb") as handle:
+                    total = sum(1 for line in handle if line.strip())
+                total -= location.suffix.lower() == ".csv"  # the header row
+            elif globbing.has_magic(str(inputs)):
+                total = sum(
+                    1 for match in globbing.iglob(os.path.expanduser(str(inputs)), recursive=True)
+                    if Path(match).suffix.lower() in IMAGE_SUFFIXES
+                )
+        except OSError:
+            total = None
+    elif isinstance(inputs, Sized):
+        total = len(inputs)
+    if total is not None and limit is not None:
+        total = min(total, limit)
+    return total
+
+
+def _as(file: str, is_path: bool) -> Path | str:
+    """An input file as its parameter takes it: a Path, or the path's text."""
+    return Path(file) if is_path else file
+
+
+def _row_id(row: Mapping[str, Any]) -> str | None:
+    value = row.get("id")
+    return None if value in (None, "") else str(value)
+
+
+def _csv_rows(file: Path) -> Iterator[dict[str, Any]]:
+    with open(file, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            yield {key: value for key, value in row.items() if key is not None}
+
+
+def _jsonl_rows(file: Path) -> Iterator[dict[str, Any]]:
+    with open(file, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise GraphError(f"batch: {file}: line {number}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise GraphError(f"batch: {file}: line {number}: expected a JSON object")
+            yield row
+
+
+def _table_rows(
+    file: Path, rows: Iterator[dict[str, Any]], recipe: Recipe, paths: list[str]
+) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    base = file.resolve().parent
+    for number, row in enumerate(rows, 1):
+        unknown = sorted(set(row) - set(recipe.parameters) - {"id"})
+        if unknown:
+            raise GraphError(
+                f"batch: {file}: row {number}: column {unknown[0]!r} is not a parameter of "
+                f"recipe {recipe.label!r}; it takes: {', '.join(recipe.parameters) or 'none'}"
+            )
+        values = {key: value for key, value in row.items() if key != "id"}
+        for name in paths:
+            value = values.get(name)
+            if isinstance(value, str) and value and not os.path.isabs(value):
+                values[name] = base / value
+        yield _row_id(row), values
+
+
+def _unique(rows: Iterator[tuple[str | None, dict[str, Any]]]) -> Iterator[_Input]:
+    seen: set[str] = set()
+    for number, (given, values) in enumerate(rows, 1):
+        stem = given or _stem_of(values) or f"item-{number}"
+        candidate, suffix = stem, 1
+        while candidate.casefold() in seen:
+            suffix += 1
+            candidate = f"{stem}-{suffix}"
+        seen.add(candidate.casefold())
+        yield _Input(candidate, values)
+
+
+def _stem_of(values: Mapping[str, Any]) -> str | None:
+    for value in values.values():
+        if isinstance(value, Path) or (
+            isinstance(value, str) and Path(value).suffix.lower() in IMAGE_SUFFIXES
+        ):
+            return Path(value).stem
+    return None
+
+
+# ---------------------------------------------------------------------------- running
+
+
+class _SharedProvider:
+    """The batch's provider behind one bound: at most ``limit`` calls at once, batch-wide."""
+
+    def __init__(self, provider: Provider, limit: int) -> None:
+        self.inner = provider
+        self.name = provider.name
+        self._limit = limit
+        self._semaphore: asyncio.Semaphore | None = None
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    async def generate(self, request: EditRequest) -> GeneratedImage:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self._limit)
+        async with self._semaphore:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                return await self.inner.generate(request)
+            finally:
+                self.in_flight -= 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@dataclass
+class _Pass:
+    """The running state of one pass: counts, spend and the open journal."""
+
+    out: Path
+    journal: IO[bytes]
+    budget: float | None
+    started: float = field(default_factory=time.monotonic)
+    items: int = 0
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"done": 0, "failed": 0, "moderated": 0, "skipped": 0}
+    )
+    cached: int = 0
+    cost: float = 0.0
+    reserved: float = 0.0
+    draining: bool = False
+    interrupted: bool = False
+    not_started: int = 0
+
+    def record(self, item: BatchItem) -> None:
+        self.journal.write(item.model_dump_json().encode() + b"\n")
+        self.journal.flush()
+        self.items += 1
+        self.counts[item.status] += 1
+        self.cached += item.cached
+        self.cost = round(self.cost + item.cost, 6)
+
+    def summary(self) -> BatchSummary:
+        return BatchSummary(
+            items=self.items, **self.counts, not_started=self.not_started, cached=self.cached,
+            cost=self.cost, elapsed=round(time.monotonic() - self.started, 3),
+            out=str(self.out), interrupted=self.interrupted,
+        )
+
+
+class BatchProgress(Protocol):
+    """What a batch tells its progress display."""
+
+    def started(self, item_id: str) -> None:
+        """An item started running."""
+
+    def finished(self, item: BatchItem, failed: int, spend: float) -> None:
+        """An item finished; ``failed`` items so far, estimated ``spend`` so far (USD)."""
+
+
+class _Silent:
+    """Shows nothing."""
+
+    def started(self, item_id: str) -> None:
+        pass
+
+    def finished(self, item: BatchItem, failed: int, spend: float) -> None:
+        pass
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return path.relative_to(folder).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _moderated(failures: Mapping[str, BaseException]) -> bool:
+    return any(
+        isinstance(error, ModerationError) or isinstance(error.__cause__, ModerationError)
+        for error in failures.values()
+    )
+
+
+def _first_error(failures: Mapping[str, BaseException]) -> str:
+    name, error = next(iter(failures.items()))
+    more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+    return f"{name}: {error}{more}"
+
+
+def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: str(value) if isinstance(value, os.PathLike) else value
+        for key, value in values.items()
+    }
+
+
+def _earlier_statuses(journal: Path) -> dict[str, str]:
+    """Item id -> its latest moderated status in an earlier pass's journal."""
+    moderated: dict[str, str] = {}
+    if not journal.is_file():
+        return moderated
+    with open(journal, "rb") as handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash: the item runs again
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+                continue
+            if entry.get("status") == "moderated":
+                moderated[entry["id"]] = entry.get("error") or "moderated"
+            else:
+                moderated.pop(entry["id"], None)
+    return moderated
+
+
+async def _run_item(
+    recipe: Recipe,
+    entry: _Input,
+    state: _Pass,
+    *,
+    provider: _SharedProvider,
+    store: Store,
+    concurrency: int,
+) -> BatchItem:
+    started = time.monotonic()
+    inputs = _jsonable(entry.values)
+
+    def finished(status: Status, **fields: Any) -> BatchItem:
+        return BatchItem(id=entry.id, inputs=inputs, status=status,
+                         elapsed=round(time.monotonic() - started, 4),
+                         finished_at=time.time(), **fields)
+
+    try:
+        graph = recipe.build(entry.values, option="item")
+        estimate = graph.plan(provider=provider, cache_dir=store).estimated_cost
+    except EditGraphError as exc:
+        return finished("failed", error=str(exc))
+    if state.budget is not None:
+        left = state.budget - state.cost - state.reserved
+        if estimate > left + 1e-9:
+            return finished(
+                "skipped",
+                error=f"budget: the item is estimated at ${estimate:.4f}, ${max(left, 0):.4f} "
+                f"of the ${state.budget:.2f} budget is left",
+            )
+    state.reserved += estimate
+    try:
+        run, failures = await _arun(graph, provider, store, concurrency)
+    finally:
+        state.reserved -= estimate
+    folder = state.out / entry.id
+    outputs: dict[str, str] = {}
+    error = None
+    if run is not None:
+        try:
+            run.save(folder)
+            outputs = {name: _relative(folder / run[name].filename, state.out) for name in run}
+        except OSError as exc:
+            error = f"cannot write {folder}: {exc.strerror or exc}; every result is cached"
+    cost = run.cost if run is not None else 0.0
+    cached = run is not None and not failures and all(run[name].cached for name in run)
+    if failures:
+        status: Status = "moderated" if _moderated(failures) else "failed"
+        return finished(status, outputs=outputs, cost=cost, error=_first_error(failures))
+    if error:
+        return finished("failed", outputs=outputs, cost=cost, error=error)
+    return finished("done", outputs=outputs, cost=cost, cached=cached)
+
+
+async def _arun(
+    graph: Graph,
+    provider: _SharedProvider,
+    store: Store,
+    concurrency: int,
+) -> tuple[Run | None, dict[str, BaseException]]:
+    try:
+        run = await graph.arun(provider=provider, cache_dir=store, concurrency=concurrency,
+                               progress=False)
+    except RunError as exc:
+        partial = exc.run if isinstance(exc.run, Run) else None
+        return partial, dict(exc.failures)
+    except (GraphError, BudgetError) as exc:
+        return None, {"<graph>": exc}
+    return run, {}
+
+
+async def abatch(
+    recipe: str | os.PathLike[str] | Callable[..., Graph],
+    inputs: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
+    *,
+    param: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    provider: Provider | None = None,
+    cache: Store | str | os.PathLike[str] | None = None,
+    concurrency: int = 8,
+    budget: float | None = None,
+    max_inflight: int | None = None,
+    retry_moderated: bool = False,
+    limit: int | None = None,
+    progress: BatchProgress | None = None,
+    stop: asyncio.Event | None = None,
+) -> Batch:
+    """``eg.batch`` for async code; ``stop`` set by the caller drains the pass.
+
+    When ``stop`` is set, no new item starts; the items in flight finish and are
+    recorded, and the summary counts the rest as not started.
+    """
+    loaded = _recipe(recipe)
+    if concurrency < 1:
+        raise GraphError(f"batch: concurrency must be at least 1, got {concurrency}")
+    if budget is not None and budget < 0:
+        raise GraphError(f"batch: budget must be at least 0, got {budget}")
+    items = read_items(inputs, loaded, param)
+    base_settings = dict(settings or {})
+    folder = Path(out) if out is not None else Path("out") / loaded.name
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen = provider or _default_provider()
+    shared = _SharedProvider(chosen, max_inflight or concurrency)
+    store = _open_store(cache)
+    moderated = {} if retry_moderated else _earlier_statuses(folder / JOURNAL)
+    shown: BatchProgress = progress or _Silent()
+    window = max(2, concurrency)
+    with open(folder / JOURNAL, "ab") as journal:
+        start = journal.tell()
+        state = _Pass(out=folder, journal=journal, budget=budget)
+        running: set[asyncio.Task[BatchItem]] = set()
+
+        async def drain(block: bool) -> None:
+            if not running:
+                return
+            done, _ = await asyncio.wait(
+                running, return_when=asyncio.FIRST_COMPLETED if block else asyncio.ALL_COMPLETED
+            )
+            for task in done:
+                running.discard(task)
+                item = task.result()
+                state.record(item)
+                shown.finished(item, state.counts["failed"] + state.counts["moderated"],
+                               state.cost)
+
+        count = 0
+        for entry in items:
+            if stop is not None and stop.is_set():
+                state.interrupted = True
+                state.not_started += 1 + sum(1 for _ in items)
+                break
+            if limit is not None and count >= limit:
+                break
+            count += 1
+            values = {**base_settings, **entry.values}
+            if entry.id in moderated:
+                item = BatchItem(id=entry.id, inputs=_jsonable(values), status="moderated",
+                                 error=moderated[entry.id], finished_at=time.time())
+                state.record(item)
+                shown.finished(item, state.counts["failed"] + state.counts["moderated"],
+                               state.cost)
+                continue
+            while len(running) >= window:
+                await drain(block=True)
+            if stop is not None and stop.is_set():
+                state.interrupted = True
+                state.not_started += 1 + sum(1 for _ in items)
+                break
+            shown.started(entry.id)
+            running.add(asyncio.ensure_future(_run_item(
+                loaded, _Input(entry.id, values), state, provider=shared, store=store,
+                concurrency=concurrency,
+            )))
+        await drain(block=False)
+    summary = state.summary()
+    _write_report_quietly(folder)
+    return Batch(folder, start, summary)
+
+
+def batch(
+    recipe: str | os.PathLike[str] | Callable[..., Graph],
+    inputs: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
+    **options: Any,
+) -> Batch:
+    """Run ``recipe`` once per input; returns an ``eg.Batch`` of ``eg.BatchItem``.
+
+    ``recipe`` is a recipe file or a callable returning a Graph; ``inputs`` a folder, a
+    glob, a CSV or JSONL file, or an iterable of dicts of parameter values. ``param``
+    names the parameter that receives each input image path (default: the only one
+    annotated ``pathlib.Path``). ``budget`` (USD) is for the whole batch: an item starts
+    only when its whole estimated cost fits in what is left, else it is ``skipped``.
+    Per-item folders, ``batch.jsonl`` and ``batch.html`` go to ``out`` (default
+    ``out/<recipe name>/``).
+    """
+    from .execute import run_sync
+
+    return run_sync(abatch(recipe, inputs, **options))
+
+
+def _recipe(recipe: str | os.PathLike[str] | Callable[..., Graph]) -> Recipe:
+    if isinstance(recipe, (str, os.PathLike)):
+        return Recipe.load(recipe)
+    if callable(recipe):
+        return Recipe(recipe, label=getattr(recipe, "__name__", "recipe"))
+    raise GraphError(f"batch: recipe must be a file or a callable, got {type(recipe).__name__}")
+
+
+def _default_provider() -> Provider:
+    from .providers.default import default_provider
+
+    chosen, _ = default_provider()
+    return chosen
+
+
+def _open_store(cache: Store | str | os.PathLike[str] | None) -> Store:
+    from .store import DiskStore
+
+    if cache is None or isinstance(cache, (str, os.PathLike)):
+        return DiskStore(cache)
+    return cache
+
+
+def _write_report_quietly(folder: Path) -> None:
+    from .report import write_batch_report  # the page is exploration; imported on use
+
+    try:
+        write_batch_report(folder)
+    except OSError:
+        pass  # the journal is the record; the page can be written again with `report`
+
+
+# ---------------------------------------------------------------------------- plan
+
+
+class BatchPlan(BaseModel):
+    """What a batch would do: items, edits cached and to run, the estimated cost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    items: int
+    items_invalid: int
+    invalid: dict[str, str]
+    edits_cached: int
+    edits_to_run: int
+    estimated_cost: float
+
+
+def plan_batch(
+    recipe: str | os.PathLike[str] | Callable[..., Graph],
+    inputs: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
+    *,
+    param: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+    provider: Provider | None = None,
+    cache: Store | str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+) -> BatchPlan:
+    """Plan every item of a batch against the cache; calls no provider, spends nothing."""
+    loaded = _recipe(recipe)
+    store = _open_store(cache)
+    chosen = provider or _default_provider()
+    items = invalid_count = cached = to_run = 0
+    cost = 0.0
+    invalid: dict[str, str] = {}
+    for entry in read_items(inputs, loaded, param):
+        if limit is not None and items >= limit:
+            break
+        items += 1
+        try:
+            graph = loaded.build({**dict(settings or {}), **entry.values}, option="item")
+            planned = graph.plan(provider=chosen, cache_dir=store)
+        except EditGraphError as exc:
+            invalid_count += 1
+            if len(invalid) < 20:
+                invalid[entry.id] = str(exc)
+            continue
+        cached += len(planned.cached)
+        to_run += len(planned.to_run)
+        cost += planned.estimated_cost
+    return BatchPlan(items=items, items_invalid=invalid_count, invalid=invalid, edits_cached=cached, edits_to_run=to_run,
+                     estimated_cost=round(cost, 6))
