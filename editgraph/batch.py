@@ -644,7 +644,7 @@ def _recipe(recipe: str | os.PathLike[str] | Callable[..., Graph]) -> Recipe:
 
 
 def _default_provider() -> Provider:
-    from .providers.default import default_provider
+    from .providers.registry import default_provider
 
     chosen, _ = default_provider()
     return chosen

@@ -432,7 +432,7 @@ def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
     arguments, before anything is spent; 130/143 interrupted (what finished is kept).
     """
     from .batch import abatch, count_items
-    from .providers.default import default_provider
+    from .providers.registry import default_provider
 
     chosen = _provider(provider)
     if chosen is None:
