@@ -474,7 +474,9 @@ async def _run_item(
 
     try:
         graph = recipe.build(entry.values, option="item")
-        estimate = graph.plan(provider=provider, cache_dir=store).estimated_cost
+        # Only a budget needs the estimate up front; without one the run alone decides.
+        estimate = (0.0 if state.budget is None
+                    else graph.plan(provider=provider, cache_dir=store).estimated_cost)
     except EditGraphError as exc:
         return finished("failed", error=str(exc))
     if state.budget is not None:

@@ -163,6 +163,7 @@ def write_batch_report(folder: Path, path: Path | None = None) -> Path:
     linked as the files in the folder, and the error of an item that did not finish.
     """
     folder = Path(folder)
+    absolute = os.path.abspath(folder)
     latest: dict[str, str] = {}
     spent = 0.0
     with open(folder / "batch.jsonl", encoding="utf-8") as journal:
@@ -194,11 +195,11 @@ def write_batch_report(folder: Path, path: Path | None = None) -> Path:
                 "cost": _number(entry.get("cost")),
                 "error": entry.get("error"),
                 "input_links": [
-                    (name, _link(folder, value)) for name, value in inputs.items()
+                    (name, _link(absolute, value)) for name, value in inputs.items()
                     if isinstance(value, str) and Path(value).suffix.lower() in _IMAGE_SUFFIXES
                 ],
                 "output_links": [
-                    (name, _link(folder, str(folder / value)))
+                    (name, _link(absolute, os.path.join(absolute, value)))
                     for name, value in (entry.get("outputs") or {}).items()
                     if isinstance(value, str)
                 ],
@@ -221,13 +222,13 @@ def _number(value: object) -> float:
 _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
 
-def _link(folder: Path, file: str) -> str:
-    """A relative link from ``folder`` to ``file`` (an absolute file URI across drives)."""
-    target = Path(file)
+def _link(folder: str, file: str) -> str:
+    """A relative link from ``folder`` (absolute) to ``file`` (a file URI across drives)."""
+    target = os.path.abspath(file)
     try:
-        relative = os.path.relpath(target.resolve(), folder.resolve())
+        relative = os.path.relpath(target, folder)
     except ValueError:
-        return target.resolve().as_uri()
+        return Path(target).as_uri()
     return urllib.parse.quote(Path(relative).as_posix())
 
 
