@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.console import Console
@@ -43,6 +43,9 @@ from .replay import replay as replay_saved
 from .report import report_from_folder
 from .runs import Run
 from .store import DiskStore
+
+if TYPE_CHECKING:
+    from .batch import Batch, BatchItem
 
 __all__ = ["main"]
 
@@ -445,7 +448,7 @@ def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
     stop = asyncio.Event()
     signals: list[int] = []
 
-    async def go() -> Any:
+    async def go() -> Batch:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
 
@@ -529,7 +532,7 @@ class _BatchDisplay:
     def started(self, item_id: str) -> None:
         self.in_flight.add(item_id)
 
-    def finished(self, item: Any, failed: int, spend: float) -> None:
+    def finished(self, item: BatchItem, failed: int, spend: float) -> None:
         self.in_flight.discard(item.id)
         self._progress.update(self._task, advance=1, failed=failed, spend=spend)
 
