@@ -1,6 +1,6 @@
 """editgraph: multi-step image editing with FLUX.2 as a cached, concurrent DAG of edits."""
 
-from . import providers
+from . import hosts, providers
 from ._version import __version__
 from .errors import (
     BudgetError,
@@ -49,6 +49,7 @@ __all__ = [
     "Sweep",
     "__version__",
     "chain",
+    "hosts",
     "provenance",
     "providers",
 ]
