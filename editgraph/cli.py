@@ -467,7 +467,7 @@ def cache() -> None:
 
     Every generated image is kept by content hash with a JSON record of the request
     that made it. The cache is $EDITGRAPH_CACHE_DIR, else the platform's user cache
-    directory; each subcommand also takes --cache-dir.
+    directory; each subcommand also takes --cache (a folder or s3://BUCKET/PREFIX).
 
     \b
     Examples:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,6 +161,33 @@ def test_leases_are_exclusive_and_taken_over_after_expiry(s3: MotoS3, tmp_path: 
     assert "l/leases/k.json" not in s3.objects("l/")
 
 
+def test_one_lease_among_threads_of_one_process(s3: MotoS3, tmp_path: Path) -> None:
+    """Eight threads sharing one store ask for one key at once: exactly one gets it."""
+    store = S3Store(s3.url("l"), local_dir=tmp_path / "a")
+    start = threading.Barrier(8)
+
+    def take() -> bool:
+        start.wait(timeout=30)
+        return store.acquire_lease("k")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        taken = list(pool.map(lambda _: take(), range(8)))
+    assert taken.count(True) == 1
+
+
+def test_an_unreadable_record_in_the_bucket_is_replaced(s3: MotoS3, tmp_path: Path) -> None:
+    """A record that is not JSON is a miss: the edit runs again and its record is readable."""
+    first = two_edit_graph(S3Store(s3.url("t"), local_dir=tmp_path / "one")).run(
+        provider=eg.providers.Preview())
+    path = f"t/records/{first['night'].key}.json"
+    s3.write(path, b"{not json")
+    store = S3Store(s3.url("t"), local_dir=tmp_path / "two")
+    again = two_edit_graph(store).run(provider=eg.providers.Preview())
+    assert not again["night"].cached and again["blue"].cached
+    assert store.repaired == 1
+    assert json.loads(s3.objects(path)[path])["key"] == first["night"].key
+
+
 def test_open_store_takes_a_folder_a_bucket_or_a_store(
     s3: MotoS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -190,7 +219,7 @@ def test_secrets_stay_out_of_reprs_and_errors(
 def test_the_command_takes_an_s3_cache(
     s3: MotoS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """run, plan and cache info take --cache s3://...; EDITGRAPH_CACHE_DIR=s3://... too."""
+    """run, plan, cache info and clear take --cache s3://...; EDITGRAPH_CACHE_DIR=s3://... too."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "car.png").write_bytes(png_bytes((10, 120, 30)))
     (tmp_path / "recipe.py").write_text(textwrap.dedent("""
@@ -212,6 +241,8 @@ def test_the_command_takes_an_s3_cache(
     assert planned.exit_code == 0 and "cached" in planned.output
     info = runner.invoke(main, ["cache", "info", "--cache", url])
     assert info.exit_code == 0 and url in info.output and "1 (one per" in info.output
+    cleared = runner.invoke(main, ["cache", "clear", "--yes", "--cache", url])
+    assert cleared.exit_code == 0 and s3.objects("cli/") == {}
 
 
 @pytest.mark.slow

@@ -199,6 +199,7 @@ class S3Store:
         self._repaired = 0
         self._lock = threading.Lock()
         self._leases: dict[str, str] = {}  # key -> the etag of the lease we hold
+        self._acquiring: set[str] = set()  # keys whose lease a run here is taking now
         self._identity = {
             "owner": uuid.uuid4().hex, "host": os.uname().nodename, "boot_id": _boot_id(),
             "pid_ns": _pid_namespace(), "pid": os.getpid(),
@@ -231,17 +232,24 @@ class S3Store:
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         path = f"probe/{uuid.uuid4().hex}.json"
-        create_only = if_match = False
-        self._call("write", lambda: obstore.put(self._objects, path, b"{}", mode="create"))
-        try:
-            self._call("write", lambda: obstore.put(self._objects, path, b"{}", mode="create"))
-        except AlreadyExistsError:
-            create_only = True
-        try:
-            self._call("write", lambda: obstore.put(
-                self._objects, path, b"{}", mode={"e_tag": '"0-editgraph-probe"'}))
-        except PreconditionError:
-            if_match = True
+        created = self._call("write", lambda: obstore.put(self._objects, path, b"{}", mode="create"))
+        etag = created.get("e_tag")
+
+        def answers(write: Callable[[], object], expected: type[Exception] | None) -> bool:
+            """Whether ``write`` fails with ``expected`` (None: succeeds); any other
+            outcome (accepted when it should not be, 501 Not Implemented...) is a no."""
+            try:
+                write()
+            except Exception as exc:  # noqa: BLE001 - every other outcome is a "no"
+                return expected is not None and isinstance(exc, expected)
+            return expected is None
+
+        create_only = answers(
+            lambda: obstore.put(self._objects, path, b"{}", mode="create"), AlreadyExistsError)
+        if_match = etag is not None and answers(
+            lambda: obstore.put(self._objects, path, b"{}", mode={"e_tag": '"0-editgraph-probe"'}),
+            PreconditionError,
+        ) and answers(lambda: obstore.put(self._objects, path, b"{}", mode={"e_tag": etag}), None)
         self._call("write", lambda: obstore.delete(self._objects, path))
         if not (create_only and if_match):
             missing = " and ".join(
@@ -445,31 +453,43 @@ class S3Store:
         return isinstance(pid, int) and pid != os.getpid() and not _process_alive(pid)
 
     def acquire_lease(self, key: str) -> bool:
-        """Take the in-flight lease for ``key``; False while a live holder has it."""
+        """Take the in-flight lease for ``key``; False while a live holder has it (also
+        another run in this process)."""
         with self._lock:
-            if key in self._leases:
-                return False  # another run in this process holds it
+            if key in self._leases or key in self._acquiring:
+                return False
+            self._acquiring.add(key)
+        try:
+            etag = self._take(key)
+            if etag is None:
+                return False
+            with self._lock:
+                self._leases[key] = etag
+            return True
+        finally:
+            with self._lock:
+                self._acquiring.discard(key)
+
+    def _take(self, key: str) -> str | None:
+        """Create the lease, or take over one whose holder is gone; its etag, or None."""
         path = f"leases/{key}.json"
         etag = self._create(path, self._lease_value())
-        if etag is None:
-            found = self._get(path)
-            if found is None:  # released in between: try once more
-                etag = self._create(path, self._lease_value())
-            else:
-                text, current = found
-                try:
-                    holder = json.loads(text)
-                except ValueError:
-                    holder = {}
-                if not isinstance(holder, dict):
-                    holder = {}
-                if holder.get("owner") == self._identity["owner"] or self._holder_gone(holder):
-                    etag = self._replace(path, self._lease_value(), current or "")
-        if etag is None:
-            return False
-        with self._lock:
-            self._leases[key] = etag
-        return True
+        if etag is not None:
+            return etag
+        found = self._get(path)
+        if found is None:  # released in between: try once more
+            return self._create(path, self._lease_value())
+        text, current = found
+        try:
+            holder = json.loads(text)
+        except ValueError:
+            holder = {}
+        if not isinstance(holder, dict):
+            holder = {}
+        if holder.get("owner") == self._identity["owner"] or self._holder_gone(holder):
+            # If-Match on the etag we read: of two machines taking over, one wins.
+            return self._replace(path, self._lease_value(), current or "")
+        return None
 
     def renew_lease(self, key: str) -> None:
         """Keep a held lease from expiring (never someone else's: If-Match on its etag)."""
