@@ -188,6 +188,31 @@ def test_an_unreadable_record_in_the_bucket_is_replaced(s3: MotoS3, tmp_path: Pa
     assert json.loads(s3.objects(path)[path])["key"] == first["night"].key
 
 
+def test_history_is_kept_per_graph(s3: MotoS3, tmp_path: Path) -> None:
+    """history/<graph>/<node>.json: one graph's node history is not another's."""
+    from editgraph.store import history_of
+
+    run = two_edit_graph(tmp_path / "plain").run(provider=eg.providers.Preview())
+    history = history_of(run["night"].request, run["night"].key, "preview")
+    S3Store(s3.url("h"), local_dir=tmp_path / "a").put_history("night", history, graph="cat/a.py")
+    assert "h/history/cat%2Fa.py/night.json" in s3.objects("h/")
+    other = S3Store(s3.url("h"), local_dir=tmp_path / "b")
+    assert other.get_history("night") is None
+    assert other.get_history("night", graph="cat/a.py") == history
+
+
+def test_verify_finds_and_repairs_damage(s3: MotoS3, tmp_path: Path) -> None:
+    """verify() names a damaged image and the record that uses it; repair removes both."""
+    store = S3Store(s3.url("v"), local_dir=tmp_path / "a")
+    run = two_edit_graph(store).run(provider=eg.providers.Preview())
+    assert store.verify() == []
+    blue = run["blue"].output_hash
+    s3.write(f"v/blobs/sha256/{blue[:2]}/{blue}", b"rot")
+    found = store.verify(repair=True)
+    assert {entry.entry for entry in found} == {f"image {blue[:12]}", f"record {run['blue'].key[:12]}"}
+    assert store.verify() == []
+
+
 def test_open_store_takes_a_folder_a_bucket_or_a_store(
     s3: MotoS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

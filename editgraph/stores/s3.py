@@ -43,20 +43,28 @@ from ..store import (
     CacheStats,
     DiskStore,
     NodeHistory,
+    _parse_record,  # one reading of a record's JSON for every backend
 )
 
 if TYPE_CHECKING:
     from obstore.store import S3Store as ObjectStore
 
-__all__ = ["S3Location", "S3Store", "connect", "parse_s3_url"]
+__all__ = ["DEFAULT_GRAPH", "Damage", "S3Location", "S3Store", "connect", "parse_s3_url"]
 
 T = TypeVar("T")
 
-#: The graph segment of ``history/<graph>/<node>.json`` while plan history is per node name.
-_DEFAULT_GRAPH = "__main__"
+#: The graph whose plan history a node name belongs to when none is named (a notebook's).
+DEFAULT_GRAPH = "__main__"
 #: A file in the local cache: the endpoints at which this bucket was probed and honours
 #: conditional writes (so a second pass makes no S3 request for the probe either).
 _PROBED = "probed-conditional-writes"
+
+
+class Damage(NamedTuple):
+    """One damaged entry ``verify`` found: a record or an image, and what is wrong."""
+
+    entry: str
+    problem: str
 
 
 class S3Location(NamedTuple):
@@ -140,10 +148,8 @@ def _blob_path(content_hash: str) -> str:
     return f"blobs/sha256/{content_hash[:2]}/{content_hash}"
 
 
-def _history_path(name: str) -> str:
-    graph, _, node = name.rpartition("/")
-    return f"history/{urllib.parse.quote(graph or _DEFAULT_GRAPH, safe='')}/" \
-        f"{urllib.parse.quote(node, safe='')}.json"
+def _history_path(graph: str, node: str) -> str:
+    return f"history/{urllib.parse.quote(graph, safe='')}/{urllib.parse.quote(node, safe='')}.json"
 
 
 def _boot_id() -> str | None:
@@ -513,25 +519,27 @@ class S3Store:
 
     # ------------------------------------------------------------------ history and stats
 
-    def get_history(self, name: str) -> NodeHistory | None:
-        """The request ``name`` last ran with: this machine's copy, else the bucket's."""
-        history = self.local.get_history(name)
+    def get_history(self, name: str, graph: str = DEFAULT_GRAPH) -> NodeHistory | None:
+        """The request node ``name`` of ``graph`` last ran with: this machine's copy, else
+        the bucket's (``history/<graph>/<node>.json``)."""
+        local_name = f"{graph}\x00{name}"
+        history = self.local.get_history(local_name)
         if history is not None:
             return history
-        found = self._get(_history_path(name))
+        found = self._get(_history_path(graph, name))
         if found is None:
             return None
         try:
             history = NodeHistory.model_validate_json(found[0])
         except ValidationError:
             return None
-        self.local.put_history(name, history)
+        self.local.put_history(local_name, history)
         return history
 
-    def put_history(self, name: str, history: NodeHistory) -> None:
-        """Remember the request ``name`` last ran with (last writer wins)."""
-        self._put(_history_path(name), history.model_dump_json().encode())
-        self.local.put_history(name, history)
+    def put_history(self, name: str, history: NodeHistory, graph: str = DEFAULT_GRAPH) -> None:
+        """Remember the request node ``name`` of ``graph`` last ran with (last writer wins)."""
+        self._put(_history_path(graph, name), history.model_dump_json().encode())
+        self.local.put_history(f"{graph}\x00{name}", history)
 
     def add_saved(self, usd: float) -> None:
         """Add to this machine's total of spend that cache hits saved."""
@@ -559,10 +567,10 @@ class S3Store:
             saved_usd=self.local.stats().saved_usd,
         )
 
-    def verify(self, *, repair: bool = False) -> list[tuple[str, str]]:
-        """Check every record and image in the bucket: (entry, problem) for each damaged
-        one; with ``repair``, remove it too."""
-        damage: list[tuple[str, str]] = []
+    def verify(self, *, repair: bool = False) -> list[Damage]:
+        """Check every record and image in the bucket: each damaged one, and with
+        ``repair`` remove it too (and this machine's copy of the cache)."""
+        damage: list[Damage] = []
         good: set[str] = set()
         for meta in self._list("blobs/"):
             content_hash = meta["path"].rpartition("/")[2]
@@ -570,7 +578,7 @@ class S3Store:
             if found is not None and hashlib.sha256(found[0]).hexdigest() == content_hash:
                 good.add(content_hash)
                 continue
-            damage.append((f"image {content_hash[:12]}", "its bytes do not match their hash"))
+            damage.append(Damage(f"image {content_hash[:12]}", "its bytes do not match their hash"))
             if repair:
                 self._delete(_blob_path(content_hash))
         for meta in self._list("records/"):
@@ -583,7 +591,7 @@ class S3Store:
             if record is not None and record.output_hash in good:
                 continue
             problem = "unreadable (not a record)" if record is None else "its image is missing or damaged"
-            damage.append((f"record {key[:12]}", problem))
+            damage.append(Damage(f"record {key[:12]}", problem))
             if repair:
                 self._delete(f"records/{key}.json")
         if repair:
@@ -629,15 +637,6 @@ class S3Store:
         for meta in list(self._list("")):
             self._delete(meta["path"])
         self.local.clear()
-
-
-def _parse_record(text: bytes | str) -> CacheRecord | None:
-    """The record in ``text``, or None when unreadable or of another schema version."""
-    try:
-        record = CacheRecord.model_validate_json(text)
-    except ValidationError:
-        return None
-    return record if record.schema_version == SCHEMA_VERSION else None
 
 
 def _is_damaged(text: bytes | str) -> bool:
