@@ -190,10 +190,8 @@ def test_an_unreadable_record_in_the_bucket_is_replaced(s3: MotoS3, tmp_path: Pa
 
 def test_history_is_kept_per_graph(s3: MotoS3, tmp_path: Path) -> None:
     """history/<graph>/<node>.json: one graph's node history is not another's."""
-    from editgraph.store import history_of
-
     run = two_edit_graph(tmp_path / "plain").run(provider=eg.providers.Preview())
-    history = history_of(run["night"].request, run["night"].key, "preview")
+    history = run["night"].record
     S3Store(s3.url("h"), local_dir=tmp_path / "a").put_history("night", history, graph="cat/a.py")
     assert "h/history/cat%2Fa.py/night.json" in s3.objects("h/")
     other = S3Store(s3.url("h"), local_dir=tmp_path / "b")

@@ -33,17 +33,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import platformdirs
-from pydantic import ValidationError
 
 from ..errors import StoreError
-from ..requests import SCHEMA_VERSION
+from ..records import RECORD_VERSION, EditRecord
 from ..store import (
     LEASE_SECONDS,
-    CacheRecord,
     CacheStats,
     DiskStore,
-    NodeHistory,
-    _parse_record,  # one reading of a record's JSON for every backend
+    _parse_record,  # one reading of a record's JSON (with migration) for every backend
 )
 
 if TYPE_CHECKING:
@@ -360,7 +357,7 @@ class S3Store:
 
     # ------------------------------------------------------------------ records and blobs
 
-    def get_record(self, key: str) -> CacheRecord | None:
+    def get_record(self, key: str) -> EditRecord | None:
         """The record for ``key``, or None: from the local cache, else from the bucket
         with its image (checked against its hash; a damaged entry is removed: a miss)."""
         record = self.local.get_record(key)
@@ -385,7 +382,7 @@ class S3Store:
         self.local.put_record(record)
         return record
 
-    def get_verified_record(self, key: str) -> CacheRecord | None:
+    def get_verified_record(self, key: str) -> EditRecord | None:
         """The record for ``key`` whose image reads back with its hash, or None."""
         record = self.get_record(key)
         if record is None:
@@ -396,7 +393,7 @@ class S3Store:
             return self.get_record(key)
         return record
 
-    def put_record(self, record: CacheRecord) -> None:
+    def put_record(self, record: EditRecord) -> None:
         """Keep ``record`` here and in the bucket; a readable record already there wins
         (an unreadable one is replaced, or the key would be paid for on every run)."""
         path = f"records/{record.key}.json"
@@ -519,8 +516,8 @@ class S3Store:
 
     # ------------------------------------------------------------------ history and stats
 
-    def get_history(self, name: str, graph: str = DEFAULT_GRAPH) -> NodeHistory | None:
-        """The request node ``name`` of ``graph`` last ran with: this machine's copy, else
+    def get_history(self, name: str, graph: str = DEFAULT_GRAPH) -> EditRecord | None:
+        """The record node ``name`` of ``graph`` last ran as: this machine's copy, else
         the bucket's (``history/<graph>/<node>.json``)."""
         local_name = f"{graph}\x00{name}"
         history = self.local.get_history(local_name)
@@ -529,17 +526,16 @@ class S3Store:
         found = self._get(_history_path(graph, name))
         if found is None:
             return None
-        try:
-            history = NodeHistory.model_validate_json(found[0])
-        except ValidationError:
+        history = _parse_record(found[0])
+        if history is None:
             return None
         self.local.put_history(local_name, history)
         return history
 
-    def put_history(self, name: str, history: NodeHistory, graph: str = DEFAULT_GRAPH) -> None:
-        """Remember the request node ``name`` of ``graph`` last ran with (last writer wins)."""
-        self._put(_history_path(graph, name), history.model_dump_json().encode())
-        self.local.put_history(f"{graph}\x00{name}", history)
+    def put_history(self, name: str, record: EditRecord, graph: str = DEFAULT_GRAPH) -> None:
+        """Remember the record node ``name`` of ``graph`` last ran as (last writer wins)."""
+        self._put(_history_path(graph, name), record.model_dump_json().encode())
+        self.local.put_history(f"{graph}\x00{name}", record)
 
     def add_saved(self, usd: float) -> None:
         """Add to this machine's total of spend that cache hits saved."""
@@ -547,7 +543,7 @@ class S3Store:
 
     # ------------------------------------------------------------------ maintenance
 
-    def records(self) -> Iterator[CacheRecord]:
+    def records(self) -> Iterator[EditRecord]:
         """Every readable record in the bucket."""
         for meta in self._list("records/"):
             key = meta["path"].rpartition("/")[2].removesuffix(".json")
@@ -606,7 +602,7 @@ class S3Store:
         drop = {r.key for r in records if older_than is not None and now - r.created_at > older_than}
         kept = [r for r in records if r.key not in drop]
         if max_bytes is not None:
-            sizes = {r.output_hash: r.size_bytes for r in kept}
+            sizes = {r.output_hash: r.size_bytes or 0 for r in kept}
             total = sum(sizes.values())
             users: dict[str, int] = {}
             for record in kept:
@@ -622,7 +618,7 @@ class S3Store:
         for record in records:
             if record.key not in drop:
                 used.add(record.output_hash)
-                used.update(ref.get("hash") for ref in record.request.get("references", ()))
+                used.update(reference.hash for reference in record.references)
         for key in drop:
             self._delete(f"records/{key}.json")
         for meta in self._list("blobs/"):
@@ -647,4 +643,4 @@ def _is_damaged(text: bytes | str) -> bool:
         return True
     if not isinstance(value, dict) or not isinstance(value.get("schema_version"), int):
         return True
-    return value["schema_version"] == SCHEMA_VERSION and _parse_record(text) is None
+    return value["schema_version"] == RECORD_VERSION and _parse_record(text) is None
