@@ -1,6 +1,6 @@
 """editgraph: multi-step image editing with FLUX.2 as a cached, concurrent DAG of edits."""
 
-from . import providers
+from . import hosts, providers
 from ._version import __version__
 from .batch import Batch, BatchItem, BatchSummary, batch
 from .errors import (
@@ -54,6 +54,7 @@ __all__ = [
     "__version__",
     "batch",
     "chain",
+    "hosts",
     "provenance",
     "providers",
 ]

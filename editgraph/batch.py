@@ -36,6 +36,7 @@ from .recipe import Recipe
 from .requests import EditRequest, GeneratedImage
 from .runs import Run
 from .store import Store
+from .stores.base import CacheLocation, open_store
 
 __all__ = [
     "Batch",
@@ -536,7 +537,7 @@ async def abatch(
     settings: Mapping[str, Any] | None = None,
     out: str | os.PathLike[str] | None = None,
     provider: Provider | None = None,
-    cache: Store | str | os.PathLike[str] | None = None,
+    cache: CacheLocation = None,
     concurrency: int = 8,
     budget: float | None = None,
     max_inflight: int | None = None,
@@ -561,7 +562,7 @@ async def abatch(
     folder.mkdir(parents=True, exist_ok=True)
     chosen = provider or _default_provider()
     shared = _SharedProvider(chosen, max_inflight or concurrency)
-    store = _open_store(cache)
+    store = open_store(cache)
     moderated = {} if retry_moderated else _earlier_statuses(folder / JOURNAL)
     shown: BatchProgress = progress or _Silent()
     window = max(2, concurrency)
@@ -652,14 +653,6 @@ def _default_provider() -> Provider:
     return chosen
 
 
-def _open_store(cache: Store | str | os.PathLike[str] | None) -> Store:
-    from .store import DiskStore
-
-    if cache is None or isinstance(cache, (str, os.PathLike)):
-        return DiskStore(cache)
-    return cache
-
-
 def _write_report_quietly(folder: Path) -> None:
     from .report import write_batch_report  # the page is exploration; imported on use
 
@@ -692,12 +685,12 @@ def plan_batch(
     param: str | None = None,
     settings: Mapping[str, Any] | None = None,
     provider: Provider | None = None,
-    cache: Store | str | os.PathLike[str] | None = None,
+    cache: CacheLocation = None,
     limit: int | None = None,
 ) -> BatchPlan:
     """Plan every item of a batch against the cache; calls no provider, spends nothing."""
     loaded = _recipe(recipe)
-    store = _open_store(cache)
+    store = open_store(cache)
     chosen = provider or _default_provider()
     items = invalid_count = cached = to_run = 0
     cost = 0.0

@@ -43,6 +43,8 @@ from .replay import replay as replay_saved
 from .report import report_from_folder
 from .runs import Run
 from .store import DiskStore
+from .stores.base import open_store
+from .stores.s3 import S3Store
 
 if TYPE_CHECKING:
     from .batch import Batch, BatchItem
@@ -95,11 +97,33 @@ def _load(recipe: str, sets: tuple[str, ...]) -> Graph:
         _fail(str(exc))
 
 
-def _open_store(cache_dir: str | None) -> DiskStore:
+def _open_store(cache_dir: str | None) -> DiskStore | S3Store:
     try:
-        return DiskStore(cache_dir)
+        store = open_store(cache_dir)
     except StoreError as exc:
         _fail(str(exc))
+    assert isinstance(store, (DiskStore, S3Store))
+    return store
+
+
+def _provider_with_host(name: str | None, image_host: str | None) -> Provider | None:
+    """The provider named (or the default one), sending references through ``image_host``."""
+    if image_host is None:
+        return _provider(name)
+    from .hosts import S3ImageHost
+
+    try:
+        host = S3ImageHost(image_host)
+    except StoreError as exc:
+        _fail(f"--image-host: {exc}")
+    chosen = name if name is not None else providers.default_provider()[0].name
+    try:
+        return providers.by_name(chosen, image_host=host)
+    except ConfigurationError as exc:
+        _fail(f"--provider {chosen}: {exc}")
+    except TypeError:
+        _fail(f"--image-host: provider {chosen!r} sends no reference URLs; drop --image-host "
+              "or pick a hosted provider with --provider")
 
 
 def _human_bytes(size: float) -> str:
@@ -157,9 +181,15 @@ _provider_option = click.option(
          "(TOGETHER_API_KEY for together), else preview.",
 )
 _cache_option = click.option(
-    "--cache-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+    "--cache", "--cache-dir", "cache_dir", metavar="DIR|s3://BUCKET/PREFIX", default=None,
     envvar="EDITGRAPH_CACHE_DIR", show_envvar=True,
-    help="Cache directory [default: the platform's user cache directory].",
+    help="Cache: a folder, or s3://BUCKET/PREFIX shared by a team (endpoint and keys from "
+         "the AWS_* variables) [default: the platform's user cache directory].",
+)
+_image_host_option = click.option(
+    "--image-host", metavar="s3://BUCKET/PREFIX", default=None,
+    help="Upload local reference images here once per content hash and send presigned "
+         "URLs (for a service that takes only URLs) [default: inline data: URIs].",
 )
 
 
@@ -221,9 +251,10 @@ def main() -> None:
 @click.option("--cache-only", is_flag=True,
               help="Serve every edit from the cache; a miss is an error (for demos and CI).")
 @_cache_option
+@_image_host_option
 def run(recipe: str, out_dir: Path | None, sets: tuple[str, ...], provider: str | None,
         concurrency: int | None, budget: float | None, cache_only: bool,
-        cache_dir: str | None) -> None:
+        cache_dir: str | None, image_host: str | None) -> None:
     """Run RECIPE: generate what is not cached, write one image per edit.
 
     Edits start as soon as their inputs are ready; independent ones run at once. Each
@@ -242,7 +273,7 @@ def run(recipe: str, out_dir: Path | None, sets: tuple[str, ...], provider: str 
     """
     graph = _load(recipe, sets)
     out_dir = out_dir or Path("out") / Path(recipe).stem
-    chosen = _provider(provider)
+    chosen = _provider_with_host(provider, image_host)
     try:
         if cache_only:
             missing = graph.plan(provider=chosen, cache_dir=cache_dir).to_run
@@ -626,7 +657,7 @@ def cache() -> None:
 
     Every generated image is kept by content hash with a JSON record of the request
     that made it. The cache is $EDITGRAPH_CACHE_DIR, else the platform's user cache
-    directory; each subcommand also takes --cache-dir.
+    directory; each subcommand also takes --cache (a folder or s3://BUCKET/PREFIX).
 
     \b
     Examples:

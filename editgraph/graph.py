@@ -27,7 +27,8 @@ from .providers.base import Provider
 from .providers.registry import default_provider
 from .runs import Run
 from .sources import NODE_NAME, check_image, read_source
-from .store import DiskStore, Store
+from .store import Store
+from .stores.base import CacheLocation, open_store
 
 __all__ = ["Graph", "Handle", "Sweep", "chain"]
 
@@ -141,7 +142,8 @@ class Graph:
 
     Keyword arguments are defaults for every edit: ``model``, ``width``, ``height``,
     ``seed``, ``steps``, ``guidance``, ``prompt_upsampling``, ``output_format``.
-    ``provider`` and ``cache_dir`` are defaults for ``run()``.
+    ``provider`` and ``cache_dir`` (a folder, ``s3://bucket/prefix`` or an open store)
+    are defaults for ``run()``.
     """
 
     def __init__(
@@ -149,7 +151,7 @@ class Graph:
         *,
         model: str = "flux.2-pro",
         provider: Provider | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
+        cache_dir: CacheLocation = None,
         concurrency: int = 8,
         **defaults: Any,
     ) -> None:
@@ -430,13 +432,11 @@ class Graph:
 
     # ------------------------------------------------------------------ running
 
-    def _open_store(self, cache_dir: str | os.PathLike[str] | Store | None) -> Store:
-        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
-            return cache_dir  # an open store, shared by the caller (a batch's items)
+    def _open_store(self, cache_dir: CacheLocation) -> Store:
         if cache_dir is not None and cache_dir != self.cache_dir:
-            return DiskStore(cache_dir)
+            return open_store(cache_dir)
         if self._store is None:
-            self._store = DiskStore(self.cache_dir)
+            self._store = open_store(self.cache_dir)
         return self._store
 
     def _provider(self, provider: Provider | None) -> tuple[Provider, str | None]:
@@ -449,9 +449,7 @@ class Graph:
         return chosen, notice
 
     def plan(
-        self,
-        provider: Provider | None = None,
-        cache_dir: str | os.PathLike[str] | Store | None = None,
+        self, provider: Provider | None = None, cache_dir: CacheLocation = None
     ) -> Plan:
         """What ``run()`` would do: cached and to-run edits, why, and the estimated cost.
 
@@ -465,7 +463,7 @@ class Graph:
     async def arun(
         self,
         provider: Provider | None = None,
-        cache_dir: str | os.PathLike[str] | Store | None = None,
+        cache_dir: CacheLocation = None,
         concurrency: int | None = None,
         *,
         cache_only: bool = False,
@@ -506,7 +504,7 @@ class Graph:
     def run(
         self,
         provider: Provider | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
+        cache_dir: CacheLocation = None,
         concurrency: int | None = None,
         *,
         cache_only: bool = False,

@@ -27,7 +27,8 @@ from .records import EditRecord
 from .requests import Reference
 from .runs import Manifest, Run
 from .saved import find_image_bytes, read_manifest, saved_inputs, source_names
-from .store import DiskStore
+from .store import Store
+from .stores.base import CacheLocation, open_store
 
 __all__ = ["ReplayResult", "replay"]
 
@@ -50,7 +51,7 @@ def replay(
     target: str | os.PathLike[str],
     *,
     provider: Provider | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
+    cache_dir: CacheLocation = None,
     verify: bool = False,
 ) -> ReplayResult:
     """Re-run what ``target`` records: a ``manifest.json``, the folder of a saved run, or
@@ -71,7 +72,7 @@ def replay(
             "an image `run.save` wrote"
         ) from exc
     folder = path.parent
-    store = DiskStore(cache_dir)
+    store = open_store(cache_dir)
     try:
         if data.startswith(_IMAGE_MAGIC):
             record = read_provenance(data)
@@ -90,7 +91,9 @@ def replay(
         sources = _sources(inputs, edits, chosen.name, folder, store)
         run = run_sync(execute(edits, sources, provider=chosen, store=store))
     finally:
-        store.close()
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
     if run.failures:
         raise RunError(run.failures, run=run)
     mismatches = _compare(recorded, run) if verify else {}
@@ -152,7 +155,7 @@ def _from_image(record: EditRecord) -> tuple[list[EditRecord], list[EditNode], d
 
 def _sources(
     inputs: dict[str, _Input], edits: Sequence[EditNode], provider: str, folder: Path,
-    store: DiskStore,
+    store: Store,
 ) -> dict[str, SourceNode]:
     """The replay's sources with their bytes; only the inputs of edits that are not in
     the cache must be found (a cached run replays without its source files)."""

@@ -22,8 +22,8 @@ CHAIN: tuple[frozenset[str], ...] = (
     frozenset({"graph"}),
     frozenset({"prompts", "keys", "plan", "sources"}),
     frozenset({"execute", "progress"}),
-    frozenset({"providers"}),
-    frozenset({"store"}),
+    frozenset({"providers", "hosts"}),
+    frozenset({"store", "stores"}),
     frozenset({"runs", "provenance"}),
 )
 #: Shared types and constants: importable by every module; they import only each other.

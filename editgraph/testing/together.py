@@ -189,7 +189,8 @@ class FakeTogether:
     asynchronous clients alike talk to it over real loopback HTTP. It serves:
 
     - ``POST /v1/images/generations`` — validates like the service, fetches each
-      reference (its own result URLs and ``data:`` URIs only; it contacts no other host)
+      reference (its own result URLs, ``data:`` URIs, and other http URLs on 127.0.0.1
+      such as an image host's presigned URLs on a local S3; it contacts no other host)
       and answers with real JPEG or PNG bytes of the requested size, deterministic in the
       model, prompt, seed, size, steps, guidance, output format and the *bytes* of the
       references, as ``url`` (default) or ``b64_json`` (``response_format="base64"``).
@@ -518,11 +519,14 @@ class FakeTogether:
             and parts.port == self._port
             and parts.path.startswith(_FILES_PREFIX)
         )
+        if not ours and parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost"):
+            return await _fetch_loopback(url, field, position)
         if not ours:
             raise _ApiError(
                 400,
                 f"Could not fetch reference image {position} ({_shorten(url)}): "
-                "FakeTogether fetches only its own result URLs and data: URIs.",
+                "FakeTogether fetches only its own result URLs, data: URIs and URLs on "
+                "127.0.0.1.",
                 param=field,
             )
         stored = self._fresh_file(parts.path[len(_FILES_PREFIX) :])
@@ -740,6 +744,24 @@ def _decode_data_uri(uri: str, field: str, position: int) -> bytes:
                 400, f"Reference image {position} is a data: URI with invalid base64: {exc}.", param=field
             ) from exc
     return unquote_to_bytes(payload)
+
+
+async def _fetch_loopback(url: str, field: str, position: int) -> bytes:
+    """The bytes at an http URL on 127.0.0.1 (a local image host), or a 400 as the
+    service answers a reference it cannot fetch."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(trust_env=False) as session, session.get(url) as response:
+            if response.status == 200:
+                return await response.read()
+            problem = f"{response.status} {response.reason}"
+    except aiohttp.ClientError as exc:
+        problem = str(exc)
+    raise _ApiError(
+        400, f"Could not fetch reference image {position} ({_shorten(url)}): {problem}",
+        param=field,
+    )
 
 
 def _decode_references(
