@@ -455,7 +455,10 @@ def test_billed_records_the_hash_of_the_delivered_bytes(fake: FakeTogether, clie
 
 
 def test_serves_many_requests_at_once() -> None:
-    """64 requests with 0.2 s latency each finish together, far below 64 x 0.2 s."""
+    """64 requests with 1 s latency each overlap: all finish far below the 64 s of one by one.
+
+    The bound (16 s) needs at least 4 requests at a time, so a loaded machine cannot fail it.
+    """
 
     async def burst(base_url: str) -> list[int]:
         async with httpx.AsyncClient(
@@ -475,12 +478,12 @@ def test_serves_many_requests_at_once() -> None:
             )
         return [response.status_code for response in responses]
 
-    with FakeTogether(latency=0.2) as fake:
+    with FakeTogether(latency=1.0) as fake:
         started = time.perf_counter()
         statuses = asyncio.run(burst(fake.base_url))
         elapsed = time.perf_counter() - started
         assert statuses == [200] * 64
-        assert elapsed < 3.0
+        assert elapsed < 16.0
         assert len(fake.billed) == 64
 
 
