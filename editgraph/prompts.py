@@ -37,20 +37,37 @@ _TOKEN_CLOSE = "\ue001"
 #: accepts (file stems such as ``car.v2`` included); a trailing "." ends the sentence.
 _AT_NAME = r"\w(?:[\w.-]*\w)?(?:\[\d+\])?"
 
+#: A literal reference number: one or two digits (a model takes at most a handful of
+#: references, so "an image 1024 px wide" is text, not a reference).
+_LITERAL_NUMBER = r"\d{1,2}(?!\d)"
+
+# Every whitespace run is matched possessively (``*+``): with plain ``\s*#?\s*`` the
+# engine would try every split of a long run of spaces after "image", quadratic in it.
 _MENTION = re.compile(
     rf"{_TOKEN_OPEN}(?P<token>[^{_TOKEN_OPEN}{_TOKEN_CLOSE}]*){_TOKEN_CLOSE}"
     r"|(?P<escape>@@)"
     rf"|(?<![\w@])@(?P<at>{_AT_NAME})"
-    r"|\b(?P<literal>images\s*#?\s*\d+"
-    r"(?:(?:\s*,\s*(?:and\s+|or\s+|&\s*)?|\s+(?:and|or|&)\s+|\s*&\s*)#?\s*\d+)*"
-    r"|image\s*#?\s*\d+)(?!\d)",
+    rf"|\b(?P<literal>images\s*+(?:#\s*+)?{_LITERAL_NUMBER}"
+    rf"(?:(?:\s*+,\s*+(?:and\s++|or\s++|&\s*+)?|\s++(?:and|or|&)\s++|\s*+&\s*+)"
+    rf"(?:#\s*+)?{_LITERAL_NUMBER})*+"
+    rf"|image\s*+(?:#\s*+)?{_LITERAL_NUMBER})",
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"\d+")
 #: A ``#`` starting a word (not "C#"), outside an "image #N" reference.
-_HASH_TOKEN = re.compile(r"(?<!\w)#[0-9A-Za-z]+\b")
+_HASH_TOKEN = re.compile(r"#[0-9A-Za-z]+\b")
+_WORD_CHAR = re.compile(r"\w")
 
 _PAIRED_QUOTES = {'"': '"', "\u201c": "\u201d", "\u2018": "\u2019"}
+_QUOTE_MARK = re.compile("['\"\u201c\u201d\u2018\u2019]")
+_CLOSING_MARKS = ('"', "\u201d", "\u2019", "'")
+#: Closing marks that close only when no letter or digit follows (else an apostrophe).
+_LETTER_RULE_MARKS = ("\u2019", "'")
+
+
+def _excerpt(text: str, limit: int = 60) -> str:
+    """``text`` quoted for an error message, cut to ``limit`` characters."""
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def reference_token(graph_id: str, name: str) -> str:
@@ -70,32 +87,36 @@ def _quoted_spans(text: str) -> list[tuple[int, int]]:
 
     Quotes are "…", “…”, ‘…’, and '…' where the opening ' does not follow a letter or
     digit and the closing one is not followed by one. An unclosed quote is an apostrophe.
+    One pass collects where each kind of quote may close; each opening mark then finds
+    its closing one by bisection, so the whole scan is O(n log n), never quadratic (a
+    prompt of many unclosed quotes once took seconds).
     """
+    marks = [(match.start(), match.group()) for match in _QUOTE_MARK.finditer(text)]
+    if not marks:
+        return []
+    n = len(text)
+    closers: dict[str, list[int]] = {mark: [] for mark in _CLOSING_MARKS}
+    for position, char in marks:
+        if char in closers:
+            after = text[position + 1] if position + 1 < n else ""
+            if not (char in _LETTER_RULE_MARKS and after and _is_letter(after)):
+                closers[char].append(position)
     spans: list[tuple[int, int]] = []
-    i, n = 0, len(text)
-    while i < n:
-        char = text[i]
-        end = -1
-        if char in _PAIRED_QUOTES:
-            end = _closing(text, i + 1, _PAIRED_QUOTES[char], letter_rule=char == "\u2018")
-        elif char == "'" and (i == 0 or not _is_letter(text[i - 1])):
-            end = _closing(text, i + 1, "'", letter_rule=True)
-        if end >= 0:
-            spans.append((i, end + 1))
-            i = end + 1
-        else:
-            i += 1
+    covered = -1  # marks before this offset are inside the last span
+    for position, char in marks:
+        if position < covered:
+            continue
+        mark = _PAIRED_QUOTES.get(char)
+        if mark is None and char == "'" and (position == 0 or not _is_letter(text[position - 1])):
+            mark = "'"
+        if mark is None:
+            continue
+        candidates = closers[mark]
+        index = bisect.bisect_left(candidates, position + 1)
+        if index < len(candidates):
+            spans.append((position, candidates[index] + 1))
+            covered = candidates[index] + 1
     return spans
-
-
-def _closing(text: str, start: int, mark: str, *, letter_rule: bool) -> int:
-    position = text.find(mark, start)
-    while position >= 0 and letter_rule:
-        after = text[position + 1 : position + 2]
-        if not (after and _is_letter(after)):
-            break
-        position = text.find(mark, position + 1)
-    return position
 
 
 class _Inside:
@@ -248,8 +269,7 @@ class _Mention:
     value: str
 
 
-def _mentions(text: str) -> list[_Mention]:
-    inside = _Inside(text)
+def _mentions(text: str, inside: _Inside) -> list[_Mention]:
     found: list[_Mention] = []
     for match in _MENTION.finditer(text):
         kind = match.lastgroup or ""
@@ -286,7 +306,10 @@ def rewrite_prompt(
             f"got {type(prompt).__name__}"
         )
 
-    parsed = [(path, text, _mentions(text)) for path, text in strings]
+    parsed = []
+    for path, text in strings:
+        inside = _Inside(text)
+        parsed.append((path, text, inside, _mentions(text, inside)))
 
     def mentioned(mention: _Mention, path: str) -> str:
         if mention.kind == "token":
@@ -300,7 +323,7 @@ def rewrite_prompt(
 
     explicit = None if refs is None else [canonical(name) for name in refs]
     final: list[str] = []
-    for path, _, mentions in parsed:
+    for path, _, _, mentions in parsed:
         for mention in mentions:
             if mention.kind not in ("token", "at"):
                 continue
@@ -325,7 +348,7 @@ def rewrite_prompt(
             if not 1 <= number <= len(numbering):
                 have = f"1..{len(numbering)}" if numbering else "none"
                 raise GraphError(
-                    f"node {node!r}: {path}: {literal!r} refers to image {number}, but the "
+                    f"node {node!r}: {path}: {_excerpt(literal)} refers to image {number}, but the "
                     f"edit has {len(numbering)} reference(s) (valid: {have}); quote the text "
                     "if it is meant literally"
                 )
@@ -334,11 +357,11 @@ def rewrite_prompt(
         return _NUMBER.sub(one, literal)
 
     rewritten: list[str] = []
-    for path, text, mentions in parsed:
+    for path, text, inside, mentions in parsed:
         out: list[str] = []
         position = 0
+        _check_hex(text, inside, mentions, path, node)
         for mention in mentions:
-            _check_hex(text[position : mention.start], text, position, path, node)
             out.append(text[position : mention.start])
             if mention.kind == "escape":
                 out.append("@")
@@ -347,7 +370,6 @@ def rewrite_prompt(
             else:
                 out.append(f"image {final.index(canonical(mentioned(mention, path))) + 1}")
             position = mention.end
-        _check_hex(text[position:], text, position, path, node)
         out.append(text[position:])
         rewritten.append("".join(out))
 
@@ -362,22 +384,30 @@ def rewrite_prompt(
     return RewrittenPrompt(text=text, references=tuple(final))
 
 
-def _check_hex(piece: str, text: str, offset: int, path: str, node: str) -> None:
-    """Refuse a ``#…`` token outside quotes that is not a 3- or 6-digit hex colour.
+def _check_hex(
+    text: str, inside: _Inside, mentions: Sequence[_Mention], path: str, node: str
+) -> None:
+    """Refuse a ``#…`` token outside quotes and mentions that is not a 3- or 6-digit hex colour.
 
     Every such token is read as a colour; text such as a "#1" ranking belongs in quotes.
+    A token starts a word: after a non-word character, the start of the text or a mention
+    ("C#" is not one). One scan of the whole text, whatever the number of mentions.
     """
-    if "#" not in piece:
+    if "#" not in text:
         return
-    inside: _Inside | None = None
-    for match in _HASH_TOKEN.finditer(piece):
-        token = match.group()
-        if HEX_COLOUR.fullmatch(token):
+    starts = [mention.start for mention in mentions]
+    ends = {mention.end for mention in mentions}
+    for match in _HASH_TOKEN.finditer(text):
+        start = match.start()
+        index = bisect.bisect_right(starts, start) - 1
+        if index >= 0 and start < mentions[index].end:
+            continue  # part of a mention, such as "image #2"
+        if start > 0 and start not in ends and _WORD_CHAR.match(text, start - 1):
             continue
-        inside = inside or _Inside(text)
-        if inside(offset + match.start()):
+        token = match.group()
+        if HEX_COLOUR.fullmatch(token) or inside(start):
             continue
         raise GraphError(
-            f"node {node!r}: {path}: {token!r} is not a valid hex colour; use 3 or 6 hex "
-            "digits such as #2E4057 (quote the text if it is meant literally)"
+            f"node {node!r}: {path}: {_excerpt(token)} is not a valid hex colour; use 3 or 6 "
+            "hex digits such as #2E4057 (quote the text if it is meant literally)"
         )

@@ -330,6 +330,52 @@ def test_literal_out_of_range_is_a_graph_error(graph: eg.Graph, literal: str) ->
     assert "1..4" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "text", ["an image 1024 px wide", "image 100", "Image #123 of the series", "images 250"]
+)
+def test_literal_with_three_or_more_digits_is_text(graph: eg.Graph, text: str) -> None:
+    """"image N" with three or more digits is wording, not a reference, and stays as typed."""
+    assert edit(graph, text, name="x") == (text, ())
+
+
+def test_long_literal_list_in_an_error_is_cut_short(graph: eg.Graph) -> None:
+    """An out-of-range literal thousands of characters long is quoted in at most a line."""
+    literal = "images 1" + ", 9" * 5000
+    with pytest.raises(eg.GraphError, match=r"node 'x': prompt: 'images 1, 9") as caught:
+        graph.edit(literal, refs=["a"], name="x")
+    assert len(str(caught.value)) < 300
+
+
+# Inputs that once made rewriting quadratic (the 30,000-character quote prompt took 15-21
+# s); benchmarks/rewriting.py times them, these tests pin what they rewrite to.
+LONG_HOSTILE_PROMPTS = {
+    "apostrophe quotes": " 'a" * 10_000,
+    "unclosed curly quotes": "\u201ca " * 10_000,
+    "unclosed single curly quotes": "\u2018a" * 15_000,
+    "spaces after image": "image" + " " * 30_000 + "x",
+    "hash tokens glued to underscores": "#" + "a" * 30_000 + "_",
+    "quoted bad hex tokens between escapes": "@@ '#zz' " * 3_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LONG_HOSTILE_PROMPTS))
+def test_long_hostile_prompts_rewrite_to_what_they_say(name: str) -> None:
+    """Each 30,000-character hostile prompt rewrites: a handle in front becomes image 1."""
+    text = LONG_HOSTILE_PROMPTS[name]
+    prompt, refs = rewrite(token("a") + text)
+    assert prompt == "image 1" + text.replace("@@", "@")
+    assert refs == ("a",)
+
+
+def test_a_literal_list_with_a_long_run_of_spaces_is_still_one_list() -> None:
+    """"images 2 ,<30,000 spaces>1" is one literal list, renumbered as a whole."""
+    text = "images 2 ," + " " * 30_000 + "1"
+    prompt, refs = rewrite(text, refs=["b", "a"])
+    assert (prompt, refs) == (text, ("b", "a"))
+    prompt, refs = rewrite(text, refs=["a", "a_twin", "b"])
+    assert (prompt, refs) == ("images 1 ," + " " * 30_000 + "1", ("a", "b"))
+
+
 def test_literal_without_any_reference_is_a_graph_error(graph: eg.Graph) -> None:
     """"image 1" in an edit with no inputs is refused."""
     with pytest.raises(eg.GraphError, match=r"node 'x'.*0 reference"):
@@ -408,9 +454,9 @@ def test_structured_image_hash_n_is_a_reference_not_a_colour(graph: eg.Graph) ->
 
 
 def test_structured_image_hash_n_out_of_range_is_a_graph_error(graph: eg.Graph) -> None:
-    """`image #123` in a structured prompt is a reference, so out of range is an error."""
-    with pytest.raises(eg.GraphError, match=r"node 'x': prompt.scene: 'image #123'"):
-        graph.edit({"scene": "image #123"}, refs=["a"], name="x")
+    """`image #12` in a structured prompt is a reference, so out of range is an error."""
+    with pytest.raises(eg.GraphError, match=r"node 'x': prompt.scene: 'image #12'"):
+        graph.edit({"scene": "image #12"}, refs=["a"], name="x")
 
 
 @pytest.mark.parametrize(
