@@ -24,6 +24,7 @@ from .keys import build_request, content_hash
 from .nodes import EditNode, SourceNode
 from .providers.base import Provider
 from .records import EditRecord
+from .redact import redact
 from .requests import EditRequest, GeneratedImage, Reference, media_type_of
 from .runs import NodeResult, Run
 from .store import LEASE_SECONDS, Store
@@ -269,7 +270,7 @@ class _Engine:
             raise
         except Exception as error:
             raise ProviderError(
-                f"node {node.name!r}: provider {self.provider.name!r} failed: {error}",
+                redact(f"node {node.name!r}: provider {self.provider.name!r} failed: {error}"),
                 node=node.name,
             ) from error
         if not isinstance(image, GeneratedImage):

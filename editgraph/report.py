@@ -19,6 +19,7 @@ from typing import Any
 
 from .display import templates, thumbnail_uri
 from .drawing import DrawnEdge, DrawnNode, draw_dag
+from .redact import redact
 from .runs import Manifest, Run
 from .saved import (
     entry_file,
@@ -80,7 +81,15 @@ def report_from_folder(out_dir: Path, path: Path | None = None) -> Path:
 
 
 def render_report(manifest: Manifest, lookup: ImageLookup, *, title: str) -> str:
-    """The report page of ``manifest``, with images found by ``lookup``."""
+    """The report page of ``manifest``, with images found by ``lookup``.
+
+    The service's messages (failures, the notice) pass through the redactor: a manifest
+    written elsewhere, or before a key was known, may quote one.
+    """
+    manifest = manifest.model_copy(update={
+        "notice": None if manifest.notice is None else redact(manifest.notice),
+        "failures": {name: redact(message) for name, message in manifest.failures.items()},
+    })
     inputs = saved_inputs(manifest)
     sources = source_names(manifest)
     anchors = {

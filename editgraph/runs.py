@@ -25,6 +25,7 @@ from pydantic import (
 
 from ._version import __version__
 from .records import HOSTING_FIELDS, RECORD_VERSION, EditRecord, migrate_record
+from .redact import redact
 from .requests import EditRequest
 
 __all__ = ["Manifest", "ManifestEntry", "NodeResult", "Run"]
@@ -285,7 +286,7 @@ class Run(Mapping[str, NodeResult]):
             notice=self.notice,
             created_at=self.created_at,
             edits=entries,
-            failures={name: str(error) for name, error in self.failures.items()},
+            failures={name: redact(str(error)) for name, error in self.failures.items()},
             edits_run=sum(not entry.cached for entry in entries),
             edits_cached=sum(entry.cached for entry in entries),
             estimated_cost=self.cost,

@@ -414,7 +414,7 @@ class ScriptedServer:
 
 def b64_answer() -> dict[str, Any]:
     """A successful answer carrying the image inline, as response_format="base64" gives."""
-    encoded = base64.b64encode(png_bytes((1, 2, 3))).decode()
+    encoded = base64.b64encode(png_bytes((1, 2, 3), size=(256, 256))).decode()
     return {
         "id": "x",
         "model": PRO,

@@ -31,11 +31,14 @@ import contextvars
 import email.utils
 import functools
 import io
+import ipaddress
 import json
 import os
+import socket
 import ssl
 import time
 import urllib.parse
+import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -48,6 +51,8 @@ from pydantic import SecretStr
 from .._version import USER_AGENT
 from ..errors import ConfigurationError, ProviderError
 from ..models import CATALOGUE
+from ..pixels import declared_size
+from ..redact import check_api_key, redact, register_secret
 from ..requests import EditRequest, GeneratedImage, Reference, media_type_of
 from .ratelimit import RateGovernor
 from .registry import register
@@ -76,6 +81,18 @@ _RATE_LIMIT_PATIENCE = 600.0
 #: Downloads of a finished result are idempotent GETs: retried on their own, so a lost
 #: download never re-runs (and re-bills) the generation.
 _DOWNLOAD_ATTEMPTS = 4
+
+#: Default cap on a downloaded result, counted after decompression (gzip bombs).
+DEFAULT_MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+#: Redirects a result download may follow.
+_MAX_REDIRECTS = 5
+#: Largest result accepted, in pixels (FLUX.2 makes at most 1920 x 1920 = 3.7 MP).
+_MAX_RESULT_PIXELS = 64_000_000
+#: How much of an error answer is read (its message is all that is used).
+_ERROR_BODY_BYTES = 64 * 1024
+
+#: The formats a result may come in (Pillow opens no other: no GIF or TIFF bombs).
+_RESULT_FORMATS = ("PNG", "JPEG", "WEBP")
 
 _MODERATION_WORDS = ("moderat", "nsfw", "safety", "unsafe", "content policy", "flagged")
 
@@ -210,9 +227,17 @@ class Together:
             not document it; 600 s is the BFL figure.
         rate_limit: requests per minute never to exceed (default: none until a 429).
         image_host: how references held as bytes are sent (default ``DataURIHost``).
+        max_download_bytes: the largest result (and answer) read, counted after
+            decompression; a larger one fails the edit (it may have been billed).
+
+    A result download is held to ``timeout`` in total (redirects and retries included),
+    follows at most 5 redirects, over http(s) only, and refuses a loopback, private or
+    link-local address unless ``base_url`` itself is on one (tests, private gateways).
 
     Raises ``ConfigurationError`` when no key is given or found in the environment, or
-    a setting is invalid.
+    when the key holds a character outside printable ASCII once surrounding whitespace is
+    stripped (the message names ``api_key=`` or ``TOGETHER_API_KEY`` and the position,
+    never the key), or when a setting is invalid.
     """
 
     name = "together"
@@ -228,15 +253,22 @@ class Together:
         result_url_ttl: float = 600.0,
         rate_limit: float | None = None,
         image_host: ImageHost | None = None,
+        max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
     ) -> None:
+        source = "api_key="
         if api_key is None:
-            api_key = os.environ.get("TOGETHER_API_KEY") or None
+            api_key, source = os.environ.get("TOGETHER_API_KEY") or None, "TOGETHER_API_KEY"
         if api_key is None:
             raise ConfigurationError(
                 "Together needs an API key: set TOGETHER_API_KEY or pass api_key=...; "
                 "or use eg.providers.Preview() to run offline"
             )
-        self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+        if isinstance(api_key, SecretStr):
+            api_key = api_key.get_secret_value()
+        # Checked before anything else, so no message below can quote a malformed key.
+        key = check_api_key(api_key, source)
+        register_secret(key)
+        self._api_key = SecretStr(key)
         if base_url is None:
             base_url = os.environ.get("TOGETHER_BASE_URL") or DEFAULT_BASE_URL
         self.base_url = base_url.rstrip("/")
@@ -252,6 +284,12 @@ class Together:
                 f"Together: timeout must be > 0 and result_url_ttl >= 0 seconds, got "
                 f"{timeout!r} and {result_url_ttl!r}"
             )
+        if isinstance(max_download_bytes, bool) or not (
+            isinstance(max_download_bytes, int) and max_download_bytes > 0
+        ):
+            raise ConfigurationError(
+                f"Together: max_download_bytes must be a positive int, got {max_download_bytes!r}"
+            )
         if rate_limit is not None and rate_limit <= 0:
             raise ConfigurationError(
                 f"Together: rate_limit must be requests per minute > 0, got {rate_limit!r}"
@@ -261,6 +299,8 @@ class Together:
         self.timeout = float(timeout)
         self.result_url_ttl = float(result_url_ttl)
         self.rate_limit = rate_limit
+        self.max_download_bytes = max_download_bytes
+        self._base_is_internal: bool | None = None  # found on the first download
         self.image_host: ImageHost = image_host if image_host is not None else DataURIHost()
         self._governor = RateGovernor(rate_limit)
         self._session_client: contextvars.ContextVar[httpx.AsyncClient | None] = (
@@ -272,7 +312,7 @@ class Together:
             f"Together(base_url={self._shown_base_url!r}, max_retries={self.max_retries}, "
             f"unknown_outcome_retries={self.unknown_outcome_retries}, timeout={self.timeout}, "
             f"result_url_ttl={self.result_url_ttl}, rate_limit={self.rate_limit!r}, "
-            f"image_host={self.image_host!r})"
+            f"max_download_bytes={self.max_download_bytes}, image_host={self.image_host!r})"
         )
 
     @property
@@ -477,9 +517,27 @@ class Together:
         read_timeout = self.timeout * 2**state.unknown_outcomes
         timeout = httpx.Timeout(read_timeout, connect=min(10.0, self.timeout))
         try:
-            response = await client.post(
-                url, content=content, headers=self._headers(), timeout=timeout
+            # One deadline for the whole answer, not a per-read timeout that a trickling
+            # server can stretch forever.
+            response = await asyncio.wait_for(
+                self._post(client, url, content, timeout),
+                read_timeout + min(10.0, self.timeout),
             )
+        except _TooLarge as exc:
+            raise self._error(
+                request,
+                f"Together's answer is larger than {exc.limit} bytes (2 x max_download_bytes); "
+                "the generation may have been billed",
+                200, state, billed=True,
+            ) from None
+        except _BadEncoding as exc:
+            raise self._error(
+                request, f"Together's answer is unreadable ({exc}); it may have been billed",
+                200, state, billed=True,
+            ) from None
+        except asyncio.TimeoutError as exc:
+            state.unknown_outcomes += 1
+            raise _UnknownOutcome(f"no whole answer within {read_timeout:g} s") from exc
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise _NotSent(
                 f"could not connect to {self._shown_base_url} ({type(exc).__name__})"
@@ -508,21 +566,47 @@ class Together:
             self._governor.rate_limited_for(_retry_after(response.headers), sent_at)
         return self._judge(request, response, state)
 
+    async def _post(
+        self, client: httpx.AsyncClient, url: str, content: bytes, timeout: httpx.Timeout
+    ) -> httpx.Response:
+        """POST the request and read the answer, held to a size cap, into a plain Response."""
+        async with client.stream(
+            "POST", url, content=content, headers=self._headers(), timeout=timeout
+        ) as streamed:
+            if streamed.is_success:
+                body = await _read_capped(streamed, 2 * self.max_download_bytes)
+            else:
+                try:  # only the message of an error is used: a bounded read is plenty
+                    body = await _read_capped(streamed, _ERROR_BODY_BYTES)
+                except (_TooLarge, _BadEncoding):
+                    body = b""
+        headers = [
+            (name, value)
+            for name, value in streamed.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            streamed.status_code, headers=headers, content=body, request=streamed.request
+        )
+
     def _judge(
         self, request: EditRequest, response: httpx.Response, state: _CallState
     ) -> dict[str, Any]:
         """The parsed answer of a 2xx; else raise the signal or error the status calls for."""
         status = response.status_code
         if 200 <= status < 300:
+            # The service answered success: whatever is wrong now, it may have billed.
             try:
                 payload = response.json()
             except ValueError as exc:
                 raise self._error(
-                    request, "Together answered with a body that is not JSON", status, state
+                    request, "Together answered with a body that is not JSON", status, state,
+                    billed=True,
                 ) from exc
             if not isinstance(payload, dict):
                 raise self._error(
-                    request, "Together answered with an unexpected body", status, state
+                    request, "Together answered with an unexpected body", status, state,
+                    billed=True,
                 )
             return payload
         error = _error_fields(response)
@@ -595,7 +679,10 @@ class Together:
     ) -> GeneratedImage:
         items = payload.get("data")
         if not isinstance(items, list) or not items or not isinstance(items[0], dict):
-            raise self._error(request, "Together's answer holds no image", 200, state)
+            raise self._error(
+                request, "Together's answer holds no image (it may have been billed)", 200, state,
+                billed=True,
+            )
         item: dict[str, Any] = items[0]
         url: str | None = None
         if isinstance(item.get("b64_json"), str):
@@ -603,13 +690,16 @@ class Together:
                 data = base64.b64decode(item["b64_json"], validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise self._error(
-                    request, "Together's base64 image does not decode", 200, state
+                    request, "Together's base64 image does not decode", 200, state, billed=True
                 ) from exc
         elif isinstance(item.get("url"), str):
             url = item["url"]
             data = await self._download(client, request, url, state)
         else:
-            raise self._error(request, "Together's answer has neither url nor b64_json", 200, state)
+            raise self._error(
+                request, "Together's answer has neither url nor b64_json (it may have been billed)",
+                200, state, billed=True,
+            )
         # A full decode of a large image takes milliseconds: off the event loop.
         media_type = await asyncio.to_thread(self._verified_media_type, request, data, state)
         return GeneratedImage(
@@ -623,8 +713,28 @@ class Together:
     async def _download(
         self, client: httpx.AsyncClient, request: EditRequest, url: str, state: _CallState
     ) -> bytes:
-        """Fetch a result at once (the CDN refuses a blank User-Agent; ours is set)."""
+        """Fetch a result at once, within one deadline (the provider's ``timeout``).
 
+        Every failure here comes after the service answered 200, so the image was
+        generated: each is a ``ProviderError`` with ``possibly_billed`` set.
+        """
+        try:
+            return await asyncio.wait_for(
+                self._download_with_retries(client, request, url, state), self.timeout
+            )
+        except asyncio.TimeoutError as exc:
+            raise self._error(
+                request,
+                f"the result was generated (and billed) but its download did not finish "
+                f"within {self.timeout:g} s (the provider's timeout)",
+                None,
+                state,
+                billed=True,
+            ) from exc
+
+    async def _download_with_retries(
+        self, client: httpx.AsyncClient, request: EditRequest, url: str, state: _CallState
+    ) -> bytes:
         def should_retry(exc: Exception) -> bool | float:
             if isinstance(exc, _RetryableFailure):
                 return exc.delay if exc.delay is not None else True
@@ -633,27 +743,7 @@ class Together:
         try:
             async for attempt in _retrying(should_retry, attempts=_DOWNLOAD_ATTEMPTS):
                 with attempt:
-                    try:
-                        # No Authorization: the result URL is public and may be another host.
-                        response = await client.get(url)
-                    except httpx.TransportError as exc:
-                        raise _RetryableFailure(f"download failed ({type(exc).__name__})") from exc
-                    if response.status_code == 429 or response.status_code >= 500:
-                        raise _RetryableFailure(
-                            f"download answered {response.status_code}",
-                            status=response.status_code,
-                            delay=_retry_after(response.headers),
-                        )
-                    if response.status_code != 200:
-                        raise self._error(
-                            request,
-                            f"the result was generated (and billed) but its download answered "
-                            f"{response.status_code}",
-                            response.status_code,
-                            state,
-                            billed=True,
-                        )
-                    return response.content
+                    return await self._fetch_result(client, request, url, state)
         except _RetryableFailure as exc:
             raise self._error(
                 request,
@@ -664,30 +754,135 @@ class Together:
             ) from (exc.__cause__ or exc)
         raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
 
-    def _verified_media_type(self, request: EditRequest, data: bytes, state: _CallState) -> str:
+    async def _fetch_result(
+        self, client: httpx.AsyncClient, request: EditRequest, url: str, state: _CallState
+    ) -> bytes:
+        """One try: follow at most 5 redirects, checking every hop, and read with the cap."""
+
+        def refused(reason: str, status: int | None = 200) -> ProviderError:
+            return self._error(
+                request,
+                f"the result was generated (and billed) but its download was refused: {reason}",
+                status,
+                state,
+                billed=True,
+            )
+
+        for _ in range(_MAX_REDIRECTS + 1):
+            problem = await self._unsafe_result_url(url)
+            if problem is not None:
+                raise refused(problem)
+            try:
+                # No Authorization: the result URL is public and may be another host.
+                async with client.stream(
+                    "GET", url, follow_redirects=False, headers=_DOWNLOAD_HEADERS
+                ) as response:
+                    status = response.status_code
+                    if response.is_redirect and "location" in response.headers:
+                        url = urllib.parse.urljoin(str(response.url), response.headers["location"])
+                        continue
+                    if status == 429 or status >= 500:
+                        raise _RetryableFailure(
+                            f"download answered {status}",
+                            status=status,
+                            delay=_retry_after(response.headers),
+                        )
+                    if status != 200:
+                        raise self._error(
+                            request,
+                            f"the result was generated (and billed) but its download answered "
+                            f"{status}",
+                            status,
+                            state,
+                            billed=True,
+                        )
+                    try:
+                        return await _read_capped(response, self.max_download_bytes)
+                    except _TooLarge as exc:
+                        raise refused(f"the result is larger than {exc.limit} bytes "
+                                      "(max_download_bytes)") from None
+                    except _BadEncoding as exc:
+                        raise refused(str(exc)) from None
+            except httpx.TransportError as exc:
+                raise _RetryableFailure(f"download failed ({type(exc).__name__})") from exc
+        raise refused(f"more than {_MAX_REDIRECTS} redirects")
+
+    async def _unsafe_result_url(self, url: str) -> str | None:
+        """Why ``url`` must not be fetched, or None when it may be."""
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            parts = urllib.parse.urlsplit(url)
+            host = parts.hostname
+            port = parts.port
+        except ValueError:
+            return "the result URL is malformed"
+        if parts.scheme not in ("http", "https"):
+            return f"the result URL's scheme {parts.scheme!r} is not http or https"
+        if not host:
+            return "the result URL has no host"
+        if self._base_is_internal is None:
+            base = urllib.parse.urlsplit(self.base_url)
+            self._base_is_internal = await _is_internal_host(base.hostname or "", base.port)
+        if self._base_is_internal:
+            return None  # a local fake or a private gateway serves its results nearby
+        if await _is_internal_host(host, port):
+            return (
+                f"the result URL's host {host!r} is a loopback, private or link-local "
+                "address, and the service is not"
+            )
+        return None
+
+    def _verified_media_type(self, request: EditRequest, data: bytes, state: _CallState) -> str:
+        """The result's media type, once it is known to be an image of the requested size.
+
+        The size is read from the header before anything is decoded, so a pixel bomb is
+        refused without being inflated (and Pillow opens only the formats FLUX.2 makes).
+        """
+        declared = declared_size(data)
+        if declared is not None:
+            self._check_result_size(request, declared, state)
+        try:
+            with Image.open(io.BytesIO(data), formats=_RESULT_FORMATS) as image:
                 image_format = image.format or ""
+                if declared is None:
+                    self._check_result_size(request, image.size, state)
                 image.load()
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             raise self._error(
-                request, "Together's result is not a decodable image", 200, state, billed=True
+                request, "Together's result is not a decodable PNG, JPEG or WebP image", 200,
+                state, billed=True,
             ) from exc
         media_type = media_type_of(image_format)
         if media_type is None:
             raise self._error(
-                request, f"Together's result has an unexpected format {image_format!r}", 200, state
+                request, f"Together's result has an unexpected format {image_format!r} (it may "
+                "have been billed)", 200, state, billed=True,
             )
         return media_type
+
+    def _check_result_size(
+        self, request: EditRequest, size: tuple[int, int], state: _CallState
+    ) -> None:
+        width, height = size
+        if width * height > _MAX_RESULT_PIXELS:
+            raise self._error(
+                request,
+                f"Together's result is {width} x {height} pixels, more than "
+                f"{_MAX_RESULT_PIXELS:,}; it was not decoded (it may have been billed)",
+                200, state, billed=True,
+            )
+        if (width, height) != (request.width, request.height):
+            raise self._error(
+                request,
+                f"Together's result is {width} x {height} pixels, not the "
+                f"{request.width} x {request.height} requested (it may have been billed)",
+                200, state, billed=True,
+            )
 
     # --- errors -----------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        """``text`` with the API key (should the service echo it) blanked out."""
-        secret = self._api_key.get_secret_value()
-        text = text.replace(self.base_url, self._shown_base_url)
-        # A key too short to be real would blank out ordinary words.
-        return text.replace(secret, "**********") if len(secret) >= 8 else text
+        """``text`` without the base URL's user:password and with the key masked."""
+        return redact(text.replace(self.base_url, self._shown_base_url))
 
     def _error(
         self,
@@ -747,6 +942,104 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     if delay is None or not 0 < delay <= _MAX_RETRY_AFTER:
         return None
     return delay
+
+
+_DOWNLOAD_HEADERS = {"Accept-Encoding": "gzip, deflate"}
+
+
+class _TooLarge(Exception):
+    """A body ran past its size cap."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"larger than {limit} bytes")
+        self.limit = limit
+
+
+class _BadEncoding(Exception):
+    """A body in a content encoding we do not read, or one that does not decode."""
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The decoded body of a streamed ``response``; ``_TooLarge`` past ``limit`` bytes.
+
+    Decompression is done here, ``limit`` bytes at most at a time, rather than by httpx,
+    which inflates each received chunk whole: a gzip bomb is stopped at the cap, having
+    held no more than the cap in memory. Both the bytes on the wire and the decoded
+    bytes are held to ``limit``.
+    """
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(limit)
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    decoder: Any = None
+    if encoding in ("gzip", "x-gzip"):
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        decoder = zlib.decompressobj()
+    elif encoding not in ("", "identity"):
+        raise _BadEncoding(f"the answer is in content encoding {encoding[:40]!r}, not gzip")
+    chunks: list[bytes] = []
+    total = received = 0
+    async for raw in response.aiter_raw():
+        received += len(raw)
+        if received > limit:
+            raise _TooLarge(limit)
+        if decoder is None:
+            total += len(raw)
+            chunks.append(raw)
+            continue
+        pending = raw
+        while pending:
+            try:
+                piece = decoder.decompress(pending, limit - total + 1)
+            except zlib.error as exc:
+                raise _BadEncoding(f"the {encoding} answer does not decompress") from exc
+            total += len(piece)
+            if total > limit:
+                raise _TooLarge(limit)
+            chunks.append(piece)
+            pending = decoder.unconsumed_tail
+    if decoder is not None:
+        chunks.append(decoder.flush())
+        total += len(chunks[-1])
+    if total > limit:
+        raise _TooLarge(limit)
+    return b"".join(chunks)
+
+
+def _is_internal_address(address: str) -> bool:
+    """True for a loopback, private, link-local or otherwise non-public IP address."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return True  # not an address we can judge: treat it as unsafe
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+async def _is_internal_host(host: str, port: int | None) -> bool:
+    """True when ``host`` is, or resolves to, any non-public address.
+
+    A name that does not resolve here is not judged internal: the download then fails
+    (or goes through a proxy, which resolves it) on its own.
+    """
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    else:
+        return _is_internal_address(host)
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port or 443, type=socket.SOCK_STREAM
+        )
+    except (OSError, UnicodeError):
+        return False
+    return any(_is_internal_address(str(info[4][0])) for info in infos)
 
 
 register("together", Together, key_variable="TOGETHER_API_KEY")

@@ -1,0 +1,504 @@
+"""Hostile input: every case of docs/reliability.md's table, refused early, clearly, without leaking.
+
+The provider cases talk to ``HostileServer``, a loopback aiohttp server of our own that
+answers generations with whatever a case needs and serves result downloads that trickle,
+redirect in loops, declare or send huge bodies, gzip bombs, images of the wrong size and
+pixel bombs. Cases where the service must look public go through the same server as an
+HTTP proxy (``HTTP_PROXY``), so the provider sees ``http://api.together.example``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import struct
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import stamina
+from aiohttp import web
+from click.testing import CliRunner
+from PIL import Image
+from typing_extensions import Self
+
+import editgraph as eg
+from editgraph.cli import main
+from editgraph.errors import ConfigurationError, ProviderError
+from editgraph.providers import Together
+from editgraph.redact import MASK
+from editgraph.requests import EditRequest
+
+T = TypeVar("T")
+
+KEY = "tgp_v1_HOSTILE_0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d"
+PRO = "black-forest-labs/FLUX.2-pro"
+PUBLIC_BASE = "http://api.together.example"
+#: Seconds between two bytes of a trickling answer (the hostile server's pace).
+TRICKLE_PAUSE = 0.05
+
+
+@pytest.fixture(autouse=True)
+def _no_backoff() -> Iterator[None]:
+    """stamina waits nothing between tries."""
+    with stamina.set_testing(True, attempts=20, cap=True):
+        yield
+
+
+def run(coroutine: Awaitable[T]) -> T:
+    """Run ``coroutine`` on a fresh event loop."""
+
+    async def main() -> T:
+        return await coroutine
+
+    return asyncio.run(main())
+
+
+def png(size: tuple[int, int] = (256, 256), colour: tuple[int, int, int] = (9, 8, 7)) -> bytes:
+    """A solid-colour PNG made with Pillow."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def pixel_bomb_png(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` pixels, with one tiny data chunk."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def gzip_bomb(decoded_bytes: int) -> bytes:
+    """Gzip of ``decoded_bytes`` zero bytes (about a thousandth of that on the wire)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b"\x00" * (1 << 20)
+    parts = [compressor.compress(block) for _ in range(decoded_bytes >> 20)]
+    return b"".join(parts) + compressor.flush()
+
+
+def make_request(**changes: Any) -> EditRequest:
+    """A 256 x 256 EditRequest for node 'night'."""
+    fields: dict[str, Any] = {
+        "node": "night", "model": PRO, "prompt": "Make it night", "width": 256,
+        "height": 256, "seed": 7,
+    }
+    fields.update(changes)
+    return EditRequest.model_validate(fields)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HostileServer:
+    """A loopback server whose generation answer and result downloads each case scripts.
+
+    ``answer`` makes the generation's response (default: JSON pointing at ``result_path``);
+    ``downloads`` maps a path to its handler; ``log`` lists every request's path in order.
+    It also answers absolute-form requests, so it works as an HTTP proxy.
+    """
+
+    def __init__(self) -> None:
+        self.result_path = "/image"
+        self.result_url: str | None = None
+        self.answer: Handler | None = None
+        self.log: list[str] = []
+        self.authorizations: list[str] = []
+        self.release = asyncio.Event()  # what trickling handlers wait for, set at the end
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+        self.downloads: dict[str, Handler] = {
+            "/image": self._image,
+            "/trickle": self._trickle,
+            "/loop": self._loop,
+            "/huge-declared": self._huge_declared,
+            "/huge-chunked": self._huge_chunked,
+            "/gzip-bomb": self._gzip_bomb,
+            "/brotli": self._brotli,
+            "/wrong-size": self._wrong_size,
+            "/pixel-bomb": self._pixel_bomb,
+            "/to-file": self._to_file,
+        }
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.log.append(request.path)
+        if request.method == "POST" and request.path == "/v1/images/generations":
+            await request.read()
+            self.authorizations.append(request.headers.get("Authorization", ""))
+            if self.answer is not None:
+                return await self.answer(request)
+            url = self.result_url or f"{self.base_url}{self.result_path}"
+            return web.json_response({"id": "x", "data": [{"index": 0, "url": url}]})
+        handler = self.downloads.get(request.path)
+        if handler is None:
+            return web.Response(status=404)
+        return await handler(request)
+
+    async def _image(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=png(), content_type="image/png")
+
+    async def trickle(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        """``body`` one byte every 50 ms: no single read ever waits long."""
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for position in range(len(body)):
+            await response.write(body[position : position + 1])
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.release.wait(), TRICKLE_PAUSE)
+            if self.release.is_set():
+                break
+        return response
+
+    async def _trickle(self, request: web.Request) -> web.StreamResponse:
+        return await self.trickle(request, png())
+
+    async def _loop(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/loop")
+
+    async def _huge_declared(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "image/png", "Content-Length": str(1_500_000_000)}
+        )
+        await response.prepare(request)
+        await response.write(b"\x89PNG")
+        await self.release.wait()
+        return response
+
+    async def _huge_chunked(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        block = b"\x00" * 65536
+        while not self.release.is_set():
+            await response.write(block)  # endless, as fast as the client reads
+        return response
+
+    async def _gzip_bomb(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=gzip_bomb(8 << 20),
+            headers={"Content-Type": "image/png", "Content-Encoding": "gzip"},
+        )
+
+    async def _brotli(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=b"\x1b\xff\xff", headers={"Content-Type": "image/png", "Content-Encoding": "br"}
+        )
+
+    async def _wrong_size(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=png((512, 384)), content_type="image/png")
+
+    async def _pixel_bomb(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=pixel_bomb_png(11000, 11000), content_type="image/png")
+
+    async def _to_file(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("file:///etc/passwd")
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release.set()
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+async def generate_against(
+    server: HostileServer, *, base_url: str | None = None, **options: Any
+) -> ProviderError:
+    """The ProviderError that one generation against ``server`` ends in."""
+    provider = Together(api_key=KEY, base_url=base_url or server.base_url, **options)
+    try:
+        await provider.generate(make_request())
+    except ProviderError as exc:
+        assert KEY[:6] not in str(exc) and KEY[-6:] not in str(exc)
+        return exc
+    raise AssertionError("the generation was expected to fail")
+
+
+def download_failure(path: str, **options: Any) -> tuple[ProviderError, list[str]]:
+    """Generate against a server whose result is at ``path``: the error and the request log."""
+
+    async def scenario() -> tuple[ProviderError, list[str]]:
+        async with HostileServer() as server:
+            server.result_path = path
+            error = await generate_against(server, **options)
+            return error, list(server.log)
+
+    return run(scenario())
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize("ending", ["\r\n", "\n", " ", "\t"])
+def test_a_key_with_surrounding_whitespace_is_stripped_and_works(
+    ending: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TOGETHER_API_KEY from a Windows .env (trailing CR LF) is sent clean, and works."""
+    monkeypatch.setenv("TOGETHER_API_KEY", f"{KEY}{ending}")
+
+    async def scenario() -> list[str]:
+        async with HostileServer() as server:
+            await Together(base_url=server.base_url).generate(make_request())
+            return server.authorizations
+
+    assert run(scenario()) == [f"Bearer {KEY}"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "position"),
+    [
+        (KEY[:12] + " " + KEY[12:], 13),
+        (KEY[:12] + "\t" + KEY[12:], 13),
+        (KEY[:12] + "\r\n" + KEY[12:], 13),
+        (KEY + "\u00e9", len(KEY) + 1),
+        (KEY[:3] + "\x7f" + KEY[3:], 4),
+    ],
+    ids=["space", "tab", "cr-lf", "non-ascii", "delete"],
+)
+def test_a_key_with_a_bad_character_is_refused_at_construction(
+    bad: str, position: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Space, tab, CR LF, non-ASCII or NUL inside the key: ConfigurationError, no key shown."""
+    with pytest.raises(ConfigurationError, match=rf"^api_key= .*position {position} ") as given:
+        Together(api_key=bad)
+    monkeypatch.setenv("TOGETHER_API_KEY", bad)
+    with pytest.raises(ConfigurationError, match=rf"^TOGETHER_API_KEY .*position {position} ") as env:
+        Together()
+    for caught in (given, env):
+        assert KEY[:6] not in str(caught.value) and KEY[-6:] not in str(caught.value)
+        assert caught.value.__cause__ is None and caught.value.__context__ is None
+
+
+def test_the_command_refuses_a_bad_key_with_exit_2_before_any_spend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`editgraph run` with a key holding CR LF inside: one line, exit 2, no key printed."""
+    recipe = tmp_path / "recipe.py"
+    (tmp_path / "car.png").write_bytes(png())
+    recipe.write_text(
+        "import editgraph as eg\n"
+        "def recipe() -> eg.Graph:\n"
+        "    g = eg.Graph()\n"
+        "    car = g.image('car.png')\n"
+        "    g.edit(f'Paint {car} blue', name='blue')\n"
+        "    return g\n"
+    )
+    monkeypatch.setenv("TOGETHER_API_KEY", KEY[:9] + "\r\n" + KEY[9:])
+    monkeypatch.setenv("TOGETHER_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    result = CliRunner().invoke(main, ["run", str(recipe), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "TOGETHER_API_KEY" in result.output
+    assert KEY[:6] not in result.output and KEY[-6:] not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_key_echoed_by_a_401_is_masked_in_messages_manifest_and_report(
+    tmp_path: Path,
+) -> None:
+    """The service quotes part of the key: the error, manifest.json and report.html mask it."""
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        echoed = request.headers["Authorization"].removeprefix("Bearer ")[4:30]
+        return web.json_response(
+            {"error": {"message": f"Invalid API key provided: {echoed}...", "code": None}},
+            status=401,
+        )
+
+    async def scenario() -> eg.RunError:
+        async with HostileServer() as server:
+            server.answer = echo
+            graph = eg.Graph(cache_dir=tmp_path / "cache", width=256, height=256)
+            car = graph.image(png(), name="car")
+            graph.edit(f"Paint {car} blue", name="blue")
+            provider = Together(api_key=KEY, base_url=server.base_url)
+            assert KEY[:6] not in repr(provider)
+            try:
+                await graph.arun(provider=provider)
+            except eg.RunError as exc:
+                return exc
+        raise AssertionError("the run was expected to fail")
+
+    error = run(scenario())
+    assert MASK in str(error) and "401" in str(error)
+    assert error.run is not None
+    out = error.run.save(tmp_path / "out")
+    report = error.run.report(tmp_path / "out" / "report.html")
+    for text in (str(error), (out / "manifest.json").read_text(), Path(report).read_text()):
+        for start in range(len(KEY) - 5):
+            assert KEY[start : start + 6] not in text
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+def test_a_trickling_download_ends_at_the_providers_timeout_and_is_possibly_billed() -> None:
+    """One byte every 50 ms (each read well within the timeout): stopped at the deadline."""
+    error, log = download_failure("/trickle", timeout=1.0)
+    assert error.possibly_billed and "within 1 s" in str(error)
+    assert log == ["/v1/images/generations", "/trickle"]
+
+
+def test_a_redirect_loop_stops_after_five_redirects() -> None:
+    """/loop redirecting to itself: six requests, then a possibly-billed refusal."""
+    error, log = download_failure("/loop")
+    assert error.possibly_billed and "more than 5 redirects" in str(error)
+    assert log.count("/loop") == 6
+
+
+def test_a_redirect_to_a_file_url_is_refused() -> None:
+    """A redirect to file:///etc/passwd is refused by scheme, never read."""
+    error, _ = download_failure("/to-file")
+    assert error.possibly_billed and "scheme 'file' is not http or https" in str(error)
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/x.png", "data:image/png;base64,AAAA"])
+def test_a_result_url_that_is_not_http_is_refused(url: str) -> None:
+    """A result URL in another scheme is refused, possibly billed."""
+
+    async def scenario() -> ProviderError:
+        async with HostileServer() as server:
+            server.result_url = url
+            return await generate_against(server)
+
+    error = run(scenario())
+    assert error.possibly_billed and "is not http or https" in str(error)
+
+
+def test_a_declared_huge_body_is_refused_before_it_is_read() -> None:
+    """Content-Length 1.5 GB against a 64 MiB cap: refused at the header."""
+    error, _ = download_failure("/huge-declared")
+    assert error.possibly_billed and f"larger than {64 * 1024 * 1024} bytes" in str(error)
+
+
+def test_an_endless_chunked_body_stops_at_the_cap() -> None:
+    """A body with no length that never ends is cut at max_download_bytes."""
+    error, _ = download_failure("/huge-chunked", max_download_bytes=1 << 20)
+    assert error.possibly_billed and "max_download_bytes" in str(error)
+
+
+def test_a_gzip_bomb_is_stopped_at_the_cap_counting_decoded_bytes() -> None:
+    """8 MiB of zeros in 8 KiB of gzip: refused at a 1 MiB cap on the decoded size."""
+    error, _ = download_failure("/gzip-bomb", max_download_bytes=1 << 20)
+    assert error.possibly_billed and f"larger than {1 << 20} bytes" in str(error)
+
+
+def test_an_unknown_content_encoding_is_refused() -> None:
+    """A brotli body (which could inflate without bound) is not decoded."""
+    error, _ = download_failure("/brotli")
+    assert error.possibly_billed and "content encoding 'br'" in str(error)
+
+
+def test_a_result_of_the_wrong_pixel_size_is_refused() -> None:
+    """512 x 384 for a 256 x 256 request: possibly billed, names both sizes."""
+    error, _ = download_failure("/wrong-size")
+    assert error.possibly_billed and "512 x 384 pixels, not the 256 x 256" in str(error)
+
+
+def test_a_pixel_bomb_is_refused_from_its_header() -> None:
+    """An 11000 x 11000 PNG header: refused as more than 64 MP, never decoded."""
+    error, _ = download_failure("/pixel-bomb")
+    assert error.possibly_billed and "11000 x 11000" in str(error)
+
+
+def test_a_200_that_is_not_json_is_possibly_billed() -> None:
+    """The service answered success with garbage: the generation may have happened."""
+
+    async def garbage(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"<html>oops", content_type="text/html")
+
+    async def scenario() -> ProviderError:
+        async with HostileServer() as server:
+            server.answer = garbage
+            return await generate_against(server)
+
+    error = run(scenario())
+    assert error.possibly_billed and error.status == 200 and "not JSON" in str(error)
+
+
+def test_a_huge_json_answer_is_refused_not_read() -> None:
+    """A 200 declaring 1.5 GB of JSON is refused at the header, possibly billed."""
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=b"{}", headers={"Content-Type": "application/json",
+                                 "Content-Length": str(1_500_000_000)},
+        )
+
+    async def scenario() -> ProviderError:
+        async with HostileServer() as server:
+            server.answer = huge
+            return await generate_against(server)
+
+    error = run(scenario())
+    assert error.possibly_billed and "larger than" in str(error)
+
+
+def test_a_trickling_generation_answer_is_an_unknown_outcome_at_the_deadline() -> None:
+    """A 200 whose JSON trickles forever ends as 'no whole answer', possibly billed."""
+
+    async def scenario() -> tuple[ProviderError, int]:
+        async with HostileServer() as server:
+
+            async def trickle(request: web.Request) -> web.StreamResponse:
+                return await server.trickle(request, b'{"data": [' + b" " * 10_000 + b"]}")
+
+            server.answer = trickle
+            error = await generate_against(server, timeout=0.5, unknown_outcome_retries=0)
+            return error, server.log.count("/v1/images/generations")
+
+    error, posts = run(scenario())
+    assert error.possibly_billed and "no whole answer" in str(error) and posts == 1
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["127.0.0.1:{port}", "localhost:{port}", "[::1]:{port}", "10.0.0.1", "192.168.1.20",
+     "169.254.169.254", "[fe80::1]", "[::ffff:127.0.0.1]:{port}"],
+)
+def test_a_result_on_an_internal_address_is_refused_when_the_service_is_public(
+    target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loopback, private and link-local result URLs from a public service are never fetched."""
+
+    async def scenario() -> tuple[ProviderError, list[str]]:
+        async with HostileServer() as server:
+            monkeypatch.setenv("HTTP_PROXY", server.base_url)  # the "public" service
+            port = server.base_url.rsplit(":", 1)[1]
+            server.result_url = f"http://{target.format(port=port)}/image"
+            error = await generate_against(server, base_url=PUBLIC_BASE)
+            return error, server.log
+
+    error, log = run(scenario())
+    assert error.possibly_billed and "loopback, private or link-local" in str(error)
+    assert log == ["/v1/images/generations"]  # the result URL was never requested
+
+
+def test_a_result_on_loopback_is_fetched_when_the_service_is_on_loopback() -> None:
+    """Tests and private gateways: a base URL on loopback allows loopback results."""
+
+    async def scenario() -> bytes:
+        async with HostileServer() as server:
+            provider = Together(api_key=KEY, base_url=server.base_url)
+            return (await provider.generate(make_request())).data
+
+    assert hashlib.sha256(run(scenario())).hexdigest() == hashlib.sha256(png()).hexdigest()
