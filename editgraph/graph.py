@@ -26,7 +26,7 @@ from .prompts import StructuredPrompt, reference_token, rewrite_prompt
 from .providers.base import Provider
 from .providers.registry import default_provider
 from .runs import Run
-from .sources import NODE_NAME, check_image, read_source
+from .sources import DEFAULT_MAX_SOURCE_PIXELS, NODE_NAME, prepare_source, read_source
 from .store import Store
 from .stores.base import CacheLocation, open_store
 
@@ -143,7 +143,8 @@ class Graph:
     Keyword arguments are defaults for every edit: ``model``, ``width``, ``height``,
     ``seed``, ``steps``, ``guidance``, ``prompt_upsampling``, ``output_format``.
     ``provider`` and ``cache_dir`` (a folder, ``s3://bucket/prefix`` or an open store)
-    are defaults for ``run()``.
+    are defaults for ``run()``. ``max_source_pixels`` (default 40,000,000) is the largest
+    source ``image()`` accepts.
     """
 
     def __init__(
@@ -153,6 +154,7 @@ class Graph:
         provider: Provider | None = None,
         cache_dir: CacheLocation = None,
         concurrency: int = 8,
+        max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS,
         **defaults: Any,
     ) -> None:
         self._id = f"g{next(_graph_ids)}"
@@ -163,6 +165,7 @@ class Graph:
         self.provider = provider
         self.cache_dir = cache_dir
         self.concurrency = _positive(concurrency, "concurrency")
+        self.max_source_pixels = _positive(max_source_pixels, "max_source_pixels")
         self._store: Store | None = None
         self.model = model
         unknown = set(defaults) - set(_DEFAULTS)
@@ -219,11 +222,17 @@ class Graph:
         """Add a source image: a path, an http(s) URL, bytes or a PIL image.
 
         The source is read and fully decoded now; a missing file, a failing URL, bytes
-        that are not an image, a truncated image or an empty source is a GraphError.
+        that are not an image, a truncated image, an empty source or one above
+        ``max_source_pixels`` is a GraphError. A format other than JPEG, PNG or WebP is
+        converted to PNG (the hash is of the PNG, which is what is sent).
         """
         data, described, url, stem = read_source(src, name)
         name = self._new_name(name, stem)
-        media_type = check_image(data, name, described)
+        sent, media_type = prepare_source(
+            data, name, described, max_pixels=self.max_source_pixels
+        )
+        if sent is not data:
+            data, url = sent, None  # converted: what is sent is the PNG, not the URL
         digest = content_hash(data)
         self._sources[name] = SourceNode(
             name=name, hash=digest, media_type=media_type, source=described, data=data, url=url

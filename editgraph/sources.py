@@ -2,6 +2,10 @@
 
 Sources are read and fully decoded when the graph is built, so a missing file, a failing
 URL or bytes that are not an image are a GraphError naming the source, before any spend.
+So are sources too large to send: above ``DEFAULT_MAX_SOURCE_PIXELS`` pixels (or the
+graph's ``max_source_pixels``), flagged by Pillow as a decompression bomb, or a URL
+whose body passes the download cap. Formats the services do not document (anything but
+JPEG, PNG and WebP) are converted to PNG, and the hash is of what is sent.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import contextvars
 import io
 import os
 import re
+import time
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
@@ -17,18 +23,37 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 
 from ._version import USER_AGENT
+from .downloads import (
+    ACCEPT_ENCODING,
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    BodyTooLarge,
+    CappedBody,
+    UnreadableEncoding,
+)
 from .errors import GraphError
+from .pixels import declared_size
 from .requests import media_type_of
 
 __all__ = [
+    "DEFAULT_MAX_SOURCE_PIXELS",
     "NODE_NAME",
     "URL_SCHEME",
     "check_image",
     "fetch",
+    "prepare_source",
     "read_source",
     "safe_stem",
     "source_root",
 ]
+
+#: Largest source accepted by default, in pixels (``Graph(max_source_pixels=...)``).
+DEFAULT_MAX_SOURCE_PIXELS = 40_000_000
+#: Seconds a source URL may take in all (redirects and a slow, trickling body included).
+_FETCH_DEADLINE = 60.0
+#: The formats sent as they are; any other is converted to PNG.
+_SENT_AS_IS = ("JPEG", "PNG", "WEBP")
+#: Image modes PNG stores as they are.
+_PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
 
 #: Relative source paths resolve against this directory when set (recipes set it to
 #: their own folder), else against the working directory.
@@ -42,9 +67,32 @@ NODE_NAME = re.compile(r"\w(?:[\w.-]*\w)?(?:\[\d+\])?")
 URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
 
 
-def fetch(url: str) -> httpx.Response:
-    """GET ``url`` (redirects followed, 30 s timeout, a User-Agent as CDNs require)."""
-    return httpx.get(url, follow_redirects=True, timeout=30.0, headers={"User-Agent": USER_AGENT})
+def fetch(url: str, *, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) -> httpx.Response:
+    """GET ``url``: redirects followed, a User-Agent as CDNs require, the body held to
+    ``max_bytes`` (counted after decompression) and the whole fetch to one deadline.
+
+    Returns a response whose content is the decoded body. Raises ``httpx.HTTPError``
+    when the URL cannot be fetched, ``BodyTooLarge`` past the cap, and
+    ``UnreadableEncoding`` for a body that cannot be bounded or decoded.
+    """
+    started = time.monotonic()
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING}
+    with httpx.stream(
+        "GET", url, follow_redirects=True, timeout=httpx.Timeout(20.0), headers=headers
+    ) as response:
+        body = CappedBody(response.headers, max_bytes)
+        for raw in response.iter_raw():
+            body.feed(raw)
+            if time.monotonic() - started > _FETCH_DEADLINE:
+                raise httpx.ReadTimeout(
+                    f"not whole after {_FETCH_DEADLINE:g} s", request=response.request
+                )
+        content = body.body()
+    kept = [(name, value) for name, value in response.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+    return httpx.Response(
+        response.status_code, headers=kept, content=content, request=response.request
+    )
 
 
 def read_source(
@@ -60,27 +108,36 @@ def read_source(
     if isinstance(src, str) and URL_SCHEME.match(src):
         stem = safe_stem(Path(urlparse(src).path).stem)
         label = name or stem
+        # Recorded (manifest, cache, provenance) and shown in messages without the query
+        # string, userinfo or fragment: a presigned URL's token is a secret; the full URL
+        # is only sent.
+        parts = urlsplit(src)
+        shown = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], query="",
+                                          fragment=""))
         if not src.lower().startswith(("http://", "https://")):
             raise GraphError(
-                f"source {label!r}: {src}: only http(s) URLs are fetched; download it "
+                f"source {label!r}: {shown}: only http(s) URLs are fetched; download it "
                 "and pass the file, or pass the bytes"
             )
         try:
             response = fetch(src)
         except httpx.HTTPError as exc:
             raise GraphError(
-                f"source {label!r}: cannot fetch {src}: {type(exc).__name__}: {exc}"
-            ) from exc
+                f"source {label!r}: cannot fetch {shown}: {type(exc).__name__}: "
+                f"{str(exc).replace(src, shown)}"
+            ) from None
+        except BodyTooLarge as exc:
+            raise GraphError(
+                f"source {label!r}: {shown} is larger than {exc.limit:,} bytes (the download "
+                "cap); pass a smaller image"
+            ) from None
+        except UnreadableEncoding as exc:
+            raise GraphError(f"source {label!r}: cannot fetch {shown}: {exc}") from None
         if response.is_error:
             raise GraphError(
-                f"source {label!r}: cannot fetch {src}: HTTP {response.status_code} "
+                f"source {label!r}: cannot fetch {shown}: HTTP {response.status_code} "
                 f"{response.reason_phrase}"
             )
-        # Recorded (manifest, cache, provenance) without the query string, userinfo or
-        # fragment: a presigned URL's token is a secret; the full URL is only sent.
-        parts = urlsplit(src)
-        shown = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], query="",
-                                          fragment=""))
         return response.content, shown, src, stem
     if isinstance(src, (str, os.PathLike)):
         path = Path(src).expanduser()
@@ -108,21 +165,66 @@ def safe_stem(stem: str) -> str:
 
 def check_image(data: bytes, name: str, described: str) -> str:
     """The media type of ``data``, after decoding it fully; GraphError if it is not an image."""
+    return prepare_source(data, name, described, max_pixels=None)[1]
+
+
+def prepare_source(
+    data: bytes, name: str, described: str, *, max_pixels: int | None = DEFAULT_MAX_SOURCE_PIXELS
+) -> tuple[bytes, str]:
+    """(the bytes to send, their media type) of a source, after decoding it fully.
+
+    GraphError naming the source when it is empty, not an image, larger than
+    ``max_pixels`` (None: no limit but Pillow's) or flagged by Pillow as a decompression
+    bomb. JPEG, PNG and WebP are kept as they are; any other format is converted to PNG.
+    """
     if not data:
         raise GraphError(f"source {name!r}: {described} is empty (0 bytes)")
+    declared = declared_size(data)
+    if declared is not None and max_pixels is not None:
+        _check_pixels(declared, name, described, max_pixels)
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image_format = image.format or ""
-            image.load()
+        # Pillow only warns below twice its own limit: here that warning refuses too.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                image_format = image.format or ""
+                if max_pixels is not None:
+                    _check_pixels(image.size, name, described, max_pixels)
+                image.load()
+                if image_format not in _SENT_AS_IS:
+                    data = _as_png(image)
+                    image_format = "PNG"
     except UnidentifiedImageError:
         raise GraphError(
             f"source {name!r}: {described} is not a readable image (not a format Pillow "
             "recognises)"
         ) from None
-    except Image.DecompressionBombError as exc:
-        raise GraphError(f"source {name!r}: {described} is too large to decode ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise GraphError(
+            f"source {name!r}: {described} is too large to decode safely ({exc})"
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise GraphError(
             f"source {name!r}: {described} is not a readable image ({exc})"
         ) from None
-    return media_type_of(image_format) or f"image/{image_format.lower() or 'octet-stream'}"
+    return data, media_type_of(image_format) or "image/png"
+
+
+def _check_pixels(size: tuple[int, int], name: str, described: str, max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise GraphError(
+            f"source {name!r}: {described} is {width} x {height} = {width * height:,} pixels, "
+            f"more than max_source_pixels={max_pixels:,}; resize it first (FLUX.2 works at "
+            "up to 1920 x 1920)"
+        )
+
+
+def _as_png(image: Image.Image) -> bytes:
+    """``image`` (its first frame) as the PNG bytes Pillow writes with default settings."""
+    if image.mode not in _PNG_MODES:
+        alpha = "A" in image.getbands() or "transparency" in image.info
+        image = image.convert("RGBA" if alpha else "RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -126,6 +126,7 @@ class HostileServer:
             "/huge-declared": self._huge_declared,
             "/huge-chunked": self._huge_chunked,
             "/gzip-bomb": self._gzip_bomb,
+            "/gzip-bomb-65m": self._gzip_bomb_65m,
             "/brotli": self._brotli,
             "/wrong-size": self._wrong_size,
             "/pixel-bomb": self._pixel_bomb,
@@ -188,6 +189,12 @@ class HostileServer:
     async def _gzip_bomb(self, request: web.Request) -> web.StreamResponse:
         return web.Response(
             body=gzip_bomb(8 << 20),
+            headers={"Content-Type": "image/png", "Content-Encoding": "gzip"},
+        )
+
+    async def _gzip_bomb_65m(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=gzip_bomb(65 << 20),
             headers={"Content-Type": "image/png", "Content-Encoding": "gzip"},
         )
 
@@ -502,3 +509,102 @@ def test_a_result_on_loopback_is_fetched_when_the_service_is_on_loopback() -> No
             return (await provider.generate(make_request())).data
 
     assert hashlib.sha256(run(scenario())).hexdigest() == hashlib.sha256(png()).hexdigest()
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def test_a_source_above_forty_megapixels_is_refused_when_declared(tmp_path: Path) -> None:
+    """A 144-megapixel PNG (header only: never decoded) is a GraphError naming the source."""
+    path = tmp_path / "huge.png"
+    path.write_bytes(pixel_bomb_png(12000, 12000))
+    graph = eg.Graph(cache_dir=tmp_path / "cache")
+    with pytest.raises(eg.GraphError, match=r"source 'huge': .* 144,000,000 pixels, more than "
+                                            r"max_source_pixels=40,000,000"):
+        graph.image(path)
+    assert "huge" not in graph
+
+
+def test_max_source_pixels_is_a_graph_setting(tmp_path: Path) -> None:
+    """Graph(max_source_pixels=...) lowers (or raises) the limit."""
+    graph = eg.Graph(cache_dir=tmp_path / "cache", max_source_pixels=100 * 100)
+    graph.image(png((100, 100)), name="fits")
+    with pytest.raises(eg.GraphError, match="source 'big': .* max_source_pixels=10,000"):
+        graph.image(png((101, 100)), name="big")
+    with pytest.raises(eg.GraphError, match="max_source_pixels: must be a positive int"):
+        eg.Graph(max_source_pixels=0)
+
+
+def test_a_decompression_bomb_in_another_format_is_refused(tmp_path: Path) -> None:
+    """A GIF Pillow flags as a decompression bomb (no header we read) is refused."""
+    buffer = io.BytesIO()
+    Image.new("P", (10, 10)).save(buffer, format="GIF")
+    data = bytearray(buffer.getvalue())
+    struct.pack_into("<HH", data, 6, 15000, 15000)  # the screen size
+    struct.pack_into("<HH", data, data.index(b",") + 5, 15000, 15000)  # the frame size
+    graph = eg.Graph(cache_dir=tmp_path / "cache", max_source_pixels=10**9)
+    with pytest.raises(eg.GraphError, match="source 'bomb': .*too large to decode safely"):
+        graph.image(bytes(data), name="bomb")
+
+
+@pytest.mark.parametrize("image_format", ["GIF", "BMP", "TIFF"])
+def test_undocumented_formats_are_converted_to_png_and_hashed_as_sent(
+    image_format: str, tmp_path: Path
+) -> None:
+    """A GIF, BMP or TIFF source becomes PNG bytes; its hash is the PNG's."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 10, 10)).save(buffer, format=image_format)
+    graph = eg.Graph(cache_dir=tmp_path / "cache")
+    graph.image(buffer.getvalue(), name="src")
+    node = graph.sources["src"]
+    assert node.media_type == "image/png" and node.data.startswith(b"\x89PNG")
+    assert node.hash == hashlib.sha256(node.data).hexdigest()
+    with Image.open(io.BytesIO(node.data)) as image:
+        assert image.size == (32, 24)
+        assert image.convert("RGB").getpixel((0, 0)) == (200, 10, 10)
+
+
+def test_a_cmyk_tiff_is_converted_to_rgb_png(tmp_path: Path) -> None:
+    """A mode PNG cannot store (CMYK) is converted to RGB first."""
+    buffer = io.BytesIO()
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(buffer, format="TIFF")
+    graph = eg.Graph(cache_dir=tmp_path / "cache")
+    graph.image(buffer.getvalue(), name="print")
+    with Image.open(io.BytesIO(graph.sources["print"].data)) as image:
+        assert image.format == "PNG" and image.mode == "RGB"
+
+
+def source_server_case(path: str) -> str:
+    """The GraphError message of g.image() on ``path`` of a hostile server."""
+
+    async def scenario() -> str:
+        async with HostileServer() as server:
+            url = f"{server.base_url}{path}?X-Amz-Signature=SECRETTOKEN"
+            graph = eg.Graph()
+            try:
+                await asyncio.to_thread(graph.image, url, "src")
+            except eg.GraphError as exc:
+                return str(exc)
+        raise AssertionError("the source was expected to be refused")
+
+    message = run(scenario())
+    assert "SECRETTOKEN" not in message
+    return message
+
+
+def test_a_url_source_larger_than_the_cap_is_refused_without_reading_it() -> None:
+    """A source URL declaring 1.5 GB: GraphError at the header, no MemoryError."""
+    message = source_server_case("/huge-declared")
+    assert f"is larger than {64 * 1024 * 1024:,} bytes" in message
+
+
+def test_an_endless_url_source_is_cut_at_the_cap() -> None:
+    """A source URL streaming without end is refused at 64 MiB, not read into memory whole."""
+    message = source_server_case("/huge-chunked")
+    assert "the download cap" in message
+
+
+def test_a_gzip_bomb_url_source_is_refused_when_it_inflates_past_the_cap() -> None:
+    """The decoded size counts: 65 MiB of zeros in 65 KiB of gzip passes the 64 MiB cap."""
+    message = source_server_case("/gzip-bomb-65m")
+    assert "the download cap" in message

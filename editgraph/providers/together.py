@@ -38,7 +38,6 @@ import socket
 import ssl
 import time
 import urllib.parse
-import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -49,6 +48,13 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr
 
 from .._version import USER_AGENT
+from ..downloads import (
+    ACCEPT_ENCODING,
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    BodyTooLarge,
+    CappedBody,
+    UnreadableEncoding,
+)
 from ..errors import ConfigurationError, ProviderError
 from ..models import CATALOGUE
 from ..pixels import declared_size
@@ -82,8 +88,6 @@ _RATE_LIMIT_PATIENCE = 600.0
 #: download never re-runs (and re-bills) the generation.
 _DOWNLOAD_ATTEMPTS = 4
 
-#: Default cap on a downloaded result, counted after decompression (gzip bombs).
-DEFAULT_MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 #: Redirects a result download may follow.
 _MAX_REDIRECTS = 5
 #: Largest result accepted, in pixels (FLUX.2 makes at most 1920 x 1920 = 3.7 MP).
@@ -523,14 +527,14 @@ class Together:
                 self._post(client, url, content, timeout),
                 read_timeout + min(10.0, self.timeout),
             )
-        except _TooLarge as exc:
+        except BodyTooLarge as exc:
             raise self._error(
                 request,
                 f"Together's answer is larger than {exc.limit} bytes (2 x max_download_bytes); "
                 "the generation may have been billed",
                 200, state, billed=True,
             ) from None
-        except _BadEncoding as exc:
+        except UnreadableEncoding as exc:
             raise self._error(
                 request, f"Together's answer is unreadable ({exc}); it may have been billed",
                 200, state, billed=True,
@@ -578,7 +582,7 @@ class Together:
             else:
                 try:  # only the message of an error is used: a bounded read is plenty
                     body = await _read_capped(streamed, _ERROR_BODY_BYTES)
-                except (_TooLarge, _BadEncoding):
+                except (BodyTooLarge, UnreadableEncoding):
                     body = b""
         headers = [
             (name, value)
@@ -798,10 +802,10 @@ class Together:
                         )
                     try:
                         return await _read_capped(response, self.max_download_bytes)
-                    except _TooLarge as exc:
+                    except BodyTooLarge as exc:
                         raise refused(f"the result is larger than {exc.limit} bytes "
                                       "(max_download_bytes)") from None
-                    except _BadEncoding as exc:
+                    except UnreadableEncoding as exc:
                         raise refused(str(exc)) from None
             except httpx.TransportError as exc:
                 raise _RetryableFailure(f"download failed ({type(exc).__name__})") from exc
@@ -944,67 +948,15 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     return delay
 
 
-_DOWNLOAD_HEADERS = {"Accept-Encoding": "gzip, deflate"}
-
-
-class _TooLarge(Exception):
-    """A body ran past its size cap."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"larger than {limit} bytes")
-        self.limit = limit
-
-
-class _BadEncoding(Exception):
-    """A body in a content encoding we do not read, or one that does not decode."""
+_DOWNLOAD_HEADERS = {"Accept-Encoding": ACCEPT_ENCODING}
 
 
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:
-    """The decoded body of a streamed ``response``; ``_TooLarge`` past ``limit`` bytes.
-
-    Decompression is done here, ``limit`` bytes at most at a time, rather than by httpx,
-    which inflates each received chunk whole: a gzip bomb is stopped at the cap, having
-    held no more than the cap in memory. Both the bytes on the wire and the decoded
-    bytes are held to ``limit``.
-    """
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _TooLarge(limit)
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    decoder: Any = None
-    if encoding in ("gzip", "x-gzip"):
-        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    elif encoding == "deflate":
-        decoder = zlib.decompressobj()
-    elif encoding not in ("", "identity"):
-        raise _BadEncoding(f"the answer is in content encoding {encoding[:40]!r}, not gzip")
-    chunks: list[bytes] = []
-    total = received = 0
+    """The decoded body of a streamed ``response``; ``BodyTooLarge`` past ``limit`` bytes."""
+    body = CappedBody(response.headers, limit)
     async for raw in response.aiter_raw():
-        received += len(raw)
-        if received > limit:
-            raise _TooLarge(limit)
-        if decoder is None:
-            total += len(raw)
-            chunks.append(raw)
-            continue
-        pending = raw
-        while pending:
-            try:
-                piece = decoder.decompress(pending, limit - total + 1)
-            except zlib.error as exc:
-                raise _BadEncoding(f"the {encoding} answer does not decompress") from exc
-            total += len(piece)
-            if total > limit:
-                raise _TooLarge(limit)
-            chunks.append(piece)
-            pending = decoder.unconsumed_tail
-    if decoder is not None:
-        chunks.append(decoder.flush())
-        total += len(chunks[-1])
-    if total > limit:
-        raise _TooLarge(limit)
-    return b"".join(chunks)
+        body.feed(raw)
+    return body.body()
 
 
 def _is_internal_address(address: str) -> bool:
