@@ -20,13 +20,14 @@ from .errors import GraphError
 from .execute import execute, run_sync
 from .keys import content_hash
 from .models import MAX_PROMPT_CHARS, ModelSpec, resolve_model
+from .names import folded, name_problem, shown_name
 from .nodes import EditNode, SourceNode
 from .plan import Plan, make_plan
 from .prompts import StructuredPrompt, reference_token, rewrite_prompt
 from .providers.base import Provider
 from .providers.registry import default_provider
 from .runs import Run
-from .sources import DEFAULT_MAX_SOURCE_PIXELS, NODE_NAME, prepare_source, read_source
+from .sources import DEFAULT_MAX_SOURCE_PIXELS, prepare_source, read_source
 from .store import Store
 from .stores.base import CacheLocation, open_store
 
@@ -35,7 +36,6 @@ __all__ = ["Graph", "Handle", "Sweep", "chain"]
 logger = logging.getLogger("editgraph")
 
 
-_MAX_NAME = 120
 _DEFAULTS: dict[str, Any] = {
     "width": 1024,
     "height": 768,
@@ -162,6 +162,7 @@ class Graph:
         self._sources: dict[str, SourceNode] = {}
         self._edits: dict[str, EditNode] = {}
         self._content_owner: dict[str, str] = {}
+        self._folded: dict[str, str] = {}  # folded name -> node name, for _taken
         self.provider = provider
         self.cache_dir = cache_dir
         self.concurrency = _positive(concurrency, "concurrency")
@@ -358,19 +359,31 @@ class Graph:
             # re-running a notebook cell after an error gives the same names.
             number = itertools.count(len(self._edits) + 1 if stem in ("edit", "sweep") else 1)
             candidate = stem if stem not in ("edit", "sweep") else f"{stem}_{next(number)}"
-            while candidate in self._dag or f"{candidate}[0]" in self._dag:
+            while self._taken(candidate) or self._taken(f"{candidate}[0]"):
                 candidate = f"{stem}_{next(number)}"
+            self._folded[folded(candidate)] = candidate
             return candidate
         if not isinstance(name, str) or not name:
             raise GraphError(f"name: must be a non-empty str, got {name!r}")
-        if len(name) > _MAX_NAME or not NODE_NAME.fullmatch(name) or name in (".", ".."):
-            raise GraphError(
-                f"node {name!r}: name: use letters, digits, '_', '-' and '.' (it becomes a "
-                "file name, so no '/', no spaces, no leading dot)"
-            )
+        problem = name_problem(name)
+        if problem is not None:
+            raise GraphError(f"node {shown_name(name)}: name: {problem}")
         if reserve and name in self._dag:
             raise GraphError(f"node {name!r}: name: a node named {name!r} already exists")
+        if reserve and (twin := self._taken(name)) is not None:
+            raise GraphError(
+                f"node {name!r}: name: {twin!r} already exists, and the two would be one "
+                "file on macOS and Windows (names are compared ignoring case); pick another"
+            )
+        if reserve:
+            # Entries of names whose declaration then failed are ignored by _taken.
+            self._folded[folded(name)] = name
         return name
+
+    def _taken(self, name: str) -> str | None:
+        """The node whose name equals ``name`` after NFC and case folding, if any."""
+        owner = self._folded.get(folded(name))
+        return owner if owner is not None and owner in self._dag else None
 
     def _ref_name(self, ref: Handle | str, node: str) -> str:
         if isinstance(ref, Handle):

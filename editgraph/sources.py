@@ -31,6 +31,7 @@ from .downloads import (
     UnreadableEncoding,
 )
 from .errors import GraphError
+from .names import NODE_NAME, portable_stem
 from .pixels import declared_size
 from .requests import media_type_of
 
@@ -61,8 +62,6 @@ source_root: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "source_root", default=None
 )
 
-#: What a node name looks like: it becomes a file name, so no "/", spaces or leading dot.
-NODE_NAME = re.compile(r"\w(?:[\w.-]*\w)?(?:\[\d+\])?")
 
 URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
 
@@ -159,8 +158,8 @@ def read_source(
 
 
 def safe_stem(stem: str) -> str:
-    cleaned = re.sub(r"[^\w.-]+", "_", stem).strip("._-")
-    return cleaned or "image"
+    """A default node name made from a file or URL stem (see ``names.portable_stem``)."""
+    return portable_stem(stem)
 
 
 def check_image(data: bytes, name: str, described: str) -> str:

@@ -608,3 +608,87 @@ def test_a_gzip_bomb_url_source_is_refused_when_it_inflates_past_the_cap() -> No
     """The decoded size counts: 65 MiB of zeros in 65 KiB of gzip passes the 64 MiB cap."""
     message = source_server_case("/gzip-bomb-65m")
     assert "the download cap" in message
+
+
+# --------------------------------------------------------------------------- names
+
+
+@pytest.fixture
+def graph(tmp_path: Path) -> eg.Graph:
+    """A graph with one source, 'car'."""
+    g = eg.Graph(cache_dir=tmp_path / "cache")
+    g.image(png(), name="car")
+    return g
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("a" * 101, "101 characters, over the 100"),
+        ("\u732b" * 70, "210 bytes in UTF-8, over the 200"),
+        ("a/b", "no '/'"),
+        ("a\\b", "no '/'"),
+        ("c:d", "no '/'"),
+        ("what?", "no '/'"),
+        ('say"hi"', "no '/'"),
+        ("a<b>", "no '/'"),
+        ("a|b", "no '/'"),
+        ("star*", "no '/'"),
+        ("bell\x07", "no '/'"),
+        ("esc\x1b[31m", "no '/'"),
+        ("c1\x9b", "no '/'"),
+        ("new\nline", "no '/'"),
+        ("con", "Windows device name"),
+        ("NUL", "Windows device name"),
+        ("com1", "Windows device name"),
+        ("Lpt9.v2", "Windows device name"),
+        ("com\u00b9", "Windows device name"),
+        (".hidden", "no leading or trailing dot"),
+    ],
+)
+def test_unportable_node_names_are_refused_when_declared(
+    graph: eg.Graph, name: str, why: str
+) -> None:
+    """Each name fails on some system's file names: GraphError naming the node and 'name'."""
+    with pytest.raises(eg.GraphError, match=r"^node .*: name: ") as caught:
+        graph.edit("Paint @car blue", name=name)
+    assert why in str(caught.value) and len(str(caught.value)) < 400
+    assert name not in graph
+
+
+def test_a_hundred_cjk_characters_pass_when_under_two_hundred_bytes(graph: eg.Graph) -> None:
+    """66 CJK characters (198 bytes) are a valid name, and so is a name of 100 ASCII ones."""
+    graph.edit("Paint @car blue", name="\u732b" * 66)
+    graph.edit("Paint @car red", name="r" * 100)
+
+
+@pytest.mark.parametrize("twin", ["Car", "CAR", "car"])
+def test_names_equal_ignoring_case_collide(graph: eg.Graph, twin: str) -> None:
+    """'Car' next to 'car' would be one file on macOS and Windows: refused."""
+    with pytest.raises(eg.GraphError, match=rf"node '{twin}': name: .*'car' already exists"):
+        graph.edit("Paint @car blue", name=twin)
+
+
+def test_names_equal_after_nfc_collide(graph: eg.Graph) -> None:
+    """'caf\\u00e9' and 'cafe\\u0301' (the same text, two encodings) collide."""
+    graph.edit("Paint @car blue", name="caf\u00e9")
+    with pytest.raises(eg.GraphError, match="already exists"):
+        graph.edit("Paint @car red", name="cafe\u0301")
+
+
+def test_a_failed_declaration_does_not_reserve_its_name(graph: eg.Graph) -> None:
+    """An edit refused for another reason leaves its name free, in any case."""
+    with pytest.raises(eg.GraphError):
+        graph.edit("Paint @nobody blue", name="Blue")
+    graph.edit("Paint @car blue", name="blue")
+
+
+def test_default_names_from_file_stems_are_made_portable(tmp_path: Path) -> None:
+    """Files named con.png, Car.png next to car.png, and a 150-char stem get valid names."""
+    for stem in ("con", "car", "Car", "x" * 150):
+        (tmp_path / f"{stem}.png").write_bytes(png(colour=(len(stem), 1, 2)))
+    graph = eg.Graph(cache_dir=tmp_path / "cache")
+    names = [graph.image(tmp_path / f"{stem}.png").name for stem in ("con", "car", "Car",
+                                                                      "x" * 150)]
+    assert names[0] == "con_image" and names[1] == "car" and names[2] == "Car_1"
+    assert len(names[3]) <= 92
