@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import click
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -39,6 +40,7 @@ from .providers import registry as providers
 from .providers.base import Provider
 from .recipe import build_recipe
 from .records import EditRecord
+from .redact import for_terminal
 from .replay import replay as replay_saved
 from .report import report_from_folder
 from .runs import Run
@@ -52,10 +54,37 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
+class _TerminalConsole(Console):
+    """A rich Console whose every printed text passes through ``for_terminal``.
+
+    Prompts, node names, manifests and the service's messages may carry escape
+    sequences; here they are shown as text, and secrets are masked, whatever renders
+    them (plain strings, ``Text``, table cells). rich's own styling is untouched.
+    """
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterable[Segment]:
+        """The segments rich would write, with their text made safe for a terminal."""
+        for segment in super().render(renderable, options):
+            if segment.control is None and segment.text:
+                yield Segment(for_terminal(segment.text), segment.style)
+            else:
+                yield segment
+
+
 # Markup off: prompts, paths and error messages are printed as they are, never parsed
 # as rich markup (a prompt may well say "[logo]").
-_out = Console(highlight=False, markup=False)
-_err = Console(stderr=True, highlight=False, markup=False)
+_out = _TerminalConsole(highlight=False, markup=False)
+_err = _TerminalConsole(stderr=True, highlight=False, markup=False)
+
+
+class _ConsoleLogHandler(logging.Handler):
+    """Shows the ``editgraph`` logger's records on stderr (``editgraph --verbose``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _err.print(Text.assemble((f"{record.levelname.lower()}:", "dim"), " ",
+                                 self.format(record)), soft_wrap=True)
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -205,7 +234,9 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 @click.group(cls=_Ordered, context_settings=_CONTEXT)
 @click.version_option(package_name="editgraph")
-def main() -> None:
+@click.option("--verbose", "-v", is_flag=True,
+              help="Show what happens under the hood: retries, waits, notices.")
+def main(verbose: bool) -> None:
     """Multi-step image editing with FLUX.2, as a cached graph of edits.
 
     A recipe is a Python file that defines recipe(...) -> eg.Graph. Each edit is one
@@ -229,10 +260,18 @@ def main() -> None:
     Exit codes: 0 done; 1 some edits failed (the finished ones are saved); 2 bad input,
     reported in one line before anything is spent.
     """
-    # The command prints its own notices; keep the library's log line from doubling them.
+    # The command prints its own notices; keep the library's log line from doubling them,
+    # unless --verbose asks for every record (retries included) on stderr.
     library_log = logging.getLogger("editgraph")
-    if not any(isinstance(handler, logging.NullHandler) for handler in library_log.handlers):
+    for handler in list(library_log.handlers):
+        if isinstance(handler, (logging.NullHandler, _ConsoleLogHandler)):
+            library_log.removeHandler(handler)
+    if verbose:
+        library_log.addHandler(_ConsoleLogHandler())
+        library_log.setLevel(logging.INFO)
+    else:
         library_log.addHandler(logging.NullHandler())
+        library_log.setLevel(logging.NOTSET)
 
 
 # ---------------------------------------------------------------------------- run
@@ -595,7 +634,7 @@ def show(recipe: str, sets: tuple[str, ...], svg: bool, out_file: Path | None) -
     if svg:
         drawing = dag_svg(graph)
         if out_file is None:
-            click.echo(drawing)
+            click.echo(for_terminal(drawing))
             return
         try:
             out_file.write_text(drawing, encoding="utf-8")

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .redact import for_terminal
+
 __all__ = ["progress_bar"]
 
 #: Runs with fewer edits than this finish too fast for a bar to help.
@@ -26,7 +28,7 @@ class _Bar:
     def advance(self, name: str, cached: bool) -> None:
         self._cached += cached
         self._progress.update(self._task, advance=1, cached=self._cached,
-                              description=f"{name[:24]:<24}")
+                              description=for_terminal(f"{name[:24]:<24}"))
 
 
 def _interactive() -> bool:

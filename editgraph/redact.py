@@ -1,5 +1,11 @@
 """One redactor for every text that leaves editgraph: API keys masked, keys checked early.
 
+``for_terminal`` is what the command prints through: the redactor, plus every control
+character that could steer a terminal (C0 but newline and tab, DEL, C1, ESC, and the
+bidirectional overrides) shown as a visible ``\\xNN`` escape, so text from prompts,
+names, manifests or the service never moves the cursor, recolours or retitles the
+terminal.
+
 A provider registers its key here when it is built (``register_secret``); every error
 message, log line, manifest, report, repr and terminal line then passes through
 ``redact``, which masks the key and any run of ``ECHO_RUN`` or more of its characters
@@ -11,11 +17,20 @@ from and the position of the bad character, never the key.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 from .errors import ConfigurationError
 
-__all__ = ["ECHO_RUN", "MASK", "RedactingFilter", "check_api_key", "redact", "register_secret"]
+__all__ = [
+    "ECHO_RUN",
+    "MASK",
+    "RedactingFilter",
+    "check_api_key",
+    "for_terminal",
+    "redact",
+    "register_secret",
+]
 
 #: What a secret, or a part of it, is replaced with.
 MASK = "********"
@@ -74,6 +89,23 @@ def redact(text: str) -> str:
         return text
     pieces.append(text[position:])
     return "".join(pieces)
+
+
+_TERMINAL_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def for_terminal(text: str) -> str:
+    """``text`` safe to print: secrets masked, terminal control characters made visible.
+
+    Newlines and tabs are kept; every other C0 character, DEL, every C1 character and
+    the bidirectional overrides become ``\\xNN`` / ``\\uNNNN`` text.
+    """
+    return _TERMINAL_CONTROL.sub(_escaped, redact(text))
 
 
 def check_api_key(key: str, source: str) -> str:

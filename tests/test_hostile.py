@@ -692,3 +692,98 @@ def test_default_names_from_file_stems_are_made_portable(tmp_path: Path) -> None
                                                                       "x" * 150)]
     assert names[0] == "con_image" and names[1] == "car" and names[2] == "Car_1"
     assert len(names[3]) <= 92
+
+
+# --------------------------------------------------------------------------- terminal
+
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x9b31m\r"
+
+
+def escape_recipe(folder: Path) -> Path:
+    """A recipe whose prompt carries terminal escape sequences."""
+    (folder / "car.png").write_bytes(png())
+    path = folder / "escapes.py"
+    path.write_text(
+        "import editgraph as eg\n"
+        "def recipe() -> eg.Graph:\n"
+        "    g = eg.Graph(width=256, height=256)\n"
+        "    car = g.image('car.png')\n"
+        f"    g.edit(f'Paint {{car}} red ' + {ESCAPES!r}, name='blue')\n"
+        "    return g\n"
+    )
+    return path
+
+
+def test_for_terminal_shows_control_characters_as_text() -> None:
+    """ESC, BEL, CR, C1 and DEL become visible escapes; newline and tab stay."""
+    from editgraph.redact import for_terminal
+
+    assert for_terminal("a\x1b[31m\x07\r\x9b\x7f\u202e\n\tz") == (
+        "a\\x1b[31m\\x07\\x0d\\x9b\\x7f\\u202e\n\tz"
+    )
+
+
+@pytest.mark.parametrize("command", ["plan", "show"])
+def test_plan_and_show_print_no_escape_sequence(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt's escape sequences are printed as text, never sent to the terminal raw."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [command, str(escape_recipe(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "\x9b" not in result.output and "\r" not in result.output
+    assert "\\x1b" in result.output
+
+
+def run_command(*args: str, base_url: str, cwd: Path) -> tuple[int, str, str]:
+    """`editgraph ARGS` in a child process against ``base_url``: exit code, stdout, stderr."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {name: value for name, value in os.environ.items()
+                   if not name.startswith(("TOGETHER_", "HTTP_PROXY", "http_proxy"))}
+    environment.update(TOGETHER_API_KEY=KEY, TOGETHER_BASE_URL=base_url,
+                       EDITGRAPH_CACHE_DIR=str(cwd / "cache"), NO_COLOR="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "editgraph", *args], capture_output=True, text=True,
+        env=environment, cwd=cwd, check=False, timeout=120,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_retries_go_to_the_editgraph_logger_never_raw_to_stderr(
+    verbose: bool, tmp_path: Path
+) -> None:
+    """A 503 then success: stderr never shows stamina's line; --verbose shows the retry."""
+    from editgraph.testing import FakeTogether
+
+    recipe = escape_recipe(tmp_path)
+    with FakeTogether() as fake:
+        fake.fail_next(503, retry_after=0.05, message=f"overloaded {ESCAPES}")
+        args = ["--verbose"] if verbose else []
+        code, out, err = run_command(*args, "run", str(recipe), "--out", "out",
+                                     base_url=fake.base_url, cwd=tmp_path)
+    assert code == 0, err
+    assert "stamina" not in err and "\x1b" not in out + err
+    if verbose:
+        assert "node 'blue': Together answered 503: overloaded \\x1b]0;pwned" in err
+        assert "retrying in 0.05 s (try 2)" in err
+    else:
+        assert "retrying" not in err
+
+
+def test_a_service_message_with_escapes_is_printed_as_text(tmp_path: Path) -> None:
+    """A 400 whose message carries escape sequences: exit 1, the message shown as text."""
+    from editgraph.testing import FakeTogether
+
+    recipe = escape_recipe(tmp_path)
+    with FakeTogether() as fake:
+        fake.fail_next(400, message=f"no {ESCAPES} thanks")
+        code, out, err = run_command("run", str(recipe), "--out", "out",
+                                     base_url=fake.base_url, cwd=tmp_path)
+    assert code == 1
+    assert "\x1b" not in out + err and "\x07" not in out + err
+    assert "no \\x1b]0;pwned" in err

@@ -33,6 +33,7 @@ import functools
 import io
 import ipaddress
 import json
+import logging
 import os
 import socket
 import ssl
@@ -102,6 +103,13 @@ _MODERATION_WORDS = ("moderat", "nsfw", "safety", "unsafe", "content policy", "f
 
 
 
+
+#: Retries are told on the ``editgraph`` logger (``editgraph --verbose`` shows them).
+logger = logging.getLogger("editgraph")
+# stamina logs every retry as a bare "stamina.retry_scheduled" warning; with no handler
+# configured anywhere, Python's last-resort handler prints it raw on stderr. A
+# NullHandler stops that; records still reach any handler the application configures.
+logging.getLogger("stamina").addHandler(logging.NullHandler())
 
 
 def _retrying(
@@ -476,7 +484,11 @@ class Together:
 
         def should_retry(exc: Exception) -> bool | float:
             if isinstance(exc, _UnknownOutcome):
-                return state.unknown_outcomes <= self.unknown_outcome_retries
+                again = state.unknown_outcomes <= self.unknown_outcome_retries
+                if again:
+                    logger.info("node %r: %s (it may have been billed); sending it again "
+                                "(try %d)", request.node, exc.description, state.tries + 1)
+                return again
             if not isinstance(exc, _RetryableFailure):
                 return False
             if exc.status == 429:
@@ -488,6 +500,9 @@ class Together:
                 state.failures += 1
                 if state.failures > self.max_retries:
                     return False
+            wait = f"in {exc.delay:g} s" if exc.delay is not None else "after a backoff"
+            logger.info("node %r: %s; retrying %s (try %d)", request.node,
+                        self._redact(exc.description), wait, state.tries + 1)
             return exc.delay if exc.delay is not None else True
 
         try:
@@ -741,6 +756,8 @@ class Together:
     ) -> bytes:
         def should_retry(exc: Exception) -> bool | float:
             if isinstance(exc, _RetryableFailure):
+                logger.info("node %r: result %s; downloading again", request.node,
+                            self._redact(exc.description))
                 return exc.delay if exc.delay is not None else True
             return False
 
