@@ -44,6 +44,7 @@ from .redact import for_terminal
 from .replay import replay as replay_saved
 from .report import report_from_folder
 from .runs import Run
+from .saved import write_atomically
 from .store import DiskStore
 from .stores.base import open_store
 from .stores.s3 import S3Store
@@ -637,7 +638,7 @@ def show(recipe: str, sets: tuple[str, ...], svg: bool, out_file: Path | None) -
             click.echo(for_terminal(drawing))
             return
         try:
-            out_file.write_text(drawing, encoding="utf-8")
+            write_atomically(out_file, drawing.encode("utf-8"))
         except OSError as exc:
             _fail(f"--out {out_file}: cannot write ({exc.strerror or exc})", code=1)
         _out.print(f"wrote {out_file}", soft_wrap=True)

@@ -787,3 +787,38 @@ def test_a_service_message_with_escapes_is_printed_as_text(tmp_path: Path) -> No
     assert code == 1
     assert "\x1b" not in out + err and "\x07" not in out + err
     assert "no \\x1b]0;pwned" in err
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_planted_symlinks_are_replaced_never_followed(tmp_path: Path) -> None:
+    """Links planted at the final and the once-predictable temporary names write nothing."""
+    import os
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    graph = eg.Graph(cache_dir=tmp_path / "cache", width=256, height=256)
+    car = graph.image(png(), name="car")
+    graph.edit(f"Paint {car} blue", name="blue")
+    result = graph.run(provider=eg.providers.Preview())
+    image = result["blue"].filename
+    planted = [image, "manifest.json", "report.html", "drawing.svg",
+               f".report.html.{os.getpid()}.tmp"]
+    for name in planted:
+        (out / name).symlink_to(victim)
+    result.save(out)
+    result.report(out / "report.html")
+    from editgraph.report import report_from_folder
+
+    report_from_folder(out)
+    monkey_cwd = CliRunner().invoke(
+        main, ["show", str(escape_recipe(tmp_path)), "--svg", "--out", str(out / "drawing.svg")]
+    )
+    assert monkey_cwd.exit_code == 0, monkey_cwd.output
+    assert victim.read_text() == "precious"
+    for name in planted[:4]:
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > 0
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
