@@ -11,7 +11,9 @@
     ├── InputFailedError     an edit could not run because one of its inputs failed
     ├── BudgetError          a run would spend more than its budget
     ├── StoreError           the cache cannot be opened, read or written
-    ├── ProvenanceError      an image carries no editgraph record, or a malformed one
+    ├── ProvenanceError      a saved record (an image's embedded provenance, a run
+    │                        folder's manifest) is missing, malformed or points outside
+    │                        its folder
     └── RunError             a run ended with failures; ``.failures`` maps node -> error
 
 Errors of the libraries underneath (pydantic, httpx, zlib, diskcache, Pillow) are turned
@@ -108,9 +110,10 @@ class StoreError(EditGraphError):
 
 
 class ProvenanceError(EditGraphError, ValueError):
-    """An image carries no editgraph record, or one that cannot be read.
+    """A saved record is missing, malformed, or names a file outside its run folder.
 
-    The message names the file (when there is one) and what is wrong with its record.
+    Raised by ``eg.provenance`` (an image with no record, or a damaged one), and by
+    ``report`` and ``replay`` for a manifest field they refuse to follow.
     """
 
 

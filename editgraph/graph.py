@@ -541,6 +541,19 @@ class Graph:
         return iter(self._dag)
 
 
+def check_recorded_edit(node: str, model: str, parameters: Mapping[str, Any]) -> None:
+    """Put a recorded edit (a manifest or provenance entry, perhaps from elsewhere)
+    through the checks ``g.edit`` applies to its name, model and parameters.
+
+    Raises GraphError naming the node and the field, as ``g.edit`` would.
+    """
+    problem = name_problem(node) if isinstance(node, str) and node else "must be a non-empty str"
+    if problem is not None:
+        raise GraphError(f"node {shown_name(str(node))}: name: {problem}")
+    spec = resolve_model(model, node=node)
+    Graph(model=model)._edit_parameters(node, spec, dict(parameters))
+
+
 def chain(
     handle: Handle, prompts: Sequence[str], *, name: str | None = None, **params: Any
 ) -> Handle:

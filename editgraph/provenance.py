@@ -48,6 +48,9 @@ _EXTENSION_CHUNK = 65400  # extended-XMP bytes per segment, as the XMP specifica
 _MAX_SEGMENT = 65533  # a JPEG segment's length field counts itself: 65535 - 2
 _SOI, _SOS, _APP0, _APP1 = 0xD8, 0xDA, 0xE0, 0xE1
 _STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
+#: The largest record read, after inflating a compressed iTXt chunk or joining extended
+#: XMP: a record is a few kilobytes; a 1 MB block that inflates to 1 GB is refused.
+MAX_RECORD_BYTES = 1024 * 1024
 
 
 #: The record a saved image carries: an :class:`~editgraph.records.EditRecord`, the same
@@ -81,13 +84,17 @@ def read_provenance(data: bytes) -> Provenance | None:
     Raises ProvenanceError when the image or its record is malformed.
     """
     if data.startswith(_PNG_SIGNATURE):
-        text = next((text for _, text in _png_records(data)), None)
+        text = next((_png_record_text(kind, body) for _, kind, body in _png_records(data)), None)
     elif data[:2] == b"\xff\xd8":
         _, text = _jpeg_records(data)
     else:
         return None
     if text is None:
         return None
+    if len(text) > MAX_RECORD_BYTES:
+        raise ProvenanceError(
+            f"provenance: the embedded record is over {MAX_RECORD_BYTES:,} characters"
+        )
     try:
         return EditRecord.from_json(text)
     except ValueError as exc:  # pydantic's ValidationError included
@@ -117,7 +124,7 @@ def embed_provenance(data: bytes, record: Provenance) -> bytes:
 def remove_provenance(data: bytes) -> bytes:
     """``data`` without its editgraph record: the bytes as generated, when saved by editgraph."""
     if data.startswith(_PNG_SIGNATURE):
-        for (start, end), _ in reversed(list(_png_records(data))):
+        for (start, end), _, _ in reversed(_png_records(data)):
             data = data[:start] + data[end:]
     elif data[:2] == b"\xff\xd8":
         spans, _ = _jpeg_records(data)
@@ -164,27 +171,48 @@ def _png_insert(data: bytes, chunk: bytes) -> bytes:
     return data[:after_header] + chunk + data[after_header:]
 
 
-def _png_records(data: bytes) -> list[tuple[tuple[int, int], str]]:
+def _png_records(data: bytes) -> list[tuple[tuple[int, int], bytes, bytes]]:
+    """(span, chunk type, body) of each editgraph text chunk; bodies are decoded on use."""
     records = []
     for start, end, kind, body in _png_chunks(data):
-        if kind == b"iTXt" and body.startswith(PNG_KEYWORD.encode() + b"\x00"):
-            records.append(((start, end), _itxt_text(body)))
-        elif kind == b"tEXt" and body.startswith(PNG_KEYWORD.encode() + b"\x00"):
-            records.append(((start, end), body[len(PNG_KEYWORD) + 1 :].decode("latin-1")))
+        if kind in (b"iTXt", b"tEXt") and body.startswith(PNG_KEYWORD.encode() + b"\x00"):
+            records.append(((start, end), kind, body))
     return records
 
 
+def _png_record_text(kind: bytes, body: bytes) -> str:
+    if kind == b"tEXt":
+        return body[len(PNG_KEYWORD) + 1 :].decode("latin-1")
+    return _itxt_text(body)
+
+
 def _itxt_text(body: bytes) -> str:
+    """The text of an iTXt chunk; ProvenanceError when the chunk is malformed."""
     try:
         keyword_end = body.index(b"\x00")
-        compressed = body[keyword_end + 1]
+        compressed, method = body[keyword_end + 1], body[keyword_end + 2]
         rest = body[keyword_end + 3 :]
         language_end = rest.index(b"\x00")
         translated_end = rest.index(b"\x00", language_end + 1)
-        text = rest[translated_end + 1 :]
-        return (zlib.decompress(text) if compressed else text).decode("utf-8")
-    except (ValueError, IndexError, zlib.error) as exc:  # UnicodeDecodeError is a ValueError
-        raise ProvenanceError(f"provenance: the PNG record chunk is malformed ({exc})") from exc
+    except (ValueError, IndexError):
+        raise ProvenanceError("provenance: the PNG iTXt chunk is malformed") from None
+    text = rest[translated_end + 1 :]
+    if compressed:
+        if method != 0:
+            raise ProvenanceError(f"provenance: unknown iTXt compression method {method}")
+        inflater = zlib.decompressobj()
+        try:
+            text = inflater.decompress(text, MAX_RECORD_BYTES + 1)
+        except zlib.error:
+            raise ProvenanceError("provenance: the compressed iTXt text does not inflate") from None
+        if len(text) > MAX_RECORD_BYTES or inflater.unconsumed_tail:
+            raise ProvenanceError(
+                f"provenance: the compressed record inflates past {MAX_RECORD_BYTES:,} bytes"
+            )
+    try:
+        return text.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProvenanceError("provenance: the iTXt text is not UTF-8") from None
 
 
 # ---------------------------------------------------------------------------- JPEG
@@ -282,7 +310,12 @@ def _jpeg_records(data: bytes) -> tuple[list[tuple[int, int]], str | None]:
         parts = sorted(extensions[guid], key=lambda part: part[0])
         spans += [span for _, _, span in parts]
         if text is None:
-            text, _ = _xmp_record(b"".join(chunk for _, chunk, _ in parts))
+            joined = b"".join(chunk for _, chunk, _ in parts)
+            if len(joined) > MAX_RECORD_BYTES:
+                raise ProvenanceError(
+                    f"provenance: the extended XMP is over {MAX_RECORD_BYTES:,} bytes"
+                )
+            text, _ = _xmp_record(joined)
     return sorted(spans), text
 
 
@@ -309,6 +342,9 @@ def _xmp_packet(properties: str, record: Provenance) -> bytes:
 def _xmp_record(packet: bytes) -> tuple[str | None, str | None]:
     """The ``editgraph:record`` JSON of an XMP packet, and the GUID of its extended
     packet when the record lives there."""
+    if b"<!DOCTYPE" in packet or b"<!ENTITY" in packet:
+        # XMP has no DTD; one here could only be there to expand entities.
+        raise ProvenanceError("provenance: the XMP packet declares a DTD, which XMP never has")
     try:
         root = ElementTree.fromstring(packet)
     except ElementTree.ParseError as exc:

@@ -10,9 +10,9 @@ read and migrated on the way in.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._version import __version__
 from .requests import EditRequest, Reference
@@ -21,6 +21,7 @@ __all__ = [
     "HOSTING_FIELDS",
     "RECORD_VERSION",
     "EditRecord",
+    "Timestamp",
     "migrate_record",
 ]
 
@@ -30,6 +31,11 @@ RECORD_VERSION = 2
 
 #: Fields of an EditRequest that are not parameters of the call.
 _NOT_PARAMETERS = frozenset({"node", "model", "prompt", "references", "seed"})
+
+#: A moment as seconds since the epoch, within what dates can show (years 1970 to 9999):
+#: a record from elsewhere saying ``created_at: 1e300`` is refused when read, not when a
+#: report tries to print it.
+Timestamp = Annotated[float, Field(ge=0.0, le=253_402_300_799.0, allow_inf_nan=False)]
 
 #: Where the provider hosts the output: kept in the cache only. Saved runs and
 #: provenance leave it out, since it expires (and may be presigned).
@@ -66,7 +72,7 @@ class EditRecord(BaseModel):
     unknown_outcomes: int = 0
     url: str | None = None
     url_expires_at: float | None = None
-    created_at: float
+    created_at: Timestamp
 
     @classmethod
     def from_json(cls, text: str | bytes) -> EditRecord:

@@ -17,6 +17,7 @@ import networkx as nx
 
 from .errors import GraphError, RunError
 from .execute import execute, run_sync
+from .graph import check_recorded_edit
 from .models import resolve_model
 from .nodes import EditNode, SourceNode
 from .plan import make_plan
@@ -186,6 +187,8 @@ def _source_node(name: str, reference: Reference, data: bytes) -> SourceNode:
 
 
 def _edit_node(edit: EditRecord, references: Sequence[str]) -> EditNode:
+    # A record may come from elsewhere: nothing is sent that g.edit would refuse.
+    check_recorded_edit(edit.node, edit.model, {**edit.parameters, "seed": edit.seed})
     return EditNode(
         name=edit.node,
         model=resolve_model(edit.model, node=edit.node),

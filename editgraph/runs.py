@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from ._version import __version__
-from .records import HOSTING_FIELDS, RECORD_VERSION, EditRecord, migrate_record
+from .records import HOSTING_FIELDS, RECORD_VERSION, EditRecord, Timestamp, migrate_record
 from .redact import redact
 from .requests import EditRequest
 
@@ -210,7 +210,7 @@ class Manifest(BaseModel):
     editgraph_version: str
     provider: str
     notice: str | None = None
-    created_at: float
+    created_at: Timestamp
     edits: list[ManifestEntry]
     failures: dict[str, str]
     edits_run: int

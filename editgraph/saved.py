@@ -168,19 +168,41 @@ def find_image_bytes(
     for candidate in candidates:
         try:
             data = remove_provenance(candidate.read_bytes())
-        except (OSError, ProvenanceError):
-            continue  # absent, unreadable or malformed here: try the next place
+        except (OSError, ValueError, ProvenanceError):
+            continue  # absent, unreadable or not an image here: try the next place
         if content_hash(data) == reference_hash:
             return data
     return None
 
 
 def entry_file(folder: Path, entry: ManifestEntry) -> bytes | None:
-    """The image file the save wrote for ``entry``, as saved, or None when it is gone."""
+    """The image file the save wrote for ``entry``, as saved, or None when it is gone.
+
+    ``entry.file`` comes from a manifest that may have been written elsewhere: it must
+    name a file inside ``folder`` (no absolute path, no ``..``, no NUL), else
+    ProvenanceError naming the node and the field.
+    """
+    path = _inside(folder, entry.file, f"node {entry.node!r}: file")
     try:
-        return (folder / entry.file).read_bytes()
+        return path.read_bytes()
     except OSError:
         return None
+
+
+def _inside(folder: Path, name: str, field: str) -> Path:
+    """``folder / name`` when that resolves to a file inside ``folder``; else ProvenanceError."""
+    if "\x00" in name or Path(name).is_absolute() or ".." in Path(name).parts or not name:
+        raise ProvenanceError(
+            f"{field}: {name[:80]!r} is not a file name inside the run folder; the manifest "
+            "was not written by editgraph, or was edited"
+        )
+    base = folder.resolve()
+    path = (folder / name).resolve()
+    if not path.is_relative_to(base):
+        raise ProvenanceError(
+            f"{field}: {name[:80]!r} leads outside the run folder (a link?); refusing to read it"
+        )
+    return path
 
 
 def _fetch(url: str, reference_hash: str) -> bytes | None:

@@ -822,3 +822,207 @@ def test_planted_symlinks_are_replaced_never_followed(tmp_path: Path) -> None:
     for name in planted[:4]:
         assert not (out / name).is_symlink() and (out / name).stat().st_size > 0
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
+
+
+# --------------------------------------------------------------------------- saved runs
+
+
+@pytest.fixture
+def saved_run(tmp_path: Path) -> Path:
+    """A two-edit Preview run saved to tmp_path/out; the source next to it as car.png."""
+    (tmp_path / "car.png").write_bytes(png())
+    graph = eg.Graph(cache_dir=tmp_path / "cache", width=256, height=256)
+    car = graph.image(tmp_path / "car.png")
+    blue = graph.edit(f"Paint {car} blue", name="blue")
+    graph.edit(f"Make {blue} a night scene", name="night", output_format="png")
+    return graph.run(provider=eg.providers.Preview()).save(tmp_path / "out")
+
+
+def tamper(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite folder/manifest.json after ``change`` edits its JSON."""
+    import json
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def assert_refused(args: list[str], *fragments: str) -> str:
+    """The command exits 2 with one line naming ``fragments``, and no traceback."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().count("\n") == 0 and "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output
+    return result.output
+
+
+@pytest.mark.parametrize(
+    "file", ["/etc/hostname", "../car.png", "sub/../../car.png", "bl\x00ue.jpg", ""]
+)
+def test_a_report_refuses_a_manifest_file_outside_the_run_folder(
+    saved_run: Path, file: str
+) -> None:
+    """file: an absolute path, '..', a NUL or nothing: exit 2 naming node and field."""
+
+    def point_away(manifest: dict[str, Any]) -> None:
+        manifest["edits"][0]["file"] = file
+
+    tamper(saved_run, point_away)
+    assert_refused(["report", str(saved_run)], "node 'blue': file")
+    assert not (saved_run / "report.html").exists()
+
+
+def test_a_link_inside_the_run_folder_that_leads_outside_is_refused(
+    saved_run: Path, tmp_path: Path
+) -> None:
+    """blue.jpg replaced by a symlink to a file elsewhere: the report will not embed it."""
+    target = saved_run / "blue.jpg"
+    target.unlink()
+    target.symlink_to(tmp_path / "car.png")
+    assert_refused(["report", str(saved_run)], "node 'blue': file", "outside the run folder")
+
+
+@pytest.mark.parametrize("created_at", [1e300, -5.0])
+def test_a_manifest_with_an_impossible_date_is_refused(
+    saved_run: Path, created_at: float
+) -> None:
+    """created_at 1e300 (or negative): one line, exit 2, for report and replay alike."""
+
+    def far_future(manifest: dict[str, Any]) -> None:
+        manifest["edits"][1]["created_at"] = created_at
+
+    tamper(saved_run, far_future)
+    assert_refused(["report", str(saved_run)], "not a manifest editgraph wrote")
+    assert_refused(["replay", str(saved_run / "manifest.json")], "not a record editgraph wrote")
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"model": "black-forest-labs/FLUX.2-pro", "steps": 28}, "steps: not documented"),
+        ({"width": 4000, "height": 4000}, "width: 4000 is not allowed"),
+        ({"negative_prompt": "blurry"}, "negative_prompt"),
+        ({"node": "con"}, "Windows device name"),
+    ],
+)
+def test_replay_puts_every_recorded_edit_through_g_edits_checks(
+    saved_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    change: dict[str, Any], fragment: str,
+) -> None:
+    """A tampered manifest is refused before any request reaches the service."""
+    from editgraph.testing import FakeTogether
+
+    def rewrite(manifest: dict[str, Any]) -> None:
+        entry = manifest["edits"][0]
+        for field, value in change.items():
+            if field in ("model", "node"):
+                entry[field] = value
+            else:
+                entry["parameters"][field] = value
+
+    tamper(saved_run, rewrite)
+    with FakeTogether() as fake:
+        monkeypatch.setenv("TOGETHER_API_KEY", KEY)
+        monkeypatch.setenv("TOGETHER_BASE_URL", fake.base_url)
+        assert_refused(["replay", str(saved_run / "manifest.json"), "--provider", "together",
+                        "--cache-dir", str(tmp_path / "fresh")], fragment)
+        assert fake.requests == []
+
+
+def itxt_chunk(body: bytes) -> bytes:
+    """A PNG iTXt chunk with ``body``."""
+    return (struct.pack(">I", len(body)) + b"iTXt" + body
+            + struct.pack(">I", zlib.crc32(b"iTXt" + body) & 0xFFFFFFFF))
+
+
+def with_chunk(chunk: bytes) -> bytes:
+    """A small PNG with ``chunk`` right after IHDR."""
+    data = png((8, 8))
+    return data[:33] + chunk + data[33:]
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (with_chunk(itxt_chunk(b"editgraph\x00")), "iTXt chunk is malformed"),
+        (with_chunk(itxt_chunk(b"editgraph\x00\x01\x00\x00\x00" + b"not zlib")),
+         "does not inflate"),
+        (with_chunk(itxt_chunk(b"editgraph\x00\x01\x00\x00\x00"
+                               + zlib.compress(b" " * (4 << 20), 9))), "inflates past"),
+        (with_chunk(itxt_chunk(b"editgraph\x00\x00\x00\x00\x00\xff\xfe")), "not UTF-8"),
+        (with_chunk(itxt_chunk(b"editgraph\x00\x00\x00\x00\x00{}")), "not valid"),
+        (with_chunk(itxt_chunk(b"editgraph\x00\x00\x00\x00\x00" + b"x" * (1 << 20 | 1))),
+         "over 1,048,576"),
+        (png((8, 8))[:50], "truncated"),
+        (png((8, 8)), "carries no editgraph record"),
+    ],
+    ids=["no-nul", "bad-zlib", "zlib-bomb", "not-utf8", "empty-record", "huge-record",
+         "truncated", "no-record"],
+)
+def test_malformed_provenance_is_a_provenance_error(
+    data: bytes, fragment: str, tmp_path: Path
+) -> None:
+    """Every damaged block is one ProvenanceError, never IndexError, zlib.error or the like."""
+    path = tmp_path / "image.png"
+    path.write_bytes(data)
+    with pytest.raises(eg.ProvenanceError, match=fragment):
+        eg.provenance(path)
+
+
+def jpeg_with_xmp(packet: bytes) -> bytes:
+    """A small JPEG with an APP1 XMP segment holding ``packet``."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="JPEG")
+    data = buffer.getvalue()
+    body = b"http://ns.adobe.com/xap/1.0/\x00" + packet
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + data[2:]
+
+
+@pytest.mark.parametrize(
+    ("packet", "fragment"),
+    [
+        ((b'<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa">]><x>https://pypi.org/project/editgraph/ns/'
+          b"provenance/1.0/&a;</x>"), "declares a DTD"),
+        (b"<x>https://pypi.org/project/editgraph/ns/provenance/1.0/", "not well-formed"),
+    ],
+    ids=["entity-expansion", "broken-xml"],
+)
+def test_malformed_xmp_is_a_provenance_error(packet: bytes, fragment: str) -> None:
+    """An XMP packet with a DTD (entity expansion) or broken XML: ProvenanceError."""
+    from editgraph.provenance import read_provenance
+
+    with pytest.raises(eg.ProvenanceError, match=fragment):
+        read_provenance(jpeg_with_xmp(packet))
+
+
+def test_a_truncated_extended_xmp_segment_is_a_provenance_error() -> None:
+    """An extended-XMP segment shorter than its header: ProvenanceError, not struct.error."""
+    from editgraph.provenance import read_provenance
+
+    data = jpeg_with_xmp(b"<x/>")
+    body = b"http://ns.adobe.com/xmp/extension/\x00ABC"
+    data = data[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + data[2:]
+    with pytest.raises(eg.ProvenanceError, match="extended.XMP segment is truncated"):
+        read_provenance(data)
+
+
+def test_random_damage_to_a_saved_record_only_ever_raises_provenance_error(
+    saved_run: Path,
+) -> None:
+    """Bytes flipped anywhere in a saved PNG's or JPEG's record: a record, None or ProvenanceError."""
+    import random
+
+    from editgraph.provenance import read_provenance
+
+    generator = random.Random(13)
+    for name in ("blue.jpg", "night.png"):
+        data = (saved_run / name).read_bytes()
+        for _ in range(300):
+            damaged = bytearray(data)
+            for _ in range(generator.randint(1, 4)):
+                damaged[generator.randrange(2, min(len(data), 4000))] = generator.randrange(256)
+            try:
+                read_provenance(bytes(damaged))
+            except eg.ProvenanceError:
+                pass
