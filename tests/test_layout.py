@@ -27,7 +27,11 @@ CHAIN: tuple[frozenset[str], ...] = (
     frozenset({"runs", "provenance"}),
 )
 #: Shared types and constants: importable by every module; they import only each other.
-SHARED = frozenset({"errors", "requests", "nodes", "models", "records", "colours", "_version"})
+#: The hostile-input rules (redact, downloads, pixels, names) are shared too: one rule
+#: each, used wherever text leaves, a body is read, an image's size is needed, a name is
+#: declared.
+SHARED = frozenset({"errors", "requests", "nodes", "models", "records", "colours", "_version",
+                    "redact", "downloads", "pixels", "names"})
 #: Exploration modules: they may import anything; the core never imports them at load.
 EXPLORATION = frozenset({"display", "drawing", "report", "replay", "saved", "cli", "testing"})
 #: Imports against the flow, each with its reason.
