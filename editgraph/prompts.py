@@ -41,16 +41,17 @@ _AT_NAME = r"\w(?:[\w.-]*\w)?(?:\[\d+\])?"
 #: references, so "an image 1024 px wide" is text, not a reference).
 _LITERAL_NUMBER = r"\d{1,2}(?!\d)"
 
-# Every whitespace run is matched possessively (``*+``): with plain ``\s*#?\s*`` the
-# engine would try every split of a long run of spaces after "image", quadratic in it.
+# No two whitespace runs may meet without a required character between them: with
+# "\s*#?\s*", the engine would try every split of a long run of spaces after "image",
+# quadratic in its length. "\s*(?:#\s*)?" matches the same text in linear time.
 _MENTION = re.compile(
     rf"{_TOKEN_OPEN}(?P<token>[^{_TOKEN_OPEN}{_TOKEN_CLOSE}]*){_TOKEN_CLOSE}"
     r"|(?P<escape>@@)"
     rf"|(?<![\w@])@(?P<at>{_AT_NAME})"
-    rf"|\b(?P<literal>images\s*+(?:#\s*+)?{_LITERAL_NUMBER}"
-    rf"(?:(?:\s*+,\s*+(?:and\s++|or\s++|&\s*+)?|\s++(?:and|or|&)\s++|\s*+&\s*+)"
-    rf"(?:#\s*+)?{_LITERAL_NUMBER})*+"
-    rf"|image\s*+(?:#\s*+)?{_LITERAL_NUMBER})",
+    rf"|\b(?P<literal>images\s*(?:#\s*)?{_LITERAL_NUMBER}"
+    rf"(?:(?:\s*,\s*(?:and\s+|or\s+|&\s*)?|\s+(?:and|or|&)\s+|\s*&\s*)"
+    rf"(?:#\s*)?{_LITERAL_NUMBER})*"
+    rf"|image\s*(?:#\s*)?{_LITERAL_NUMBER})",
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"\d+")
