@@ -893,8 +893,8 @@ def test_a_manifest_with_an_impossible_date_is_refused(
         manifest["edits"][1]["created_at"] = created_at
 
     tamper(saved_run, far_future)
-    assert_refused(["report", str(saved_run)], "not a manifest editgraph wrote")
-    assert_refused(["replay", str(saved_run / "manifest.json")], "not a record editgraph wrote")
+    assert_refused(["report", str(saved_run)], "created_at")
+    assert_refused(["replay", str(saved_run / "manifest.json")], "created_at")
 
 
 @pytest.mark.parametrize(
