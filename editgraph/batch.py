@@ -31,6 +31,7 @@ from .errors import (
     RunError,
 )
 from .graph import Graph
+from .names import folded, name_problem, portable_stem, shown_name
 from .providers.base import Provider
 from .recipe import Recipe
 from .requests import EditRequest, GeneratedImage
@@ -139,10 +140,12 @@ class Batch(Iterable[BatchItem]):
 
 @dataclass(frozen=True)
 class _Input:
-    """An item before it runs: its id and the recipe parameter values it brings."""
+    """An item before it runs: its id, the recipe parameter values it brings, and why its
+    given id cannot name a folder (the item then fails without running)."""
 
     id: str
     values: dict[str, Any]
+    problem: str | None = None
 
 
 def path_parameters(recipe: Recipe) -> list[str]:
@@ -307,13 +310,19 @@ def _table_rows(
 def _unique(rows: Iterator[tuple[str | None, dict[str, Any]]]) -> Iterator[_Input]:
     seen: set[str] = set()
     for number, (given, values) in enumerate(rows, 1):
-        stem = given or _stem_of(values) or f"item-{number}"
+        # An id names the item's folder: a given one must be a portable file name, a
+        # derived one (a file stem) is made into one.
+        problem = None if given is None else name_problem(given)
+        stem = given if given and problem is None else portable_stem(
+            given or _stem_of(values) or f"item-{number}")
         candidate, suffix = stem, 1
-        while candidate.casefold() in seen:
+        while folded(candidate) in seen:
             suffix += 1
             candidate = f"{stem}-{suffix}"
-        seen.add(candidate.casefold())
-        yield _Input(candidate, values)
+        seen.add(folded(candidate))
+        if problem is not None:
+            problem = f"id {shown_name(given or '')}: {problem}"
+        yield _Input(candidate, values, problem)
 
 
 def _stem_of(values: Mapping[str, Any]) -> str | None:
@@ -594,6 +603,13 @@ async def abatch(
                 break
             count += 1
             values = {**base_settings, **entry.values}
+            if entry.problem is not None:
+                item = BatchItem(id=entry.id, inputs=_jsonable(values), status="failed",
+                                 error=entry.problem, finished_at=time.time())
+                state.record(item)
+                shown.finished(item, state.counts["failed"] + state.counts["moderated"],
+                               state.cost)
+                continue
             if entry.id in moderated:
                 item = BatchItem(id=entry.id, inputs=_jsonable(values), status="moderated",
                                  error=moderated[entry.id], finished_at=time.time())

@@ -127,6 +127,23 @@ def test_an_iterable_of_dicts_and_a_callable_recipe(tmp_path: Path) -> None:
         "shoe": "one", "shoe-2": "two", "shoe-3": "three"}
 
 
+def test_an_id_that_cannot_name_a_folder_fails_its_item_only(tmp_path: Path) -> None:
+    """An id column of '../escape' or 'con' never writes outside OUT; its item fails, clearly."""
+    photo = image_folder(tmp_path / "in", {"p": (1, 1, 1)}) / "p.png"
+    rows = [{"photo": photo, "id": "../escape"}, {"photo": photo, "id": "con"},
+            {"photo": photo, "id": "Fine"}, {"photo": photo, "id": "fine"}]
+    result = eg.batch(write_recipe(tmp_path), rows, out=tmp_path / "out",
+                      provider=CountingProvider(), cache=tmp_path / "cache")
+    items = {item.id: item for item in result}
+    assert items["Fine"].status == "done" and items["fine-2"].status == "done"
+    failed = [item for item in result if item.status == "failed"]
+    assert len(failed) == 2
+    assert all(item.error and item.error.startswith("id ") for item in failed)
+    assert not (tmp_path / "escape").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["Fine",
+                                                                                 "fine-2"]
+
+
 def test_which_parameter_takes_the_input_must_be_clear(tmp_path: Path) -> None:
     """No Path parameter, or several, is a GraphError before anything runs; --param settles it."""
     inputs = image_folder(tmp_path / "in", COLOURS)
