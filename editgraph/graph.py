@@ -450,6 +450,14 @@ class Graph:
                 )
         if checked["guidance"] is not None:
             checked["guidance"] = float(checked["guidance"])
+        for field in ("steps", "guidance"):
+            bounds = spec.range_of(field)
+            value = checked[field]
+            if bounds is not None and value is not None and not bounds[0] <= value <= bounds[1]:
+                raise GraphError(
+                    f"node {node!r}: {field}: {value!r} is outside {spec.label}'s range "
+                    f"{bounds[0]:g} to {bounds[1]:g}; pass a value in it"
+                )
         return checked
 
     # ------------------------------------------------------------------ running

@@ -1,18 +1,27 @@
-"""The FLUX.2 model catalogue: ids, aliases, accepted parameters, limits and prices.
+"""The FLUX.2 catalogue: ids, aliases, accepted parameters, limits and prices.
 
-Prices are estimates read from third-party copies of Together's pricing page
-(https://www.together.ai/pricing); the service's bill is the truth. Limits follow Together's FLUX.2
-quickstart and BFL's API docs.
+Limits follow Together's FLUX.2 quickstart and BFL's API docs (flex: ``steps`` 1-50,
+``guidance`` 1.5-10). Prices are estimates, per provider, each with its source in
+``PRICES``; the service's bill is the truth.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import GraphError
 
-__all__ = ["CATALOGUE", "MAX_PROMPT_CHARS", "ModelSpec", "resolve_model"]
+__all__ = [
+    "CATALOGUE",
+    "MAX_PROMPT_CHARS",
+    "PRICES",
+    "ModelSpec",
+    "Price",
+    "megapixels",
+    "resolve_model",
+]
 
 #: Longest prompt editgraph sends. Together publishes no limit; BFL accepts 32K tokens,
 #: and 32,000 characters stay under that for any ordinary text.
@@ -22,25 +31,108 @@ MAX_PROMPT_CHARS = 32_000
 _COMMON_PARAMS = frozenset({"width", "height", "seed", "prompt_upsampling", "output_format"})
 
 
+def megapixels(width: int, height: int) -> int:
+    """Started megapixels of a ``width`` x ``height`` image (1 MP = 1024 x 1024 pixels).
+
+    Billing counts whole megapixels, as BFL's formula and ComfyUI's price badge do; a
+    1024 x 768 image is 1 MP, 1920 x 1080 is 2.
+    """
+    return max(1, math.ceil(width * height / 1024**2))
+
+
+@dataclass(frozen=True)
+class Price:
+    """How one provider bills one model, in USD, and where the figures come from.
+
+    One generation costs ``first_megapixel`` for the first output megapixel, plus
+    ``per_output_megapixel`` for each further one, plus ``per_input_megapixel`` for each
+    megapixel of every reference (zero where the provider does not bill inputs).
+    """
+
+    first_megapixel: float
+    per_output_megapixel: float
+    per_input_megapixel: float = 0.0
+    source: str = ""
+
+    def estimate(self, width: int, height: int, inputs: Iterable[tuple[int, int]] = ()) -> float:
+        """Estimated USD for one ``width`` x ``height`` output from references of ``inputs``
+        sizes (an estimate only)."""
+        output = megapixels(width, height)
+        cost = self.first_megapixel + (output - 1) * self.per_output_megapixel
+        if self.per_input_megapixel:
+            cost += sum(megapixels(w, h) for w, h in inputs) * self.per_input_megapixel
+        return round(cost, 6)
+
+
+_TOGETHER_SOURCE = (
+    "Together bills FLUX.2 per megapixel of output and nothing for inputs "
+    "(https://docs.together.ai/docs/serverless/overview); figures are third-party readings "
+    "of https://www.together.ai/pricing as of 2026-10: dev $0.0154, pro $0.03, flex $0.03, "
+    "max $0.07 per megapixel"
+)
+_BFL_SOURCE = (
+    "BFL's formula (https://docs.bfl.ai/quick_start/pricing; black-forest-labs/skills, "
+    "skills/bfl-api/SKILL.md): first MP + (output MP - 1) x MP price + input MP x MP price; "
+    "the cost BFL returns at submit is the bill"
+)
+
+#: Estimated prices per provider name, then per model id. A provider not listed is
+#: estimated at Together's prices (the Preview provider shows what FLUX.2 would cost).
+PRICES: dict[str, dict[str, Price]] = {
+    "together": {
+        "black-forest-labs/FLUX.2-pro": Price(0.03, 0.03, source=_TOGETHER_SOURCE),
+        "black-forest-labs/FLUX.2-max": Price(0.07, 0.07, source=_TOGETHER_SOURCE),
+        "black-forest-labs/FLUX.2-flex": Price(0.03, 0.03, source=_TOGETHER_SOURCE),
+        "black-forest-labs/FLUX.2-dev": Price(0.0154, 0.0154, source=_TOGETHER_SOURCE),
+    },
+    "bfl": {
+        "black-forest-labs/FLUX.2-pro": Price(0.03, 0.015, 0.015, source=_BFL_SOURCE),
+        "black-forest-labs/FLUX.2-max": Price(0.07, 0.03, 0.03, source=_BFL_SOURCE),
+        "black-forest-labs/FLUX.2-flex": Price(0.05, 0.05, 0.05, source=_BFL_SOURCE),
+        "black-forest-labs/FLUX.2-klein-4b": Price(0.014, 0.001, 0.001, source=_BFL_SOURCE),
+        "black-forest-labs/FLUX.2-klein-9b": Price(0.015, 0.002, 0.002, source=_BFL_SOURCE),
+    },
+}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """What one FLUX.2 model on Together accepts, and what a call is estimated to cost."""
+    """What one FLUX.2 model accepts, and what a call is estimated to cost.
+
+    ``ranges`` holds the inclusive bounds the sources give for numeric parameters
+    (``steps``, ``guidance``) as ``(name, low, high)``; ``range_of`` reads it.
+    """
 
     id: str
     label: str
     aliases: tuple[str, ...]
     max_references: int
     params: frozenset[str]
-    price_per_image: float = 0.0
-    price_per_megapixel: float = 0.0
     min_size: int = 256
     max_size: int = 1920
     size_multiple: int = 16
+    ranges: tuple[tuple[str, float, float], ...] = ()
 
-    def estimate_cost(self, width: int, height: int) -> float:
-        """Estimated USD for one generation of ``width`` x ``height`` (an estimate only)."""
-        megapixels = math.ceil(width * height / 1024**2)
-        return round(self.price_per_image + self.price_per_megapixel * megapixels, 6)
+    def range_of(self, name: str) -> tuple[float, float] | None:
+        """The inclusive bounds of parameter ``name`` for this model, if the sources give any."""
+        for parameter, low, high in self.ranges:
+            if parameter == name:
+                return low, high
+        return None
+
+    def estimate_cost(
+        self,
+        width: int,
+        height: int,
+        *,
+        inputs: Iterable[tuple[int, int]] = (),
+        provider: str = "together",
+    ) -> float:
+        """Estimated USD for one ``width`` x ``height`` generation on ``provider``, with
+        references of ``inputs`` sizes (billed only where the provider bills inputs)."""
+        prices = PRICES.get(provider, PRICES["together"])
+        price = prices.get(self.id) or PRICES["together"][self.id]
+        return price.estimate(width, height, inputs)
 
 
 CATALOGUE: tuple[ModelSpec, ...] = (
@@ -50,7 +142,6 @@ CATALOGUE: tuple[ModelSpec, ...] = (
         aliases=("flux.2-pro", "flux-2-pro", "pro"),
         max_references=8,
         params=_COMMON_PARAMS,
-        price_per_image=0.03,
     ),
     ModelSpec(
         id="black-forest-labs/FLUX.2-max",
@@ -58,7 +149,6 @@ CATALOGUE: tuple[ModelSpec, ...] = (
         aliases=("flux.2-max", "flux-2-max", "max"),
         max_references=8,
         params=_COMMON_PARAMS,
-        price_per_megapixel=0.07,
     ),
     ModelSpec(
         id="black-forest-labs/FLUX.2-flex",
@@ -66,7 +156,8 @@ CATALOGUE: tuple[ModelSpec, ...] = (
         aliases=("flux.2-flex", "flux-2-flex", "flex"),
         max_references=8,
         params=_COMMON_PARAMS | {"steps", "guidance"},
-        price_per_image=0.03,
+        # BFL's flex API page (docs.bfl.ai): steps 1-50, guidance 1.5-10.
+        ranges=(("steps", 1, 50), ("guidance", 1.5, 10.0)),
     ),
     ModelSpec(
         id="black-forest-labs/FLUX.2-dev",
@@ -74,7 +165,9 @@ CATALOGUE: tuple[ModelSpec, ...] = (
         aliases=("flux.2-dev", "flux-2-dev", "dev"),
         max_references=6,
         params=_COMMON_PARAMS | {"steps", "guidance"},
-        price_per_image=0.0154,
+        # No published range for dev; steps as flex (and Together's spec default, 20, is
+        # inside it), guidance only positive.
+        ranges=(("steps", 1, 50),),
     ),
 )
 

@@ -477,6 +477,25 @@ def test_steps_and_guidance_accepted_on_flex_and_dev(graph: eg.Graph, model: str
     assert parameters["guidance"] == 7.0 and isinstance(parameters["guidance"], float)
 
 
+@pytest.mark.parametrize(
+    ("model", "field", "value"),
+    [
+        ("flux.2-flex", "steps", 51),
+        ("flux.2-flex", "guidance", 1.4),
+        ("flux.2-flex", "guidance", 10.5),
+        ("flux.2-dev", "steps", 60),
+    ],
+)
+def test_steps_and_guidance_outside_the_catalogue_ranges_are_refused(
+    graph: eg.Graph, model: str, field: str, value: float
+) -> None:
+    """flex takes steps 1-50 and guidance 1.5-10 (dev steps 1-50): beyond is a GraphError."""
+    with pytest.raises(eg.GraphError, match=rf"node 'x': {field}: {value!r} is outside .* range"):
+        graph.edit("A cat", name="x", model=model, **{field: value})
+    graph.edit("A cat", name="ok", model="flux.2-flex", steps=50, guidance=10)
+    graph.edit("A cat", name="low", model="flux.2-flex", steps=1, guidance=1.5)
+
+
 def test_graph_default_steps_apply_only_where_accepted(graph: eg.Graph) -> None:
     """A graph-wide steps default reaches flex edits and is not sent to pro edits."""
     g = eg.Graph(model="flux.2-flex", steps=30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import editgraph as eg
-from editgraph.models import CATALOGUE, resolve_model
+from editgraph.models import CATALOGUE, PRICES, megapixels, resolve_model
 
 
 @pytest.mark.parametrize(
@@ -39,9 +39,39 @@ def test_reference_limits_and_parameters() -> None:
     assert takes_steps == {"flux.2-flex", "flux.2-dev"}
 
 
-def test_price_estimates_per_image_and_per_megapixel() -> None:
-    """pro/flex/dev are priced per image; max per started megapixel of output."""
-    assert resolve_model("flux.2-pro").estimate_cost(1024, 768) == pytest.approx(0.03)
-    assert resolve_model("flux.2-dev").estimate_cost(1920, 1920) == pytest.approx(0.0154)
-    assert resolve_model("flux.2-max").estimate_cost(1024, 1024) == pytest.approx(0.07)
-    assert resolve_model("flux.2-max").estimate_cost(1920, 1080) == pytest.approx(0.14)
+def test_together_prices_per_started_output_megapixel() -> None:
+    """Together bills each started megapixel of output; references cost nothing there."""
+    pro, dev, max_ = (resolve_model(name) for name in ("flux.2-pro", "flux.2-dev", "flux.2-max"))
+    assert pro.estimate_cost(1024, 768) == pytest.approx(0.03)
+    assert pro.estimate_cost(1920, 1080) == pytest.approx(0.06)
+    assert dev.estimate_cost(1920, 1920) == pytest.approx(4 * 0.0154)
+    assert max_.estimate_cost(1024, 1024) == pytest.approx(0.07)
+    assert pro.estimate_cost(1024, 768, inputs=[(1920, 1920)] * 3) == pytest.approx(0.03)
+
+
+def test_bfl_prices_input_megapixels_too() -> None:
+    """BFL's formula: first MP, each further output MP, and every input MP (docs.bfl.ai pricing)."""
+    pro, flex = resolve_model("flux.2-pro"), resolve_model("flux.2-flex")
+    assert pro.estimate_cost(1024, 1024, provider="bfl") == pytest.approx(0.03)
+    assert pro.estimate_cost(1024, 1024, inputs=[(1024, 1024)], provider="bfl") == pytest.approx(0.045)
+    assert flex.estimate_cost(1024, 1024, inputs=[(1024, 1024)], provider="bfl") == pytest.approx(0.10)
+    assert pro.estimate_cost(1920, 1080, inputs=[(512, 512), (512, 512)], provider="bfl") == (
+        pytest.approx(0.03 + 0.015 + 2 * 0.015)
+    )
+
+
+def test_every_price_names_its_source_and_unknown_providers_use_together() -> None:
+    """Each price documents where it comes from; Preview and others estimate at Together's."""
+    for provider, table in PRICES.items():
+        for model_id, price in table.items():
+            assert price.source, (provider, model_id)
+    pro = resolve_model("flux.2-pro")
+    assert pro.estimate_cost(1024, 768, provider="preview") == pro.estimate_cost(1024, 768)
+    assert megapixels(1024, 768) == 1 and megapixels(1025, 1024) == 2
+
+
+def test_flex_ranges_follow_the_sources() -> None:
+    """flex takes steps 1-50 and guidance 1.5-10; pro takes neither."""
+    flex = resolve_model("flux.2-flex")
+    assert flex.range_of("steps") == (1, 50) and flex.range_of("guidance") == (1.5, 10.0)
+    assert resolve_model("flux.2-pro").range_of("steps") is None

@@ -114,7 +114,10 @@ def test_text_to_image_answers_a_url_in_the_sdk_shape(fake: FakeTogether, client
     assert response.status_code == 200
     assert set(body) == {"id", "model", "object", "data"}
     assert body["model"] == PRO and body["object"] == "list" and body["id"]
-    assert body["data"] == [{"index": 0, "type": "url", "url": body["data"][0]["url"]}]
+    entry = body["data"][0]
+    assert len(body["data"]) == 1 and set(entry) == {"index", "type", "url", "timings"}
+    assert (entry["index"], entry["type"]) == (0, "url")
+    assert isinstance(entry["timings"]["inference"], float)
     assert body["data"][0]["url"].startswith(fake.base_url + "/files/")
     download = client.get(body["data"][0]["url"])
     assert download.headers["content-type"] == "image/jpeg"
@@ -132,7 +135,7 @@ def test_base64_response_format_answers_b64_json(fake: FakeTogether, client: htt
     """response_format base64 answers b64_json entries holding the image bytes."""
     response = post(client, fake, response_format="base64", width=256, height=256)
     entry = response.json()["data"][0]
-    assert set(entry) == {"index", "type", "b64_json"} and entry["type"] == "b64_json"
+    assert set(entry) == {"index", "type", "b64_json", "timings"} and entry["type"] == "b64_json"
     assert decode(base64.b64decode(entry["b64_json"])).size == (256, 256)
 
 
@@ -535,3 +538,110 @@ def test_constructor_refuses_nonsense_settings() -> None:
         FakeTogether(fault_rate=1.5)
     with pytest.raises(ValueError, match="rate_limit"):
         FakeTogether(rate_limit=0)
+    with pytest.raises(ValueError, match="honour"):
+        FakeTogether(honour="cfg")  # type: ignore[arg-type]
+
+
+# -- fidelity to the service's open questions ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("honour", "read", "ignored"),
+    [
+        ("guidance", "guidance", "guidance_scale"),
+        ("guidance_scale", "guidance_scale", "guidance"),
+        ("both", "guidance", None),
+        ("both", "guidance_scale", None),
+    ],
+)
+def test_only_the_honoured_guidance_field_changes_the_image(
+    client: httpx.Client, honour: Any, read: str, ignored: str | None
+) -> None:
+    """Under each honour setting the honoured field's value changes the pixels; the other is ignored."""
+    with FakeTogether(honour=honour) as fake:
+
+        def pixels(**guidance: float) -> bytes:
+            body = {"model": FLEX, "seed": 3, "width": 256, "height": 256, "output_format": "png"}
+            return decode(result_bytes(client, post(client, fake, **body, **guidance))).tobytes()
+
+        assert pixels(**{read: 2.5}) != pixels(**{read: 7.5})
+        if ignored is not None:
+            assert pixels(**{ignored: 2.5}) == pixels(**{ignored: 7.5}) == pixels()
+
+
+def test_both_names_sent_with_one_value_are_read_under_every_setting(client: httpx.Client) -> None:
+    """editgraph's body (guidance and guidance_scale equal) gives one image per value, whatever is honoured."""
+    images = {}
+    for honour in ("guidance", "guidance_scale", "both"):
+        with FakeTogether(honour=honour) as fake:  # type: ignore[arg-type]
+            body = {"model": FLEX, "seed": 3, "width": 256, "height": 256, "output_format": "png"}
+            images[honour] = {
+                value: result_bytes(
+                    client, post(client, fake, **body, guidance=value, guidance_scale=value)
+                )
+                for value in (2.5, 7.5)
+            }
+    for by_value in images.values():
+        assert by_value[2.5] != by_value[7.5]
+    assert images["guidance"] == images["guidance_scale"] == images["both"]
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"model": FLEX, "guidance": 1.4}, "guidance"),
+        ({"model": FLEX, "guidance_scale": 10.5}, "guidance_scale"),
+        ({"model": FLEX, "steps": 51}, "steps"),
+        ({"model": DEV, "steps": 51}, "steps"),
+    ],
+)
+def test_flex_ranges_are_checked_like_the_sources(
+    fake: FakeTogether, client: httpx.Client, change: dict[str, Any], param: str
+) -> None:
+    """flex takes steps 1-50 and guidance 1.5-10; beyond is a 400 naming the field."""
+    response = post(client, fake, **change)
+    assert response.status_code == 400 and error_of(response)["param"] == param
+    assert post(client, fake, model=FLEX, steps=50, guidance=10, guidance_scale=1.5).status_code == 200
+
+
+def test_data_uris_can_be_refused(client: httpx.Client) -> None:
+    """accept_data_uris=False: a data: reference is a 400 on reference_images; the fake's URLs still work."""
+    with FakeTogether(accept_data_uris=False) as fake:
+        refused = post(client, fake, reference_images=[data_uri(png_bytes((1, 2, 3)))])
+        assert refused.status_code == 400
+        error = error_of(refused)
+        assert error["param"] == "reference_images" and "data: URI" in error["message"]
+        source = post(client, fake, width=256, height=256).json()["data"][0]["url"]
+        assert post(client, fake, reference_images=[source]).status_code == 200
+        assert len(fake.billed) == 2
+
+
+def test_fail_next_and_rate_limit_send_x_ratelimit_reset() -> None:
+    """fail_next(ratelimit_reset=...) sends x-ratelimit-reset alone; the rate limit sends it too."""
+    clock = SettableClock()
+    with (
+        FakeTogether(rate_limit=1, clock=clock) as fake,
+        httpx.Client(trust_env=False, headers={"Authorization": "Bearer k"}) as client,
+    ):
+        fake.fail_next(429, ratelimit_reset=0.25)
+        scheduled = post(client, fake, width=256, height=256)
+        assert scheduled.status_code == 429 and scheduled.headers["x-ratelimit-reset"] == "0.25"
+        assert "retry-after" not in scheduled.headers
+        assert post(client, fake, width=256, height=256).status_code == 200
+        limited = post(client, fake, width=256, height=256)
+        assert limited.status_code == 429 and limited.headers["x-ratelimit-reset"] == "60"
+
+
+def test_the_v1_path_is_the_only_one_served(fake: FakeTogether, client: httpx.Client) -> None:
+    """Like the service, POST /images/generations without /v1 is a 404 (SDK 2.x needs a /v1 base)."""
+    assert client.post(fake.base_url + "/images/generations", json={"model": PRO, "prompt": "x"}).status_code == 404
+    assert client.post(fake.base_url + "/v1/v1/images/generations", json={"model": PRO, "prompt": "x"}).status_code == 404
+
+
+def test_a_repeated_request_is_served_from_the_render_cache(fake: FakeTogether, client: httpx.Client) -> None:
+    """The second identical request answers the same bytes without drawing again (cheaper)."""
+    body = {"seed": 5, "width": 1024, "height": 768, "response_format": "base64"}
+    first = post(client, fake, **body)
+    second = post(client, fake, **body)
+    assert result_bytes(client, first) == result_bytes(client, second)
+    assert len(fake._renders) == 1 and len(fake.billed) == 2

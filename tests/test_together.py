@@ -129,7 +129,8 @@ def test_body_matches_the_sdk_for_the_same_parameters() -> None:
             output_format="png",
             reference_images=[data_uri],
             response_format="url",
-            extra_body={"prompt_upsampling": False},
+            # The quickstart's name for it, sent as an extra field beside guidance_scale.
+            extra_body={"prompt_upsampling": False, "guidance": 7.5},
         )
         sdk.images.generate(
             model=PRO,
@@ -171,7 +172,8 @@ def test_body_matches_the_sdk_for_the_same_parameters() -> None:
         sdk_flex, sdk_pro, our_flex, our_pro = fake.requests
     assert our_flex == sdk_flex and list(our_flex) == list(sdk_flex)
     assert our_pro == sdk_pro and list(our_pro) == list(sdk_pro)
-    assert "steps" not in our_pro and "guidance_scale" not in our_pro
+    assert "steps" not in our_pro and "guidance_scale" not in our_pro and "guidance" not in our_pro
+    assert our_flex["guidance"] == our_flex["guidance_scale"] == 7.5
 
 
 def test_prompt_upsampling_is_sent_false_unless_asked() -> None:
@@ -677,3 +679,131 @@ def test_repr_and_messages_hide_userinfo_in_the_base_url() -> None:
     provider = Together(api_key="tgp_v1_" + "k" * 30, base_url="https://user:hunter2@example.com/")
     assert "hunter2" not in repr(provider)
     assert "https://example.com" in repr(provider)
+
+
+# --- fidelity: guidance names, base URLs, x-ratelimit-reset, data: URIs, prices ----------
+
+
+@pytest.mark.parametrize("honour", ["guidance", "guidance_scale", "both"])
+@pytest.mark.parametrize("suffix", ["", "/", "/v1", "/v1/"])
+def test_a_flex_graph_reflects_guidance_under_every_honour_and_base_url(
+    tmp_path: Any, honour: Any, suffix: str
+) -> None:
+    """Whichever guidance field the service reads, and with or without /v1, guidance changes the image."""
+    with FakeTogether(honour=honour) as fake:
+        ours = Together(api_key=PLANTED_KEY, base_url=fake.base_url + suffix)
+        images = []
+        for guidance in (2.5, 7.5):
+            graph = eg.Graph(model="flux.2-flex", width=256, height=256, cache_dir=tmp_path / "c")
+            graph.edit("A lighthouse at dusk", name="light", seed=4, steps=20, guidance=guidance)
+            images.append(graph.run(provider=ours, progress=False)["light"].data)
+        assert images[0] != images[1]
+        assert [body["guidance"] for body in fake.requests] == [2.5, 7.5]
+        assert [body["guidance_scale"] for body in fake.requests] == [2.5, 7.5]
+
+
+def test_base_url_with_v1_never_posts_to_v1_v1() -> None:
+    """TOGETHER_BASE_URL ending in /v1 (what SDK 1.x and 2.x expect) is the same base."""
+    for given in ("https://api.together.ai/v1", "https://api.together.ai/v1/", "https://api.together.ai"):
+        assert Together(api_key=PLANTED_KEY, base_url=given).base_url == "https://api.together.ai"
+    assert Together(api_key=PLANTED_KEY, base_url="https://proxy.example/v1beta").base_url == (
+        "https://proxy.example/v1beta"
+    )
+
+
+def test_x_ratelimit_reset_is_read_after_the_sdk_headers() -> None:
+    """x-ratelimit-reset (seconds) is honoured when neither retry-after header is given."""
+    assert _retry_after(httpx.Headers({"x-ratelimit-reset": "2.5"})) == 2.5
+    assert _retry_after(httpx.Headers({"x-ratelimit-reset": "2", "retry-after": "1"})) == 1.0
+    assert _retry_after(httpx.Headers({"x-ratelimit-reset": "never"})) is None
+    assert _retry_after(httpx.Headers({"x-ratelimit-reset": "1800000000"})) is None
+
+
+def test_a_429_with_x_ratelimit_reset_pauses_every_task() -> None:
+    """A 429 carrying only x-ratelimit-reset makes a later call wait it out too."""
+
+    async def scenario(ours: Together) -> float:
+        first = asyncio.create_task(ours.generate(make_request(seed=1)))
+        while ours.rate_limited == 0:  # until the 429 has arrived
+            await asyncio.sleep(0.005)
+        started = time.monotonic()
+        await ours.generate(make_request(seed=2))
+        await first
+        return time.monotonic() - started
+
+    with FakeTogether() as fake:
+        fake.fail_next(429, ratelimit_reset=0.6)
+        waited = run(scenario(provider(fake)))
+        assert len(fake.requests) == 3 and len(fake.billed) == 2
+    assert waited >= 0.45
+
+
+def test_refused_data_uris_fail_with_the_image_host_message_and_are_learnt() -> None:
+    """A data: URI refused on reference_images says how to configure an image host; later edits send nothing."""
+    with FakeTogether(accept_data_uris=False) as fake:
+        ours = provider(fake)
+        request = make_request(references=(bytes_reference(png_bytes()),))
+        with pytest.raises(ProviderError, match=r"image_host=") as caught:
+            run(ours.generate(request))
+        assert caught.value.status == 400 and not caught.value.possibly_billed
+        assert "data: URI" in str(caught.value) and ours.data_uris is False
+        with pytest.raises(ProviderError, match=r"nothing was sent.*image_host="):
+            run(ours.generate(make_request(seed=9, references=(bytes_reference(png_bytes()),))))
+        assert len(fake.requests) == 1 and fake.billed == []
+        run(ours.generate(make_request(seed=10)))  # text only: still served
+        assert len(fake.billed) == 1
+
+
+class UploadingHost:
+    """An image host that 'uploads' each reference to the fake by generating it there."""
+
+    def __init__(self, urls: dict[str, str]) -> None:
+        self.urls = urls
+
+    async def url_for(self, reference: Reference) -> str:
+        """The URL registered for this reference's content hash."""
+        return self.urls[reference.hash]
+
+
+def test_data_uris_false_sends_local_images_through_the_host() -> None:
+    """data_uris=False with an image host: references go as the host's URLs, never inline."""
+    with FakeTogether(accept_data_uris=False) as fake, httpx.Client(trust_env=False) as client:
+        answer = client.post(
+            fake.base_url + "/v1/images/generations",
+            json={"model": PRO, "prompt": "a swatch", "width": 256, "height": 256},
+        ).json()
+        url = answer["data"][0]["url"]
+        data = client.get(url, headers={"User-Agent": "t"}).content
+        reference = Reference(
+            hash=hashlib.sha256(data).hexdigest(), media_type="image/jpeg", source="s.jpg", data=data
+        )
+        ours = provider(fake, data_uris=False, image_host=UploadingHost({reference.hash: url}))
+        run(ours.generate(make_request(references=(reference,))))
+        assert fake.requests[-1]["reference_images"] == [url]
+        assert "data_uris=False" in repr(ours)
+
+
+def test_a_recipe_with_local_images_fails_before_any_paid_generation(tmp_path: Any) -> None:
+    """Against a service that refuses data: URIs, a graph with a local image pays nothing and says how to fix it."""
+    with FakeTogether(accept_data_uris=False) as fake:
+        graph = eg.Graph(width=256, height=256, cache_dir=tmp_path / "c")
+        car = graph.image(png_bytes(), name="car")
+        graph.edit(f"Make {car} blue", name="blue")
+        graph.edit("Make @blue red", name="red")
+        graph.edit(f"Frame {car}", name="frame", seed=2)
+        with pytest.raises(eg.RunError) as caught:
+            graph.run(provider=provider(fake, max_retries=0), progress=False, concurrency=1)
+        assert fake.billed == []
+        failures = caught.value.failures
+        assert set(failures) == {"blue", "red", "frame"}
+        assert "image_host=" in str(failures["blue"]) and "image_host=" in str(failures["frame"])
+        assert len(fake.requests) == 1  # the first refusal taught the provider; nothing else sent
+
+
+def test_budget_counts_megapixels() -> None:
+    """A 1920x1080 pro edit is estimated at two megapixels ($0.06), so a $0.05 budget refuses it."""
+    graph = eg.Graph(width=1920, height=1072)
+    graph.edit("A fox", name="fox")
+    assert graph.plan(provider=eg.providers.Preview()).estimated_cost == pytest.approx(0.06)
+    with pytest.raises(eg.BudgetError):
+        graph.run(provider=eg.providers.Preview(), budget=0.05, progress=False)

@@ -9,7 +9,8 @@ Retry policy (stamina), per try:
 
 - the request never left (connect error/timeout, pool timeout, write error): retried;
 - 408, 409, 429 and 5xx answers: retried, waiting ``retry-after-ms`` / ``Retry-After``
-  when the service gives one (up to 60 s, as the SDK does), else exponential backoff with
+  / ``x-ratelimit-reset`` (the one Together documents) when the service gives one (up to
+  60 s, as the SDK does), else exponential backoff with
   jitter; ``x-should-retry: true`` / ``false`` overrides the status either way. A 429
   also slows every task of the provider (see ``RateGovernor``) and spends none of
   ``max_retries``: it is retried for up to 10 minutes;
@@ -103,6 +104,13 @@ _MODERATION_WORDS = ("moderat", "nsfw", "safety", "unsafe", "content policy", "f
 
 
 
+_IMAGE_HOST_HELP = (
+    "configure an image host that gives local images URLs the service can fetch: "
+    "eg.providers.Together(image_host=...) takes any object with an async "
+    "url_for(reference) -> str method (upload reference.data to storage you own and return "
+    "a presigned URL); an S3 image host is planned"
+)
+
 
 #: Retries are told on the ``editgraph`` logger (``editgraph --verbose`` shows them).
 logger = logging.getLogger("editgraph")
@@ -124,6 +132,15 @@ def _retrying(
         wait_max=_BACKOFF_MAX,
         wait_jitter=_BACKOFF_JITTER,
     )
+
+
+def _without_api_version(base_url: str) -> str:
+    """``base_url`` without a trailing ``/`` or ``/v1``: SDK 1.x and 2.x expect a base that
+    ends in ``/v1``, 3.x one without; either way editgraph posts to ``{base}/v1/...``."""
+    base = base_url.rstrip("/")
+    if base.endswith("/v1"):
+        base = base[: -len("/v1")].rstrip("/")
+    return base
 
 
 def _without_userinfo(url: str) -> str:
@@ -204,6 +221,15 @@ class _ReferencesRejected(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class _WiredReferences:
+    """The ``reference_images`` of one try, and how they were made."""
+
+    urls: list[str]
+    sent_upstream: bool  # some are upstream result URLs (which may expire early)
+    inline: int  # how many went as data: URIs through DataURIHost
+
+
 @dataclass
 class _CallState:
     """What one ``generate()`` learns across its tries."""
@@ -238,7 +264,17 @@ class Together:
         result_url_ttl: how long a result URL is trusted to stay fetchable. Together does
             not document it; 600 s is the BFL figure.
         rate_limit: requests per minute never to exceed (default: none until a 429).
-        image_host: how references held as bytes are sent (default ``DataURIHost``).
+        image_host: how references held as bytes (local files, expired results) are sent:
+            an ``ImageHost`` that gives them URLs the service fetches. Default: none, they
+            go inline as ``data:`` URIs (``DataURIHost``).
+        data_uris: whether the service takes references inline as ``data:`` URIs.
+            Together documents reference images as URLs only (docs/testing.md), yet data
+            URIs are the only way to send local images without storage of your own, so
+            the default is ``True``. With ``False`` and no ``image_host``, an edit that
+            must send local bytes fails before anything is sent (nothing is paid), with a
+            message naming ``image_host=``. The provider also switches to ``False`` by
+            itself the first time the service refuses an edit whose references were all
+            ``data:`` URIs (a 400 on ``reference_images``: such a request is not billed).
         max_download_bytes: the largest result (and answer) read, counted after
             decompression; a larger one fails the edit (it may have been billed).
 
@@ -266,6 +302,7 @@ class Together:
         rate_limit: float | None = None,
         image_host: ImageHost | None = None,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        data_uris: bool = True,
     ) -> None:
         source = "api_key="
         if api_key is None:
@@ -283,7 +320,7 @@ class Together:
         self._api_key = SecretStr(key)
         if base_url is None:
             base_url = os.environ.get("TOGETHER_BASE_URL") or DEFAULT_BASE_URL
-        self.base_url = base_url.rstrip("/")
+        self.base_url = _without_api_version(base_url)
         # What messages and the repr show: no user:password@ from the URL.
         self._shown_base_url = _without_userinfo(self.base_url)
         if max_retries < 0 or unknown_outcome_retries < 0:
@@ -314,6 +351,7 @@ class Together:
         self.max_download_bytes = max_download_bytes
         self._base_is_internal: bool | None = None  # found on the first download
         self.image_host: ImageHost = image_host if image_host is not None else DataURIHost()
+        self.data_uris = data_uris
         self._governor = RateGovernor(rate_limit)
         self._session_client: contextvars.ContextVar[httpx.AsyncClient | None] = (
             contextvars.ContextVar(f"together_session_{id(self)}", default=None)
@@ -324,7 +362,8 @@ class Together:
             f"Together(base_url={self._shown_base_url!r}, max_retries={self.max_retries}, "
             f"unknown_outcome_retries={self.unknown_outcome_retries}, timeout={self.timeout}, "
             f"result_url_ttl={self.result_url_ttl}, rate_limit={self.rate_limit!r}, "
-            f"max_download_bytes={self.max_download_bytes}, image_host={self.image_host!r})"
+            f"max_download_bytes={self.max_download_bytes}, image_host={self.image_host!r}, "
+            f"data_uris={self.data_uris})"
         )
 
     @property
@@ -342,30 +381,20 @@ class Together:
         self._governor.enter()
         try:
             async with self._client() as client:
-                references, sent_upstream = await self._wire_references(request, use_host=False)
+                wired = await self._wire_references(request, use_host=False)
                 try:
-                    payload = await self._generate_with_retries(client, request, references, state)
+                    payload = await self._generate_with_retries(client, request, wired.urls, state)
                 except _ReferencesRejected as exc:
-                    if not sent_upstream:
-                        raise self._error(
-                            request,
-                            f"Together could not use a reference: {exc.message}",
-                            400,
-                            state,
-                        ) from exc
+                    if not wired.sent_upstream:
+                        raise self._references_refused(request, exc, wired, state) from exc
                     # An upstream URL expired early: send those references as bytes, once.
-                    references, _ = await self._wire_references(request, use_host=True)
+                    wired = await self._wire_references(request, use_host=True)
                     try:
                         payload = await self._generate_with_retries(
-                            client, request, references, state
+                            client, request, wired.urls, state
                         )
                     except _ReferencesRejected as again:
-                        raise self._error(
-                            request,
-                            f"Together could not use a reference: {again.message}",
-                            400,
-                            state,
-                        ) from again
+                        raise self._references_refused(request, again, wired, state) from again
                 return await self._result(client, request, payload, state)
         finally:
             self._governor.leave()
@@ -405,13 +434,16 @@ class Together:
 
     # --- building the request ---------------------------------------------------------
 
-    async def _wire_references(
-        self, request: EditRequest, *, use_host: bool
-    ) -> tuple[list[str], bool]:
-        """The ``reference_images`` strings, and whether any is an upstream result URL."""
+    async def _wire_references(self, request: EditRequest, *, use_host: bool) -> _WiredReferences:
+        """The ``reference_images`` strings, and how each was made.
+
+        Raises ``ProviderError`` before anything is sent when a reference must go inline
+        as a ``data:`` URI and the service does not take them.
+        """
         now = time.time()
         urls: list[str] = []
         sent_upstream = False
+        inline = 0
         for reference in request.references:
             url, expires_at = reference.url, reference.url_expires_at
             if url is not None and expires_at is None:
@@ -431,6 +463,16 @@ class Together:
                     "not at hand; run the edit that makes it again",
                     None,
                 )
+            if isinstance(self.image_host, DataURIHost):
+                if not self.data_uris:
+                    raise self._error(
+                        request,
+                        f"reference {reference.source!r} is a local image, and this Together "
+                        "provider does not send data: URIs (data_uris=False, or the service "
+                        f"refused them earlier); nothing was sent; {_IMAGE_HOST_HELP}",
+                        None,
+                    )
+                inline += 1
             try:
                 urls.append(await self.image_host.url_for(reference))
             except Exception as exc:  # a user's host may fail in any way: name it, keep the cause
@@ -439,7 +481,32 @@ class Together:
                     f"image host {self.image_host!r} could not host reference {reference.source!r}: {exc}",
                     None,
                 ) from exc
-        return urls, sent_upstream
+        return _WiredReferences(urls, sent_upstream, inline)
+
+    def _references_refused(
+        self,
+        request: EditRequest,
+        refused: _ReferencesRejected,
+        wired: _WiredReferences,
+        state: _CallState,
+    ) -> ProviderError:
+        """The error for a 400 on ``reference_images``; learns when data: URIs are refused."""
+        if not wired.inline:
+            return self._error(
+                request, f"Together could not use a reference: {refused.message}", 400, state
+            )
+        if wired.inline == len(wired.urls):
+            # Every reference was a data: URI, so they are what the service refused: later
+            # edits fail before sending (and paying) anything.
+            self.data_uris = False
+        return self._error(
+            request,
+            f"Together could not use a reference ({refused.message}); local images were sent "
+            "inline as data: URIs, which Together does not document and this service refused "
+            f"(not billed); {_IMAGE_HOST_HELP}",
+            400,
+            state,
+        )
 
     def _body(self, request: EditRequest, references: list[str]) -> dict[str, Any]:
         """The JSON body, keyed and ordered as the SDK sends it; None fields omitted."""
@@ -457,6 +524,10 @@ class Together:
         fields["width"] = request.width
         # Always sent, false by default: see the class docstring.
         fields["prompt_upsampling"] = request.prompt_upsampling
+        if request.guidance is not None:
+            # The spec and SDK name it guidance_scale, the FLUX.2 quickstart guidance; which
+            # one the service reads is undocumented, so both go out with the same value.
+            fields["guidance"] = request.guidance
         return fields
 
     def _headers(self) -> dict[str, str]:
@@ -945,7 +1016,11 @@ def _error_fields(response: httpx.Response) -> dict[str, Any]:
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds the service asks to wait (``retry-after-ms``, then ``Retry-After``), if sane."""
+    """Seconds the service asks to wait, if sane.
+
+    ``retry-after-ms``, then ``Retry-After`` (what the SDK reads), then
+    ``x-ratelimit-reset`` (seconds; the header Together documents for its rate limits).
+    """
     delay: float | None = None
     if (milliseconds := headers.get("retry-after-ms")) is not None:
         try:
@@ -960,6 +1035,11 @@ def _retry_after(headers: httpx.Headers) -> float | None:
             delay = (
                 float(email.utils.mktime_tz(parsed) - time.time()) if parsed is not None else None
             )
+    if delay is None and (reset := headers.get("x-ratelimit-reset")) is not None:
+        try:
+            delay = float(reset)
+        except ValueError:
+            delay = None
     if delay is None or not 0 < delay <= _MAX_RETRY_AFTER:
         return None
     return delay

@@ -46,6 +46,10 @@ _SIZE_MULTIPLE: Final = 16
 _DEFAULT_WIDTH: Final = 1024
 _DEFAULT_HEIGHT: Final = 768
 _MAX_STEPS: Final = 50
+# BFL's flex API page (the service passes FLUX.2 through to BFL): guidance 1.5-10.
+_GUIDANCE_RANGES: Final[dict[str, tuple[float, float]]] = {
+    "black-forest-labs/FLUX.2-flex": (1.5, 10.0),
+}
 _MAX_IMAGES: Final = 4
 # Eight references sent as data: URIs easily pass aiohttp's 1 MiB default.
 _MAX_BODY_BYTES: Final = 256 * 1024**2
@@ -54,6 +58,16 @@ _SHUTDOWN_GRACE_SECONDS: Final = 0.25
 
 _MEDIA_TYPES: Final[dict[str, str]] = {"jpeg": "image/jpeg", "png": "image/png"}
 _EXTENSIONS: Final[dict[str, str]] = {"jpeg": "jpg", "png": "png"}
+
+Honour = Literal["guidance", "guidance_scale", "both"]
+_HONOURED_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "guidance": ("guidance",),
+    "guidance_scale": ("guidance_scale",),
+    "both": ("guidance_scale", "guidance"),  # guidance_scale wins when both differ
+}
+# Encoded results kept for repeated requests, and reference thumbnails by content hash.
+_RENDER_CACHE_BYTES: Final = 64 * 1024**2
+_THUMBNAIL_CACHE_ENTRIES: Final = 256
 
 _FaultKind = Literal["500", "503", "429", "drop_before", "drop_after"]
 _FAULT_KINDS: Final[tuple[_FaultKind, ...]] = ("500", "503", "429", "drop_before", "drop_after")
@@ -140,6 +154,7 @@ class _ScheduledFailure:
     status: int
     retry_after: float | None
     message: str | None
+    ratelimit_reset: float | None = None
 
 
 @dataclass(frozen=True)
@@ -161,8 +176,7 @@ class _Generation:
     height: int
     seed: int | None
     steps: int | None
-    guidance: float | None
-    guidance_scale: float | None
+    guidance: float | None  # the value of the key the service honours
     output_format: str
     response_format: str
     n: int
@@ -192,18 +206,24 @@ class FakeTogether:
       reference (its own result URLs, ``data:`` URIs, and other http URLs on 127.0.0.1
       such as an image host's presigned URLs on a local S3; it contacts no other host)
       and answers with real JPEG or PNG bytes of the requested size, deterministic in the
-      model, prompt, seed, size, steps, guidance, output format and the *bytes* of the
-      references, as ``url`` (default) or ``b64_json`` (``response_format="base64"``).
-      Unlike the service, it draws no random seed when ``seed`` is omitted: the same
-      request always gives the same bytes.
+      model, prompt, seed, size, steps, honoured guidance, output format and the *bytes*
+      of the references, as ``url`` (default) or ``b64_json``
+      (``response_format="base64"``), each ``data[]`` item with ``timings`` (seconds of
+      ``inference``) as the service may add. Unlike the service, it draws no random seed
+      when ``seed`` is omitted: the same request always gives the same bytes. Each
+      distinct picture is drawn and encoded once and kept (up to 64 MB), so a repeated
+      request costs no rendering.
     - ``GET /files/<id>.<ext>`` — its result URLs; 404 once older than ``url_ttl``
       seconds, 403 to a blank User-Agent (as Together's CDN does).
 
     Base URL: ``fake.base_url`` is ``http://127.0.0.1:<port>`` with no path, the same
-    convention as ``https://api.together.ai``. Use it unchanged everywhere:
-    ``TOGETHER_BASE_URL``, ``editgraph.providers.Together(base_url=...)`` (which POSTs to
-    ``{base}/v1/images/generations``) and the official SDK, ``together.Together(
-    base_url=fake.base_url, api_key=...)`` (SDK 3.x appends ``/v1/images/generations``).
+    convention as ``https://api.together.ai``. Use it for ``TOGETHER_BASE_URL``,
+    ``editgraph.providers.Together(base_url=...)`` (which POSTs to
+    ``{base}/v1/images/generations`` and also accepts the base with ``/v1``) and SDK
+    3.x, ``together.Together(base_url=fake.base_url, api_key=...)``. SDK 1.x and 2.x
+    append only ``/images/generations``: give them ``fake.base_url + "/v1"``, exactly as
+    the real service needs ``https://api.together.ai/v1`` for them. Like the service, the
+    fake answers 404 on any other path.
 
     Parameters:
         api_key: ``None`` accepts any request; a string answers 401 with the service's
@@ -221,6 +241,15 @@ class FakeTogether:
             from ``random.Random(fault_seed)`` in arrival order, so it is reproducible
             for a given order of arrival.
         fault_seed: seed of that draw.
+        honour: which guidance field the service reads: ``"guidance"`` (the FLUX.2
+            quickstart), ``"guidance_scale"`` (the OpenAPI spec and SDK) or ``"both"``
+            (default; ``guidance_scale`` wins when both are sent and differ). Only the
+            honoured value changes the picture, and only it is range-checked (flex:
+            1.5 to 10), so a client sending the other name is silently ignored, as it
+            would be by a service that reads only one.
+        accept_data_uris: ``False`` makes a ``data:`` URI in ``reference_images`` or
+            ``image_url`` a 400 on that field, as the service would answer if it took
+            only fetchable URLs (it documents URLs only).
         clock: seconds, monotonic; decides URL expiry and the rate limit. Tests pass a
             settable clock to expire URLs without waiting.
 
@@ -254,6 +283,8 @@ class FakeTogether:
         fault_rate: float = 0.0,
         fault_seed: int = 0,
         *,
+        honour: Honour = "both",
+        accept_data_uris: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if latency < 0:
@@ -264,12 +295,18 @@ class FakeTogether:
             raise ValueError(f"rate_limit must be > 0 requests per minute or None, got {rate_limit!r}")
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be between 0 and 1, got {fault_rate!r}")
+        if honour not in _HONOURED_KEYS:
+            raise ValueError(
+                f"honour must be one of {', '.join(map(repr, _HONOURED_KEYS))}, got {honour!r}"
+            )
         self.api_key = api_key
         self.latency = latency
         self.url_ttl = url_ttl
         self.rate_limit = rate_limit
         self.fault_rate = fault_rate
         self.fault_seed = fault_seed
+        self.honour: Honour = honour
+        self.accept_data_uris = accept_data_uris
         self._clock = clock
 
         self._lock = threading.Lock()
@@ -282,6 +319,9 @@ class FakeTogether:
         self._files: OrderedDict[str, _StoredFile] = OrderedDict()
         self._bucket_tokens: float | None = None
         self._bucket_updated = 0.0
+        self._renders: OrderedDict[str, bytes] = OrderedDict()
+        self._render_bytes = 0
+        self._thumbnails: OrderedDict[str, Image.Image] = OrderedDict()
 
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -367,17 +407,22 @@ class FakeTogether:
         times: int = 1,
         retry_after: float | None = None,
         message: str | None = None,
+        *,
+        ratelimit_reset: float | None = None,
     ) -> None:
         """Answer the next ``times`` generation requests with ``status`` instead of generating.
 
-        ``retry_after`` (seconds) is sent as ``Retry-After``; ``message`` replaces the
-        default message of the error body. Calls queue in order.
+        ``retry_after`` (seconds) is sent as ``Retry-After``; ``ratelimit_reset``
+        (seconds) as ``x-ratelimit-reset``, the header Together documents; ``message``
+        replaces the default message of the error body. Calls queue in order.
         """
         if not 400 <= status <= 599:
             raise ValueError(f"status must be an HTTP error status (400-599), got {status!r}")
         if times < 1:
             raise ValueError(f"times must be >= 1, got {times!r}")
-        failure = _ScheduledFailure(status=status, retry_after=retry_after, message=message)
+        failure = _ScheduledFailure(
+            status=status, retry_after=retry_after, message=message, ratelimit_reset=ratelimit_reset
+        )
         with self._lock:
             self._scheduled.extend([failure] * times)
 
@@ -426,12 +471,13 @@ class FakeTogether:
                 raise _ApiError(400, "The request body must be a JSON object.")
             self._take_scheduled_failure()
             self._take_rate_limit_token()
-            generation = _validate(body)
+            generation = _validate(body, self.honour)
             references = [
                 await self._fetch_reference(url, field, position)
                 for position, (field, url) in enumerate(generation.references, start=1)
             ]
-            thumbnails = await asyncio.to_thread(_decode_references, references, generation.references)
+            reference_hashes = [hashlib.sha256(data).hexdigest() for data in references]
+            thumbnails = await self._thumbnails_of(references, reference_hashes, generation.references)
             fault = self._draw_fault()
             if fault == "drop_before":
                 return _drop_connection(request)
@@ -439,8 +485,9 @@ class FakeTogether:
                 raise _ApiError(int(fault))
             if self.latency:
                 await asyncio.sleep(self.latency)
-            reference_hashes = [hashlib.sha256(data).hexdigest() for data in references]
-            images = await asyncio.to_thread(_render_all, generation, reference_hashes, thumbnails)
+            started = time.perf_counter()
+            images = await self._images(generation, reference_hashes, thumbnails)
+            inference = self.latency + (time.perf_counter() - started)
         except _ApiError as err:
             return err.to_response()
         response_id = _new_id()
@@ -453,11 +500,67 @@ class FakeTogether:
                 "model": generation.model,
                 "object": "list",
                 "data": [
-                    self._result_entry(index, image, generation)
+                    self._result_entry(index, image, generation, inference)
                     for index, image in enumerate(images)
                 ],
             }
         )
+
+    async def _thumbnails_of(
+        self,
+        references: Sequence[bytes],
+        hashes: Sequence[str],
+        fields: Sequence[tuple[str, str]],
+    ) -> list[Image.Image]:
+        """Each reference decoded (a 400 naming it if it is no image), as a thumbnail.
+
+        Decoded once per content hash: a chain of edits sends the same upstream bytes
+        again and again.
+        """
+        missing = [
+            (position, data, field, url)
+            for position, (data, digest, (field, url)) in enumerate(
+                zip(references, hashes, fields), start=1
+            )
+            if digest not in self._thumbnails
+        ]
+        if missing:
+            decoded = await asyncio.to_thread(_decode_references, missing)
+            for (position, _, _, _), thumbnail in zip(missing, decoded):
+                self._thumbnails[hashes[position - 1]] = thumbnail
+        result = []
+        for digest in hashes:
+            self._thumbnails.move_to_end(digest)
+            result.append(self._thumbnails[digest])
+        while len(self._thumbnails) > _THUMBNAIL_CACHE_ENTRIES:
+            self._thumbnails.popitem(last=False)
+        return result
+
+    async def _images(
+        self,
+        generation: _Generation,
+        reference_hashes: Sequence[str],
+        thumbnails: Sequence[Image.Image],
+    ) -> list[bytes]:
+        """The ``n`` encoded images of a generation, each drawn once per distinct request."""
+        keys = [_render_key(generation, reference_hashes, index) for index in range(generation.n)]
+        missing = [index for index, key in enumerate(keys) if key not in self._renders]
+        if missing:
+            drawn = await asyncio.to_thread(
+                lambda: [_render(generation, keys[index], thumbnails) for index in missing]
+            )
+            for index, image in zip(missing, drawn):
+                if keys[index] not in self._renders:
+                    self._renders[keys[index]] = image
+                    self._render_bytes += len(image)
+        images = []
+        for key in keys:
+            self._renders.move_to_end(key)
+            images.append(self._renders[key])
+        while self._render_bytes > _RENDER_CACHE_BYTES and len(self._renders) > len(keys):
+            _, dropped = self._renders.popitem(last=False)
+            self._render_bytes -= len(dropped)
+        return images
 
     async def _handle_file(self, request: web.Request) -> web.Response:
         if not request.headers.get("User-Agent", "").strip():
@@ -483,6 +586,8 @@ class FakeTogether:
         headers = {}
         if failure.retry_after is not None:
             headers["Retry-After"] = _format_seconds(failure.retry_after)
+        if failure.ratelimit_reset is not None:
+            headers["x-ratelimit-reset"] = _format_seconds(failure.ratelimit_reset)
         raise _ApiError(failure.status, failure.message, headers=headers)
 
     def _take_rate_limit_token(self) -> None:
@@ -505,12 +610,23 @@ class FakeTogether:
         raise _ApiError(
             429,
             f"Rate limit of {self.rate_limit:g} requests per minute exceeded; retry in {wait_ms} ms.",
-            headers={"Retry-After": _format_seconds(wait_ms / 1000), "retry-after-ms": str(wait_ms)},
+            headers={
+                "Retry-After": _format_seconds(wait_ms / 1000),
+                "retry-after-ms": str(wait_ms),
+                "x-ratelimit-reset": _format_seconds(wait_ms / 1000),
+            },
         )
 
     async def _fetch_reference(self, url: str, field: str, position: int) -> bytes:
         """The bytes behind one reference, fetched as the service would, or a 400."""
         if url.startswith("data:"):
+            if not self.accept_data_uris:
+                raise _ApiError(
+                    400,
+                    f"Reference image {position} is a data: URI; this service accepts only "
+                    "image URLs it can fetch (http or https).",
+                    param=field,
+                )
             return _decode_data_uri(url, field, position)
         parts = urlsplit(url)
         ours = (
@@ -570,12 +686,27 @@ class FakeTogether:
         with self._lock:
             self._billed.extend(records)
 
-    def _result_entry(self, index: int, image: bytes, generation: _Generation) -> dict[str, Any]:
+    def _result_entry(
+        self, index: int, image: bytes, generation: _Generation, inference: float
+    ) -> dict[str, Any]:
+        # The service may add `timings` to each item (Together's skills repository shows
+        # {"inference": 0.799}).
+        timings = {"inference": round(inference, 3)}
         if generation.response_format == "base64":
-            return {"index": index, "type": "b64_json", "b64_json": base64.b64encode(image).decode("ascii")}
+            return {
+                "index": index,
+                "type": "b64_json",
+                "b64_json": base64.b64encode(image).decode("ascii"),
+                "timings": timings,
+            }
         name = f"{uuid.uuid4().hex}.{_EXTENSIONS[generation.output_format]}"
         self._store_file(name, image, _MEDIA_TYPES[generation.output_format])
-        return {"index": index, "type": "url", "url": f"{self.base_url}{_FILES_PREFIX}{name}"}
+        return {
+            "index": index,
+            "type": "url",
+            "url": f"{self.base_url}{_FILES_PREFIX}{name}",
+            "timings": timings,
+        }
 
     # -- hosted files ----------------------------------------------------------------
 
@@ -601,8 +732,11 @@ class FakeTogether:
 # -- validation ------------------------------------------------------------------------
 
 
-def _validate(body: dict[str, Any]) -> _Generation:
-    """Check a request body as the service does; 404 for an unknown model, else 400s."""
+def _validate(body: dict[str, Any], honour: Honour = "both") -> _Generation:
+    """Check a request body as the service does; 404 for an unknown model, else 400s.
+
+    ``honour`` names the guidance field(s) the service reads; the others are ignored.
+    """
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _ApiError(400, "model is required and must be a string.", param="model")
@@ -652,6 +786,21 @@ def _validate(body: dict[str, Any]) -> _Generation:
     if upsampling is not None and not isinstance(upsampling, bool):
         raise _ApiError(400, "prompt_upsampling must be a boolean.", param="prompt_upsampling")
 
+    guidance: float | None = None
+    for key in _HONOURED_KEYS[honour]:
+        value = _optional_number(body, key)
+        if value is None:
+            continue
+        bounds = _GUIDANCE_RANGES.get(model)
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            raise _ApiError(
+                400,
+                f"{key} must be between {bounds[0]:g} and {bounds[1]:g} for {model}, got {value:g}.",
+                param=key,
+            )
+        if guidance is None:
+            guidance = value
+
     references = _reference_fields(body, model)
     return _Generation(
         model=model,
@@ -660,8 +809,7 @@ def _validate(body: dict[str, Any]) -> _Generation:
         height=height,
         seed=seed,
         steps=steps,
-        guidance=_optional_number(body, "guidance"),
-        guidance_scale=_optional_number(body, "guidance_scale"),
+        guidance=guidance,
         output_format=str(output_format),
         response_format=str(response_format),
         n=n,
@@ -764,12 +912,11 @@ async def _fetch_loopback(url: str, field: str, position: int) -> bytes:
     )
 
 
-def _decode_references(
-    references: Sequence[bytes], fields: Sequence[tuple[str, str]]
-) -> list[Image.Image]:
-    """Decode every reference fully (a 400 naming it if it is no image), as thumbnails."""
+def _decode_references(references: Sequence[tuple[int, bytes, str, str]]) -> list[Image.Image]:
+    """Decode each (position, bytes, field, url) fully (a 400 naming it if it is no image),
+    as thumbnails."""
     thumbnails: list[Image.Image] = []
-    for position, (data, (field, url)) in enumerate(zip(references, fields), start=1):
+    for position, data, field, url in references:
         try:
             with Image.open(io.BytesIO(data)) as image:
                 image.draft("RGB", (64, 64))
@@ -793,21 +940,8 @@ def _shorten(url: str, limit: int = 60) -> str:
 # -- rendering -------------------------------------------------------------------------
 
 
-def _render_all(
-    generation: _Generation, reference_hashes: Sequence[str], thumbnails: Sequence[Image.Image]
-) -> list[bytes]:
-    return [
-        _render(generation, reference_hashes, thumbnails, index) for index in range(generation.n)
-    ]
-
-
-def _render(
-    generation: _Generation,
-    reference_hashes: Sequence[str],
-    thumbnails: Sequence[Image.Image],
-    index: int,
-) -> bytes:
-    """Cheap, varied, deterministic picture: gradient, shapes, reference thumbnails, prompt."""
+def _render_key(generation: _Generation, reference_hashes: Sequence[str], index: int) -> str:
+    """Hex digest of everything that decides image ``index`` of a generation."""
     inputs = {
         "model": generation.model,
         "prompt": generation.prompt,
@@ -816,13 +950,16 @@ def _render(
         "seed": generation.seed,
         "steps": generation.steps,
         "guidance": generation.guidance,
-        "guidance_scale": generation.guidance_scale,
         "output_format": generation.output_format,
         "references": list(reference_hashes),
         "index": index,
     }
-    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).digest()
-    rng = random.Random(digest)
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _render(generation: _Generation, key: str, thumbnails: Sequence[Image.Image]) -> bytes:
+    """Cheap, varied, deterministic picture: gradient, shapes, reference thumbnails, prompt."""
+    rng = random.Random(bytes.fromhex(key))
 
     def colour() -> tuple[int, int, int]:
         return (rng.randrange(256), rng.randrange(256), rng.randrange(256))
