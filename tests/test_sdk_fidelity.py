@@ -1,10 +1,15 @@
 """The official `together` SDK runs Together's FLUX.2 quickstart examples against FakeTogether.
 
 The examples are as Together's FLUX.2 quickstart and image docs write them, with three
-changes only: the client gets ``base_url=fake.base_url`` and an explicit key, knobs the
-SDK has no keyword for (``guidance``, ``prompt_upsampling``) go through ``extra_body``,
-and reference URLs are images the fake itself made (or ``data:`` URIs), because it
-fetches no other host — which is what a user chaining edits does anyway.
+changes only: the client gets the fake's base URL and an explicit key, knobs the SDK has
+no keyword for (``guidance``, ``prompt_upsampling``) go through ``extra_body``, and
+reference URLs are images the fake itself made (or ``data:`` URIs), because it fetches
+no other host — which is what a user chaining edits does anyway.
+
+The base URL is what the installed SDK expects of the real service: ``fake.base_url``
+for SDK 3.x, ``fake.base_url + "/v1"`` for 2.x (as ``https://api.together.ai/v1``). The
+suite runs under each ``honour`` setting of the fake, and passes with together 2.42.0
+and 3.1.1 (see docs/testing.md for how it was run).
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ from together.types import ImageDataB64, ImageDataURL, ImageFile
 from editgraph.testing import FakeTogether
 
 API_KEY = "test-key"
+SDK_MAJOR = int(together.__version__.split(".")[0])
+
+
+def sdk_base_url(fake: FakeTogether) -> str:
+    """The base the installed SDK expects: 2.x appends only ``/images/generations``."""
+    return fake.base_url if SDK_MAJOR >= 3 else fake.base_url + "/v1"
 
 
 @pytest.fixture(autouse=True)
@@ -45,15 +56,16 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeTogether]:
-    with FakeTogether(api_key=API_KEY) as server:
+@pytest.fixture(params=["both", "guidance", "guidance_scale"])
+def fake(request: pytest.FixtureRequest) -> Iterator[FakeTogether]:
+    """The fake under each reading of the guidance field."""
+    with FakeTogether(api_key=API_KEY, honour=request.param) as server:
         yield server
 
 
 @pytest.fixture
 def client(fake: FakeTogether) -> Iterator[Together]:
-    with Together(api_key=API_KEY, base_url=fake.base_url, max_retries=0) as sdk:
+    with Together(api_key=API_KEY, base_url=sdk_base_url(fake), max_retries=0) as sdk:
         yield sdk
 
 
@@ -125,6 +137,27 @@ def test_generate_with_flex_steps_and_guidance(
     )
     assert fetch_image(downloader, url_of(response)).size == (1024, 768)
     assert (fake.requests[-1]["steps"], fake.requests[-1]["guidance"]) == (28, 7.5)
+
+
+def test_guidance_reaches_the_picture_only_under_the_honoured_name(
+    client: Together, downloader: httpx.Client, fake: FakeTogether
+) -> None:
+    """The SDK's guidance_scale and the quickstart's guidance each count only if honoured; both always do."""
+
+    def picture(**options: object) -> bytes:
+        response = client.images.generate(
+            model="black-forest-labs/FLUX.2-flex", prompt="A poster", width=256, height=256,
+            seed=3, output_format="png", **options,  # type: ignore[arg-type]
+        )
+        return downloader.get(url_of(response)).content
+
+    by_scale = picture(guidance_scale=2.5) != picture(guidance_scale=7.5)
+    by_name = picture(extra_body={"guidance": 2.5}) != picture(extra_body={"guidance": 7.5})
+    expected = {"both": (True, True), "guidance": (False, True), "guidance_scale": (True, False)}
+    assert (by_scale, by_name) == expected[fake.honour]
+    assert picture(guidance_scale=2.5, extra_body={"guidance": 2.5}) != picture(
+        guidance_scale=7.5, extra_body={"guidance": 7.5}
+    )
 
 
 def test_single_reference_image(client: Together, downloader: httpx.Client) -> None:
@@ -289,7 +322,7 @@ def test_sdk_raises_its_typed_errors(client: Together, fake: FakeTogether) -> No
 def test_sdk_refused_with_wrong_key(fake: FakeTogether) -> None:
     """A wrong key is an AuthenticationError from the SDK."""
     with (
-        Together(api_key="wrong", base_url=fake.base_url, max_retries=0) as sdk,
+        Together(api_key="wrong", base_url=sdk_base_url(fake), max_retries=0) as sdk,
         pytest.raises(together.AuthenticationError),
     ):
         sdk.images.generate(model="black-forest-labs/FLUX.2-pro", prompt="x")
@@ -298,7 +331,7 @@ def test_sdk_refused_with_wrong_key(fake: FakeTogether) -> None:
 def test_sdk_retries_honour_retry_after(fake: FakeTogether) -> None:
     """With retries on, the SDK waits out a fractional Retry-After and succeeds."""
     fake.fail_next(503, times=2, retry_after=0.01)
-    with Together(api_key=API_KEY, base_url=fake.base_url, max_retries=2) as sdk:
+    with Together(api_key=API_KEY, base_url=sdk_base_url(fake), max_retries=2) as sdk:
         response = sdk.images.generate(model="black-forest-labs/FLUX.2-pro", prompt="x")
     assert url_of(response).startswith(fake.base_url)
     assert len(fake.requests) == 3 and len(fake.billed) == 1
@@ -308,7 +341,7 @@ def test_dropped_connection_is_an_api_connection_error() -> None:
     """A dropped connection reaches the SDK as APIConnectionError (an unknown outcome)."""
     with (
         FakeTogether(fault_rate=1.0, fault_seed=0) as fake,
-        Together(api_key=API_KEY, base_url=fake.base_url, max_retries=0) as sdk,
+        Together(api_key=API_KEY, base_url=sdk_base_url(fake), max_retries=0) as sdk,
     ):
         outcomes: list[str] = []
         for _ in range(12):
@@ -326,7 +359,7 @@ def test_async_client(fake: FakeTogether) -> None:
     """AsyncTogether runs concurrent generations against the fake."""
 
     async def main() -> list[str]:
-        async with AsyncTogether(api_key=API_KEY, base_url=fake.base_url, max_retries=0) as sdk:
+        async with AsyncTogether(api_key=API_KEY, base_url=sdk_base_url(fake), max_retries=0) as sdk:
             responses = await asyncio.gather(
                 *(
                     sdk.images.generate(model="black-forest-labs/FLUX.2-dev", prompt=f"fox {i}", steps=20)

@@ -645,3 +645,22 @@ def test_a_repeated_request_is_served_from_the_render_cache(fake: FakeTogether, 
     second = post(client, fake, **body)
     assert result_bytes(client, first) == result_bytes(client, second)
     assert len(fake._renders) == 1 and len(fake.billed) == 2
+
+
+def test_jpeg_answers_are_whole_images_whose_bands_show_the_request(
+    fake: FakeTogether, client: httpx.Client
+) -> None:
+    """A spliced JPEG decodes fully at its size, ends in EOI, and its caption band differs per request."""
+    source = result_bytes(client, post(client, fake, seed=1, width=512, height=256))
+    answers = [
+        result_bytes(client, post(client, fake, model=FLEX, seed=1, guidance=guidance,
+                                  reference_images=[data_uri(source, "image/jpeg")]))
+        for guidance in (2.5, 7.5)
+    ]
+    images = [decode(answer) for answer in answers]
+    assert all(answer.endswith(b"\xff\xd9") for answer in answers)
+    assert [(image.format, image.size) for image in images] == [("JPEG", (1024, 768))] * 2
+    bands = [image.crop((0, 0, 1024, 32)).tobytes() for image in images]
+    assert bands[0] != bands[1]  # the swatches carry the request's digest
+    thumbnails = [image.crop((0, 768 - 64, 128, 768)) for image in images]
+    assert thumbnails[0].tobytes() == thumbnails[1].tobytes()  # same reference, same tile

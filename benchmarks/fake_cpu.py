@@ -1,0 +1,89 @@
+"""FakeTogether's own CPU per call, for a 1024x768 JPEG: the floor it puts under every benchmark.
+
+The fake runs in a child process (``fake_service.FakeService``, as in the critical-path
+benchmark) and reports its CPU time; this process sends the requests with one httpx
+client and downloads every result, as editgraph does. Three workloads, each measured
+after a warm-up of the same kind:
+
+- ``distinct``: text-to-image requests, each with a new prompt (nothing to reuse);
+- ``chained``: each request takes the previous result's URL as its reference;
+- ``repeated``: the same request again (the fake answers it from its render cache).
+
+``python -m benchmarks.fake_cpu [--calls N]`` prints the three figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import httpx
+
+from .fake_service import FakeService
+
+MODEL = "black-forest-labs/FLUX.2-pro"
+WIDTH, HEIGHT = 1024, 768
+
+
+@dataclass(frozen=True)
+class FakeCpu:
+    """Milliseconds of the fake's CPU per call, for each workload."""
+
+    calls: int
+    distinct_ms: float
+    chained_ms: float
+    repeated_ms: float
+
+
+def _call(client: httpx.Client, base_url: str, prompt: str, references: list[str]) -> str:
+    body: dict[str, object] = {"model": MODEL, "prompt": prompt, "width": WIDTH,
+                               "height": HEIGHT, "seed": 1, "output_format": "jpeg"}
+    if references:
+        body["reference_images"] = references
+    answer = client.post(f"{base_url}/v1/images/generations", json=body)
+    answer.raise_for_status()
+    url: str = answer.json()["data"][0]["url"]
+    client.get(url).raise_for_status()
+    return url
+
+
+def _per_call_ms(fake: FakeService, client: httpx.Client, calls: int, kind: str) -> float:
+    previous: list[str] = []
+
+    def one(index: int) -> None:
+        nonlocal previous
+        prompt = "the same picture" if kind == "repeated" else f"{kind} picture {index}"
+        url = _call(client, fake.base_url, prompt, previous if kind == "chained" else [])
+        previous = [url]
+
+    for index in range(40):  # warm-up: imports, the base pictures of this size, the cache
+        one(-1 - index)
+    before = fake.stats()
+    for index in range(calls):
+        one(index)
+    after = fake.stats()
+    return (after.cpu_seconds - before.cpu_seconds) / calls * 1000
+
+
+def measure(calls: int = 200) -> FakeCpu:
+    """Run each workload ``calls`` times against a FakeTogether child; its CPU per call."""
+    with FakeService() as fake, httpx.Client(trust_env=False, timeout=60) as client:
+        distinct = _per_call_ms(fake, client, calls, "distinct")
+        chained = _per_call_ms(fake, client, calls, "chained")
+        repeated = _per_call_ms(fake, client, calls, "repeated")
+    return FakeCpu(calls, distinct, chained, repeated)
+
+
+def main() -> None:
+    """Print the three figures."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fake_cpu", description=__doc__)
+    parser.add_argument("--calls", type=int, default=200, help="calls per workload")
+    figures = measure(parser.parse_args().calls)
+    print(f"FakeTogether CPU per call, {WIDTH}x{HEIGHT} JPEG, {figures.calls} calls each:")
+    print(f"  distinct prompts          {figures.distinct_ms:6.2f} ms")
+    print(f"  chained (1 reference)     {figures.chained_ms:6.2f} ms")
+    print(f"  repeated request (cache)  {figures.repeated_ms:6.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
