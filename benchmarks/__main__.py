@@ -20,6 +20,7 @@ from pathlib import Path
 from . import (
     building,
     critical_path,
+    fake_cpu,
     memory,
     overhead,
     prefect_replay,
@@ -54,12 +55,15 @@ class Sizes:
     throughput_edits: int
     memory_edits: tuple[int, ...]
     building_edits: int
+    fake_calls: int
 
 
 FULL = Sizes(width=16, repeats=3, cached_edits=1000, prefect_edits=200,
-             throughput_edits=200, memory_edits=(250, 500, 1000), building_edits=1000)
+             throughput_edits=200, memory_edits=(250, 500, 1000), building_edits=1000,
+             fake_calls=300)
 QUICK = Sizes(width=8, repeats=2, cached_edits=1000, prefect_edits=50,
-              throughput_edits=60, memory_edits=(50, 100, 200), building_edits=1000)
+              throughput_edits=60, memory_edits=(50, 100, 200), building_edits=1000,
+              fake_calls=100)
 
 LAYERS = 4
 LATENCY = 0.2
@@ -195,6 +199,21 @@ def _rewriting_rows() -> list[Row]:
     ]
 
 
+def _fake_cpu_rows(sizes: Sizes) -> list[Row]:
+    figures = fake_cpu.measure(sizes.fake_calls)
+    shape = f"{fake_cpu.WIDTH}x{fake_cpu.HEIGHT} JPEG"
+    return [
+        Row(f"FakeTogether CPU per call, ms ({shape}, distinct prompts)",
+            f"{figures.distinct_ms:.2f}", "<= 1", _verdict(figures.distinct_ms <= 1),
+            f"generation + download, {figures.calls} calls, fake in a child process; "
+            f"of which aiohttp alone (a 404) {figures.http_floor_ms:.2f} ms per request"),
+        Row("  chained: each call takes the previous result as its reference",
+            f"{figures.chained_ms:.2f}", "<= 1", _verdict(figures.chained_ms <= 1)),
+        Row("  repeated request (served from the render cache)",
+            f"{figures.repeated_ms:.2f}", "-", "info"),
+    ]
+
+
 def _timed(section: Callable[[], list[Row]], timings: dict[str, float], name: str) -> list[Row]:
     started = time.perf_counter()
     rows = section()
@@ -234,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += _timed(lambda: _memory_rows(sizes), timings, "memory")
         rows += _timed(lambda: _building_rows(root, sizes), timings, "building")
         rows += _timed(_rewriting_rows, timings, "rewriting")
+        rows += _timed(lambda: _fake_cpu_rows(sizes), timings, "fake CPU")
     print(f"editgraph benchmarks{' (--quick)' if args.quick else ''}: Python "
           f"{platform.python_version()}, {os.cpu_count()} CPUs, {platform.platform()}")
     print_table(rows)

@@ -33,6 +33,7 @@ class FakeCpu:
     distinct_ms: float
     chained_ms: float
     repeated_ms: float
+    http_floor_ms: float  # one request answered 404 by aiohttp, no handler of ours
 
 
 def _call(client: httpx.Client, base_url: str, prompt: str, references: list[str]) -> str:
@@ -71,7 +72,18 @@ def measure(calls: int = 200) -> FakeCpu:
         distinct = _per_call_ms(fake, client, calls, "distinct")
         chained = _per_call_ms(fake, client, calls, "chained")
         repeated = _per_call_ms(fake, client, calls, "repeated")
-    return FakeCpu(calls, distinct, chained, repeated)
+        floor = _not_found_ms(fake, client, calls)
+    return FakeCpu(calls, distinct, chained, repeated, floor)
+
+
+def _not_found_ms(fake: FakeService, client: httpx.Client, calls: int) -> float:
+    """CPU of the HTTP server alone: a POST to a path nothing serves (a 404 from aiohttp)."""
+    body = {"model": MODEL, "prompt": "nothing", "width": WIDTH, "height": HEIGHT}
+    before = fake.stats()
+    for _ in range(calls):
+        client.post(f"{fake.base_url}/nowhere", json=body)
+    after = fake.stats()
+    return (after.cpu_seconds - before.cpu_seconds) / calls * 1000
 
 
 def main() -> None:
@@ -83,6 +95,7 @@ def main() -> None:
     print(f"  distinct prompts          {figures.distinct_ms:6.2f} ms")
     print(f"  chained (1 reference)     {figures.chained_ms:6.2f} ms")
     print(f"  repeated request (cache)  {figures.repeated_ms:6.2f} ms")
+    print(f"  aiohttp alone (a 404)     {figures.http_floor_ms:6.2f} ms per request")
 
 
 if __name__ == "__main__":

@@ -501,9 +501,9 @@ class Together:
             self.data_uris = False
         return self._error(
             request,
-            f"Together could not use a reference ({refused.message}); local images were sent "
-            "inline as data: URIs, which Together does not document and this service refused "
-            f"(not billed); {_IMAGE_HOST_HELP}",
+            f"Together refused a local image sent inline as a data: URI (400: "
+            f"{refused.message}); nothing was billed. Together documents reference images as "
+            f"URLs only: {_IMAGE_HOST_HELP}",
             400,
             state,
         )
