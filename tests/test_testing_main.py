@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import queue
-import inspect
 import signal
 import subprocess
 import sys
