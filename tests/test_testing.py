@@ -668,3 +668,17 @@ def test_jpeg_answers_are_whole_images_whose_bands_show_the_request(
     for image in images:
         tile = ImageStat.Stat(image.convert("RGB").crop((12, 768 - 28, 52, 768 - 8))).mean
         assert all(abs(a - b) < 40 for a, b in zip(tile, expected)), (tile, expected)
+
+
+def test_references_on_other_loopback_servers_are_fetched(fake: FakeTogether, client: httpx.Client) -> None:
+    """An http URL on 127.0.0.1 (an image host, a local S3) is fetched; its 404 is a 400."""
+    with FakeTogether() as other:
+        answer = post(client, other, seed=2, width=256, height=256)
+        source = answer.json()["data"][0]["url"]
+        source_bytes = result_bytes(client, answer)
+        by_url = post(client, fake, prompt="Make image 1 blue", reference_images=[source])
+        by_data = post(client, fake, prompt="Make image 1 blue",
+                       reference_images=[data_uri(source_bytes, "image/jpeg")])
+        assert result_bytes(client, by_url) == result_bytes(client, by_data)
+        missing = post(client, fake, reference_images=[source.rsplit("/", 1)[0] + "/nothing.jpg"])
+        assert missing.status_code == 400 and "HTTP 404" in error_of(missing)["message"]

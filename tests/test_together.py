@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import http.server
 import io
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Iterator
 from typing import Any, TypeVar
@@ -756,33 +758,57 @@ def test_refused_data_uris_fail_with_the_image_host_message_and_are_learnt() -> 
         assert len(fake.billed) == 1
 
 
-class UploadingHost:
-    """An image host that 'uploads' each reference to the fake by generating it there."""
+class LoopbackImageHost:
+    """An image host for tests: serves each reference it is given over loopback HTTP."""
 
-    def __init__(self, urls: dict[str, str]) -> None:
-        self.urls = urls
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        blobs = self.blobs
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                data = blobs.get(self.path.lstrip("/"))
+                self.send_response(200 if data is not None else 404)
+                self.send_header("Content-Length", str(len(data or b"")))
+                self.end_headers()
+                self.wfile.write(data or b"")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
 
     async def url_for(self, reference: Reference) -> str:
-        """The URL registered for this reference's content hash."""
-        return self.urls[reference.hash]
+        """'Upload' the bytes and answer their URL."""
+        assert reference.data is not None
+        self.blobs[reference.hash] = reference.data
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{reference.hash}"
 
 
 def test_data_uris_false_sends_local_images_through_the_host() -> None:
-    """data_uris=False with an image host: references go as the host's URLs, never inline."""
-    with FakeTogether(accept_data_uris=False) as fake, httpx.Client(trust_env=False) as client:
-        answer = client.post(
-            fake.base_url + "/v1/images/generations",
-            json={"model": PRO, "prompt": "a swatch", "width": 256, "height": 256},
-        ).json()
-        url = answer["data"][0]["url"]
-        data = client.get(url, headers={"User-Agent": "t"}).content
-        reference = Reference(
-            hash=hashlib.sha256(data).hexdigest(), media_type="image/jpeg", source="s.jpg", data=data
-        )
-        ours = provider(fake, data_uris=False, image_host=UploadingHost({reference.hash: url}))
-        run(ours.generate(make_request(references=(reference,))))
-        assert fake.requests[-1]["reference_images"] == [url]
+    """data_uris=False with an image host: references go as the host's URLs and give the data: URI result."""
+    reference = bytes_reference(png_bytes((20, 120, 220)))
+    with FakeTogether() as inline:
+        expected = run(provider(inline).generate(make_request(references=(reference,)))).data
+        assert inline.requests[0]["reference_images"][0].startswith("data:image/png;base64,")
+    with FakeTogether(accept_data_uris=False) as fake, LoopbackImageHost() as host:
+        ours = provider(fake, data_uris=False, image_host=host)
+        result = run(ours.generate(make_request(references=(reference,))))
+        assert fake.requests[-1]["reference_images"] == [
+            f"http://127.0.0.1:{host.server.server_address[1]}/{reference.hash}"
+        ]
         assert "data_uris=False" in repr(ours)
+    assert result.data == expected  # the fake's output depends on the bytes, not the URL
 
 
 def test_a_recipe_with_local_images_fails_before_any_paid_generation(tmp_path: Any) -> None:

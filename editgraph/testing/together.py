@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Final, Literal
 from urllib.parse import unquote_to_bytes, urlsplit
 
+import aiohttp
 from aiohttp import web
 from PIL import Image, ImageDraw, ImageFont
 
@@ -55,6 +56,8 @@ _GUIDANCE_RANGES: Final[dict[str, tuple[float, float]]] = {
 _MAX_IMAGES: Final = 4
 # Eight references sent as data: URIs easily pass aiohttp's 1 MiB default.
 _MAX_BODY_BYTES: Final = 256 * 1024**2
+_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+_FETCH_TIMEOUT_SECONDS: Final = 10.0
 # How long stop() lets in-flight requests finish before cancelling them.
 _SHUTDOWN_GRACE_SECONDS: Final = 0.25
 
@@ -205,8 +208,8 @@ class FakeTogether:
     asynchronous clients alike talk to it over real loopback HTTP. It serves:
 
     - ``POST /v1/images/generations`` — validates like the service, fetches each
-      reference (its own result URLs, ``data:`` URIs, and other http URLs on 127.0.0.1
-      such as an image host's presigned URLs on a local S3; it contacts no other host)
+      reference (its own result URLs, ``data:`` URIs and http(s) URLs on 127.0.0.1, such
+      as an image host's or a local S3 server's; it contacts no other host)
       and answers with real JPEG or PNG bytes of the requested size, deterministic in the
       model, prompt, seed, size, steps, honoured guidance, output format and the *bytes*
       of the references, as ``url`` (default) or ``b64_json``
@@ -329,6 +332,7 @@ class FakeTogether:
         self._renders: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
         self._render_bytes = 0
         self._thumbnails: OrderedDict[str, Image.Image] = OrderedDict()
+        self._session: aiohttp.ClientSession | None = None
 
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -455,11 +459,17 @@ class FakeTogether:
             await runner.cleanup()
             ready.set()
             return
+        # For references on other loopback servers; proxies from the environment ignored.
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=_FETCH_TIMEOUT_SECONDS), trust_env=False
+        )
         ready.set()
         try:
             await self._stop_event.wait()
         finally:
             await runner.cleanup()
+            await self._session.close()
+            self._session = None
 
     # -- handlers --------------------------------------------------------------------
 
@@ -650,22 +660,21 @@ class FakeTogether:
                 )
             return _decode_data_uri(url, field, position)
         parts = urlsplit(url)
-        ours = (
-            parts.scheme == "http"
-            and parts.hostname in ("127.0.0.1", "localhost")
-            and parts.port == self._port
-            and parts.path.startswith(_FILES_PREFIX)
-        )
-        if not ours and parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost"):
-            return await _fetch_loopback(url, field, position)
-        if not ours:
+        loopback = parts.scheme in ("http", "https") and parts.hostname in _LOOPBACK_HOSTS
+        if not loopback:
             raise _ApiError(
                 400,
                 f"Could not fetch reference image {position} ({_shorten(url)}): "
-                "FakeTogether fetches only its own result URLs, data: URIs and URLs on "
-                "127.0.0.1.",
+                "FakeTogether fetches only data: URIs and http(s) URLs on 127.0.0.1.",
                 param=field,
             )
+        ours = (
+            parts.scheme == "http"
+            and parts.port == self._port
+            and parts.path.startswith(_FILES_PREFIX)
+        )
+        if not ours:
+            return await self._fetch_loopback(url, field, position)
         stored = self._fresh_file(parts.path[len(_FILES_PREFIX) :])
         if stored is None:
             raise _ApiError(
@@ -675,6 +684,27 @@ class FakeTogether:
                 param=field,
             )
         return stored.data
+
+    async def _fetch_loopback(self, url: str, field: str, position: int) -> bytes:
+        """GET a reference from another server on this machine (an image host, a local S3)."""
+        assert self._session is not None
+        try:
+            async with self._session.get(url) as response:
+                if response.status != 200:
+                    raise _ApiError(
+                        400,
+                        f"Could not fetch reference image {position} ({_shorten(url)}): "
+                        f"HTTP {response.status}.",
+                        param=field,
+                    )
+                return await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _ApiError(
+                400,
+                f"Could not fetch reference image {position} ({_shorten(url)}): "
+                f"{type(exc).__name__}.",
+                param=field,
+            ) from exc
 
     def _draw_fault(self) -> _FaultKind | None:
         # Always two draws per generation, so the stream stays aligned with arrival order.
@@ -913,24 +943,6 @@ def _decode_data_uri(uri: str, field: str, position: int) -> bytes:
                 400, f"Reference image {position} is a data: URI with invalid base64: {exc}.", param=field
             ) from exc
     return unquote_to_bytes(payload)
-
-
-async def _fetch_loopback(url: str, field: str, position: int) -> bytes:
-    """The bytes at an http URL on 127.0.0.1 (a local image host), or a 400 as the
-    service answers a reference it cannot fetch."""
-    import aiohttp
-
-    try:
-        async with aiohttp.ClientSession(trust_env=False) as session, session.get(url) as response:
-            if response.status == 200:
-                return await response.read()
-            problem = f"{response.status} {response.reason}"
-    except aiohttp.ClientError as exc:
-        problem = str(exc)
-    raise _ApiError(
-        400, f"Could not fetch reference image {position} ({_shorten(url)}): {problem}",
-        param=field,
-    )
 
 
 def _decode_references(references: Sequence[tuple[int, bytes, str, str]]) -> list[Image.Image]:
