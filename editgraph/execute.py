@@ -176,7 +176,7 @@ class _Engine:
     def _finish(self, node: EditNode, result: NodeResult) -> None:
         self.done[node.name] = result
         if result.cached:
-            self.saved += node.estimated_cost
+            self.saved += node.estimate_cost(self.provider.name)
         previous = None if not result.cached else self.store.get_history(node.name)
         if previous is None or previous.key != result.key:
             self.ran[node.name] = result.record
@@ -241,7 +241,7 @@ class _Engine:
             if record is not None:  # another process made it while we waited
                 return self._result(request, record, cached=True)
             try:
-                cost = node.estimated_cost
+                cost = node.estimate_cost(self.provider.name)
                 if self.budget is not None and self.committed + cost > self.budget + 1e-9:
                     raise BudgetError(
                         f"node {node.name!r}: not run: its estimated ${cost:.4f} would take "

@@ -6,6 +6,7 @@ node and the field before any provider is called.
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import os
@@ -306,7 +307,8 @@ class Graph:
                 f"{MAX_PROMPT_CHARS:,} editgraph sends; shorten it"
             )
         node = EditNode(name=name, model=spec, prompt=rewritten.text,
-                        references=rewritten.references, parameters=parameters)
+                        references=rewritten.references, parameters=parameters,
+                        input_sizes=self._input_sizes(rewritten.references))
         self._edits[name] = node
         self._dag.add_node(name, kind="edit")
         # Edges only run from nodes that already exist into the new one, so the graph
@@ -314,6 +316,19 @@ class Graph:
         for index, ref in enumerate(rewritten.references, 1):
             self._dag.add_edge(ref, name, index=index)
         return Handle(self, name)
+
+    def _input_sizes(self, references: Sequence[str]) -> tuple[tuple[int, int], ...]:
+        """The pixel size of each reference known now: sources and edits (for prices that
+        count input megapixels)."""
+        sizes = []
+        for ref in references:
+            if ref in self._edits:
+                parameters = self._edits[ref].parameters
+                sizes.append((int(parameters["width"]), int(parameters["height"])))
+            elif ref in self._sources:
+                with Image.open(io.BytesIO(self._sources[ref].data)) as image:  # header only
+                    sizes.append(image.size)
+        return tuple(sizes)
 
     def _sweep(
         self, prompt: Any, seeds: Any, *, refs: Sequence[Handle | str] | None,

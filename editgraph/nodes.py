@@ -43,8 +43,18 @@ class EditNode:
     prompt: str
     references: tuple[str, ...]
     parameters: Mapping[str, Any]
+    #: (width, height) of each reference whose size is known when the edit is declared:
+    #: some providers bill input megapixels (models.PRICES).
+    input_sizes: tuple[tuple[int, int], ...] = ()
+
+    def estimate_cost(self, provider: str = "together") -> float:
+        """Estimated USD for one generation of this edit by the provider named ``provider``."""
+        return self.model.estimate_cost(
+            self.parameters["width"], self.parameters["height"],
+            inputs=self.input_sizes, provider=provider,
+        )
 
     @property
     def estimated_cost(self) -> float:
-        """Estimated USD for one generation of this edit."""
-        return self.model.estimate_cost(self.parameters["width"], self.parameters["height"])
+        """Estimated USD for one generation of this edit at Together's prices."""
+        return self.estimate_cost()

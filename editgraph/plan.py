@@ -118,7 +118,7 @@ def make_plan(
         if waiting:
             reason = _why(node, None, None, history, provider, waiting)
             steps.append(PlanStep(name=node.name, cached=False, prompt=node.prompt,
-                                  references=labels, estimated_cost=node.estimated_cost,
+                                  references=labels, estimated_cost=node.estimate_cost(provider),
                                   reason=reason))
             continue
         references = [
@@ -133,7 +133,7 @@ def make_plan(
                 hash=record.output_hash, media_type=record.media_type, source=node.name
             )
             steps.append(PlanStep(name=node.name, cached=True, prompt=node.prompt,
-                                  references=labels, estimated_cost=node.estimated_cost,
+                                  references=labels, estimated_cost=node.estimate_cost(provider),
                                   made_at=record.created_at, key=key))
         elif key in first_with_key:
             steps.append(PlanStep(
@@ -145,7 +145,7 @@ def make_plan(
             first_with_key[key] = node.name
             reason = _why(node, references, key, history, provider, [], seed=request.seed)
             steps.append(PlanStep(name=node.name, cached=False, prompt=node.prompt,
-                                  references=labels, estimated_cost=node.estimated_cost,
+                                  references=labels, estimated_cost=node.estimate_cost(provider),
                                   reason=reason, key=key))
     return Plan(provider=provider, steps=steps)
 

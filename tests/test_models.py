@@ -75,3 +75,23 @@ def test_flex_ranges_follow_the_sources() -> None:
     flex = resolve_model("flux.2-flex")
     assert flex.range_of("steps") == (1, 50) and flex.range_of("guidance") == (1.5, 10.0)
     assert resolve_model("flux.2-pro").range_of("steps") is None
+
+
+def test_an_edit_knows_its_inputs_sizes_and_each_provider_prices_it(tmp_path: object) -> None:
+    """An edit records its references' sizes; BFL's estimate counts them, Together's does not."""
+    import io
+
+    from PIL import Image
+
+    swatch = io.BytesIO()
+    Image.new("RGB", (2048, 1024), (9, 9, 9)).save(swatch, format="PNG")
+    graph = eg.Graph(width=1024, height=1024)
+    source = graph.image(swatch.getvalue(), name="swatch")
+    graph.edit(f"Paint {source}", name="paint")
+    graph.edit("Frame @paint beside @swatch", name="frame")
+    paint, frame = graph.edits["paint"], graph.edits["frame"]
+    assert paint.input_sizes == ((2048, 1024),)
+    assert frame.input_sizes == ((1024, 1024), (2048, 1024))
+    assert frame.estimate_cost("together") == pytest.approx(0.03)
+    assert frame.estimate_cost("bfl") == pytest.approx(0.03 + (1 + 2) * 0.015)
+    assert frame.estimated_cost == frame.estimate_cost("together")

@@ -210,3 +210,17 @@ def test_plan_uses_the_graph_cache_dir_or_the_one_given(tmp_path: Path, car: Pat
     assert graph.plan(provider=Forbidden(), cache_dir=tmp_path / "empty").to_run == [
         "blue", "night", "sketch",
     ]
+
+
+def test_plan_and_budget_price_input_megapixels_for_a_provider_that_bills_them(tmp_path: Path) -> None:
+    """Named "bfl", a provider's plan counts the reference's megapixel; --budget follows."""
+    graph = eg.Graph(cache_dir=tmp_path / "cache", width=1024, height=1024)
+    source = graph.image(png_bytes((1, 2, 3)), name="src")
+    graph.edit(f"Paint {source}", name="paint")
+    assert graph.plan(provider=CountingProvider("together")).estimated_cost == pytest.approx(0.03)
+    bfl = CountingProvider("bfl")
+    assert graph.plan(provider=bfl).estimated_cost == pytest.approx(0.045)
+    with pytest.raises(eg.BudgetError):
+        graph.run(provider=bfl, budget=0.04, progress=False)
+    assert bfl.calls == []
+    assert graph.run(provider=bfl, budget=0.05, progress=False)["paint"].cost == pytest.approx(0.045)
