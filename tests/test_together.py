@@ -119,7 +119,7 @@ def test_body_matches_the_sdk_for_the_same_parameters() -> None:
     source = png_bytes()
     data_uri = "data:image/png;base64," + base64.b64encode(source).decode()
     with FakeTogether() as fake:
-        # SDK 2.x expects a base that ends in /v1, 3.x one without (FLUX_API.md 1.6).
+        # SDK 2.x expects a base that ends in /v1, 3.x one without (docs/testing.md).
         sdk_base = fake.base_url + ("/v1" if together.__version__.startswith("2.") else "")
         sdk = together.Together(api_key="test", base_url=sdk_base, max_retries=0)
         sdk.images.generate(
