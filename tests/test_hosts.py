@@ -103,3 +103,18 @@ def test_run_takes_image_host(s3: MotoS3, tmp_path: Path, monkeypatch: pytest.Mo
         assert result.exit_code == 0, result.output
         assert len(fake.billed) == 1
     assert [key for key in uploads(s3) if key.startswith("refs/")]
+
+
+def test_a_service_that_refuses_data_uris_is_served_through_the_host(s3: MotoS3, tmp_path: Path) -> None:
+    """FakeTogether(accept_data_uris=False): without a host nothing is paid and the message
+    names the host; with S3ImageHost the same graph runs."""
+    with FakeTogether(accept_data_uris=False) as fake:
+        inline = eg.providers.Together(api_key="k", base_url=fake.base_url)
+        with pytest.raises(eg.RunError) as caught:
+            graph_with_local_images(tmp_path).run(provider=inline, concurrency=1)
+        assert fake.billed == []
+        assert "S3ImageHost" in str(caught.value.failures["blue"])
+        host = eg.hosts.S3ImageHost(s3.url("refs"))
+        hosted = eg.providers.Together(api_key="k", base_url=fake.base_url, image_host=host)
+        run = graph_with_local_images(tmp_path).run(provider=hosted)
+        assert run["pair"].image.size == (256, 256) and len(fake.billed) == 2

@@ -106,9 +106,9 @@ _MODERATION_WORDS = ("moderat", "nsfw", "safety", "unsafe", "content policy", "f
 
 _IMAGE_HOST_HELP = (
     "configure an image host that gives local images URLs the service can fetch: "
-    "eg.providers.Together(image_host=...) takes any object with an async "
-    "url_for(reference) -> str method (upload reference.data to storage you own and return "
-    "a presigned URL); an S3 image host is planned"
+    "eg.providers.Together(image_host=eg.hosts.S3ImageHost(\"s3://bucket/prefix\")), or "
+    "--image-host s3://bucket/prefix on the command line (any object with an async "
+    "url_for(reference) -> str method will do as image_host=)"
 )
 
 
