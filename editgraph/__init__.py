@@ -1,6 +1,6 @@
 """editgraph: multi-step image editing with FLUX.2 as a cached, concurrent DAG of edits."""
 
-from . import hosts, providers
+from . import hosts, ops, providers
 from ._version import __version__
 from .batch import Batch, BatchItem, BatchSummary, batch
 from .errors import (
@@ -10,12 +10,14 @@ from .errors import (
     GraphError,
     InputFailedError,
     ModerationError,
+    OperationError,
     ProvenanceError,
     ProviderError,
     RunError,
     StoreError,
 )
 from .graph import Graph, Handle, Sweep, chain
+from .ops import Operation, operation
 from .plan import Plan, PlanStep
 from .prompts import Camera, StructuredPrompt, Subject
 from .provenance import Provenance, provenance
@@ -39,6 +41,8 @@ __all__ = [
     "Manifest",
     "ModerationError",
     "NodeResult",
+    "Operation",
+    "OperationError",
     "Plan",
     "PlanStep",
     "Provenance",
@@ -55,6 +59,8 @@ __all__ = [
     "batch",
     "chain",
     "hosts",
+    "operation",
+    "ops",
     "provenance",
     "providers",
 ]
