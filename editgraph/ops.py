@@ -148,6 +148,18 @@ class Operation:
             )
         return result
 
+    def render(self, inputs: Sequence[bytes], parameters: Mapping[str, Any]) -> bytes:
+        """Decode ``inputs``, apply the operation, and return its output as PNG bytes."""
+        images = []
+        for number, data in enumerate(inputs, 1):
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    image.load()
+                    images.append(image)
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+                raise OperationError(f"input {number} is not a readable image: {exc}") from exc
+        return encode_png(self.apply(images, parameters))
+
 
 def operation(
     version: str, *, inputs: int | tuple[int, int | None] | None = None

@@ -476,6 +476,13 @@ def draw_jar() -> Image.Image:
     return sketch.finish()
 
 
+def draw_jar_label_mask() -> Image.Image:
+    """The mask of jar.png's label: white on the label, black elsewhere (greyscale)."""
+    mask = Image.new("L", (384, 512), 0)
+    ImageDraw.Draw(mask).rounded_rectangle(JAR_LABEL, radius=8, fill=255)
+    return mask
+
+
 def drawings() -> dict[str, Callable[[], Image.Image]]:
     """Every asset this script makes, by file name."""
     made: dict[str, Callable[[], Image.Image]] = {
@@ -489,6 +496,7 @@ def drawings() -> dict[str, Callable[[], Image.Image]]:
         "room.png": draw_room,
         "logo.png": draw_logo,
         "jar.png": draw_jar,
+        "jar_label_mask.png": draw_jar_label_mask,
     }
     for name, code in SWATCHES.items():
         made[f"swatch_{name}.png"] = functools.partial(draw_swatch, code)

@@ -12,6 +12,7 @@ from PIL import Image, ImageChops, ImageDraw
 import editgraph as eg
 from editgraph import ops
 from editgraph.keys import canonical_json, content_hash
+from editgraph.nodes import EditNode
 from editgraph.requests import SCHEMA_VERSION
 
 ASSETS = Path(__file__).resolve().parents[1] / "examples" / "assets"
@@ -375,3 +376,214 @@ def test_composite_honours_the_overlays_alpha() -> None:
     overlay.paste((200, 0, 0, 255), (5, 5, 10, 10))
     out = ops.composite([base, overlay])
     assert out.getpixel((0, 0)) == (10, 10, 10) and out.getpixel((6, 6)) == (200, 0, 0)
+
+
+# ---------------------------------------------------------------------- op nodes in a graph
+
+#: How much ``brighten`` adds: a test changes it to stand for a new release of the function.
+BRIGHTEN = {"amount": 40}
+
+
+def brighten_function(images: list[Image.Image]) -> Image.Image:
+    """Adds BRIGHTEN["amount"] to every channel (its behaviour is what versions track)."""
+    return images[0].convert("RGB").point(lambda value: min(255, value + BRIGHTEN["amount"]))
+
+
+def op_graph(cache: Path, brighten: eg.Operation) -> eg.Graph:
+    """car -> bright (op) -> poster (edit) -> sheet (op over car and poster); car -> night."""
+    g = eg.Graph(cache_dir=cache)
+    car = g.image(ASSETS / "car.png", name="car")
+    bright = g.op(brighten, car, name="bright")
+    poster = g.edit(f"A poster of {bright}", name="poster")
+    g.edit(f"{car} at night", name="night")
+    g.op(ops.grid, car, poster, gap=4, name="sheet")
+    return g
+
+
+def test_ops_run_once_and_are_cached_like_edits(tmp_path: Path) -> None:
+    """A second run serves every op and edit from the cache; ops never reach the provider."""
+    from edit_providers import CountingProvider
+
+    brighten = eg.operation(version="1")(brighten_function)
+    provider = CountingProvider()
+    first = op_graph(tmp_path / "cache", brighten).run(provider=provider)
+    assert list(first) == ["bright", "poster", "night", "sheet"]
+    assert sorted(provider.nodes) == ["night", "poster"]
+    assert first["bright"].media_type == "image/png" and first["bright"].cost == 0.0
+    expected = brighten_function([asset("car.png")])
+    assert same(first["bright"].image.convert("RGB"), expected)
+    again = op_graph(tmp_path / "cache", brighten).run(provider=provider)
+    assert all(result.cached for result in again.values())
+    assert sorted(provider.nodes) == ["night", "poster"]
+
+
+def test_a_version_bump_reruns_the_op_and_only_its_descendants(tmp_path: Path) -> None:
+    """New behaviour under a new version re-runs that op and what depends on it, nothing else."""
+    from edit_providers import CountingProvider
+
+    cache = tmp_path / "cache"
+    op_graph(cache, eg.operation(version="1")(brighten_function)).run(provider=CountingProvider())
+    BRIGHTEN["amount"] = 80
+    try:
+        # Same version: the cache still answers (this is why the version must be bumped).
+        stale = op_graph(cache, eg.operation(version="1")(brighten_function))
+        assert stale.plan(provider=CountingProvider()).to_run == []
+        bumped = op_graph(cache, eg.operation(version="2")(brighten_function))
+        plan = bumped.plan(provider=CountingProvider())
+        assert plan.to_run == ["bright", "poster", "sheet"]
+        assert "version 1 -> " in plan.reasons["bright"] and "version 2" in plan.reasons["bright"]
+        provider = CountingProvider()
+        run = bumped.run(provider=provider)
+    finally:
+        BRIGHTEN["amount"] = 40
+    assert provider.nodes == ["poster"]
+    assert {name for name, result in run.items() if not result.cached} == {
+        "bright", "poster", "sheet"}
+    assert run["night"].cached
+
+
+def test_ops_take_no_concurrency_slot(tmp_path: Path) -> None:
+    """With the only slot held by a blocked edit, ops on other branches still finish."""
+    import asyncio
+
+    from edit_providers import GatedProvider
+    from test_execute import TIMEOUT, Recorder
+
+    from editgraph.execute import execute
+    from editgraph.store import DiskStore
+
+    async def scenario() -> None:
+        g = eg.Graph(cache_dir=tmp_path / "cache")
+        car = g.image(ASSETS / "car.png", name="car")
+        g.edit(f"Blocked edit of {car}", name="blocked")
+        cut = g.op(ops.crop, car, box=(0, 0, 64, 64), name="cut")
+        g.op(ops.pad, cut, width=80, height=80, name="padded")
+        gate = asyncio.Event()
+        provider = GatedProvider({"blocked": gate})
+        recorder = Recorder(["padded"])
+        store = DiskStore(tmp_path / "cache")
+        running = asyncio.ensure_future(execute(
+            list(g.edits.values()), g.sources, provider=provider, store=store,
+            concurrency=1, progress=recorder,
+        ))
+        await asyncio.wait_for(provider.started["blocked"].wait(), TIMEOUT)
+        await asyncio.wait_for(recorder.events["padded"].wait(), TIMEOUT)
+        assert not gate.is_set() and ("padded", False) in recorder.finished
+        gate.set()
+        run, failures = await asyncio.wait_for(running, TIMEOUT)
+        store.close()
+        assert failures == {} and run["padded"].image.size == (80, 80)
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_op_fails_only_itself_and_its_descendants(tmp_path: Path) -> None:
+    """An op error is an OperationError naming the node; other branches finish."""
+    from edit_providers import CountingProvider
+
+    g = eg.Graph(cache_dir=tmp_path / "cache")
+    car = g.image(ASSETS / "car.png", name="car")
+    cut = g.op(ops.crop, car, box=(400, 0, 600, 100), name="cut")  # beyond the 512 px width
+    g.edit(f"Frame {cut}", name="framed")
+    g.edit(f"{car} at dusk", name="dusk")
+    with pytest.raises(eg.RunError) as info:
+        g.run(provider=CountingProvider())
+    failures = info.value.failures
+    assert isinstance(failures["cut"], eg.OperationError)
+    assert str(failures["cut"]).startswith("node 'cut': crop: box (400, 0, 600, 100) reaches")
+    assert isinstance(failures["framed"], eg.InputFailedError)
+    assert set(failures) == {"cut", "framed"}
+    assert info.value.run is not None and "dusk" in info.value.run
+
+
+def test_g_op_checks_everything_when_declared() -> None:
+    """Bad functions, inputs and parameters are GraphErrors naming the node and the field."""
+    g = eg.Graph()
+    car = g.image(ASSETS / "car.png", name="car")
+    sweep = g.edit(f"{car} in colour", seed=[1, 2], name="colours")
+    with pytest.raises(eg.GraphError, match="not an operation; decorate"):
+        g.op(brighten_function, car)  # type: ignore[arg-type]
+    with pytest.raises(eg.GraphError, match=r"node 'cut': box: required"):
+        g.op(ops.crop, car, name="cut")
+    with pytest.raises(eg.GraphError, match=r"node 'cut': inputs: .* takes 1 input"):
+        g.op(ops.crop, car, car, name="cut", box=(0, 0, 4, 4))
+    with pytest.raises(eg.GraphError, match=r"pass \*sweep"):
+        g.op(ops.grid, sweep)  # type: ignore[arg-type]
+    with pytest.raises(eg.GraphError, match=r"no node named 'nope'"):
+        g.op(ops.grid, "nope")
+    assert "cut" not in g
+    sheet = g.op(ops.grid, *sweep, columns=2)
+    assert sheet.name == "grid" and g.dag.nodes["grid"]["kind"] == "op"
+    assert g.op(ops.crop, car, box=(0, 0, 4, 4)).name == "crop"
+    assert g.op(ops.crop, car, box=(0, 0, 8, 8)).name == "crop_2"
+
+
+def test_handles_of_ops_work_in_prompts(tmp_path: Path) -> None:
+    """An op's handle becomes "image N" in an edit's prompt, like any node."""
+    g = eg.Graph(cache_dir=tmp_path / "cache")
+    car = g.image(ASSETS / "car.png", name="car")
+    cut = g.op(ops.crop, car, box=(0, 0, 256, 256), name="cut")
+    g.edit(f"Make {cut} blue, like {car}", name="blue")
+    node = g.edits["blue"]
+    assert isinstance(node, EditNode)
+    assert node.prompt == "Make image 1 blue, like image 2" and node.references == ("cut", "car")
+
+
+def test_plan_manifest_report_and_show_list_ops(tmp_path: Path) -> None:
+    """Ops appear as op nodes: in the plan, the manifest, the saved files, the report, show."""
+    from click.testing import CliRunner
+    from edit_providers import CountingProvider
+
+    from editgraph.cli import main
+    from editgraph.display import dag_svg
+
+    g = op_graph(tmp_path / "cache", eg.operation(version="1")(brighten_function))
+    plan = g.plan(provider=CountingProvider())
+    steps = {step.name: step for step in plan.steps}
+    assert steps["bright"].kind == "op" and steps["bright"].estimated_cost == 0.0
+    assert "op, run $0" in str(plan) and "brighten_function()" in str(plan)
+    run = g.run(provider=CountingProvider())
+    entries = {entry.node: entry for entry in run.manifest.edits}
+    assert entries["sheet"].kind == "op" and entries["sheet"].provider == "local"
+    assert entries["sheet"].model == "editgraph.ops.grid" and entries["sheet"].version == "1"
+    assert entries["sheet"].parameters == {"columns": None, "gap": 4, "background": "white"}
+    assert [reference.source for reference in entries["sheet"].references] == [
+        str(ASSETS / "car.png"), "poster"]
+    assert entries["poster"].kind == "edit"
+    out = run.save(tmp_path / "out")
+    assert eg.provenance(out / "sheet.png").model == "editgraph.ops.grid"
+    report = run.report(tmp_path / "report.html").read_text()
+    assert "editgraph.ops.grid (version 1), run locally" in report
+    svg = dag_svg(g)
+    assert "grid(gap=4" in svg and "op (local)" in svg
+    recipe = tmp_path / "ops_recipe.py"
+    recipe.write_text(
+        "import editgraph as eg\n\n\ndef recipe() -> eg.Graph:\n"
+        "    g = eg.Graph()\n"
+        f"    car = g.image({str(ASSETS / 'car.png')!r}, name='car')\n"
+        "    g.op(eg.ops.crop, car, box=(0, 0, 64, 64), name='cut')\n"
+        "    return g\n"
+    )
+    shown = CliRunner().invoke(main, ["show", str(recipe)])
+    assert shown.exit_code == 0, shown.output
+    assert "1 source, 0 edits, 1 op" in shown.stdout and "cut (op)" in shown.stdout
+
+
+def test_replay_reruns_a_saved_run_with_ops_from_the_cache(tmp_path: Path) -> None:
+    """A saved run with built-in ops replays: same keys, every output verified."""
+    from edit_providers import CountingProvider
+
+    from editgraph.replay import replay
+
+    g = eg.Graph(cache_dir=tmp_path / "cache")
+    car = g.image(ASSETS / "car.png", name="car")
+    cut = g.op(ops.crop, car, box=(0, 40, 256, 296), name="cut")
+    blue = g.edit(f"Make {cut} blue", name="blue")
+    g.op(ops.grid, cut, blue, name="pair")
+    provider = CountingProvider()
+    g.run(provider=provider).save(tmp_path / "out")
+    result = replay(tmp_path / "out", provider=provider, cache_dir=tmp_path / "cache",
+                    verify=True)
+    assert result.edits == ["cut", "blue", "pair"]
+    assert result.cached == ["cut", "blue", "pair"] and result.mismatches == {}
+    assert provider.nodes == ["blue"]
