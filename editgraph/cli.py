@@ -427,7 +427,10 @@ def plan(recipe: str, sets: tuple[str, ...], provider: str | None, cache_dir: st
             cost = f"${step.estimated_cost:.4f}"
             if step.reason:
                 details.append(f"\nwhy: {step.reason}", style="yellow")
-        table.add_row(Text(step.name), state, cost, details)
+        name = Text(step.name)
+        if step.kind == "op":
+            name.append(" (op)", style="dim")
+        table.add_row(name, state, cost, details)
     _out.print(table)
     _out.print(
         f"{len(result.to_run)} to run, {len(result.cached)} cached · estimated "
