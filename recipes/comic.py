@@ -27,7 +27,9 @@ def title_banner(images: list[Image.Image], text: str, height: int = 96,
     (strip,) = images
     banner = Image.new("RGB", (strip.width, strip.height + height), background)
     banner.paste(strip.convert("RGB"), (0, height))
-    font = ImageFont.load_default(size=height // 2)
+    # The basic layout engine draws the same pixels with or without libraqm installed.
+    font = ImageFont.load_default(size=height // 2).font_variant(
+        layout_engine=ImageFont.Layout.BASIC)
     ImageDraw.Draw(banner).text((strip.width // 2, height // 2), text, fill=ink, font=font,
                                 anchor="mm")
     return banner

@@ -587,3 +587,20 @@ def test_replay_reruns_a_saved_run_with_ops_from_the_cache(tmp_path: Path) -> No
     assert result.edits == ["cut", "blue", "pair"]
     assert result.cached == ["cut", "blue", "pair"] and result.mismatches == {}
     assert provider.nodes == ["blue"]
+
+
+def test_the_comic_recipe_lays_its_strip_out_without_a_model_call(tmp_path: Path) -> None:
+    """recipes/comic.py: four model calls (the panels); grid and title are local ops."""
+    from editgraph.recipe import build_recipe
+    from editgraph.testing import FakeTogether
+
+    graph = build_recipe(Path(__file__).resolve().parents[1] / "recipes" / "comic.py")
+    kinds = {name: graph.dag.nodes[name]["kind"] for name in graph.edits}
+    assert kinds == {"panel1": "edit", "panel2": "edit", "panel3": "edit", "panel4": "edit",
+                     "panels": "op", "strip": "op"}
+    with FakeTogether() as fake:
+        provider = eg.providers.Together(api_key="test-key", base_url=fake.base_url)
+        run = graph.run(provider=provider, cache_dir=tmp_path / "cache")
+        assert len(fake.billed) == 4
+    assert run["strip"].image.width == 4 * 768 + 5 * 12
+    assert run.cost == pytest.approx(4 * 0.03)
