@@ -470,9 +470,9 @@ def test_ops_take_no_concurrency_slot(tmp_path: Path) -> None:
         await asyncio.wait_for(recorder.events["padded"].wait(), TIMEOUT)
         assert not gate.is_set() and ("padded", False) in recorder.finished
         gate.set()
-        run, failures = await asyncio.wait_for(running, TIMEOUT)
+        run = await asyncio.wait_for(running, TIMEOUT)
         store.close()
-        assert failures == {} and run["padded"].image.size == (80, 80)
+        assert run.failures == {} and run["padded"].image.size == (80, 80)
 
     asyncio.run(scenario())
 
