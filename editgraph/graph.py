@@ -191,7 +191,9 @@ class Graph:
         self._check_parameters("<graph defaults>", self.defaults)
 
     def __repr__(self) -> str:
-        return f"<Graph {len(self._sources)} sources, {len(self._edits)} edits>"
+        operations = sum(isinstance(node, OpNode) for node in self._edits.values())
+        counts = f"{len(self._sources)} sources, {len(self._edits) - operations} edits"
+        return f"<Graph {counts}, {operations} ops>" if operations else f"<Graph {counts}>"
 
     def _repr_html_(self) -> str:
         """The graph drawn as SVG; edits already cached are marked once a store is open."""

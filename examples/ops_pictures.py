@@ -8,6 +8,7 @@ deterministic, so the files only change in version control when an operation doe
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -79,8 +80,23 @@ def picture(name: str, inputs: list[tuple[Image.Image, str]], output: Image.Imag
     sheet.save(IMAGES / f"ops_{name}.png", optimize=True)
 
 
+def region_picture() -> None:
+    """docs/images/ops_region_edit.png: a region edit run offline with the Preview provider."""
+    with tempfile.TemporaryDirectory() as cache:
+        g = eg.Graph(output_format="png", cache_dir=cache)
+        jar = g.image(ASSETS / "jar.png", name="jar")
+        g.edit(f"Make the label on the jar in {jar} the colour #2E4057", name="label",
+               mask=ASSETS / "jar_label_mask.png", feather=16)
+        run = g.run(provider=eg.providers.Preview(), progress=False)
+        with Image.open(ASSETS / "jar_label_mask.png") as mask:
+            inputs = [(load("jar.png"), "image 1"), (mask.convert("RGB"), "mask"),
+                      (run["label.crop"].image, "label.crop"),
+                      (run["label.edit"].image, "label.edit (Preview)")]
+            picture("region_edit", inputs, run["label"].image, "label (composite)")
+
+
 def main() -> None:
-    """Draw one picture per built-in."""
+    """Draw one picture per built-in, and one of a region edit."""
     car, bird, logo, room = load("car.png"), load("bird.png"), load("logo.png"), load("room.png")
     box = (40, 60, 300, 300)
     picture("crop", [(outlined(car, box), "car.png, box")],
@@ -117,6 +133,7 @@ def main() -> None:
     picture("box_mask", [], eg.ops.box_mask([], width=400, height=300, box=(100, 80, 300, 220),
                                             feather=40),
             "box_mask(feather=40)")
+    region_picture()
 
 
 if __name__ == "__main__":
