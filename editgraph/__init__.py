@@ -21,7 +21,7 @@ from .ops import Operation, operation
 from .plan import Plan, PlanStep
 from .prompts import Camera, StructuredPrompt, Subject
 from .provenance import Provenance, provenance
-from .requests import EditRequest, GeneratedImage, Reference
+from .requests import EditRequest, GeneratedImage, OpRequest, Reference
 from .runs import Manifest, NodeResult, Run
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "Manifest",
     "ModerationError",
     "NodeResult",
+    "OpRequest",
     "Operation",
     "OperationError",
     "Plan",
