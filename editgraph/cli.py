@@ -360,8 +360,12 @@ def _summary(result: Run, out_dir: Path) -> None:
     parts = [f"{manifest.edits_run} run", f"{manifest.edits_cached} cached"]
     if result.failures:
         parts.append(f"{len(result.failures)} failed")
+    total = len(result) + len(result.failures)
+    operations = sum(entry.record.kind == "op" for entry in manifest.edits)
+    counted = (f"{_plural(total - operations, 'edit')} and {_plural(operations, 'op')}"
+               if operations else f"{total} edits")
     _out.print(
-        f"{len(result) + len(result.failures)} edits: {', '.join(parts)} · estimated cost "
+        f"{counted}: {', '.join(parts)} · estimated cost "
         f"${manifest.estimated_cost:.2f} · wrote {out_dir}/ ({len(result)} images + manifest.json)",
         soft_wrap=True,
     )
