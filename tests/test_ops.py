@@ -604,3 +604,23 @@ def test_the_comic_recipe_lays_its_strip_out_without_a_model_call(tmp_path: Path
         assert len(fake.billed) == 4
     assert run["strip"].image.width == 4 * 768 + 5 * 12
     assert run.cost == pytest.approx(4 * 0.03)
+
+
+def test_replay_refuses_an_op_it_cannot_find_loaded(tmp_path: Path) -> None:
+    """An op whose operation is not loaded here is a GraphError, and nothing is imported."""
+    from edit_providers import CountingProvider
+
+    from editgraph.replay import replay
+
+    g = eg.Graph(cache_dir=tmp_path / "cache")
+    car = g.image(ASSETS / "car.png", name="car")
+    g.op(eg.operation(version="1")(brighten_function), car, name="bright")
+    g.run(provider=CountingProvider()).save(tmp_path / "out")
+    manifest = tmp_path / "out" / "manifest.json"
+    text = manifest.read_text().replace(f"{__name__}.brighten_function", "antigravity.fly")
+    manifest.write_text(text)
+    import sys
+
+    with pytest.raises(eg.GraphError, match=r"op 'bright': operation 'antigravity.fly' is not"):
+        replay(tmp_path / "out", provider=CountingProvider(), cache_dir=tmp_path / "cache")
+    assert "antigravity" not in sys.modules
