@@ -1,6 +1,6 @@
 """editgraph: multi-step image editing with FLUX.2 as a cached, concurrent DAG of edits."""
 
-from . import hosts, providers
+from . import hosts, ops, providers
 from ._version import __version__
 from .batch import Batch, BatchItem, BatchSummary, batch
 from .errors import (
@@ -10,16 +10,18 @@ from .errors import (
     GraphError,
     InputFailedError,
     ModerationError,
+    OperationError,
     ProvenanceError,
     ProviderError,
     RunError,
     StoreError,
 )
 from .graph import Graph, Handle, Sweep, chain
+from .ops import Operation, operation
 from .plan import Plan, PlanStep
 from .prompts import Camera, StructuredPrompt, Subject
 from .provenance import Provenance, provenance
-from .requests import EditRequest, GeneratedImage, Reference
+from .requests import EditRequest, GeneratedImage, OpRequest, Reference
 from .runs import Manifest, NodeResult, Run
 
 __all__ = [
@@ -39,6 +41,9 @@ __all__ = [
     "Manifest",
     "ModerationError",
     "NodeResult",
+    "OpRequest",
+    "Operation",
+    "OperationError",
     "Plan",
     "PlanStep",
     "Provenance",
@@ -55,6 +60,8 @@ __all__ = [
     "batch",
     "chain",
     "hosts",
+    "operation",
+    "ops",
     "provenance",
     "providers",
 ]

@@ -35,7 +35,7 @@ from .errors import (
     StoreError,
 )
 from .graph import Graph
-from .nodes import EditNode
+from .nodes import EditNode, OpNode
 from .providers import registry as providers
 from .providers.base import Provider
 from .recipe import build_recipe
@@ -360,8 +360,12 @@ def _summary(result: Run, out_dir: Path) -> None:
     parts = [f"{manifest.edits_run} run", f"{manifest.edits_cached} cached"]
     if result.failures:
         parts.append(f"{len(result.failures)} failed")
+    total = len(result) + len(result.failures)
+    operations = sum(entry.record.kind == "op" for entry in manifest.edits)
+    counted = (f"{_plural(total - operations, 'edit')} and {_plural(operations, 'op')}"
+               if operations else f"{total} edits")
     _out.print(
-        f"{len(result) + len(result.failures)} edits: {', '.join(parts)} · estimated cost "
+        f"{counted}: {', '.join(parts)} · estimated cost "
         f"${manifest.estimated_cost:.2f} · wrote {out_dir}/ ({len(result)} images + manifest.json)",
         soft_wrap=True,
     )
@@ -427,7 +431,10 @@ def plan(recipe: str, sets: tuple[str, ...], provider: str | None, cache_dir: st
             cost = f"${step.estimated_cost:.4f}"
             if step.reason:
                 details.append(f"\nwhy: {step.reason}", style="yellow")
-        table.add_row(Text(step.name), state, cost, details)
+        name = Text(step.name)
+        if step.kind == "op":
+            name.append(" (op)", style="dim")
+        table.add_row(name, state, cost, details)
     _out.print(table)
     _out.print(
         f"{len(result.to_run)} to run, {len(result.cached)} cached · estimated "
@@ -656,16 +663,24 @@ def _show_text(recipe: Path, graph: Graph) -> None:
     for column in ("edit", "prompt / references / model"):
         edits.add_column(column, overflow="fold")
     for name, node in graph.edits.items():
-        details = Text(node.prompt)
+        is_op = isinstance(node, OpNode)
+        details = Text(node.description if isinstance(node, OpNode) else node.prompt)
         if node.references:
             details.append("\n" + ", ".join(
-                f"image {index} = {reference}"
+                f"{'input' if is_op else 'image'} {index} = {reference}"
                 for index, reference in enumerate(node.references, 1)
             ), style="dim")
-        details.append(f"\n{_describe_model(node)}", style="cyan")
-        edits.add_row(Text(name), details)
-    _out.print(f"{recipe.name}: {_plural(len(graph.sources), 'source')}, "
-               f"{_plural(len(graph.edits), 'edit')}", soft_wrap=True)
+        if isinstance(node, OpNode):
+            details.append(f"\nop {node.operation.name} version {node.operation.version} · "
+                           "local, $0 · png", style="cyan")
+        else:
+            details.append(f"\n{_describe_model(node)}", style="cyan")
+        edits.add_row(Text(f"{name} (op)" if is_op else name), details)
+    op_count = sum(isinstance(node, OpNode) for node in graph.edits.values())
+    counts = [_plural(len(graph.sources), 'source'), _plural(len(graph.edits) - op_count, 'edit')]
+    if op_count:
+        counts.append(_plural(op_count, "op"))
+    _out.print(f"{recipe.name}: {', '.join(counts)}", soft_wrap=True)
     if graph.sources:
         _out.print()
         _out.print(sources)

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 
 from .drawing import DrawnEdge, DrawnNode, draw_dag
 from .errors import EditGraphError
-from .nodes import EditNode, SourceNode
+from .nodes import EditNode, OpNode, SourceNode
 from .plan import PlanStep, make_plan
 from .providers.registry import default_provider
 from .store import Store
@@ -39,14 +39,18 @@ __all__ = [
 
 
 def dag_svg(graph: Graph, *, cached: Collection[str] = ()) -> str:
-    """An SVG drawing of ``graph``: sources and edits as boxes, each edge labelled with
-    the "image N" it becomes; edits named in ``cached`` are marked as cached."""
+    """An SVG drawing of ``graph``: sources, edits and ops as boxes, each edge labelled
+    with the "image N" it becomes; edits and ops named in ``cached`` are marked as cached."""
     nodes = []
     for name, kind in graph.dag.nodes(data="kind"):
         if kind == "source":
             nodes.append(DrawnNode(name, "source", graph.sources[name].source))
+            continue
+        node = graph.edits[name]
+        if isinstance(node, OpNode):
+            nodes.append(DrawnNode(name, "op", node.description, cached=name in cached))
         else:
-            nodes.append(DrawnNode(name, "edit", graph.edits[name].prompt, cached=name in cached))
+            nodes.append(DrawnNode(name, "edit", node.prompt, cached=name in cached))
     edges = [
         DrawnEdge(source, target, index)
         for source, target, index in graph.dag.edges(data="index")
@@ -160,6 +164,7 @@ def sweep_html(sweep: Sweep, *, store: Store | None) -> str:
         variants = []
         for index, handle in enumerate(sweep):
             node = graph.edits[handle.name]
+            assert isinstance(node, EditNode)  # a sweep's variants are edits
             step = steps.get(handle.name)
             thumbnail = None
             if store is not None and step is not None and step.cached and step.key:
@@ -187,7 +192,7 @@ def _plan_steps(graph: Graph, store: Store | None) -> dict[str, PlanStep]:
     """The plan of ``graph`` by edit name, or nothing when no store is open yet."""
     if store is None:
         return {}
-    edits: list[EditNode] = list(graph.edits.values())
+    edits: list[EditNode | OpNode] = list(graph.edits.values())
     sources: Mapping[str, SourceNode] = graph.sources
     provider = _provider_name(graph, store)
     try:
@@ -202,8 +207,9 @@ def _provider_name(graph: Graph, store: Store) -> str:
     if graph.provider is not None:
         return graph.provider.name
     histories = [store.get_history(name) for name in graph.edits]
-    latest = max((h for h in histories if h is not None), key=lambda h: h.created_at,
-                 default=None)
+    # Ops run locally whatever the provider: only edits say which provider ran.
+    latest = max((h for h in histories if h is not None and h.kind == "edit"),
+                 key=lambda h: h.created_at, default=None)
     if latest is not None:
         return latest.provider
     return default_provider()[0].name

@@ -42,7 +42,9 @@ class _Style(NamedTuple):
 _STYLES = {
     "source": _Style(fill="#eef2f7", stroke="#64748b", rx=12, dash="5 3"),
     "edit": _Style(fill="#ffffff", stroke="#2563eb", rx=4, dash=""),
+    "op": _Style(fill="#fffbeb", stroke="#b45309", rx=4, dash="2 2"),
     "cached": _Style(fill="#ecfdf3", stroke="#16a34a", rx=4, dash=""),
+    "cached op": _Style(fill="#ecfdf3", stroke="#16a34a", rx=4, dash="2 2"),
 }
 
 
@@ -51,7 +53,7 @@ class DrawnNode:
     """One box of the drawing: a source or an edit, with the text shown under its name."""
 
     name: str
-    kind: Literal["source", "edit"]
+    kind: Literal["source", "edit", "op"]
     label: str = ""
     cached: bool = False
     href: str | None = None
@@ -231,7 +233,8 @@ def _smooth_path(points: Sequence[tuple[float, float]]) -> str:
 
 
 def _box(node: DrawnNode, x: float, y: float, height: float) -> str:
-    style = _STYLES["cached" if node.cached else node.kind]
+    style = _STYLES[("cached op" if node.kind == "op" else "cached") if node.cached
+                    else node.kind]
     dash = f' stroke-dasharray="{style.dash}"' if style.dash else ""
     label_lines = textwrap.wrap(" ".join(node.label.split()), _LINE_CHARS)
     shown = (height - 34) // 14
@@ -272,7 +275,8 @@ def _box(node: DrawnNode, x: float, y: float, height: float) -> str:
 def _legend(y: float) -> str:
     parts = []
     x = float(_MARGIN)
-    for kind, label in (("source", "source"), ("edit", "edit"), ("cached", "cached edit")):
+    for kind, label in (("source", "source"), ("edit", "edit"), ("op", "op (local)"),
+                        ("cached", "cached edit")):
         style = _STYLES[kind]
         dash = f' stroke-dasharray="{style.dash}"' if style.dash else ""
         parts.append(
@@ -291,7 +295,12 @@ def _legend(y: float) -> str:
 
 def _summary(nodes: Sequence[DrawnNode], edges: Sequence[DrawnEdge]) -> str:
     sources = sum(node.kind == "source" for node in nodes)
-    return f"a graph of {sources} sources and {len(nodes) - sources} edits, {len(edges)} inputs"
+    operations = sum(node.kind == "op" for node in nodes)
+    edits = len(nodes) - sources - operations
+    if not operations:
+        return f"a graph of {sources} sources and {edits} edits, {len(edges)} inputs"
+    return (f"a graph of {sources} sources, {edits} edits and {operations} ops, "
+            f"{len(edges)} inputs")
 
 
 def _clip(text: str, limit: int) -> str:

@@ -8,6 +8,7 @@
     │                        API key, a base URL), found before any call
     ├── ProviderError        one provider call failed for good (after any retries)
     │   └── ModerationError  the service refused the request or withheld the result
+    ├── OperationError       a local operation (an op node) failed on its inputs
     ├── InputFailedError     an edit could not run because one of its inputs failed
     ├── BudgetError          a run would spend more than its budget
     ├── StoreError           the cache cannot be opened, read or written
@@ -35,6 +36,7 @@ __all__ = [
     "GraphError",
     "InputFailedError",
     "ModerationError",
+    "OperationError",
     "ProvenanceError",
     "ProviderError",
     "RecipeError",
@@ -90,6 +92,18 @@ class ModerationError(ProviderError):
     Constructed like ``ProviderError``, message first. Never retried silently: a batch
     records the item as ``moderated``.
     """
+
+
+class OperationError(EditGraphError):
+    """A local operation (an op node, or an ``eg.ops`` function called directly) failed.
+
+    It costs nothing and fails only that node and what depends on it; ``node`` is the
+    op node when it ran in a graph.
+    """
+
+    def __init__(self, message: str, *, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
 
 
 class InputFailedError(EditGraphError):

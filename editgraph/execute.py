@@ -2,8 +2,10 @@
 
 Cache hits are served at once (no concurrency slot, no rate limiter); misses run under a
 concurrency bound, one generation per key across the run and across processes (leases
-in the store). A failed edit fails only its descendants; every finished result is in the
-store before the run moves on.
+in the store). Local operations (op nodes) run in a worker thread as soon as their
+inputs are ready, outside the concurrency bound and the rate limiter: they are free. A
+failed edit fails only its descendants; every finished result is in the store before the
+run moves on.
 """
 
 from __future__ import annotations
@@ -19,19 +21,26 @@ from typing import Any, Protocol, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import BudgetError, InputFailedError, ProviderError, StoreError
+from .errors import BudgetError, InputFailedError, OperationError, ProviderError, StoreError
 from .keys import build_request, content_hash
-from .nodes import EditNode, SourceNode
+from .nodes import EditNode, OpNode, SourceNode
 from .providers.base import Provider
 from .records import EditRecord
 from .redact import redact
-from .requests import EditRequest, GeneratedImage, Reference, media_type_of
+from .requests import EditRequest, GeneratedImage, OpRequest, Reference, media_type_of
 from .runs import NodeResult, Run
 from .store import LEASE_SECONDS, Store
 
-__all__ = ["Progress", "execute", "run_sync"]
+__all__ = ["OP_PROVIDER", "Progress", "execute", "run_sync"]
 
 T = TypeVar("T")
+
+#: What an op's record names as its provider: ops run locally, whatever provider the
+#: run uses (their keys do not depend on it).
+OP_PROVIDER = "local"
+
+_Node = EditNode | OpNode
+_Request = EditRequest | OpRequest
 
 
 class Progress(Protocol):
@@ -89,7 +98,7 @@ class _GroupCommit:
 
 @dataclass
 class _Engine:
-    edits: Sequence[EditNode]
+    edits: Sequence[_Node]
     sources: Mapping[str, SourceNode]
     provider: Provider
     store: Store
@@ -139,7 +148,7 @@ class _Engine:
 
     # ------------------------------------------------------------------ resolution
 
-    def _references(self, node: EditNode) -> list[Reference]:
+    def _references(self, node: _Node) -> list[Reference]:
         references = []
         for name in node.references:
             source = self.sources.get(name)
@@ -153,27 +162,36 @@ class _Engine:
             ))
         return references
 
-    def _failed_input(self, node: EditNode) -> str | None:
+    def _failed_input(self, node: _Node) -> str | None:
         return next((name for name in node.references if name in self.failed), None)
 
-    def _resolve_now(self, node: EditNode) -> tuple[EditRequest, str] | None:
+    def _resolve_now(self, node: _Node) -> tuple[_Request, str] | None:
         """Finish ``node`` from the cache (or fail it for a failed input) and return
         None; or return its request and key when it must be generated."""
         failed_input = self._failed_input(node)
         if failed_input is not None:
             self._fail(node, InputFailedError(node.name, failed_input))
             return None
-        request, key = build_request(node, self._references(node), self.provider.name)
+        request: _Request
+        if isinstance(node, OpNode):
+            references = self._references(node)
+            request = OpRequest(
+                node=node.name, operation=node.operation.name, version=node.operation.version,
+                parameters=dict(node.parameters), references=tuple(references),
+            )
+            key = node.key([reference.hash for reference in references])
+        else:
+            request, key = build_request(node, self._references(node), self.provider.name)
         record = self.store.get_record(key)
         if record is None:
             return request, key
         self._finish(node, self._result(request, record, cached=True))
         return None
 
-    def _result(self, request: EditRequest, record: EditRecord, *, cached: bool) -> NodeResult:
+    def _result(self, request: _Request, record: EditRecord, *, cached: bool) -> NodeResult:
         return NodeResult(record, request=request, cached=cached, load=self.store.get_blob)
 
-    def _finish(self, node: EditNode, result: NodeResult) -> None:
+    def _finish(self, node: _Node, result: NodeResult) -> None:
         self.done[node.name] = result
         if result.cached:
             self.saved += node.estimate_cost(self.provider.name)
@@ -183,26 +201,65 @@ class _Engine:
         if self.progress is not None:
             self.progress.advance(node.name, result.cached)
 
-    def _fail(self, node: EditNode, error: BaseException) -> None:
+    def _fail(self, node: _Node, error: BaseException) -> None:
         self.failed[node.name] = error
         if self.progress is not None:
             self.progress.advance(node.name, False)
 
     # ------------------------------------------------------------------ running
 
-    async def _run_edit(self, node: EditNode, prepared: tuple[EditRequest, str] | None) -> None:
+    async def _run_edit(self, node: _Node, prepared: tuple[_Request, str] | None) -> None:
         try:
             for name in node.references:
                 if name in self.pending:
                     await self.pending[name]
             if prepared is None:
                 prepared = self._resolve_now(node)
-            if prepared is not None:
-                self._finish(node, await self._generate_once(node, *prepared))
+            if prepared is None:
+                pass
+            elif isinstance(node, OpNode):
+                request, key = prepared
+                assert isinstance(request, OpRequest)
+                self._finish(node, await self._apply_op(node, request, key))
+            else:
+                request, key = prepared
+                assert isinstance(request, EditRequest)
+                self._finish(node, await self._generate_once(node, request, key))
         except Exception as error:  # noqa: BLE001 - a node's failure is recorded, not raised
             self._fail(node, error)
         finally:
             self.pending[node.name].set_result(None)
+
+    async def _apply_op(self, node: OpNode, request: OpRequest, key: str) -> NodeResult:
+        """Run a local operation in a worker thread and keep its PNG output.
+
+        No slot, lease or rate limiter: an op is free and deterministic, so two
+        processes racing on one key at worst compute the same bytes twice.
+        """
+        inputs = [
+            reference.data if reference.data is not None else self.store.get_blob(reference.hash)
+            for reference in request.references
+        ]
+        started = time.perf_counter()
+        try:
+            data = await asyncio.to_thread(node.operation.render, inputs, node.parameters)
+        except OperationError as error:
+            raise OperationError(f"node {node.name!r}: {error}", node=node.name) from error
+        elapsed = time.perf_counter() - started
+        with Image.open(io.BytesIO(data)) as decoded:
+            width, height = decoded.size
+        record = EditRecord.of(
+            request, key=key, provider=OP_PROVIDER, output_hash=content_hash(data),
+            media_type="image/png", width=width, height=height, size_bytes=len(data),
+            elapsed=elapsed, cost=0.0, created_at=time.time(),
+        )
+        await self.writes.submit(lambda: self._keep_output(record, data))
+        return self._result(request, record, cached=False)
+
+    def _keep_output(self, record: EditRecord, data: bytes) -> None:
+        """Store an op's image and its record (write-once: a lost race is fine)."""
+        self.store.put_blob(record.output_hash, data)
+        self.store.put_record(record)
 
     async def _generate_once(self, node: EditNode, request: EditRequest, key: str) -> NodeResult:
         if self.cache_only:
@@ -351,7 +408,7 @@ class _Engine:
 
 
 async def execute(
-    edits: Sequence[EditNode],
+    edits: Sequence[EditNode | OpNode],
     sources: Mapping[str, SourceNode],
     *,
     provider: Provider,

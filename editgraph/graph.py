@@ -11,22 +11,25 @@ import itertools
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal, SupportsIndex, overload
+from typing import Any, Literal, SupportsIndex, TypeAlias, overload
 
 import networkx as nx
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import ops
 from .errors import GraphError
 from .execute import execute, run_sync
 from .keys import content_hash
 from .models import MAX_PROMPT_CHARS, ModelSpec, resolve_model
 from .names import folded, name_problem, shown_name
-from .nodes import EditNode, SourceNode
+from .nodes import EditNode, OpNode, SourceNode
+from .ops import MAX_FEATHER, Operation
 from .plan import Plan, make_plan
-from .prompts import StructuredPrompt, reference_token, rewrite_prompt
+from .prompts import RewrittenPrompt, StructuredPrompt, reference_token, rewrite_prompt
 from .providers.base import Provider
 from .providers.registry import default_provider
+from .regions import crop_box, mask_area, model_size
 from .runs import Run
 from .sources import DEFAULT_MAX_SOURCE_PIXELS, prepare_source, read_source
 from .store import Store
@@ -51,6 +54,9 @@ _REFUSED = {
     "image_loras": "FLUX.2 models on Together reject image_loras",
 }
 _graph_ids = itertools.count(1)
+
+#: What ``mask=`` of a region edit takes: a node, or an image given as a source is.
+MaskSource: TypeAlias = "Handle | str | os.PathLike[str] | bytes | Image.Image"
 
 
 class _Parameters(BaseModel):
@@ -161,7 +167,8 @@ class Graph:
         self._id = f"g{next(_graph_ids)}"
         self._dag = nx.DiGraph()
         self._sources: dict[str, SourceNode] = {}
-        self._edits: dict[str, EditNode] = {}
+        self._edits: dict[str, EditNode | OpNode] = {}
+        self._declared_images: dict[str, Image.Image] = {}  # sources and ops, for regions
         self._content_owner: dict[str, str] = {}
         self._folded: dict[str, str] = {}  # folded name -> node name, for _taken
         self.provider = provider
@@ -184,7 +191,9 @@ class Graph:
         self._check_parameters("<graph defaults>", self.defaults)
 
     def __repr__(self) -> str:
-        return f"<Graph {len(self._sources)} sources, {len(self._edits)} edits>"
+        operations = sum(isinstance(node, OpNode) for node in self._edits.values())
+        counts = f"{len(self._sources)} sources, {len(self._edits) - operations} edits"
+        return f"<Graph {counts}, {operations} ops>" if operations else f"<Graph {counts}>"
 
     def _repr_html_(self) -> str:
         """The graph drawn as SVG; edits already cached are marked once a store is open."""
@@ -214,8 +223,9 @@ class Graph:
         return self._sources
 
     @property
-    def edits(self) -> Mapping[str, EditNode]:
-        """The edits, by name, in the order they were declared (a topological order)."""
+    def edits(self) -> Mapping[str, EditNode | OpNode]:
+        """The edits and ops, by name, in the order they were declared (a topological
+        order)."""
         return self._edits
 
     # ------------------------------------------------------------------ declaring
@@ -247,7 +257,9 @@ class Graph:
     def edit(
         self, prompt: str | Mapping[str, Any] | StructuredPrompt, *,
         refs: Sequence[Handle | str] | None = None, name: str | None = None,
-        model: str | None = None, seed: int | None = None, **params: Any,
+        model: str | None = None, seed: int | None = None,
+        region: tuple[int, int, int, int] | None = None, mask: MaskSource | None = None,
+        feather: int = 16, margin: float = 0.25, **params: Any,
     ) -> Handle: ...
     @overload
     def edit(
@@ -269,6 +281,10 @@ class Graph:
         name: str | None = None,
         model: str | None = None,
         seed: int | list[int] | tuple[int, ...] | None = None,
+        region: tuple[int, int, int, int] | None = None,
+        mask: MaskSource | None = None,
+        feather: int = 16,
+        margin: float = 0.25,
         **params: Any,
     ) -> Handle | Sweep:
         """Add an edit: one FLUX.2 call whose references are earlier nodes.
@@ -276,14 +292,38 @@ class Graph:
         ``refs`` is the explicit reference list; without it the references are the
         handles and ``@name``s in the prompt, in order. A list of seeds
         (``seed=[1, 2, 3]``) or of prompts makes an :class:`Sweep` of variants.
+
+        ``region=(x0, y0, x1, y1)`` or ``mask=`` (a handle, path or PIL image the size of
+        image 1) edits only that part of image 1: the edit expands into ``NAME.crop``,
+        ``NAME.edit`` and ``NAME`` (see :meth:`_region_edit`), and every pixel farther
+        than ``feather`` px from the region keeps image 1's exact value.
         """
         if isinstance(prompt, list) or isinstance(seed, (list, tuple)):
+            if region is not None or mask is not None:
+                raise GraphError(
+                    f"node {name or 'sweep'!r}: region: a region edit cannot be a sweep; "
+                    "declare one region edit per variant"
+                )
             return self._sweep(prompt, seed, refs=refs, name=name, model=model, params=params)
         if seed is not None:
             params["seed"] = seed
+        if region is not None or mask is not None:
+            return self._region_edit(prompt, refs=refs, name=name, model=model, params=params,
+                                     region=region, mask=mask, feather=feather, margin=margin)
         name = self._new_name(name, "edit")
         spec = resolve_model(model or self.model, node=name)
         parameters = self._edit_parameters(name, spec, params)
+        rewritten = self._rewrite(prompt, refs, name, spec)
+        self._add_edit(EditNode(name=name, model=spec, prompt=rewritten.text,
+                                references=rewritten.references, parameters=parameters,
+                                input_sizes=self._input_sizes(rewritten.references)))
+        return Handle(self, name)
+
+    def _rewrite(
+        self, prompt: str | Mapping[str, Any] | StructuredPrompt,
+        refs: Sequence[Handle | str] | None, name: str, spec: ModelSpec,
+    ) -> RewrittenPrompt:
+        """The prompt rewritten for node ``name`` and checked against the model."""
         if isinstance(refs, (str, Handle)):
             raise GraphError(
                 f"node {name!r}: refs: expected a list of handles or node names, got "
@@ -306,29 +346,235 @@ class Graph:
                 f"node {name!r}: prompt: {len(rewritten.text):,} characters, over the "
                 f"{MAX_PROMPT_CHARS:,} editgraph sends; shorten it"
             )
-        node = EditNode(name=name, model=spec, prompt=rewritten.text,
-                        references=rewritten.references, parameters=parameters,
-                        input_sizes=self._input_sizes(rewritten.references))
-        self._edits[name] = node
-        self._dag.add_node(name, kind="edit")
+        return rewritten
+
+    def _add_edit(self, node: EditNode | OpNode) -> None:
+        """Put a checked edit or op into the graph, with an edge from each input."""
+        self._edits[node.name] = node
+        self._dag.add_node(node.name, kind="op" if isinstance(node, OpNode) else "edit")
         # Edges only run from nodes that already exist into the new one, so the graph
         # stays acyclic by construction (an edit naming itself is refused above).
-        for index, ref in enumerate(rewritten.references, 1):
-            self._dag.add_edge(ref, name, index=index)
+        for index, ref in enumerate(node.references, 1):
+            if not self._dag.has_edge(ref, node.name):  # an op may take one input twice
+                self._dag.add_edge(ref, node.name, index=index)
+
+    def op(self, function: Operation, *inputs: Handle | str, name: str | None = None,
+           **params: Any) -> Handle:
+        """Add a local operation: ``function`` (an ``@eg.operation``) applied to ``inputs``.
+
+        ``inputs`` are handles (or node names) of sources, edits or other ops, in the
+        order the function receives them; ``params`` are its keyword parameters, checked
+        now. It runs in a thread, costs nothing, and is cached like an edit (its key is
+        over the operation's name, version, parameters and inputs' content hashes).
+        """
+        if not isinstance(function, Operation):
+            label = getattr(function, "__name__", repr(function))
+            raise GraphError(
+                f"op: {label}: not an operation; decorate the function with "
+                '@eg.operation(version="1"), or use a built-in such as eg.ops.crop'
+            )
+        if name is None:  # the function's name: crop, crop_2, crop_3...
+            stem = function.function.__name__
+            name = stem
+            for number in itertools.count(2):
+                if self._taken(name) is None:
+                    break
+                name = f"{stem}_{number}"
+        name = self._new_name(name, "op")
+        references = tuple(self._input_name(ref, name) for ref in inputs)
+        function.check_inputs(len(references), node=name)
+        parameters = function.check_parameters(params, node=name)
+        self._add_edit(OpNode(name=name, operation=function, references=references,
+                              parameters=parameters))
         return Handle(self, name)
 
     def _input_sizes(self, references: Sequence[str]) -> tuple[tuple[int, int], ...]:
-        """The pixel size of each reference known now: sources and edits (for prices that
-        count input megapixels)."""
+        """The pixel size of each reference as far as it is known now, for prices that count
+        input megapixels: sources and edits exactly; an op by its ``width``/``height``
+        parameters, else by its first input (crop and composite keep or shrink it)."""
         sizes = []
         for ref in references:
-            if ref in self._edits:
-                parameters = self._edits[ref].parameters
-                sizes.append((int(parameters["width"]), int(parameters["height"])))
+            item = self._edits.get(ref)
+            if isinstance(item, EditNode):
+                sizes.append((int(item.parameters["width"]), int(item.parameters["height"])))
+            elif isinstance(item, OpNode):
+                width, height = item.parameters.get("width"), item.parameters.get("height")
+                if isinstance(width, int) and isinstance(height, int):
+                    sizes.append((width, height))
+                elif item.references:
+                    sizes.extend(self._input_sizes(item.references[:1]))
             elif ref in self._sources:
                 with Image.open(io.BytesIO(self._sources[ref].data)) as image:  # header only
                     sizes.append(image.size)
         return tuple(sizes)
+
+    def _input_name(self, ref: object, node: str) -> str:
+        if isinstance(ref, Sweep):
+            raise GraphError(
+                f"node {node!r}: inputs: a sweep is several images; pass *sweep for all "
+                "of them, or sweep.pick(i) for one"
+            )
+        if not isinstance(ref, (Handle, str)):
+            raise GraphError(
+                f"node {node!r}: inputs: expected handles or node names, got "
+                f"{type(ref).__name__}; add images with g.image() first"
+            )
+        return self._ref_name(ref, node)
+
+    def _region_edit(
+        self, prompt: str | Mapping[str, Any] | StructuredPrompt, *,
+        refs: Sequence[Handle | str] | None, name: str | None, model: str | None,
+        params: dict[str, Any], region: tuple[int, int, int, int] | None,
+        mask: MaskSource | None, feather: int, margin: float,
+    ) -> Handle:
+        """An edit of part of image 1, as three nodes.
+
+        ``NAME.crop`` cuts the region's box, grown by ``margin`` times its longer side
+        (and at least ``feather``), out of image 1 and scales it to a model-valid size
+        near one megapixel; ``NAME.edit`` edits that crop (it is image 1 of the edit; the
+        other references stay as they are); ``NAME`` composites the edit, scaled back,
+        onto image 1 through the mask feathered by ``feather`` px. A rectangular
+        ``region`` becomes a source mask named ``NAME.mask``, as does a mask given as a
+        path or image.
+        """
+        name = self._new_name(name, "edit")
+        crop_name, edit_name, mask_name = f"{name}.crop", f"{name}.edit", f"{name}.mask"
+        for part in (crop_name, edit_name):
+            self._new_name(part, "edit")
+        if region is not None and mask is not None:
+            raise GraphError(f"node {name!r}: region: give region= or mask=, not both")
+        if isinstance(feather, bool) or not isinstance(feather, int) or not (
+            0 <= feather <= MAX_FEATHER
+        ):
+            raise GraphError(
+                f"node {name!r}: feather: must be an int from 0 to {MAX_FEATHER} (pixels), "
+                f"got {feather!r}"
+            )
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (
+            0 <= margin <= 4
+        ):
+            raise GraphError(
+                f"node {name!r}: margin: must be a number from 0 to 4 (a fraction of the "
+                f"region's longer side), got {margin!r}"
+            )
+        for field in ("width", "height"):
+            if field in params:
+                raise GraphError(
+                    f"node {name!r}: {field}: a region edit is made at a size chosen from "
+                    "the region (near one megapixel); drop it"
+                )
+        spec = resolve_model(model or self.model, node=name)
+        rewritten = self._rewrite(prompt, refs, name, spec)
+        if not rewritten.references:
+            raise GraphError(
+                f"node {name!r}: region: a region edit changes part of image 1, but the "
+                "prompt names no image; mention the image to edit first"
+            )
+        base = rewritten.references[0]
+        base_size = self._size_now(base, name)
+        added_mask = None
+        if mask is not None and not isinstance(mask, Handle):
+            # A mask given as a path, bytes or an image is a source of its own.
+            added_mask = self.image(mask, name=mask_name)
+            mask = added_mask
+        try:
+            mask_image, mask_node = self._mask_now(name, mask, region, base_size)
+            area = mask_area(mask_image)
+            if area is None:
+                raise GraphError(
+                    f"node {name!r}: mask: no pixel of it is at least half white, so there "
+                    "is nothing to edit"
+                )
+            box = crop_box(base_size, area, margin=float(margin), feather=feather)
+            width, height = model_size(
+                box[2] - box[0], box[3] - box[1], min_size=spec.min_size,
+                max_size=spec.max_size, multiple=spec.size_multiple,
+            )
+            parameters = self._edit_parameters(name, spec, {**params, "width": width,
+                                                            "height": height})
+            crop_parameters = ops.crop.check_parameters(
+                {"box": box, "width": width, "height": height}, node=crop_name)
+            composite_parameters = ops.composite.check_parameters(
+                {"box": box, "feather": feather}, node=name)
+        except GraphError:
+            if added_mask is not None:  # a region edit is added whole or not at all
+                self._dag.remove_node(added_mask.name)
+                del self._sources[added_mask.name]
+                self._declared_images.pop(added_mask.name, None)
+            raise
+        if mask_node is None:
+            mask_node = self.image(ops.encode_png(mask_image), name=mask_name).name
+        self._add_edit(OpNode(name=crop_name, operation=ops.crop, references=(base,),
+                              parameters=crop_parameters))
+        self._add_edit(EditNode(name=edit_name, model=spec, prompt=rewritten.text,
+                                references=(crop_name, *rewritten.references[1:]),
+                                parameters=parameters,
+                                input_sizes=((parameters["width"], parameters["height"]),
+                                             *self._input_sizes(rewritten.references[1:]))))
+        self._add_edit(OpNode(name=name, operation=ops.composite,
+                              references=(base, edit_name, mask_node),
+                              parameters=composite_parameters))
+        return Handle(self, name)
+
+    def _mask_now(
+        self, node: str, mask: Handle | None, region: tuple[int, int, int, int] | None,
+        size: tuple[int, int],
+    ) -> tuple[Image.Image, str | None]:
+        """The mask of a region edit as an image of ``size``, and its node when it has one."""
+        if region is not None:
+            try:
+                box = ops.crop.check_parameters({"box": region}, node=node)["box"]
+            except GraphError as exc:
+                raise GraphError(str(exc).replace(": box:", ": region:", 1)) from None
+            if box[2] > size[0] or box[3] > size[1]:
+                raise GraphError(
+                    f"node {node!r}: region: {tuple(box)} reaches outside image 1, which is "
+                    f"{size[0]}x{size[1]}"
+                )
+            image = Image.new("L", size, 0)
+            image.paste(255, tuple(box))
+            return image, None
+        assert mask is not None
+        mask_node = self._ref_name(mask, node)
+        image = self._image_now(mask_node, node, "mask")
+        if image.size != size:
+            raise GraphError(
+                f"node {node!r}: mask: it is {image.width}x{image.height}, but image 1 is "
+                f"{size[0]}x{size[1]}; a mask must have image 1's size"
+            )
+        return image.convert("L"), mask_node
+
+    def _size_now(self, name: str, node: str) -> tuple[int, int]:
+        """The pixel size of node ``name``'s image, known before the run."""
+        item = self._edits.get(name)
+        if isinstance(item, EditNode):
+            return item.parameters["width"], item.parameters["height"]
+        if isinstance(item, OpNode) and item.operation is ops.composite:
+            return self._size_now(item.references[0], node)  # a composite keeps its base's size
+        return self._image_now(name, node, "region").size
+
+    def _image_now(self, name: str, node: str, field: str) -> Image.Image:
+        """Node ``name``'s image, computed now: a source, or an op over sources."""
+        known = self._declared_images.get(name)
+        if known is not None:
+            return known
+        source = self._sources.get(name)
+        item = self._edits.get(name)
+        image: Image.Image
+        if source is not None:
+            with Image.open(io.BytesIO(source.data)) as decoded:
+                decoded.load()
+                image = decoded
+        elif isinstance(item, OpNode):
+            inputs = [self._image_now(ref, node, field) for ref in item.references]
+            image = item.operation.apply(inputs, item.parameters)
+        else:
+            raise GraphError(
+                f"node {node!r}: {field}: {name!r} is made by a model, so its pixels are not "
+                "known before the run; use a source, or an op over sources"
+            )
+        self._declared_images[name] = image
+        return image
 
     def _sweep(
         self, prompt: Any, seeds: Any, *, refs: Sequence[Handle | str] | None,

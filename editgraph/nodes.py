@@ -1,4 +1,4 @@
-"""The node types of a graph: a source image and an edit, as the engine sees them.
+"""The node types of a graph: a source image, an edit and an op, as the engine sees them.
 
 Shared by graph, keys, plan, execute, display and replay, so none of them needs the
 scheduler to name a node. Each kind is a frozen value; the graph builds them once, when
@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .models import ModelSpec
-from .requests import Reference
+from .requests import Reference, describe_operation
 
-__all__ = ["EditNode", "SourceNode"]
+if TYPE_CHECKING:
+    from .ops import Operation
+
+__all__ = ["EditNode", "OpNode", "SourceNode"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +61,35 @@ class EditNode:
     def estimated_cost(self) -> float:
         """Estimated USD for one generation of this edit at Together's prices."""
         return self.estimate_cost()
+
+
+@dataclass(frozen=True, slots=True)
+class OpNode:
+    """One local operation: a pure function of its inputs, run in a thread, free.
+
+    ``references`` are its inputs' node names in order (as an edit's references are);
+    ``parameters`` are checked and in canonical JSON form.
+    """
+
+    name: str
+    operation: Operation
+    references: tuple[str, ...]
+    parameters: Mapping[str, Any]
+
+    @property
+    def estimated_cost(self) -> float:
+        """Operations cost nothing."""
+        return 0.0
+
+    def estimate_cost(self, provider: str = "together") -> float:
+        """Operations cost nothing, whichever provider runs the edits around them."""
+        return 0.0
+
+    @property
+    def description(self) -> str:
+        """The operation as a call, e.g. ``crop(box=[0, 0, 64, 64])``."""
+        return describe_operation(self.operation.name, dict(self.parameters))
+
+    def key(self, input_hashes: list[str]) -> str:
+        """The content-hash key of this op given its inputs' hashes."""
+        return self.operation.key(self.parameters, input_hashes)

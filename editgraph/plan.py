@@ -1,16 +1,20 @@
-"""Planning without spending: which edits are cached, which will run, why, and the cost."""
+"""Planning without spending: which edits are cached, which will run, why, and the cost.
+
+Op nodes (local operations) are planned like edits: cached or to run, and why; they
+cost nothing.
+"""
 
 from __future__ import annotations
 
 import difflib
 import html
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from .keys import build_request
-from .nodes import EditNode, SourceNode
+from .nodes import EditNode, OpNode, SourceNode
 from .records import EditRecord
 from .requests import Reference
 from .store import Store
@@ -25,6 +29,7 @@ class PlanStep(BaseModel):
 
     name: str
     cached: bool
+    kind: Literal["edit", "op"] = "edit"
     prompt: str
     references: list[str]
     estimated_cost: float
@@ -68,6 +73,8 @@ class Plan(BaseModel):
         lines = []
         for step in self.steps:
             state = "cached $0" if step.cached else f"run ${step.estimated_cost:.4f}"
+            if step.kind == "op":
+                state = "op, cached" if step.cached else "op, run $0"
             lines.append(f"{step.name:<20} {state:<14} {step.prompt}")
             if step.references:
                 lines.append(f"{'':<20} refs: {', '.join(step.references)}")
@@ -83,7 +90,7 @@ class Plan(BaseModel):
         rows = "".join(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
                 html.escape(step.name),
-                "cached" if step.cached else "to run",
+                ("op, " if step.kind == "op" else "") + ("cached" if step.cached else "to run"),
                 html.escape(step.prompt),
                 html.escape(", ".join(step.references)),
                 html.escape(step.reason or ""),
@@ -98,7 +105,7 @@ class Plan(BaseModel):
 
 
 def make_plan(
-    edits: Sequence[EditNode],
+    edits: Sequence[EditNode | OpNode],
     sources: Mapping[str, SourceNode],
     *,
     provider: str,
@@ -112,6 +119,9 @@ def make_plan(
     steps = []
     first_with_key: dict[str, str] = {}  # identical requests in one run generate once
     for node in edits:
+        if isinstance(node, OpNode):
+            steps.append(_plan_op(node, outputs, store))
+            continue
         labels = [f"image {i} = {name}" for i, name in enumerate(node.references, 1)]
         waiting = [name for name in node.references if name not in outputs]
         history = store.get_history(node.name)
@@ -148,6 +158,53 @@ def make_plan(
                                   references=labels, estimated_cost=node.estimate_cost(provider),
                                   reason=reason, key=key))
     return Plan(provider=provider, steps=steps)
+
+
+def _plan_op(node: OpNode, outputs: dict[str, Reference], store: Store) -> PlanStep:
+    """The plan of one op: cached when its key is in the store (once its inputs are)."""
+    labels = [f"input {i} = {name}" for i, name in enumerate(node.references, 1)]
+    history = store.get_history(node.name)
+    waiting = [name for name in node.references if name not in outputs]
+    step = PlanStep(name=node.name, cached=False, kind="op", prompt=node.description,
+                    references=labels, estimated_cost=0.0)
+    if waiting:
+        return step.model_copy(update={"reason": _why_op(node, history, None, waiting)})
+    hashes = [outputs[name].hash for name in node.references]
+    key = node.key(hashes)
+    record = store.get_record(key)
+    if record is not None:
+        outputs[node.name] = Reference(hash=record.output_hash, media_type=record.media_type,
+                                       source=node.name)
+        return step.model_copy(update={"cached": True, "made_at": record.created_at,
+                                       "key": key})
+    reason = _why_op(node, history, hashes, [])
+    if history is not None and history.key == key:
+        reason = "not in the cache any more (cleared or pruned)"
+    return step.model_copy(update={"reason": reason, "key": key})
+
+
+def _why_op(
+    node: OpNode, history: EditRecord | None, hashes: Sequence[str] | None,
+    waiting: Sequence[str],
+) -> str:
+    """What changed since op ``node`` last ran, in a few words."""
+    if history is None:
+        return "new: it has never run"
+    changes: list[str] = []
+    now = f"{node.operation.name} version {node.operation.version}"
+    before = f"{history.model} version {history.version}"
+    if before != now:
+        changes.append(f"operation {before} -> {now}")
+    changes += _parameter_changes(history.parameters, node.parameters)
+    if len(history.references) != len(node.references):
+        changes.append(f"{len(history.references)} -> {len(node.references)} inputs")
+    else:
+        for index, name in enumerate(node.references):
+            if name in waiting:
+                changes.append(f"input {index + 1} ({name}) is made again first")
+            elif hashes is not None and hashes[index] != history.references[index].hash:
+                changes.append(f"input {index + 1} ({name}) changed")
+    return "; ".join(changes) or "not in the cache"
 
 
 def _why(

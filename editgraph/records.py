@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._version import __version__
-from .requests import EditRequest, Reference
+from .requests import EditRequest, OpRequest, Reference
 
 __all__ = [
     "HOSTING_FIELDS",
@@ -48,6 +48,10 @@ class EditRecord(BaseModel):
     ``output_hash`` is the sha256 of the image as generated. ``elapsed`` and ``cost``
     are what generating it took (estimated USD); ``unknown_outcomes`` counts tries that
     may have been billed too. ``editgraph_version`` is the version that made it.
+
+    An op node's record (``kind="op"``) has the operation's qualified name as ``model``,
+    the call (``crop(box=[...])``) as ``prompt``, its ``version``, seed 0, its
+    parameters, and ``local`` as its provider.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -55,6 +59,8 @@ class EditRecord(BaseModel):
     schema_version: Literal[2] = 2
     editgraph_version: str = __version__
     node: str
+    kind: Literal["edit", "op"] = "edit"
+    version: str | None = None
     provider: str
     key: str
     model: str
@@ -94,9 +100,16 @@ class EditRecord(BaseModel):
             return cls.model_validate(migrate_record(data))
 
     @classmethod
-    def of(cls, request: EditRequest, **facts: Any) -> EditRecord:
+    def of(cls, request: EditRequest | OpRequest, **facts: Any) -> EditRecord:
         """The record of ``request`` (its model, prompt, seed, parameters and inputs)
         with the other ``facts`` (key, provider, output_hash...)."""
+        if isinstance(request, OpRequest):
+            return cls(
+                node=request.node, kind="op", version=request.version,
+                model=request.operation, prompt=request.prompt, seed=0,
+                parameters=dict(request.parameters),
+                references=_bare_references(request.references), **facts,
+            )
         return cls(
             node=request.node,
             model=request.model,

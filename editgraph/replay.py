@@ -9,6 +9,7 @@ recorded hash.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ from .errors import GraphError, RunError
 from .execute import execute, run_sync
 from .graph import check_recorded_edit
 from .models import resolve_model
-from .nodes import EditNode, SourceNode
+from .nodes import EditNode, OpNode, SourceNode
+from .ops import Operation
 from .plan import make_plan
 from .provenance import read_provenance
 from .providers import registry as providers
@@ -118,12 +120,12 @@ class _Input:
 
 def _from_manifest(
     manifest: Manifest,
-) -> tuple[list[EditRecord], list[EditNode], dict[str, _Input]]:
+) -> tuple[list[EditRecord], list[EditNode | OpNode], dict[str, _Input]]:
     inputs = saved_inputs(manifest)
     names = source_names(manifest)
     sources: dict[str, _Input] = {}
     dag = nx.DiGraph()
-    nodes: dict[str, EditNode] = {}
+    nodes: dict[str, EditNode | OpNode] = {}
     recorded = []
     for entry in manifest.edits:
         edit = entry.record
@@ -143,7 +145,9 @@ def _from_manifest(
     return recorded, [nodes[name] for name in order], sources
 
 
-def _from_image(record: EditRecord) -> tuple[list[EditRecord], list[EditNode], dict[str, _Input]]:
+def _from_image(
+    record: EditRecord,
+) -> tuple[list[EditRecord], list[EditNode | OpNode], dict[str, _Input]]:
     # Only this edit runs: each input, an earlier edit's output included, is a source.
     sources: dict[str, _Input] = {}
     references = []
@@ -155,7 +159,7 @@ def _from_image(record: EditRecord) -> tuple[list[EditRecord], list[EditNode], d
 
 
 def _sources(
-    inputs: dict[str, _Input], edits: Sequence[EditNode], provider: str, folder: Path,
+    inputs: dict[str, _Input], edits: Sequence[EditNode | OpNode], provider: str, folder: Path,
     store: Store,
 ) -> dict[str, SourceNode]:
     """The replay's sources with their bytes; only the inputs of edits that are not in
@@ -186,7 +190,11 @@ def _source_node(name: str, reference: Reference, data: bytes) -> SourceNode:
                       source=reference.source, data=data, url=url)
 
 
-def _edit_node(edit: EditRecord, references: Sequence[str]) -> EditNode:
+def _edit_node(edit: EditRecord, references: Sequence[str]) -> EditNode | OpNode:
+    if edit.kind == "op":
+        operation = _operation(edit)
+        return OpNode(name=edit.node, operation=operation, references=tuple(references),
+                      parameters=operation.check_parameters(edit.parameters, node=edit.node))
     # A record may come from elsewhere: nothing is sent that g.edit would refuse.
     check_recorded_edit(edit.node, edit.model, {**edit.parameters, "seed": edit.seed})
     return EditNode(
@@ -196,6 +204,30 @@ def _edit_node(edit: EditRecord, references: Sequence[str]) -> EditNode:
         references=tuple(references),
         parameters={**edit.parameters, "seed": edit.seed},
     )
+
+
+def _operation(edit: EditRecord) -> Operation:
+    """The operation an op was recorded with, found by its qualified name.
+
+    Only among modules already loaded (editgraph's built-ins, a recipe this process
+    loaded): a record may come from elsewhere, and importing a module it names would run
+    that module's code.
+    """
+    module_name, _, attribute = edit.model.rpartition(".")
+    found: object = sys.modules.get(module_name)
+    for part in attribute.split("."):
+        found = getattr(found, part, None)
+    if not isinstance(found, Operation):
+        raise GraphError(
+            f"op {edit.node!r}: operation {edit.model!r} is not loaded here (only editgraph's "
+            "built-ins and the recipes this process loaded are); run the recipe again"
+        )
+    if found.version != edit.version:
+        raise GraphError(
+            f"op {edit.node!r}: {edit.model} is version {found.version} here, but the run "
+            f"used version {edit.version}; its output may differ, so it is not replayed"
+        )
+    return found
 
 
 def _recorded_provider(name: str) -> Provider:

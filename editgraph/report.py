@@ -143,7 +143,7 @@ def render_report(manifest: Manifest, lookup: ImageLookup, *, title: str) -> str
             "made": _when(record.created_at),
         })
     nodes += [
-        DrawnNode(entry.record.node, "edit", entry.record.prompt, cached=entry.cached,
+        DrawnNode(entry.record.node, entry.record.kind, entry.record.prompt, cached=entry.cached,
                   href=f"#{anchors[entry.record.node]}")
         for entry in manifest.edits
     ]

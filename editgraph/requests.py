@@ -1,14 +1,27 @@
-"""The records that cross the provider boundary: EditRequest, Reference, GeneratedImage."""
+"""The records that cross the provider boundary: EditRequest, Reference, GeneratedImage.
+
+OpRequest is an op node's counterpart of EditRequest: what a local operation was applied
+to, recorded the same way (it never reaches a provider).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+import json
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-__all__ = ["SCHEMA_VERSION", "EditRequest", "GeneratedImage", "Reference", "media_type_of"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "EditRequest",
+    "GeneratedImage",
+    "OpRequest",
+    "Reference",
+    "describe_operation",
+    "media_type_of",
+]
 
 OutputFormat = Literal["jpeg", "png"]
 
@@ -65,6 +78,48 @@ class EditRequest(BaseModel):
     guidance: float | None = None
     prompt_upsampling: bool = False
     output_format: OutputFormat = "jpeg"
+
+
+class OpRequest(BaseModel):
+    """What one local operation was applied to: its function, version, parameters, inputs.
+
+    ``model`` and ``prompt`` describe the operation the way an edit's do (its qualified
+    name, and a call such as ``crop(box=[0, 0, 64, 64])``), so views that list edits
+    list ops too. ``seed`` is always 0: an operation is deterministic.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    node: str
+    operation: str
+    version: str
+    parameters: dict[str, Any]
+    references: tuple[Reference, ...] = ()
+    output_format: Literal["png"] = "png"
+
+    @property
+    def model(self) -> str:
+        """The operation's qualified name (``editgraph.ops.crop``)."""
+        return self.operation
+
+    @property
+    def prompt(self) -> str:
+        """The operation as a call: ``crop(box=[0, 0, 64, 64])``."""
+        return describe_operation(self.operation, self.parameters)
+
+    @property
+    def seed(self) -> int:
+        """Always 0: an operation is deterministic."""
+        return 0
+
+
+def describe_operation(operation: str, parameters: dict[str, Any]) -> str:
+    """An operation and its parameters as a short call: ``crop(box=[0, 0, 64, 64])``."""
+    arguments = ", ".join(
+        f"{name}={json.dumps(value, ensure_ascii=False)}"
+        for name, value in parameters.items() if value is not None
+    )
+    return f"{operation.rpartition('.')[2]}({arguments})"
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,15 @@ from pydantic import (
 from ._version import __version__
 from .records import HOSTING_FIELDS, RECORD_VERSION, EditRecord, Timestamp, migrate_record
 from .redact import redact
-from .requests import EditRequest
+from .requests import EditRequest, OpRequest
 
 __all__ = ["Manifest", "ManifestEntry", "NodeResult", "Run"]
 
 
 class NodeResult:
-    """The outcome of one edit: its image, the exact request, and how it was obtained.
+    """The outcome of one edit or op: its image, the exact request, and how it was obtained.
+
+    An op's ``request`` is an :class:`~editgraph.requests.OpRequest`.
 
     ``record`` is the edit's :class:`~editgraph.records.EditRecord` (as the cache and the
     manifest keep it); ``elapsed``, ``cost`` and ``unknown_outcomes`` are this run's (0
@@ -68,7 +70,7 @@ class NodeResult:
         self,
         record: EditRecord,
         *,
-        request: EditRequest,
+        request: EditRequest | OpRequest,
         cached: bool,
         load: Callable[[str], bytes],
     ) -> None:
@@ -156,8 +158,8 @@ class NodeResult:
 
 
 class ManifestEntry(BaseModel):
-    """One edit of a saved run: its record, the file it was saved as, and whether this
-    run took it from the cache.
+    """One edit or op of a saved run: its record, the file it was saved as, and whether
+    this run took it from the cache (an op's record has ``kind="op"``).
 
     In ``manifest.json`` an entry is one flat object: the record's fields, ``file``,
     ``cached`` and ``estimated_cost`` (what this run spent on it: 0 when cached); in
@@ -232,9 +234,10 @@ class Manifest(BaseModel):
 
 
 class Run(Mapping[str, NodeResult]):
-    """The results of a run: a mapping from edit name to NodeResult in topological order.
+    """The results of a run: a mapping from node name to NodeResult in topological order.
 
-    Only edits appear in it, not sources. Failed edits are absent; ``failures`` maps
+    Edits and ops appear in it (a region edit's ``NAME.crop``, ``NAME.edit`` and
+    ``NAME`` included), not sources. Failed edits are absent; ``failures`` maps
     them to their errors.
     """
 

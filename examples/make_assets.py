@@ -448,6 +448,41 @@ def draw_logo() -> Image.Image:
     return sketch.finish()
 
 
+#: Where the jar's label sits in jar.png (left, top, right, bottom): the region edit
+#: recipe's mask covers exactly this.
+JAR_LABEL = (104, 236, 280, 380)
+
+
+def draw_jar() -> Image.Image:
+    """A honey jar with a cream paper label reading "PEAK / WILDFLOWER HONEY"."""
+    honey, glass = hex_colour("#E0A526"), hex_colour("#F3E2B8")
+    lid, lid_dark = hex_colour("#3C3C44"), hex_colour("#26262C")
+    cream, navy = hex_colour("#F6EEDC"), hex_colour("#2E4057")
+    sketch = Sketch(384, 512)
+    sketch.ellipse((60, 452, 324, 484), SHADOW, outline=None)
+    sketch.rect((72, 128, 312, 468), glass, radius=36, width=2.5)
+    sketch.rect((80, 176, 304, 460), honey, outline=None, radius=30)
+    sketch.line([(96, 150), (96, 440)], WHITE, 6)
+    sketch.rect((108, 60, 276, 132), lid, radius=10, width=2.5)
+    for x in range(124, 270, 16):
+        sketch.line([(x, 68), (x, 124)], lid_dark, 3)
+    left, top, right, bottom = JAR_LABEL
+    sketch.rect((left, top, right, bottom), cream, radius=8, width=2)
+    sketch.rect((left + 10, top + 10, right - 10, bottom - 10), None, outline=navy,
+                width=1.5, radius=4)
+    sketch.text(((left + right) / 2, top + 30), "PEAK", 40, navy, anchor="ma")
+    sketch.text(((left + right) / 2, top + 84), "WILDFLOWER", 17, navy, anchor="ma")
+    sketch.text(((left + right) / 2, top + 106), "HONEY", 17, navy, anchor="ma")
+    return sketch.finish()
+
+
+def draw_jar_label_mask() -> Image.Image:
+    """The mask of jar.png's label: white on the label, black elsewhere (greyscale)."""
+    mask = Image.new("L", (384, 512), 0)
+    ImageDraw.Draw(mask).rounded_rectangle(JAR_LABEL, radius=8, fill=255)
+    return mask
+
+
 def drawings() -> dict[str, Callable[[], Image.Image]]:
     """Every asset this script makes, by file name."""
     made: dict[str, Callable[[], Image.Image]] = {
@@ -460,6 +495,8 @@ def drawings() -> dict[str, Callable[[], Image.Image]]:
         "character.png": draw_character,
         "room.png": draw_room,
         "logo.png": draw_logo,
+        "jar.png": draw_jar,
+        "jar_label_mask.png": draw_jar_label_mask,
     }
     for name, code in SWATCHES.items():
         made[f"swatch_{name}.png"] = functools.partial(draw_swatch, code)

@@ -1,9 +1,10 @@
 """A die-cut sticker sheet from a seed sweep: pick one variant, refine it, mock it up.
 
-Makes ``variants`` + 2 images: ``sheet[0]`` … (the same sticker-sheet prompt with one
-seed each, an eg.Sweep), ``refined`` (the variant chosen with ``pick``, cleaned up
-with white die-cut borders and a soft shadow) and ``laptop`` (the refined stickers
-stuck on a laptop lid).
+Makes ``variants`` + 3 images: ``sheet[0]`` … (the same sticker-sheet prompt with one
+seed each, an eg.Sweep), ``contact_sheet`` (every variant side by side, laid out by
+``eg.ops.grid`` without a model call, to choose from), ``refined`` (the variant chosen
+with ``pick``, cleaned up with white die-cut borders and a soft shadow) and ``laptop``
+(the refined stickers stuck on a laptop lid).
 """
 
 import editgraph as eg
@@ -25,6 +26,7 @@ def recipe(
         name="sheet",
         seed=[first_seed + index for index in range(variants)],
     )
+    g.op(eg.ops.grid, *sheet, columns=2, gap=16, name="contact_sheet")
     refined = g.edit(
         f"Refine the stickers in {sheet.pick(pick)}: a thick white die-cut border around "
         "each one, a soft drop shadow, crisp outlines, even spacing on a 3 by 2 grid",

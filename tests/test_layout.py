@@ -20,7 +20,7 @@ CHAIN: tuple[frozenset[str], ...] = (
     frozenset({"batch"}),
     frozenset({"recipe"}),
     frozenset({"graph"}),
-    frozenset({"prompts", "keys", "plan", "sources"}),
+    frozenset({"prompts", "keys", "plan", "sources", "ops", "regions"}),
     frozenset({"execute", "progress"}),
     frozenset({"providers", "hosts"}),
     frozenset({"store", "stores"}),

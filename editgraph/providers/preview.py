@@ -65,6 +65,10 @@ class Preview:
     colour the prompt names, and the model, seed and size. Its background tint follows
     the seed. The same request always gives the same bytes, so it is a free, offline
     stand-in for checking a graph's wiring, its prompts and its cache behaviour.
+
+    The edit of a region edit (``NAME.edit``, whose image 1 is ``NAME.crop``) shows the
+    crop it was given, tinted with the prompt's first hex colour (else the seed's hue)
+    and labelled, so the composite shows exactly which pixels the edit replaced.
     """
 
     name = "preview"
@@ -111,6 +115,8 @@ class _Fonts:
 
 def _render_preview(request: EditRequest) -> bytes:
     """Draw the preview image of ``request`` and encode it in its output format."""
+    if _is_region_edit(request):
+        return _render_region_preview(request)
     width, height = request.width, request.height
     # One "unit" is a pixel at 1024x768; a narrow side of the canvas limits it.
     unit = max(0.3, min(math.sqrt(width * height) / 887, min(width, height) / 320))
@@ -147,6 +153,37 @@ def _render_preview(request: EditRequest) -> bytes:
         bottom = band.y - pad
     prompt_box = _Box(pad, top, width - 2 * pad, bottom - top)
     _draw_prompt(draw, _readable_prompt(request.prompt), prompt_box, fonts, unit)
+    return _encode(canvas, request.output_format)
+
+
+def _is_region_edit(request: EditRequest) -> bool:
+    """True for the edit of a region edit: ``NAME.edit`` whose image 1 is ``NAME.crop``."""
+    base, dot, last = request.node.rpartition(".")
+    return (
+        bool(dot) and last == "edit" and bool(request.references)
+        and request.references[0].source == f"{base}.crop"
+        and request.references[0].data is not None
+    )
+
+
+def _render_region_preview(request: EditRequest) -> bytes:
+    """The crop a region edit was given, tinted and labelled, at the requested size."""
+    crop = request.references[0]
+    assert crop.data is not None
+    width, height = request.width, request.height
+    shown = _thumbnail(crop.data, width, height, request.node, "reference image 1 (the crop)")
+    if shown.size != (width, height):
+        shown = shown.resize((width, height), Image.Resampling.BICUBIC)
+    colours = _hex_colours(request.prompt)
+    tint = colours[0][1] if colours else _seed_colours(request.seed)[1]
+    canvas = Image.blend(shown, Image.new("RGB", (width, height), tint), 0.45)
+    draw = ImageDraw.Draw(canvas)
+    font = _Fonts()(max(10, round(min(width, height) / 28)))
+    band = _line_height(font) + 8
+    draw.rectangle((0, 0, width, band), fill=tint)
+    luminance = 0.299 * tint[0] + 0.587 * tint[1] + 0.114 * tint[2]
+    draw.text((8, 4), _fit_line(_drawable(_LABEL + " (region edit)"), font, width - 16),
+              font=font, fill=_INK if luminance > 140 else _PAPER)
     return _encode(canvas, request.output_format)
 
 
