@@ -14,7 +14,7 @@ import editgraph as eg
 from editgraph.cli import main
 from editgraph.testing import FakeTogether
 from editgraph.testing.s3 import MotoS3
-from tests.edit_providers import png_bytes
+from edit_providers import png_bytes
 
 pytest.importorskip("obstore")
 pytest.importorskip("moto")

@@ -23,7 +23,7 @@ from editgraph.stores import open_store
 from editgraph.stores.s3 import S3Store, parse_s3_url
 from editgraph.testing import FakeTogether
 from editgraph.testing.s3 import MotoS3
-from tests.edit_providers import png_bytes
+from edit_providers import png_bytes
 
 pytest.importorskip("obstore")
 pytest.importorskip("moto")
