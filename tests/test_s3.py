@@ -274,7 +274,7 @@ def test_two_processes_sharing_a_bucket_pay_once_per_edit(s3: MotoS3, tmp_path: 
     script = textwrap.dedent("""
         import sys
         import editgraph as eg
-        from tests.edit_providers import png_bytes
+        from edit_providers import png_bytes
 
         graph = eg.Graph(cache_dir=sys.argv[2], width=256, height=256)
         car = graph.image(png_bytes((200, 30, 30)), name="car")
