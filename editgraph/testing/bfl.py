@@ -36,7 +36,7 @@ _DELIVERY_PREFIX: Final = "/delivery/"
 
 @dataclass(frozen=True)
 class _Endpoint:
-    """One model's submit endpoint, as the service describes it (FLUX_API.md 3)."""
+    """One model's submit endpoint, as BFL's API reference describes it."""
 
     max_references: int
     first_mp_cents: float
@@ -175,7 +175,7 @@ def _megapixels(width: int, height: int) -> int:
 
 
 class FakeBFL:
-    """A real HTTP server on 127.0.0.1 that answers like BFL's FLUX.2 API (FLUX_API.md 3).
+    """A real HTTP server on 127.0.0.1 that answers like BFL's FLUX.2 API (https://docs.bfl.ai).
 
     It runs aiohttp on an ephemeral port in a background thread. It serves:
 
@@ -464,7 +464,7 @@ class FakeBFL:
                                   "output_mp": output_mp}
         if body.get("webhook_url"):
             # The service calls the webhook instead of being polled; the fake never calls
-            # out, but answers in that shape (FLUX_API.md 3.6).
+            # out, but answers in that shape (BFL's published OpenAPI schema).
             answer.update(status="Pending", webhook_url=body["webhook_url"])
         else:
             answer["polling_url"] = f"{self.regional_url}{_RESULT_PATH}?id={task.id}"
