@@ -65,10 +65,12 @@ class _StoreJournal:
         entry = self._engine.store.get_journal(self._key)
         if entry is None or entry.provider != self._engine.provider.name:
             return None
+        self._engine.journaled.add(self._key)
         self._engine.resumed.add(self._request.node)
         return entry.submission
 
     def record(self, submission: Submission) -> None:
+        self._engine.journaled.add(self._key)
         self._engine.store.put_journal(JournalEntry(
             key=self._key, provider=self._engine.provider.name, submission=submission,
             request=self._request.model_dump(mode="json"),
@@ -147,6 +149,7 @@ class _Engine:
     held: set[str] = field(default_factory=set)
     journaled_only: bool = False
     resumed: set[str] = field(default_factory=set)
+    journaled: set[str] = field(default_factory=set)  # keys with a journal entry to clear
     billed_not_delivered: list[Submission] = field(default_factory=list)
     committed: float = 0.0
     saved: float = 0.0
@@ -375,7 +378,9 @@ class _Engine:
         """Store an image and its record, then let go of the key's lease."""
         self.store.put_blob(record.output_hash, data)
         self.store.put_record(record)
-        self.store.delete_journal(record.key)
+        if record.key in self.journaled:  # delivered: nothing left to resume
+            self.store.delete_journal(record.key)
+            self.journaled.discard(record.key)
         self.store.release_lease(record.key)
         self.held.discard(record.key)
 
