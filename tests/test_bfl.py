@@ -607,3 +607,28 @@ def test_kill_9_while_polling_then_rerun_pays_each_edit_once(tmp_path: Path) -> 
     manifest = eg.Manifest.model_validate_json((tmp_path / "out" / "manifest.json").read_text())
     assert manifest.estimated_cost == pytest.approx(sum(entry["cost"] for entry in billed) / 100)
     assert manifest.billed_not_delivered == []
+
+
+def test_a_batch_on_bfl_marks_moderated_items(fake: FakeBFL, tmp_path: Path) -> None:
+    """In a batch, both of BFL's moderation statuses make the item 'moderated', not 'failed',
+    and nothing is retried behind the user's back."""
+    recipe = tmp_path / "items.py"
+    recipe.write_text(
+        "from pathlib import Path\n"
+        "import editgraph as eg\n\n"
+        "def recipe(photo: Path, colour: str = 'blue') -> eg.Graph:\n"
+        "    g = eg.Graph(model='flux.2-pro', width=256, height=256)\n"
+        "    product = g.image(photo, name='product')\n"
+        "    g.edit(f'Paint {product} {colour}', name='painted')\n"
+        "    return g\n"
+    )
+    photo = tmp_path / "p.png"
+    photo.write_bytes(png_bytes())
+    rows = [{"photo": photo, "colour": "blue", "id": "fine"},
+            {"photo": photo, "colour": "red [moderate-output]", "id": "output"},
+            {"photo": photo, "colour": "green [moderate-request]", "id": "request"}]
+    result = eg.batch(recipe, rows, out=tmp_path / "out", provider=provider_for(fake),
+                      cache=tmp_path / "cache")
+    assert {item.id: item.status for item in result} == {
+        "fine": "done", "output": "moderated", "request": "moderated"}
+    assert len(fake.billed) == 3
