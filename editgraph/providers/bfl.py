@@ -44,6 +44,7 @@ from pydantic import SecretStr
 from .._version import USER_AGENT
 from ..errors import ConfigurationError, GraphError, ModerationError, ProviderError
 from ..models import CATALOGUE, ModelSpec, resolve_model
+from ..redact import check_api_key, redact, register_secret
 from ..requests import EditRequest, GeneratedImage, Submission, media_type_of, pixel_size
 from ._http import (
     CallState,
@@ -80,23 +81,17 @@ _CONTENT_MODERATED = "Content Moderated"
 
 
 def _key_from(value: str | SecretStr | None, source: str) -> SecretStr:
-    """The API key, stripped and checked: printable ASCII only, never shown."""
+    """The API key, stripped and checked (printable ASCII only) and registered with the
+    redactor, so no message, log line or report can show it."""
     if value is None:
         raise ConfigurationError(
             "BFL needs an API key: set BFL_API_KEY or pass api_key=...; "
             "or use eg.providers.Preview() to run offline"
         )
     text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-    text = text.strip()
-    if not text:
-        raise ConfigurationError(f"BFL: {source} is empty; set it to your BFL API key")
-    for position, char in enumerate(text, start=1):
-        if not 0x21 <= ord(char) <= 0x7E:
-            raise ConfigurationError(
-                f"BFL: {source} has a character that is not printable ASCII at position "
-                f"{position}; copy the key again"
-            )
-    return SecretStr(text)
+    key = check_api_key(text, source)
+    register_secret(key)
+    return SecretStr(key)
 
 
 def _varied_seed(seed: int, attempt: int) -> int:
@@ -768,9 +763,7 @@ class BFL:
         return payload
 
     def _redact(self, text: str) -> str:
-        secret = self._api_key.get_secret_value()
-        text = text.replace(self.base_url, self._shown_base_url)
-        return text.replace(secret, "**********") if len(secret) >= 8 else text
+        return redact(text.replace(self.base_url, self._shown_base_url))
 
     def _error(
         self, request: EditRequest, message: str, status: int | None,
