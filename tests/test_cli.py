@@ -799,8 +799,8 @@ def test_bfl_key_alone_makes_bfl_the_default(tmp_path: Path, monkeypatch: pytest
     from editgraph.testing import FakeBFL
 
     recipe = write_recipe(tmp_path, TINY)
-    with FakeBFL(api_key="bfl-cli-key") as fake:
-        monkeypatch.setenv("BFL_API_KEY", "bfl-cli-key")
+    with FakeBFL(api_key="bfl_Q7x2Kd9Zt4") as fake:
+        monkeypatch.setenv("BFL_API_KEY", "bfl_Q7x2Kd9Zt4")
         monkeypatch.setenv("BFL_BASE_URL", fake.base_url)
         result = invoke("run", str(recipe), "--out", "out")
         billed = fake.billed

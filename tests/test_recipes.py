@@ -114,8 +114,8 @@ def test_recipe_runs_unchanged_on_bfl(
     and the manifest's costs are what the fake charged."""
     from editgraph.testing import FakeBFL
 
-    with FakeBFL(api_key="bfl-recipes") as fake:
-        monkeypatch.setenv("BFL_API_KEY", "bfl-recipes")
+    with FakeBFL(api_key="bfl_R8w3Jm5Yp1") as fake:
+        monkeypatch.setenv("BFL_API_KEY", "bfl_R8w3Jm5Yp1")
         monkeypatch.setenv("BFL_BASE_URL", fake.base_url)
         result = invoke("run", str(recipe), "--provider", "bfl", "--out", "out")
         billed = fake.billed

@@ -309,9 +309,9 @@ def test_the_bfl_journal_lives_in_the_bucket(s3: MotoS3, tmp_path: Path) -> None
             return self.now
 
     clock = Clock()
-    with FakeBFL(api_key="bfl-s3-key", latency=30.0, clock=clock) as fake:
+    with FakeBFL(api_key="bfl_S9v4Hn6Xq2", latency=30.0, clock=clock) as fake:
         def bfl(**options: object) -> eg.providers.BFL:
-            return eg.providers.BFL(api_key="bfl-s3-key", base_url=fake.base_url, **options)  # type: ignore[arg-type]
+            return eg.providers.BFL(api_key="bfl_S9v4Hn6Xq2", base_url=fake.base_url, **options)  # type: ignore[arg-type]
 
         first = S3Store(s3.url("team/j"), local_dir=tmp_path / "one")
         with pytest.raises(eg.RunError):
