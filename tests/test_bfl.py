@@ -173,13 +173,37 @@ def test_the_cost_bfl_returns_is_the_images_cost(fake: FakeBFL) -> None:
     assert image.cost == pytest.approx(0.15)
 
 
-def test_estimate_follows_bfls_formula_with_input_megapixels() -> None:
-    """The estimate counts the first MP, further output MP and every input MP."""
-    provider = BFL(api_key=KEY)
-    pro, flex = resolve_model("flux.2-pro"), resolve_model("flux.2-flex")
-    assert provider.estimate_cost(pro, 1024, 768) == pytest.approx(0.03)
-    assert provider.estimate_cost(pro, 256, 256, ((1024, 1024),)) == pytest.approx(0.045)
-    assert provider.estimate_cost(flex, 1440, 1440, ((1024, 1024),)) == pytest.approx(0.15)
+def test_submission_journals_the_estimate_by_bfls_formula(fake: FakeBFL) -> None:
+    """The journaled estimate counts the first MP, further output MP and every input MP."""
+    from editgraph.providers.base import journal_for
+
+    class Notes:
+        may_submit = True
+        recorded: list[Any] = []
+
+        def find(self) -> None:
+            return None
+
+        def record(self, submission: Any) -> None:
+            self.recorded.append(submission)
+
+        def abandon(self, submission: Any, reason: str) -> None:
+            raise AssertionError(reason)
+
+        def discard(self) -> None:
+            raise AssertionError("discarded")
+
+    notes = Notes()
+    ref = bytes_reference(png_bytes(size=(1024, 1024)))
+
+    async def main() -> None:
+        with journal_for(notes):
+            await provider_for(fake).generate(make_request(model=FLEX, width=1440, height=1440,
+                                                           references=(ref,)))
+
+    asyncio.run(main())
+    assert notes.recorded[0].estimated_cost == pytest.approx(0.15)
+    assert notes.recorded[0].cost == pytest.approx(0.15)
 
 
 def test_plan_and_budget_use_bfls_formula(tmp_path: Path) -> None:

@@ -40,7 +40,6 @@ def test_reference_limits_and_parameters() -> None:
     assert takes_steps == {"flux.2-flex", "flux.2-dev"}
 
 
-<<<<<<< HEAD
 def test_together_prices_per_started_output_megapixel() -> None:
     """Together bills each started megapixel of output; references cost nothing there."""
     pro, dev, max_ = (resolve_model(name) for name in ("flux.2-pro", "flux.2-dev", "flux.2-max"))
@@ -97,13 +96,6 @@ def test_an_edit_knows_its_inputs_sizes_and_each_provider_prices_it(tmp_path: ob
     assert frame.estimate_cost("together") == pytest.approx(0.03)
     assert frame.estimate_cost("bfl") == pytest.approx(0.03 + (1 + 2) * 0.015)
     assert frame.estimated_cost == frame.estimate_cost("together")
-=======
-def test_price_estimates_per_image_and_per_megapixel() -> None:
-    """pro/flex/dev are priced per image; max per started megapixel of output."""
-    assert resolve_model("flux.2-pro").estimate_cost(1024, 768) == pytest.approx(0.03)
-    assert resolve_model("flux.2-dev").estimate_cost(1920, 1920) == pytest.approx(0.0154)
-    assert resolve_model("flux.2-max").estimate_cost(1024, 1024) == pytest.approx(0.07)
-    assert resolve_model("flux.2-max").estimate_cost(1920, 1080) == pytest.approx(0.14)
 
 
 def test_hosts_klein_on_bfl_only_and_dev_on_together_only() -> None:
@@ -114,11 +106,7 @@ def test_hosts_klein_on_bfl_only_and_dev_on_together_only() -> None:
     assert hosts["flux.2-dev"] == (True, None)
 
 
-def test_bfl_estimates_count_input_megapixels() -> None:
-    """BFL's formula: first MP + further output MP + input MP, per model's prices."""
-    pro = resolve_model("flux.2-pro")
-    assert pro.estimate_bfl_cost(1024, 1024) == pytest.approx(0.03)
-    assert pro.estimate_bfl_cost(1024, 1024, ((1024, 1024),)) == pytest.approx(0.045)
-    assert resolve_model("flux.2-max").estimate_bfl_cost(1024, 1024, ((1024, 1024),)) == pytest.approx(0.10)
-    assert resolve_model("klein-9b").estimate_bfl_cost(1024, 1024, ((512, 512),)) == pytest.approx(0.017)
->>>>>>> 0713b07 (A second provider: BFL's asynchronous API, with FakeBFL and a submission journal)
+def test_klein_is_priced_by_bfls_formula() -> None:
+    """klein 9B: 1.5 cents for the first megapixel, 0.2 for each input megapixel."""
+    assert resolve_model("klein-9b").estimate_cost(
+        1024, 1024, inputs=[(512, 512)], provider="bfl") == pytest.approx(0.017)
