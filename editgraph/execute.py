@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from .errors import BudgetError, InputFailedError, ProviderError, StoreError
 from .keys import build_request, content_hash
 from .nodes import EditNode, SourceNode
-from .providers.base import Provider, estimate_cost, journal_for, progress_to
+from .providers.base import Provider, journal_for, progress_to
 from .records import EditRecord
 from .redact import redact
 from .requests import (
@@ -32,7 +32,6 @@ from .requests import (
     Reference,
     Submission,
     media_type_of,
-    pixel_size,
 )
 from .runs import NodeResult, Run
 from .store import LEASE_SECONDS, JournalEntry, Store

@@ -67,7 +67,11 @@ def tls_context() -> ssl.SSLContext:
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds the service asks to wait (``retry-after-ms``, then ``Retry-After``), if sane."""
+    """Seconds the service asks to wait, if sane.
+
+    ``retry-after-ms``, then ``Retry-After`` (what the SDKs read), then
+    ``x-ratelimit-reset`` (seconds; the header Together documents for its rate limits).
+    """
     delay: float | None = None
     if (milliseconds := headers.get("retry-after-ms")) is not None:
         try:
@@ -82,6 +86,11 @@ def retry_after(headers: httpx.Headers) -> float | None:
             delay = (
                 float(email.utils.mktime_tz(parsed) - time.time()) if parsed is not None else None
             )
+    if delay is None and (reset := headers.get("x-ratelimit-reset")) is not None:
+        try:
+            delay = float(reset)
+        except ValueError:
+            delay = None
     if delay is None or not 0 < delay <= MAX_RETRY_AFTER:
         return None
     return delay
