@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from ..models import ModelSpec
@@ -15,7 +15,6 @@ __all__ = [
     "SubmissionJournal",
     "check_edit",
     "current_journal",
-    "estimate_cost",
     "journal_for",
     "progress_to",
     "report_progress",
@@ -34,9 +33,7 @@ class Provider(Protocol):
     enters around each run (Together shares one HTTP client and its connections there),
     ``check_edit(node, model, parameters)``, which raises ``GraphError`` for an edit it
     cannot serve (a model it does not host, a format it does not make), called when an
-    edit is declared for a graph with that provider and before a run spends; and
-    ``estimate_cost(model, width, height, inputs)``, its own price formula (``inputs``:
-    the references' pixel sizes), used by plans, budgets and the engine.
+    edit is declared for a graph with that provider and before a run spends.
     """
 
     name: str
@@ -44,19 +41,6 @@ class Provider(Protocol):
     async def generate(self, request: EditRequest) -> GeneratedImage:
         """Generate the image ``request`` describes; raise on failure."""
         ...
-
-
-def estimate_cost(
-    provider: object, model: ModelSpec, width: int, height: int,
-    inputs: Sequence[tuple[int, int]] = (),
-) -> float:
-    """USD one generation is estimated to cost with ``provider``: its own formula when it
-    has one (``estimate_cost(model, width, height, inputs)``; BFL counts the references'
-    megapixels), else the catalogue's."""
-    own = getattr(provider, "estimate_cost", None)
-    if callable(own):
-        return float(own(model, width, height, tuple(inputs)))
-    return model.estimate_cost(width, height)
 
 
 def check_edit(
