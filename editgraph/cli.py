@@ -13,7 +13,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -43,6 +43,7 @@ from .records import EditRecord
 from .redact import for_terminal
 from .replay import replay as replay_saved
 from .report import report_from_folder
+from .requests import Submission
 from .runs import Run
 from .saved import write_atomically
 from .store import DiskStore
@@ -207,8 +208,8 @@ _set_option = click.option(
 )
 _provider_option = click.option(
     "--provider", type=click.Choice(providers.names()), default=None,
-    help="Where edits run. Default: the first hosted provider whose API key is set "
-         "(TOGETHER_API_KEY for together), else preview.",
+    help="Where edits run. Default: together when TOGETHER_API_KEY is set, else bfl when "
+         "BFL_API_KEY is set, else preview.",
 )
 _cache_option = click.option(
     "--cache", "--cache-dir", "cache_dir", metavar="DIR|s3://BUCKET/PREFIX", default=None,
@@ -255,7 +256,8 @@ def main(verbose: bool) -> None:
       editgraph batch recipes/catalogue.py --over examples/catalogue/   # one per input
       editgraph cache info                      # what the cache holds and has saved
 
-    Without TOGETHER_API_KEY, runs use the free offline Preview provider. The cache is
+    With TOGETHER_API_KEY runs use Together, else with BFL_API_KEY BFL (BFL_BASE_URL
+    optional), else the free offline Preview provider. The cache is
     in $EDITGRAPH_CACHE_DIR, else the platform's user cache directory.
 
     Exit codes: 0 done; 1 some edits failed (the finished ones are saved); 2 bad input,
@@ -364,9 +366,12 @@ def _summary(result: Run, out_dir: Path) -> None:
     operations = sum(entry.record.kind == "op" for entry in manifest.edits)
     counted = (f"{_plural(total - operations, 'edit')} and {_plural(operations, 'op')}"
                if operations else f"{total} edits")
+    spend = (f"cost ${manifest.estimated_cost:.2f} as charged"
+             if any(entry.record.charged for entry in manifest.edits if not entry.cached)
+             else f"estimated cost ${manifest.estimated_cost:.2f}")
     _out.print(
-        f"{counted}: {', '.join(parts)} · estimated cost "
-        f"${manifest.estimated_cost:.2f} · wrote {out_dir}/ ({len(result)} images + manifest.json)",
+        f"{counted}: {', '.join(parts)} · {spend} · wrote {out_dir}/ "
+        f"({len(result)} images + manifest.json)",
         soft_wrap=True,
     )
     if manifest.possibly_billed_twice:
@@ -375,6 +380,97 @@ def _summary(result: Run, out_dir: Path) -> None:
             + ", ".join(manifest.possibly_billed_twice),
             soft_wrap=True,
         )
+    _billed_not_delivered(manifest.billed_not_delivered)
+
+
+def _billed_not_delivered(submissions: Sequence[Submission]) -> None:
+    for submission in submissions:
+        cost = f"${submission.cost:.4f}" if submission.cost is not None else "cost unknown"
+        _out.print(
+            f"billed, not delivered: {submission.node} (task {submission.task_id}, {cost}; "
+            "its result expired before it could be collected)",
+            soft_wrap=True,
+        )
+
+
+# ---------------------------------------------------------------------------- resume
+
+
+@main.command()
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With RECIPE: where to write images and manifest.json "
+              "[default: out/<recipe name>/].")
+@_set_option
+@_provider_option
+@_cache_option
+def resume(recipe: str | None, out_dir: Path | None, sets: tuple[str, ...],
+           provider: str | None, cache_dir: str | None) -> None:
+    """Collect the paid tasks of an interrupted run; start nothing new.
+
+    Providers that submit and poll (BFL) journal every task before polling it. resume
+    polls those tasks and stores their results; with RECIPE it also writes the recipe's
+    images (edits without a journaled task are left for `editgraph run`). A task whose
+    result expired is reported "billed, not delivered".
+
+    \b
+    Examples:
+      editgraph resume recipes/recolour.py     # after a crash: collect, then write out/
+      editgraph resume                         # every journaled task in the cache
+
+    Exit codes: 0 every journaled task found was delivered; 1 otherwise; 2 bad input.
+    """
+    chosen = _provider(provider)
+    if recipe is None:
+        _resume_journal(chosen, cache_dir)
+        return
+    graph = _load(recipe, sets)
+    out_dir = out_dir or Path("out") / Path(recipe).stem
+    try:
+        result = graph.run(provider=chosen, cache_dir=cache_dir, journaled_only=True,
+                           progress=_out.is_terminal)
+    except RunError as exc:
+        if not isinstance(exc.run, Run):
+            _fail(str(exc), code=1)
+        result = exc.run
+    except (BudgetError, ConfigurationError, GraphError, StoreError) as exc:
+        _fail(str(exc))
+    except EditGraphError as exc:
+        _fail(str(exc), code=1)
+    undelivered = [name for name in result.resumed if name not in result]
+    for name in undelivered:
+        _err.print(Text.assemble(("failed", "red"), f" {name}: {result.failures[name]}"),
+                   soft_wrap=True)
+    _save(result, out_dir)
+    collected = sorted(name for name in result.resumed if name in result)
+    _out.print(f"resumed {_plural(len(result.resumed), 'journaled task')}: "
+               f"{len(collected)} delivered" + (f" ({', '.join(collected)})" if collected else "")
+               + f" · wrote {out_dir}/", soft_wrap=True)
+    _billed_not_delivered(result.billed_not_delivered)
+    if undelivered or result.billed_not_delivered:
+        sys.exit(1)
+
+
+def _resume_journal(chosen: Provider | None, cache_dir: str | None) -> None:
+    from .execute import resume_journal, run_sync
+
+    try:
+        provider = chosen if chosen is not None else providers.default_provider()[0]
+        outcome = run_sync(resume_journal(provider, _open_store(cache_dir)))
+    except (ConfigurationError, StoreError) as exc:
+        _fail(str(exc))
+    for name, error in outcome.failures.items():
+        _err.print(Text.assemble(("failed", "red"), f" {name}: {error}"), soft_wrap=True)
+    found = len(outcome.delivered) + len(outcome.failures)
+    _out.print(f"resumed {_plural(found, 'journaled task')}: {len(outcome.delivered)} delivered"
+               + (f" ({', '.join(outcome.delivered)})" if outcome.delivered else "")
+               + "; run the recipe to write its images (they are in the cache)",
+               soft_wrap=True)
+    if outcome.skipped:
+        _out.print(f"left for another provider: {', '.join(outcome.skipped)}", soft_wrap=True)
+    _billed_not_delivered(outcome.billed_not_delivered)
+    if outcome.failures or outcome.billed_not_delivered:
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------------------- plan

@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import io
+import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,14 +25,23 @@ from PIL import Image, UnidentifiedImageError
 from .errors import BudgetError, InputFailedError, OperationError, ProviderError, StoreError
 from .keys import build_request, content_hash
 from .nodes import EditNode, OpNode, SourceNode
-from .providers.base import Provider
+from .providers.base import Provider, journal_for, progress_to
 from .records import EditRecord
 from .redact import redact
-from .requests import EditRequest, GeneratedImage, OpRequest, Reference, media_type_of
+from .requests import (
+    EditRequest,
+    GeneratedImage,
+    OpRequest,
+    Reference,
+    Submission,
+    media_type_of,
+)
 from .runs import NodeResult, Run
-from .store import LEASE_SECONDS, Store
+from .store import LEASE_SECONDS, JournalEntry, Store
 
-__all__ = ["OP_PROVIDER", "Progress", "execute", "run_sync"]
+__all__ = ["OP_PROVIDER", "Progress", "ResumeOutcome", "execute", "resume_journal", "run_sync"]
+
+logger = logging.getLogger("editgraph")
 
 T = TypeVar("T")
 
@@ -49,6 +59,40 @@ class Progress(Protocol):
     def advance(self, name: str, cached: bool) -> None:
         """One more edit finished (or failed)."""
         ...
+
+
+class _StoreJournal:
+    """One edit's view of the submission journal in the store (see ``SubmissionJournal``)."""
+
+    def __init__(self, engine: _Engine, key: str, request: EditRequest) -> None:
+        self._engine = engine
+        self._key = key
+        self._request = request
+        self.may_submit = not engine.journaled_only
+
+    def find(self) -> Submission | None:
+        entry = self._engine.store.get_journal(self._key)
+        if entry is None or entry.provider != self._engine.provider.name:
+            return None
+        self._engine.journaled.add(self._key)
+        self._engine.resumed.add(self._request.node)
+        return entry.submission
+
+    def record(self, submission: Submission) -> None:
+        self._engine.journaled.add(self._key)
+        self._engine.store.put_journal(JournalEntry(
+            key=self._key, provider=self._engine.provider.name, submission=submission,
+            request=self._request.model_dump(mode="json"),
+        ))
+
+    def abandon(self, submission: Submission, reason: str) -> None:
+        logger.warning("node %r: BFL task %s was billed but not delivered (%s)",
+                       submission.node, submission.task_id, reason)
+        self._engine.billed_not_delivered.append(submission)
+        self._engine.store.delete_journal(self._key)
+
+    def discard(self) -> None:
+        self._engine.store.delete_journal(self._key)
 
 
 class _GroupCommit:
@@ -112,6 +156,10 @@ class _Engine:
     inflight: dict[str, tuple[str, asyncio.Future[NodeResult]]] = field(default_factory=dict)
     ran: dict[str, EditRecord] = field(default_factory=dict)
     held: set[str] = field(default_factory=set)
+    journaled_only: bool = False
+    resumed: set[str] = field(default_factory=set)
+    journaled: set[str] = field(default_factory=set)  # keys with a journal entry to clear
+    billed_not_delivered: list[Submission] = field(default_factory=list)
     committed: float = 0.0
     saved: float = 0.0
 
@@ -189,6 +237,9 @@ class _Engine:
         return None
 
     def _result(self, request: _Request, record: EditRecord, *, cached: bool) -> NodeResult:
+        if isinstance(request, EditRequest) and record.seed != request.seed:
+            # The provider changed the seed (a moderation retry): record what was made.
+            request = request.model_copy(update={"seed": record.seed})
         return NodeResult(record, request=request, cached=cached, load=self.store.get_blob)
 
     def _finish(self, node: _Node, result: NodeResult) -> None:
@@ -267,6 +318,11 @@ class _Engine:
                 f"node {node.name!r}: not in the cache, and the run is cache-only "
                 "(drop --cache-only to generate it)"
             )
+        if self.journaled_only and self.store.get_journal(key) is None:
+            raise StoreError(
+                f"node {node.name!r}: not started: resume only finishes journaled tasks "
+                "(run the recipe to start it)"
+            )
         # Two edits with the same key in one run (identical requests) generate once.
         shared = self.inflight.get(key)
         if shared is not None:
@@ -298,6 +354,7 @@ class _Engine:
             if record is not None:  # another process made it while we waited
                 return self._result(request, record, cached=True)
             try:
+                sent = self._with_bytes(request)
                 cost = node.estimate_cost(self.provider.name)
                 if self.budget is not None and self.committed + cost > self.budget + 1e-9:
                     raise BudgetError(
@@ -307,8 +364,10 @@ class _Engine:
                     )
                 self.committed += cost
                 started = time.perf_counter()
-                image = await self._call_provider(node, self._with_bytes(request))
-                record = self._record(node, request, key, image, time.perf_counter() - started, cost)
+                with journal_for(_StoreJournal(self, key, request)):
+                    image = await self._call_provider(node.name, sent)
+                record = self._record(node.name, request, key, image,
+                                      time.perf_counter() - started, cost)
                 # The image, the record that points at it and the lease's release, in one
                 # commit: a crash leaves either nothing or a complete, usable result.
                 await self.writes.submit(lambda: self._keep(record, image.data))
@@ -318,22 +377,22 @@ class _Engine:
                     self.held.discard(key)
                     self.writes.submit(lambda: self.store.release_lease(key))
 
-    async def _call_provider(self, node: EditNode, request: EditRequest) -> GeneratedImage:
+    async def _call_provider(self, name: str, request: EditRequest) -> GeneratedImage:
         try:
             image = await self.provider.generate(request)
         except ProviderError as error:
             if error.node is None:
-                error.node = node.name
+                error.node = name
             raise
         except Exception as error:
             raise ProviderError(
-                redact(f"node {node.name!r}: provider {self.provider.name!r} failed: {error}"),
-                node=node.name,
+                redact(f"node {name!r}: provider {self.provider.name!r} failed: {error}"),
+                node=name,
             ) from error
         if not isinstance(image, GeneratedImage):
             raise ProviderError(
-                f"node {node.name!r}: provider {self.provider.name!r} returned "
-                f"{type(image).__name__}, not an eg.GeneratedImage", node=node.name,
+                f"node {name!r}: provider {self.provider.name!r} returned "
+                f"{type(image).__name__}, not an eg.GeneratedImage", node=name,
             )
         return image
 
@@ -349,7 +408,7 @@ class _Engine:
         return request.model_copy(update={"references": references})
 
     def _record(
-        self, node: EditNode, request: EditRequest, key: str, image: GeneratedImage,
+        self, name: str, request: EditRequest, key: str, image: GeneratedImage,
         elapsed: float, cost: float,
     ) -> EditRecord:
         try:
@@ -358,13 +417,17 @@ class _Engine:
                 media_type = media_type_of(decoded.format) or image.media_type
         except (UnidentifiedImageError, OSError) as error:
             raise ProviderError(
-                f"node {node.name!r}: provider {self.provider.name!r} returned bytes that "
-                "are not an image", node=node.name,
+                f"node {name!r}: provider {self.provider.name!r} returned bytes that "
+                "are not an image", node=name,
             ) from error
+        if image.seed is not None:  # the provider had to change it (a moderation retry)
+            request = request.model_copy(update={"seed": image.seed})
         return EditRecord.of(
             request, key=key, provider=self.provider.name,
             output_hash=content_hash(image.data), media_type=media_type, width=width,
-            height=height, size_bytes=len(image.data), elapsed=elapsed, cost=cost,
+            height=height, size_bytes=len(image.data), elapsed=elapsed,
+            cost=image.cost if image.cost is not None else cost,
+            charged=image.cost is not None,
             url=image.url, url_expires_at=image.url_expires_at,
             unknown_outcomes=image.unknown_outcomes, created_at=time.time(),
         )
@@ -373,6 +436,9 @@ class _Engine:
         """Store an image and its record, then let go of the key's lease."""
         self.store.put_blob(record.output_hash, data)
         self.store.put_record(record)
+        if record.key in self.journaled:  # delivered: nothing left to resume
+            self.store.delete_journal(record.key)
+            self.journaled.discard(record.key)
         self.store.release_lease(record.key)
         self.held.discard(record.key)
 
@@ -418,19 +484,79 @@ async def execute(
     budget: float | None = None,
     progress: Progress | None = None,
     notice: str | None = None,
+    journaled_only: bool = False,
 ) -> Run:
     """Run ``edits`` (in topological order); the run's ``failures`` maps each edit that
-    failed to its error."""
+    failed to its error.
+
+    ``journaled_only`` (``editgraph resume``) finishes the tasks the submission journal
+    holds and starts no new generation.
+    """
     engine = _Engine(
         edits=edits, sources=sources, provider=provider, store=store,
         concurrency=concurrency, cache_only=cache_only, budget=budget, progress=progress,
+        journaled_only=journaled_only,
     )
     session = getattr(provider, "session", None)
-    async with session() if callable(session) else contextlib.nullcontext():
-        await engine.run()
+    listener = getattr(progress, "update", None)
+    with progress_to(listener if callable(listener) else None):
+        async with session() if callable(session) else contextlib.nullcontext():
+            await engine.run()
     results = {node.name: engine.done[node.name] for node in edits if node.name in engine.done}
     failures = {node.name: engine.failed[node.name] for node in edits if node.name in engine.failed}
-    return Run(results, provider=provider.name, failures=failures, notice=notice)
+    return Run(results, provider=provider.name, failures=failures, notice=notice,
+               billed_not_delivered=engine.billed_not_delivered, resumed=engine.resumed)
+
+
+@dataclass(frozen=True)
+class ResumeOutcome:
+    """What ``resume_journal`` did: edits delivered, failed, and billed but not delivered."""
+
+    delivered: list[str]
+    failures: dict[str, BaseException]
+    billed_not_delivered: list[Submission]
+    skipped: list[str]
+
+
+async def resume_journal(provider: Provider, store: Store) -> ResumeOutcome:
+    """Finish every task the store's journal holds for ``provider``, starting none.
+
+    Each delivered image is stored under its key, as a run would store it; running the
+    recipe afterwards finds it in the cache.
+    """
+    engine = _Engine(edits=(), sources={}, provider=provider, store=store, concurrency=1,
+                     cache_only=False, budget=None, progress=None, journaled_only=True)
+    engine.writes = _GroupCommit(store)
+    delivered: list[str] = []
+    failures: dict[str, BaseException] = {}
+    skipped: list[str] = []
+    session = getattr(provider, "session", None)
+    async with session() if callable(session) else contextlib.nullcontext():
+        for entry in list(store.journal_entries()):
+            if entry.provider != provider.name:
+                skipped.append(entry.submission.node)
+                continue
+            request = EditRequest.model_validate(entry.request)
+            node = entry.submission.node
+            try:
+                if store.get_record(entry.key) is not None:
+                    store.delete_journal(entry.key)
+                    delivered.append(node)
+                    continue
+                sent = engine._with_bytes(request)
+                started = time.perf_counter()
+                with journal_for(_StoreJournal(engine, entry.key, request)):
+                    image = await engine._call_provider(node, sent)
+                record = engine._record(node, request, entry.key, image,
+                                             time.perf_counter() - started,
+                                             entry.submission.estimated_cost)
+                with store.batch():
+                    engine._keep(record, image.data)
+                delivered.append(node)
+            except Exception as error:  # noqa: BLE001 - one task's failure is reported, not raised
+                failures[node] = error
+    return ResumeOutcome(delivered=delivered, failures=failures,
+                         billed_not_delivered=engine.billed_not_delivered, skipped=skipped)
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:

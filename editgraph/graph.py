@@ -27,7 +27,7 @@ from .nodes import EditNode, OpNode, SourceNode
 from .ops import MAX_FEATHER, Operation
 from .plan import Plan, make_plan
 from .prompts import RewrittenPrompt, StructuredPrompt, reference_token, rewrite_prompt
-from .providers.base import Provider
+from .providers.base import Provider, check_edit
 from .providers.registry import default_provider
 from .regions import crop_box, mask_area, model_size
 from .runs import Run
@@ -70,7 +70,7 @@ class _Parameters(BaseModel):
     steps: int | None = Field(default=None, ge=1, le=100)
     guidance: float | None = Field(default=None, gt=0, le=30)
     prompt_upsampling: bool = False
-    output_format: Literal["jpeg", "png"] = "jpeg"
+    output_format: Literal["jpeg", "png", "webp"] = "jpeg"
 
 
 class Handle:
@@ -688,7 +688,10 @@ class Graph:
             if field in spec.params or field not in ("steps", "guidance")
         }
         merged.update(params)
-        return self._check_parameters(node, merged, spec)
+        checked = self._check_parameters(node, merged, spec)
+        if self.provider is not None:  # the graph's provider may refuse what it cannot serve
+            check_edit(self.provider, node, spec, checked)
+        return checked
 
     def _check_parameters(
         self, node: str, values: dict[str, Any], spec: ModelSpec | None = None
@@ -739,6 +742,12 @@ class Graph:
             logger.warning(notice)
         return chosen, notice
 
+    def _check_edits(self, provider: Provider) -> None:
+        """Refuse, before any spend, an edit the provider cannot serve."""
+        for node in self._edits.values():
+            if isinstance(node, EditNode):  # ops run locally, whatever the provider
+                check_edit(provider, node.name, node.model, node.parameters)
+
     def plan(
         self, provider: Provider | None = None, cache_dir: CacheLocation = None
     ) -> Plan:
@@ -747,7 +756,10 @@ class Graph:
         Reads the cache only; calls no provider and spends nothing.
         """
         chosen = provider or self.provider
-        name = chosen.name if chosen is not None else default_provider()[0].name
+        if chosen is None:
+            chosen = default_provider()[0]
+        self._check_edits(chosen)
+        name = chosen.name
         return make_plan(list(self._edits.values()), self._sources, provider=name,
                          store=self._open_store(cache_dir))
 
@@ -760,17 +772,20 @@ class Graph:
         cache_only: bool = False,
         budget: float | None = None,
         progress: bool | None = None,
+        journaled_only: bool = False,
     ) -> Run:
         """Run every edit not already cached; raise RunError if any failed.
 
         ``budget`` (USD) refuses to start a run whose estimate exceeds it and never
         lets estimated spend pass it. ``progress`` shows a progress bar (default: on
-        long runs in a terminal or notebook).
+        long runs in a terminal or notebook). ``journaled_only`` (``editgraph resume``)
+        collects the tasks the submission journal holds and starts no new generation.
         """
         from .errors import BudgetError, RunError
         from .progress import progress_bar
 
         chosen, notice = self._provider(provider)
+        self._check_edits(chosen)
         store = self._open_store(cache_dir)
         edits = list(self._edits.values())
         if budget is not None:
@@ -787,6 +802,7 @@ class Graph:
                     self.concurrency if concurrency is None else concurrency, "concurrency"
                 ),
                 cache_only=cache_only, budget=budget, progress=bar, notice=notice,
+                journaled_only=journaled_only,
             )
         if run.failures:
             raise RunError(run.failures, run=run)
@@ -801,10 +817,12 @@ class Graph:
         cache_only: bool = False,
         budget: float | None = None,
         progress: bool | None = None,
+        journaled_only: bool = False,
     ) -> Run:
         """Synchronous ``arun``; also works inside a running event loop (Jupyter)."""
         return run_sync(self.arun(provider, cache_dir, concurrency, cache_only=cache_only,
-                                  budget=budget, progress=progress))
+                                  budget=budget, progress=progress,
+                                  journaled_only=journaled_only))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._dag)

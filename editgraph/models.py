@@ -97,7 +97,10 @@ PRICES: dict[str, dict[str, Price]] = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What one FLUX.2 model accepts, and what a call is estimated to cost.
+    """What one FLUX.2 model accepts, where it is hosted, and what a call is estimated to cost.
+
+    ``on_together`` says whether Together serves it; ``bfl_endpoint`` is its path on BFL's
+    API (``None``: BFL hosts no endpoint for it; dev's weights are open, not hosted).
 
     ``ranges`` holds the inclusive bounds the sources give for numeric parameters
     (``steps``, ``guidance``) as ``(name, low, high)``; ``range_of`` reads it.
@@ -112,6 +115,8 @@ class ModelSpec:
     max_size: int = 1920
     size_multiple: int = 16
     ranges: tuple[tuple[str, float, float], ...] = ()
+    on_together: bool = True
+    bfl_endpoint: str | None = None
 
     def range_of(self, name: str) -> tuple[float, float] | None:
         """The inclusive bounds of parameter ``name`` for this model, if the sources give any."""
@@ -142,6 +147,7 @@ CATALOGUE: tuple[ModelSpec, ...] = (
         aliases=("flux.2-pro", "flux-2-pro", "pro"),
         max_references=8,
         params=_COMMON_PARAMS,
+        bfl_endpoint="flux-2-pro",
     ),
     ModelSpec(
         id="black-forest-labs/FLUX.2-max",
@@ -149,6 +155,7 @@ CATALOGUE: tuple[ModelSpec, ...] = (
         aliases=("flux.2-max", "flux-2-max", "max"),
         max_references=8,
         params=_COMMON_PARAMS,
+        bfl_endpoint="flux-2-max",
     ),
     ModelSpec(
         id="black-forest-labs/FLUX.2-flex",
@@ -158,6 +165,7 @@ CATALOGUE: tuple[ModelSpec, ...] = (
         params=_COMMON_PARAMS | {"steps", "guidance"},
         # BFL's flex API page (docs.bfl.ai): steps 1-50, guidance 1.5-10.
         ranges=(("steps", 1, 50), ("guidance", 1.5, 10.0)),
+        bfl_endpoint="flux-2-flex",
     ),
     ModelSpec(
         id="black-forest-labs/FLUX.2-dev",
@@ -168,6 +176,25 @@ CATALOGUE: tuple[ModelSpec, ...] = (
         # No published range for dev; steps as flex (and Together's spec default, 20, is
         # inside it), guidance only positive.
         ranges=(("steps", 1, 50),),
+    ),
+    # klein is served by BFL only (4 reference slots each).
+    ModelSpec(
+        id="black-forest-labs/FLUX.2-klein-4b",
+        label="FLUX.2 [klein 4B]",
+        aliases=("flux.2-klein-4b", "flux-2-klein-4b", "klein-4b"),
+        max_references=4,
+        params=_COMMON_PARAMS,
+        on_together=False,
+        bfl_endpoint="flux-2-klein-4b",
+    ),
+    ModelSpec(
+        id="black-forest-labs/FLUX.2-klein-9b",
+        label="FLUX.2 [klein 9B]",
+        aliases=("flux.2-klein-9b", "flux-2-klein-9b", "klein-9b"),
+        max_references=4,
+        params=_COMMON_PARAMS,
+        on_together=False,
+        bfl_endpoint="flux-2-klein-9b",
     ),
 )
 

@@ -30,6 +30,11 @@ class _Bar:
         self._progress.update(self._task, advance=1, cached=self._cached,
                               description=for_terminal(f"{name[:24]:<24}"))
 
+    def update(self, name: str, fraction: float) -> None:
+        """How far one edit's generation is (an asynchronous provider reports it)."""
+        label = f"{name[:18]} {fraction:4.0%}"
+        self._progress.update(self._task, description=f"{label:<24}")
+
 
 def _interactive() -> bool:
     if "ipykernel" in sys.modules:

@@ -75,6 +75,8 @@ class EditRecord(BaseModel):
     size_bytes: int | None = None
     elapsed: float = 0.0
     cost: float = 0.0
+    #: ``cost`` is what the service said it charged (BFL), not an estimate.
+    charged: bool = False
     unknown_outcomes: int = 0
     url: str | None = None
     url_expires_at: float | None = None

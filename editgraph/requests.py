@@ -7,9 +7,11 @@ to, recorded the same way (it never reaches a provider).
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from typing import Any, Literal
 
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
@@ -19,11 +21,13 @@ __all__ = [
     "GeneratedImage",
     "OpRequest",
     "Reference",
+    "Submission",
     "describe_operation",
     "media_type_of",
+    "pixel_size",
 ]
 
-OutputFormat = Literal["jpeg", "png"]
+OutputFormat = Literal["jpeg", "png", "webp"]
 
 #: The version of what a cache key and a cache record mean; bump it when that changes,
 #: and old entries simply stop matching.
@@ -43,6 +47,17 @@ _MEDIA_TYPES = {
 def media_type_of(image_format: str | None) -> str | None:
     """The media type of a Pillow format name ("JPEG", or "jpeg" as in output_format)."""
     return _MEDIA_TYPES.get((image_format or "").upper())
+
+
+def pixel_size(data: bytes | None) -> tuple[int, int] | None:
+    """Width and height of an encoded image, read from its header (None if unreadable)."""
+    if data is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 class Reference(BaseModel):
@@ -127,7 +142,10 @@ class GeneratedImage:
     """What a provider returns: the downloaded bytes and, when hosted, the URL.
 
     ``unknown_outcomes`` counts earlier tries whose outcome was unknown (the request was
-    sent, the answer lost): each may have been billed too.
+    sent, the answer lost): each may have been billed too. ``cost`` is what the service
+    said it charged (USD), when it says (BFL does); the engine records it instead of the
+    estimate. ``seed`` is the seed that made the image when the provider had to change
+    the request's (a new seed after an output-side moderation block).
     """
 
     data: bytes = dataclasses.field(repr=False)
@@ -135,3 +153,24 @@ class GeneratedImage:
     url: str | None = None
     url_expires_at: float | None = None
     unknown_outcomes: int = 0
+    cost: float | None = None
+    seed: int | None = None
+
+
+class Submission(BaseModel):
+    """A paid task at an asynchronous service (BFL), journaled before it is polled.
+
+    ``cost`` is what the service said it charges (USD; None when it did not say);
+    ``submitted_at`` is Unix time.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    node: str
+    model: str
+    task_id: str
+    polling_url: str
+    seed: int
+    estimated_cost: float
+    cost: float | None = None
+    submitted_at: float

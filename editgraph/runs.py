@@ -10,7 +10,7 @@ import mimetypes
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from pydantic import (
 from ._version import __version__
 from .records import HOSTING_FIELDS, RECORD_VERSION, EditRecord, Timestamp, migrate_record
 from .redact import redact
-from .requests import EditRequest, OpRequest
+from .requests import EditRequest, OpRequest, Submission
 
 __all__ = ["Manifest", "ManifestEntry", "NodeResult", "Run"]
 
@@ -45,6 +45,7 @@ class NodeResult:
     # The record's facts are kept as plain slots and the record is rebuilt on demand:
     # a pydantic model per edit would triple what a finished run holds per edit.
     __slots__ = (
+        "_charged",
         "_cost",
         "_data",
         "_editgraph_version",
@@ -87,6 +88,7 @@ class NodeResult:
         self.created_at = record.created_at
         self._elapsed = record.elapsed
         self._cost = record.cost
+        self._charged = record.charged
         self._unknown_outcomes = record.unknown_outcomes
         self._size_bytes = record.size_bytes
         self._editgraph_version = sys.intern(record.editgraph_version)
@@ -111,7 +113,7 @@ class NodeResult:
             editgraph_version=self._editgraph_version, output_hash=self.output_hash,
             media_type=self.media_type, width=self.width, height=self.height,
             size_bytes=self._size_bytes, elapsed=self._elapsed, cost=self._cost,
-            unknown_outcomes=self._unknown_outcomes, url=self.url,
+            charged=self._charged, unknown_outcomes=self._unknown_outcomes, url=self.url,
             url_expires_at=self.url_expires_at, created_at=self.created_at,
         )
 
@@ -122,7 +124,8 @@ class NodeResult:
 
     @property
     def cost(self) -> float:
-        """Estimated USD this run spent on it (0 when cached)."""
+        """USD this run spent on it (0 when cached): the service's charge where it says
+        (BFL), else the estimate."""
         return 0.0 if self.cached else self._cost
 
     @property
@@ -219,6 +222,8 @@ class Manifest(BaseModel):
     edits_cached: int
     estimated_cost: float
     possibly_billed_twice: list[str]
+    #: Paid tasks whose result could no longer be had (journaled past its lifetime).
+    billed_not_delivered: list[Submission] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -248,11 +253,17 @@ class Run(Mapping[str, NodeResult]):
         provider: str,
         failures: Mapping[str, BaseException] | None = None,
         notice: str | None = None,
+        billed_not_delivered: Sequence[Submission] = (),
+        resumed: Collection[str] = (),
     ) -> None:
         self._results = dict(results)
         self.provider = provider
         self.failures = dict(failures or {})
         self.notice = notice
+        #: Paid tasks (from the submission journal) whose result could not be had.
+        self.billed_not_delivered = list(billed_not_delivered)
+        #: Edits that collected a journaled task instead of submitting a new one.
+        self.resumed = frozenset(resumed)
         self.created_at = time.time()
 
     def __getitem__(self, name: str) -> NodeResult:
@@ -273,7 +284,8 @@ class Run(Mapping[str, NodeResult]):
 
     @property
     def cost(self) -> float:
-        """Estimated USD spent by this run (cached edits cost nothing)."""
+        """USD spent by this run: what the service charged where it says (BFL), else the
+        estimate (cached edits cost nothing)."""
         return round(sum(result.cost for result in self._results.values()), 6)
 
     @property
@@ -301,6 +313,7 @@ class Run(Mapping[str, NodeResult]):
                 for name, error in self.failures.items()
                 if getattr(error, "possibly_billed", False)
             ],
+            billed_not_delivered=self.billed_not_delivered,
         )
 
     def save(self, directory: str | os.PathLike[str]) -> Path:

@@ -24,12 +24,20 @@ from typing import Any, Protocol
 
 import diskcache
 import platformdirs
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import StoreError
 from .records import EditRecord
+from .requests import Submission
 
-__all__ = ["LEASE_SECONDS", "CacheStats", "DiskStore", "Store", "default_cache_dir"]
+__all__ = [
+    "LEASE_SECONDS",
+    "CacheStats",
+    "DiskStore",
+    "JournalEntry",
+    "Store",
+    "default_cache_dir",
+]
 
 #: A lease not renewed for this long is taken over by whoever wants it.
 LEASE_SECONDS = 30.0
@@ -38,11 +46,27 @@ _RECORD = "record:"
 _BLOB = "blob:"
 _LEASE = "lease:"
 _HISTORY = "history:"
+_JOURNAL = "journal:"
 _SAVED = "stats:saved_microdollars"
 
 #: What diskcache and sqlite raise when the directory cannot be read or written
 #: (diskcache.Timeout: the database stayed locked by another process).
 _BACKEND_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
+
+
+class JournalEntry(BaseModel):
+    """A paid task submitted for ``key`` and not yet delivered (the submission journal).
+
+    ``request`` is the provider request as JSON (references without their bytes), so
+    ``editgraph resume`` can finish the task without the recipe.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    provider: str
+    submission: Submission
+    request: dict[str, Any]
 
 
 class CacheStats(BaseModel):
@@ -104,6 +128,22 @@ class Store(Protocol):
 
     def add_saved(self, usd: float) -> None:
         """Add to the running total of spend that cache hits saved."""
+        ...
+
+    def get_journal(self, key: str) -> JournalEntry | None:
+        """The task journaled for ``key``, if any."""
+        ...
+
+    def put_journal(self, entry: JournalEntry) -> None:
+        """Journal a submitted task, durably (replacing an earlier one for its key)."""
+        ...
+
+    def delete_journal(self, key: str) -> None:
+        """Forget the task journaled for ``key`` (delivered, or nothing left to collect)."""
+        ...
+
+    def journal_entries(self) -> Iterator[JournalEntry]:
+        """Every journaled task."""
         ...
 
 
@@ -353,6 +393,34 @@ class DiskStore:
                     self._cache.set(_SAVED, str(current + microdollars))
 
             self._write(add)
+
+    # the submission journal
+
+    def get_journal(self, key: str) -> JournalEntry | None:
+        """The task journaled for ``key``, if any (an unreadable entry counts as none)."""
+        text = self._get(_JOURNAL + key)
+        if text is None:
+            return None
+        try:
+            return JournalEntry.model_validate_json(text)
+        except ValidationError:
+            return None
+
+    def put_journal(self, entry: JournalEntry) -> None:
+        """Journal a submitted task; committed before this returns."""
+        self._write(lambda: self._cache.set(_JOURNAL + entry.key, entry.model_dump_json()))
+
+    def delete_journal(self, key: str) -> None:
+        """Forget the task journaled for ``key``."""
+        self._write(functools.partial(self._cache.delete, _JOURNAL + key))
+
+    def journal_entries(self) -> Iterator[JournalEntry]:
+        """Every readable journaled task."""
+        for name in self._iterkeys():
+            if name.startswith(_JOURNAL):
+                entry = self.get_journal(name[len(_JOURNAL) :])
+                if entry is not None:
+                    yield entry
 
     # maintenance
 

@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No key or base URL leaks in from the shell, and the default cache is a fresh folder."""
-    for name in ("TOGETHER_API_KEY", "TOGETHER_BASE_URL"):
+    for name in ("TOGETHER_API_KEY", "TOGETHER_BASE_URL", "BFL_API_KEY", "BFL_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("EDITGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("default-cache")))
 

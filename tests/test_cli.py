@@ -22,7 +22,7 @@ from editgraph.store import DiskStore
 from editgraph.testing import FakeTogether
 
 RECOLOUR = Path(__file__).resolve().parents[1] / "recipes" / "recolour.py"
-NOTICE = "TOGETHER_API_KEY is not set"
+NOTICE = "TOGETHER_API_KEY and BFL_API_KEY are not set"
 
 
 pytestmark = pytest.mark.usefixtures("offline")
@@ -382,7 +382,7 @@ def test_console_script_runs_the_recolour_recipe_offline(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("command", [
     ["run"], ["plan"], ["show"], ["cache"], ["cache", "info"], ["cache", "prune"],
-    ["cache", "clear"], ["report"], ["replay"],
+    ["cache", "clear"], ["report"], ["replay"], ["resume"],
 ])
 def test_every_command_has_help_with_examples(command: list[str]) -> None:
     """Each command's --help shows its usage and at least one example command line."""
@@ -399,7 +399,7 @@ def test_top_level_help_teaches_a_workflow() -> None:
     assert result.exit_code == 0
     listing = result.stdout.split("Commands:")[1].strip().splitlines()
     assert [line.split()[0] for line in listing] == [
-        "run", "plan", "batch", "show", "cache", "report", "replay"]
+        "run", "resume", "plan", "batch", "show", "cache", "report", "replay"]
     for step in ("editgraph plan", "editgraph run", "editgraph batch", "editgraph show",
                  "editgraph report",
                  "editgraph cache info", "Exit codes"):
@@ -786,3 +786,37 @@ def test_replay_of_something_that_is_not_a_record(tmp_path: Path) -> None:
     pytest.importorskip("editgraph.replay")
     (tmp_path / "notes.json").write_text('{"hello": "world"}')
     assert_bad_input(invoke("replay", "notes.json"), "notes.json")
+
+
+def test_bfl_without_a_key_is_bad_input(tmp_path: Path) -> None:
+    """--provider bfl without BFL_API_KEY exits 2 naming the variable."""
+    recipe = write_recipe(tmp_path, TINY)
+    assert_bad_input(invoke("run", str(recipe), "--provider", "bfl"), "--provider bfl", "BFL_API_KEY")
+
+
+def test_bfl_key_alone_makes_bfl_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without TOGETHER_API_KEY, BFL_API_KEY picks BFL; the summary shows the charged cost."""
+    from editgraph.testing import FakeBFL
+
+    recipe = write_recipe(tmp_path, TINY)
+    with FakeBFL(api_key="bfl_Q7x2Kd9Zt4") as fake:
+        monkeypatch.setenv("BFL_API_KEY", "bfl_Q7x2Kd9Zt4")
+        monkeypatch.setenv("BFL_BASE_URL", fake.base_url)
+        result = invoke("run", str(recipe), "--out", "out")
+        billed = fake.billed
+    assert result.exit_code == 0, result.output
+    assert NOTICE not in result.output and len(billed) == 2
+    manifest = eg.Manifest.model_validate_json((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest.provider == "bfl"
+    assert "as charged" in result.stdout
+
+
+def test_malformed_bfl_key_exits_2_without_showing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A BFL_API_KEY with a control character is a one-line configuration error, exit 2."""
+    recipe = write_recipe(tmp_path, TINY)
+    monkeypatch.setenv("BFL_API_KEY", "bfl-se\x07cret")
+    result = invoke("run", str(recipe))
+    assert_bad_input(result, "BFL_API_KEY", "position 7")
+    assert "cret" not in result.output

@@ -530,7 +530,7 @@ def test_unknown_parameter(graph: eg.Graph) -> None:
         ("seed", 7.0),
         ("seed", -1),
         ("width", "1024"),
-        ("output_format", "webp"),
+        ("output_format", "gif"),
         ("prompt_upsampling", "yes"),
     ],
 )

@@ -32,9 +32,10 @@ def test_unknown_model_lists_the_known_ones() -> None:
 
 
 def test_reference_limits_and_parameters() -> None:
-    """8 references for pro/max/flex and 6 for dev; steps and guidance on dev and flex only."""
+    """8 references for pro/max/flex, 6 for dev, 4 for klein; steps and guidance on dev and flex only."""
     limits = {spec.aliases[0]: spec.max_references for spec in CATALOGUE}
-    assert limits == {"flux.2-pro": 8, "flux.2-max": 8, "flux.2-flex": 8, "flux.2-dev": 6}
+    assert limits == {"flux.2-pro": 8, "flux.2-max": 8, "flux.2-flex": 8, "flux.2-dev": 6,
+                      "flux.2-klein-4b": 4, "flux.2-klein-9b": 4}
     takes_steps = {spec.aliases[0] for spec in CATALOGUE if "steps" in spec.params}
     assert takes_steps == {"flux.2-flex", "flux.2-dev"}
 
@@ -95,3 +96,17 @@ def test_an_edit_knows_its_inputs_sizes_and_each_provider_prices_it(tmp_path: ob
     assert frame.estimate_cost("together") == pytest.approx(0.03)
     assert frame.estimate_cost("bfl") == pytest.approx(0.03 + (1 + 2) * 0.015)
     assert frame.estimated_cost == frame.estimate_cost("together")
+
+
+def test_hosts_klein_on_bfl_only_and_dev_on_together_only() -> None:
+    """klein has a BFL endpoint and no Together model; dev the reverse."""
+    hosts = {spec.aliases[0]: (spec.on_together, spec.bfl_endpoint) for spec in CATALOGUE}
+    assert hosts["flux.2-klein-4b"] == (False, "flux-2-klein-4b")
+    assert hosts["flux.2-klein-9b"] == (False, "flux-2-klein-9b")
+    assert hosts["flux.2-dev"] == (True, None)
+
+
+def test_klein_is_priced_by_bfls_formula() -> None:
+    """klein 9B: 1.5 cents for the first megapixel, 0.2 for each input megapixel."""
+    assert resolve_model("klein-9b").estimate_cost(
+        1024, 1024, inputs=[(512, 512)], provider="bfl") == pytest.approx(0.017)

@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 
 import editgraph as eg
 from editgraph.cli import main
+from editgraph.nodes import EditNode
 from editgraph.recipe import build_recipe, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,3 +105,30 @@ def test_recipe_sources_are_shipped_and_small() -> None:
     for recipe in RECIPES:
         for source in build_recipe(recipe).sources.values():
             assert (ROOT / "recipes" / source.source).resolve().parent == ASSETS, source.source
+
+
+@recipe_files
+def test_recipe_runs_unchanged_on_bfl(
+    recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--provider bfl against FakeBFL: every recipe runs (dev is refused naming what BFL hosts),
+    and the manifest's costs are what the fake charged."""
+    from editgraph.testing import FakeBFL
+
+    with FakeBFL(api_key="bfl_R8w3Jm5Yp1") as fake:
+        monkeypatch.setenv("BFL_API_KEY", "bfl_R8w3Jm5Yp1")
+        monkeypatch.setenv("BFL_BASE_URL", fake.base_url)
+        result = invoke("run", str(recipe), "--provider", "bfl", "--out", "out")
+        billed = fake.billed
+    models = {node.model.id for node in build_recipe(recipe).edits.values()
+              if isinstance(node, EditNode)}
+    if "black-forest-labs/FLUX.2-dev" in models:
+        assert result.exit_code == 2, result.output
+        assert "BFL hosts no endpoint for FLUX.2 [dev]" in result.stderr
+        assert "flux.2-pro" in result.stderr and billed == []
+        return
+    assert result.exit_code == 0, result.output
+    manifest = eg.Manifest.model_validate_json((tmp_path / "out" / "manifest.json").read_text())
+    ops = sum(entry.record.kind == "op" for entry in manifest.edits)
+    assert manifest.provider == "bfl" and manifest.edits_run - ops == len(billed)
+    assert manifest.estimated_cost == pytest.approx(sum(entry["cost"] for entry in billed) / 100)

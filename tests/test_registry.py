@@ -32,9 +32,11 @@ def registry_with_bfl() -> ProviderRegistry:
     return registry
 
 
-def test_the_package_registers_together_and_preview() -> None:
+def test_the_package_registers_together_bfl_and_preview() -> None:
     """by_name builds each built-in provider, passing its settings through."""
-    assert registry.names() == ["together", "preview"]
+    assert registry.names() == ["together", "bfl", "preview"]
+    bfl = eg.providers.by_name("bfl", api_key="b" * 20, max_active=4)
+    assert isinstance(bfl, eg.providers.BFL) and bfl.max_active == 4
     assert isinstance(eg.providers.by_name("preview"), eg.providers.Preview)
     together = eg.providers.by_name("together", api_key="k" * 20, rate_limit=60)
     assert isinstance(together, eg.providers.Together) and together.rate_limit == 60
@@ -42,7 +44,7 @@ def test_the_package_registers_together_and_preview() -> None:
 
 def test_an_unknown_name_is_a_configuration_error() -> None:
     """An unknown provider name is refused naming the known ones."""
-    with pytest.raises(eg.ConfigurationError, match="'nope'.*together, preview"):
+    with pytest.raises(eg.ConfigurationError, match="'nope'.*together, bfl, preview"):
         eg.providers.by_name("nope")
 
 

@@ -295,3 +295,32 @@ def test_two_processes_sharing_a_bucket_pay_once_per_edit(s3: MotoS3, tmp_path: 
             _, errors = child.communicate(timeout=240)
             assert child.returncode == 0, errors
         assert len(fake.billed) == 6
+
+
+def test_the_bfl_journal_lives_in_the_bucket(s3: MotoS3, tmp_path: Path) -> None:
+    """A BFL task journaled by one machine (journal/<key>.json) is collected by another,
+    which submits nothing new."""
+    from editgraph.testing import FakeBFL
+
+    class Clock:
+        now = 1_000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    with FakeBFL(api_key="bfl_S9v4Hn6Xq2", latency=30.0, clock=clock) as fake:
+        def bfl(**options: object) -> eg.providers.BFL:
+            return eg.providers.BFL(api_key="bfl_S9v4Hn6Xq2", base_url=fake.base_url, **options)  # type: ignore[arg-type]
+
+        first = S3Store(s3.url("team/j"), local_dir=tmp_path / "one")
+        with pytest.raises(eg.RunError):
+            two_edit_graph(first).run(provider=bfl(poll_interval=0.01, timeout=0.05))
+        keys = [key for key in s3.objects("team/j/") if "/journal/" in key]
+        assert len(keys) == 1 and len(fake.billed) == 1
+        clock.now += 30.0
+        fake.latency = 0.0
+        other = S3Store(s3.url("team/j"), local_dir=tmp_path / "two")
+        run = two_edit_graph(other).run(provider=bfl(poll_interval=0.0))
+        assert run.resumed == {"blue"} and len(fake.billed) == 2
+    assert not any("/journal/" in key for key in s3.objects("team/j/"))

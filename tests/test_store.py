@@ -646,3 +646,26 @@ def test_default_cache_dir_falls_back_to_the_platform_dir(
     assert default_cache_dir() == expected
     monkeypatch.setenv("EDITGRAPH_CACHE_DIR", "")
     assert default_cache_dir() == expected
+
+
+def test_submission_journal_round_trip(store: DiskStore) -> None:
+    """A journaled task reads back, lists, is replaced per key, and is forgotten on delete."""
+    from editgraph.requests import Submission
+    from editgraph.store import JournalEntry
+
+    def entry(key: str, task: str) -> JournalEntry:
+        submission = Submission(node="night", model="m", task_id=task, polling_url="https://x/1",
+                                seed=1, estimated_cost=0.03, cost=0.03, submitted_at=1.0)
+        return JournalEntry(key=key, provider="bfl", submission=submission,
+                            request={"node": "night"})
+
+    assert store.get_journal("k1") is None
+    store.put_journal(entry("k1", "t1"))
+    store.put_journal(entry("k1", "t2"))
+    store.put_journal(entry("k2", "t3"))
+    found = store.get_journal("k1")
+    assert found is not None and found.submission.task_id == "t2"
+    assert sorted(e.submission.task_id for e in store.journal_entries()) == ["t2", "t3"]
+    store.delete_journal("k1")
+    assert store.get_journal("k1") is None
+    assert [e.key for e in store.journal_entries()] == ["k2"]

@@ -581,13 +581,14 @@ def test_client_errors_say_what_to_do_and_are_not_retried(
 
 
 def test_unknown_model_lists_the_known_ones() -> None:
-    """A 404 for the model lists every FLUX.2 model in the catalogue."""
+    """A 404 for the model lists every FLUX.2 model Together serves (not BFL-only klein)."""
     with FakeTogether() as fake:
         with pytest.raises(ProviderError) as caught:
             run(provider(fake).generate(make_request(model="black-forest-labs/FLUX.2-turbo")))
         assert len(fake.requests) == 1
     assert caught.value.status == 404
-    assert all(spec.id in str(caught.value) for spec in CATALOGUE)
+    assert all(spec.id in str(caught.value) for spec in CATALOGUE if spec.on_together)
+    assert "klein" not in str(caught.value)
 
 
 def test_repr_hides_the_key() -> None:

@@ -470,10 +470,12 @@ def _line_height(font: ImageFont.FreeTypeFont) -> int:
 
 
 def _encode(image: Image.Image, output_format: str) -> bytes:
-    """Encode as JPEG (quality 90) or PNG; both are byte-for-byte reproducible."""
+    """Encode as JPEG (quality 90), PNG or WebP; each is byte-for-byte reproducible."""
     buffer = io.BytesIO()
     if output_format == "png":
         image.save(buffer, format="PNG", compress_level=1)
+    elif output_format == "webp":
+        image.save(buffer, format="WEBP", quality=90)
     else:
         image.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()

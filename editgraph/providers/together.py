@@ -29,23 +29,19 @@ import base64
 import binascii
 import contextlib
 import contextvars
-import email.utils
-import functools
 import io
 import ipaddress
 import json
 import logging
 import os
 import socket
-import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
-import stamina
 from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr
 
@@ -57,11 +53,20 @@ from ..downloads import (
     CappedBody,
     UnreadableEncoding,
 )
-from ..errors import ConfigurationError, ProviderError
-from ..models import CATALOGUE
+from ..errors import ConfigurationError, GraphError, ProviderError
+from ..models import CATALOGUE, ModelSpec
 from ..pixels import declared_size
 from ..redact import check_api_key, redact, register_secret
 from ..requests import EditRequest, GeneratedImage, Reference, media_type_of
+from ._http import CallState as _CallState
+from ._http import NotSent as _NotSent
+from ._http import RetryableFailure as _RetryableFailure
+from ._http import RetryableStatus as _RetryableStatus
+from ._http import UnknownOutcome as _UnknownOutcome
+from ._http import retry_after as _retry_after
+from ._http import retrying as _retrying
+from ._http import tls_context as _tls_context
+from ._http import without_userinfo as _without_userinfo
 from .ratelimit import RateGovernor
 from .registry import register
 
@@ -73,15 +78,6 @@ _GENERATIONS_PATH = "/v1/images/generations"
 #: An upstream result URL counts as fresh only while it has at least this many seconds
 #: left: the service fetches references some time after the request leaves.
 _URL_SAFETY_MARGIN = 30.0
-
-#: Retry-After values the client obeys (seconds); longer ones fall back to backoff, as the
-#: SDK does, so a bogus header cannot stall a run for hours.
-_MAX_RETRY_AFTER = 60.0
-
-#: Backoff when the service gives no Retry-After: 1 s, 2 s, 4 s ... capped, plus jitter.
-_BACKOFF_INITIAL = 1.0
-_BACKOFF_MAX = 30.0
-_BACKOFF_JITTER = 1.0
 
 #: How long (seconds) one edit keeps retrying 429 answers, which spend no max_retries.
 _RATE_LIMIT_PATIENCE = 600.0
@@ -120,20 +116,6 @@ logger = logging.getLogger("editgraph")
 logging.getLogger("stamina").addHandler(logging.NullHandler())
 
 
-def _retrying(
-    on: Callable[[Exception], bool | float], *, attempts: int | None
-) -> AsyncIterable[stamina.Attempt]:
-    """stamina's retry loop with editgraph's backoff: 1 s, 2 s, 4 s … up to 30 s, jittered."""
-    return stamina.retry_context(
-        on=on,
-        attempts=attempts,
-        timeout=None,
-        wait_initial=_BACKOFF_INITIAL,
-        wait_max=_BACKOFF_MAX,
-        wait_jitter=_BACKOFF_JITTER,
-    )
-
-
 def _without_api_version(base_url: str) -> str:
     """``base_url`` without a trailing ``/`` or ``/v1``: SDK 1.x and 2.x expect a base that
     ends in ``/v1``, 3.x one without; either way editgraph posts to ``{base}/v1/...``."""
@@ -141,20 +123,6 @@ def _without_api_version(base_url: str) -> str:
     if base.endswith("/v1"):
         base = base[: -len("/v1")].rstrip("/")
     return base
-
-
-def _without_userinfo(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One TLS context for every client: it holds no event-loop state, and building one
-    (loading the CA bundle) costs about 20 ms of CPU."""
-    return httpx.create_ssl_context()
 
 
 @runtime_checkable
@@ -188,31 +156,6 @@ class DataURIHost:
         return "DataURIHost()"
 
 
-# --- internal signals between one try and the retry policy ------------------------------
-
-
-class _RetryableFailure(Exception):
-    """One try failed in a way that may succeed when tried again."""
-
-    def __init__(self, description: str, *, status: int | None = None, delay: float | None = None):
-        super().__init__(description)
-        self.description = description
-        self.status = status
-        self.delay = delay
-
-
-class _NotSent(_RetryableFailure):
-    """The request never reached the service (nothing can have been billed)."""
-
-
-class _RetryableStatus(_RetryableFailure):
-    """The service answered with a status worth retrying (408, 409, 429, 5xx)."""
-
-
-class _UnknownOutcome(_RetryableFailure):
-    """The request was sent and the answer lost: the image may have been generated."""
-
-
 class _ReferencesRejected(Exception):
     """The service could not fetch a reference (400, param ``reference_images``)."""
 
@@ -228,16 +171,6 @@ class _WiredReferences:
     urls: list[str]
     sent_upstream: bool  # some are upstream result URLs (which may expire early)
     inline: int  # how many went as data: URIs through DataURIHost
-
-
-@dataclass
-class _CallState:
-    """What one ``generate()`` learns across its tries."""
-
-    unknown_outcomes: int = 0
-    tries: int = 0
-    failures: int = 0
-    started: float = field(default_factory=time.monotonic)
 
 
 # --- the provider -------------------------------------------------------------------------
@@ -365,6 +298,20 @@ class Together:
             f"max_download_bytes={self.max_download_bytes}, image_host={self.image_host!r}, "
             f"data_uris={self.data_uris})"
         )
+
+    def check_edit(self, node: str, model: ModelSpec, parameters: Mapping[str, Any]) -> None:
+        """Refuse what Together does not serve: BFL-only models (klein) and WebP output."""
+        if not model.on_together:
+            hosted = ", ".join(spec.aliases[0] for spec in CATALOGUE if spec.on_together)
+            raise GraphError(
+                f"node {node!r}: model: {model.label} is served by BFL only, not by Together; "
+                f"run it with --provider bfl (BFL_API_KEY) or use one of {hosted}"
+            )
+        if parameters.get("output_format") == "webp":
+            raise GraphError(
+                f"node {node!r}: output_format: Together makes jpeg or png, got 'webp'; "
+                "use output_format='png' or --provider bfl"
+            )
 
     @property
     def rate_limited(self) -> int:
@@ -739,7 +686,7 @@ class Together:
         if status == 403:
             return f"Together denied access (403: {message}); check the key's organization and permissions"
         if status == 404:
-            known = ", ".join(spec.id for spec in CATALOGUE)
+            known = ", ".join(spec.id for spec in CATALOGUE if spec.on_together)
             return (
                 f"Together does not know model {request.model!r} (404: {message}); use one "
                 f"of {known} (and check TOGETHER_BASE_URL, now {self._shown_base_url})"
@@ -1013,36 +960,6 @@ def _error_fields(response: httpx.Response) -> dict[str, Any]:
             if isinstance(body.get(key), str):
                 return {"message": body[key]}
     return {}
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds the service asks to wait, if sane.
-
-    ``retry-after-ms``, then ``Retry-After`` (what the SDK reads), then
-    ``x-ratelimit-reset`` (seconds; the header Together documents for its rate limits).
-    """
-    delay: float | None = None
-    if (milliseconds := headers.get("retry-after-ms")) is not None:
-        try:
-            delay = float(milliseconds) / 1000.0
-        except ValueError:
-            delay = None
-    if delay is None and (value := headers.get("retry-after")) is not None:
-        try:
-            delay = float(value)
-        except ValueError:
-            parsed = email.utils.parsedate_tz(value)
-            delay = (
-                float(email.utils.mktime_tz(parsed) - time.time()) if parsed is not None else None
-            )
-    if delay is None and (reset := headers.get("x-ratelimit-reset")) is not None:
-        try:
-            delay = float(reset)
-        except ValueError:
-            delay = None
-    if delay is None or not 0 < delay <= _MAX_RETRY_AFTER:
-        return None
-    return delay
 
 
 _DOWNLOAD_HEADERS = {"Accept-Encoding": ACCEPT_ENCODING}

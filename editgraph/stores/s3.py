@@ -40,6 +40,7 @@ from ..store import (
     LEASE_SECONDS,
     CacheStats,
     DiskStore,
+    JournalEntry,
     _parse_record,  # one reading of a record's JSON (with migration) for every backend
 )
 
@@ -147,6 +148,10 @@ def _blob_path(content_hash: str) -> str:
 
 def _history_path(graph: str, node: str) -> str:
     return f"history/{urllib.parse.quote(graph, safe='')}/{urllib.parse.quote(node, safe='')}.json"
+
+
+def _journal_path(key: str) -> str:
+    return f"journal/{key}.json"
 
 
 def _boot_id() -> str | None:
@@ -540,6 +545,36 @@ class S3Store:
     def add_saved(self, usd: float) -> None:
         """Add to this machine's total of spend that cache hits saved."""
         self.local.add_saved(usd)
+
+    # ------------------------------------------------------------------ submission journal
+
+    # Journal entries are read from and written to the bucket only, never this machine's
+    # copy: a task one machine submitted must be seen by the next that needs the key.
+
+    def get_journal(self, key: str) -> JournalEntry | None:
+        """The task journaled for ``key`` (``journal/<key>.json``); unreadable counts as none."""
+        found = self._get(_journal_path(key))
+        if found is None:
+            return None
+        try:
+            return JournalEntry.model_validate_json(found[0])
+        except ValueError:
+            return None
+
+    def put_journal(self, entry: JournalEntry) -> None:
+        """Journal a submitted task in the bucket before it is polled."""
+        self._put(_journal_path(entry.key), entry.model_dump_json().encode())
+
+    def delete_journal(self, key: str) -> None:
+        """Forget the task journaled for ``key``."""
+        self._delete(_journal_path(key))
+
+    def journal_entries(self) -> Iterator[JournalEntry]:
+        """Every readable journaled task in the bucket."""
+        for meta in list(self._list("journal/")):
+            entry = self.get_journal(meta["path"].rpartition("/")[2].removesuffix(".json"))
+            if entry is not None:
+                yield entry
 
     # ------------------------------------------------------------------ maintenance
 
