@@ -287,13 +287,13 @@ def test_two_processes_sharing_a_bucket_pay_once_per_edit(s3: MotoS3, tmp_path: 
         children = []
         for name in ("one", "two"):
             env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / name),
-                   "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+                   "PYTHONPATH": str(Path(__file__).resolve().parent)}
             children.append(subprocess.Popen(
                 [sys.executable, "-c", script, fake.base_url, s3.url("shared")], env=env,
                 stderr=subprocess.PIPE, text=True))
-        for child in children:
-            _, errors = child.communicate(timeout=240)
-            assert child.returncode == 0, errors
+        outcomes = [(child.communicate(timeout=240)[1], child.returncode) for child in children]
+        for errors, returncode in outcomes:
+            assert returncode == 0, errors
         assert len(fake.billed) == 6
 
 
