@@ -531,7 +531,9 @@ async def execute(
 @contextlib.contextmanager
 def _drain_on_signals(engine: _Engine, work: asyncio.Future[None]) -> Iterator[None]:
     """While a run works in the main thread: the first SIGINT or SIGTERM drains it, a
-    second SIGINT abandons it (cancels ``work``). Earlier handlers come back after."""
+    second SIGINT abandons it (cancels ``work``). Earlier handlers come back after; a
+    signal the caller already handles on this loop (``loop.add_signal_handler``) is
+    left to the caller."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signals reach the main thread only (a notebook runs us in a worker)
         return
@@ -553,6 +555,8 @@ def _drain_on_signals(engine: _Engine, work: asyncio.Future[None]) -> Iterator[N
     installed = []
     try:
         for number in _DRAIN_SIGNALS:
+            if getattr(signal.getsignal(number), "__module__", None) == "asyncio.unix_events":
+                continue  # the caller's loop handles it (a batch drains its own items)
             try:
                 loop.add_signal_handler(number, on_signal, number)
             except (NotImplementedError, RuntimeError, ValueError):
