@@ -14,6 +14,7 @@ from .errors import (
     ProvenanceError,
     ProviderError,
     RunError,
+    RunInterrupted,
     StoreError,
 )
 from .graph import Graph, Handle, Sweep, chain
@@ -52,6 +53,7 @@ __all__ = [
     "Reference",
     "Run",
     "RunError",
+    "RunInterrupted",
     "StoreError",
     "StructuredPrompt",
     "Subject",

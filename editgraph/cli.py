@@ -1,7 +1,8 @@
 """The ``editgraph`` command: run, plan and show recipes; keep the cache; report and replay.
 
 Exit codes: 0 all done; 1 some edits failed (finished ones are saved); 2 bad input
-(recipe, ``--set`` value, graph, budget), reported before any spend in one line.
+(recipe, ``--set`` value, graph, budget), reported before any spend in one line; 130 / 143
+a run stopped by SIGINT / SIGTERM (what finished is saved).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .errors import (
     GraphError,
     ProvenanceError,
     RunError,
+    RunInterrupted,
     StoreError,
 )
 from .graph import Graph
@@ -95,6 +97,13 @@ _BYTES = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+class _Notices(logging.Handler):
+    """Prints a library notice on stderr, as one line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _err.print(record.getMessage(), soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -196,6 +205,8 @@ def _when(timestamp: float) -> str:
 
 
 def _plural(count: int, word: str) -> str:
+    if word.endswith("y") and count != 1:
+        return f"{count} {word[:-1]}ies"
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
@@ -275,6 +286,11 @@ def main(verbose: bool) -> None:
     else:
         library_log.addHandler(logging.NullHandler())
         library_log.setLevel(logging.NOTSET)
+    # ... and the notices of an interrupt (draining, abandoning), shown as they happen.
+    interrupt_log = logging.getLogger("editgraph.interrupt")
+    interrupt_log.propagate = False  # shown once, also with --verbose
+    if not any(isinstance(handler, _Notices) for handler in interrupt_log.handlers):
+        interrupt_log.addHandler(_Notices())
 
 
 # ---------------------------------------------------------------------------- run
@@ -310,8 +326,12 @@ def run(recipe: str, out_dir: Path | None, sets: tuple[str, ...], provider: str 
       editgraph run recipes/recolour.py --budget 0.50     # never spend more than $0.50
       editgraph run recipes/recolour.py --cache-only      # CI: fail on any cache miss
 
+    Ctrl-C (or SIGTERM) lets the edits in flight finish, saves what finished and says
+    what did not start; Ctrl-C again abandons at once.
+
     Exit codes: 0 all done; 1 some edits failed (the finished ones are saved); 2 bad
-    input (recipe, --set, graph, over budget), before anything is spent.
+    input (recipe, --set, graph, over budget), before anything is spent; 130 / 143
+    stopped by Ctrl-C / SIGTERM (run again to continue).
     """
     graph = _load(recipe, sets)
     out_dir = out_dir or Path("out") / Path(recipe).stem
@@ -331,6 +351,8 @@ def run(recipe: str, out_dir: Path | None, sets: tuple[str, ...], provider: str 
         for name, error in exc.failures.items():
             _err.print(Text.assemble(("failed", "red"), f" {name}: {error}"), soft_wrap=True)
         sys.exit(1)
+    except RunInterrupted as exc:
+        _interrupted(exc, out_dir)
     except (BudgetError, ConfigurationError, GraphError, StoreError) as exc:
         _fail(str(exc))
     except EditGraphError as exc:
@@ -339,20 +361,45 @@ def run(recipe: str, out_dir: Path | None, sets: tuple[str, ...], provider: str 
     _summary(result, out_dir)
 
 
+def _interrupted(interrupt: RunInterrupted, out_dir: Path) -> NoReturn:
+    """After SIGINT/SIGTERM: save what finished and say what did not; exit 128 + signal."""
+    stopped = interrupt.run
+    code = 128 + interrupt.signal_number
+    if not isinstance(stopped, Run):
+        sys.exit(code)
+    if stopped.abandoned:
+        _err.print(f"abandoned: {', '.join(stopped.in_flight) or 'no edit'} was in flight and "
+                   "may have been billed without a result; finished edits are cached: run "
+                   "again to continue", soft_wrap=True)
+        sys.exit(code)
+    _save(stopped, out_dir)
+    _summary(stopped, out_dir)
+    finished = [name for name in stopped if name not in stopped.in_flight]
+    in_flight_done = [name for name in stopped.in_flight if name in stopped]
+    _out.print(f"interrupted: {len(finished)} finished before it, {len(in_flight_done)} in "
+               f"flight and finished ({', '.join(in_flight_done) or 'none'}), "
+               f"{len(stopped.not_run)} did not start "
+               f"({', '.join(stopped.not_run) or 'none'}); run again to continue",
+               soft_wrap=True)
+    sys.exit(code)
+
+
 def _save(result: Run, out_dir: Path) -> None:
     try:
         result.save(out_dir)
     except OSError as exc:
         _fail(f"--out {out_dir}: cannot write the images ({exc.strerror or exc}); every "
               "result is in the cache, so run again with another --out", code=1)
+    except StoreError as exc:  # an image damaged in the cache since the run read it
+        _fail(f"--out {out_dir}: {exc}", code=1)
 
 
 def _summary(result: Run, out_dir: Path) -> None:
     manifest = result.manifest
     if manifest.notice:
         _out.print(f"note: {manifest.notice}", soft_wrap=True)
-    width = max((len(entry.file) for entry in manifest.edits), default=0)
-    for entry in manifest.edits:
+    width = max((len(entry.file) for entry in manifest.finished_edits), default=0)
+    for entry in manifest.finished_edits:
         if entry.cached:
             line = Text.assemble(("  cached    ", "green"), entry.file)
         else:
@@ -363,11 +410,11 @@ def _summary(result: Run, out_dir: Path) -> None:
     if result.failures:
         parts.append(f"{len(result.failures)} failed")
     total = len(result) + len(result.failures)
-    operations = sum(entry.record.kind == "op" for entry in manifest.edits)
+    operations = sum(entry.record.kind == "op" for entry in manifest.finished_edits)
     counted = (f"{_plural(total - operations, 'edit')} and {_plural(operations, 'op')}"
                if operations else f"{total} edits")
     spend = (f"cost ${manifest.estimated_cost:.2f} as charged"
-             if any(entry.record.charged for entry in manifest.edits if not entry.cached)
+             if any(entry.record.charged for entry in manifest.finished_edits if not entry.cached)
              else f"estimated cost ${manifest.estimated_cost:.2f}")
     _out.print(
         f"{counted}: {', '.join(parts)} · {spend} · wrote {out_dir}/ "
@@ -380,6 +427,12 @@ def _summary(result: Run, out_dir: Path) -> None:
             + ", ".join(manifest.possibly_billed_twice),
             soft_wrap=True,
         )
+    for name, reason in result.uncached.items():
+        _out.print(f"not cached: {name} ({reason}); its image is in {out_dir}/, and a later "
+                   "run will generate it again", soft_wrap=True)
+    if result.repaired:
+        _out.print(f"cache repaired: {_plural(result.repaired, 'entry')} (damaged records "
+                   "or images removed; their edits ran again)", soft_wrap=True)
     _billed_not_delivered(manifest.billed_not_delivered)
 
 
@@ -804,7 +857,7 @@ def _describe_model(node: EditNode) -> str:
 
 @main.group(cls=_Ordered)
 def cache() -> None:
-    """See what the cache holds, and trim or empty it.
+    """See what the cache holds, check it, and trim or empty it.
 
     Every generated image is kept by content hash with a JSON record of the request
     that made it. The cache is $EDITGRAPH_CACHE_DIR, else the platform's user cache
@@ -815,6 +868,7 @@ def cache() -> None:
       editgraph cache info
       editgraph cache prune --older-than 30d
       editgraph cache prune --max-size 500MB
+      editgraph cache verify --repair
       editgraph cache clear --yes
     """
 
@@ -926,6 +980,49 @@ def _report_removed(before: list[EditRecord], after: list[EditRecord], dropped: 
 
 def _image_bytes(records: Iterable[EditRecord]) -> int:
     return sum({record.output_hash: record.size_bytes or 0 for record in records}.values())
+
+
+@cache.command("verify")
+@click.option("--repair", is_flag=True, help="Remove every damaged entry found.")
+@_cache_option
+def cache_verify(repair: bool, cache_dir: str | None) -> None:
+    """Check every record and image in the cache; with --repair, remove damaged ones.
+
+    An image whose bytes no longer match their hash, a missing image file, or a record
+    that cannot be read is damage. Runs never serve damaged entries (they remove them
+    and run the edit again); this checks the whole cache at once.
+
+    \b
+    Examples:
+      editgraph cache verify
+      editgraph cache verify --repair
+
+    Exit codes: 0 nothing damaged, or all of it removed with --repair; 1 damage found
+    and left in place.
+    """
+    store = _open_store(cache_dir)
+    try:
+        stats = store.stats()
+        damage = store.verify(repair=repair)
+    except StoreError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    for found in damage:
+        state = ("  removed ", "yellow") if repair else ("  damaged ", "red")
+        _out.print(Text.assemble(state, found.entry, (f": {found.problem}", "dim")),
+                   soft_wrap=True)
+    checked = f"checked {_plural(stats.records, 'record')} and {_plural(stats.blobs, 'image')}"
+    if not damage:
+        _out.print(f"{checked}: no damage", soft_wrap=True)
+        return
+    if repair:
+        _out.print(f"{checked}: repaired {_plural(len(damage), 'entry')} (the next run makes "
+                   "their edits again)", soft_wrap=True)
+        return
+    _out.print(f"{checked}: {_plural(len(damage), 'damaged entry')}; run "
+               "`editgraph cache verify --repair` to remove them", soft_wrap=True)
+    sys.exit(1)
 
 
 @cache.command("clear")

@@ -196,7 +196,7 @@ def _plan_steps(graph: Graph, store: Store | None) -> dict[str, PlanStep]:
     sources: Mapping[str, SourceNode] = graph.sources
     provider = _provider_name(graph, store)
     try:
-        plan = make_plan(edits, sources, provider=provider, store=store)
+        plan = make_plan(edits, sources, provider=provider, store=store, graph=graph.name)
     except EditGraphError:
         return {}
     return {step.name: step for step in plan.steps}
@@ -206,7 +206,7 @@ def _provider_name(graph: Graph, store: Store) -> str:
     """The provider the graph's edits last ran with (else its own, else the default)."""
     if graph.provider is not None:
         return graph.provider.name
-    histories = [store.get_history(name) for name in graph.edits]
+    histories = [store.get_history(name, graph.name) for name in graph.edits]
     # Ops run locally whatever the provider: only edits say which provider ran.
     latest = max((h for h in histories if h is not None and h.kind == "edit"),
                  key=lambda h: h.created_at, default=None)

@@ -15,7 +15,9 @@
     ├── ProvenanceError      a saved record (an image's embedded provenance, a run
     │                        folder's manifest) is missing, malformed or points outside
     │                        its folder
-    └── RunError             a run ended with failures; ``.failures`` maps node -> error
+    ├── RunError             a run ended with failures; ``.failures`` maps node -> error
+    └── RunInterrupted       SIGINT or SIGTERM stopped a run (also a KeyboardInterrupt);
+                             ``.run`` holds what finished
 
 Errors of the libraries underneath (pydantic, httpx, zlib, diskcache, Pillow) are turned
 into these where they cross into editgraph's public functions (``raise ... from exc``).
@@ -41,6 +43,7 @@ __all__ = [
     "ProviderError",
     "RecipeError",
     "RunError",
+    "RunInterrupted",
     "StoreError",
 ]
 
@@ -142,3 +145,24 @@ class RunError(EditGraphError):
         self.failures = dict(failures)
         self.run = run
         super().__init__("\n".join(f"{name}: {error}" for name, error in self.failures.items()))
+
+
+class RunInterrupted(EditGraphError, KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM stopped a run.
+
+    The first signal drains: no new edit starts, the edits in flight finish and are
+    cached, and then this is raised with ``.run`` holding every finished result
+    (``run.in_flight``, ``run.not_run``). A second SIGINT abandons at once
+    (``run.abandoned``): the edits that were in flight may have been billed. A
+    KeyboardInterrupt too, so that a script stops as on any Ctrl-C unless it asks
+    otherwise (being an EditGraphError, ``except Exception`` also catches it).
+    """
+
+    def __init__(self, run: object, signal_number: int) -> None:
+        self.run = run
+        self.signal_number = signal_number
+        abandoned = getattr(run, "abandoned", False)
+        super().__init__(
+            f"run {'abandoned' if abandoned else 'interrupted'} by signal {signal_number}; "
+            "finished edits are cached: run again to continue"
+        )

@@ -15,8 +15,10 @@ import concurrent.futures
 import contextlib
 import io
 import logging
+import signal
+import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -37,7 +39,7 @@ from .requests import (
     media_type_of,
 )
 from .runs import NodeResult, Run
-from .store import LEASE_SECONDS, JournalEntry, Store
+from .store import DEFAULT_GRAPH, LEASE_SECONDS, JournalEntry, Store
 
 __all__ = ["OP_PROVIDER", "Progress", "ResumeOutcome", "execute", "resume_journal", "run_sync"]
 
@@ -51,6 +53,11 @@ OP_PROVIDER = "local"
 
 _Node = EditNode | OpNode
 _Request = EditRequest | OpRequest
+
+logger = logging.getLogger("editgraph")
+#: Interrupt notices; the command shows them, a script sees them on stderr.
+_interrupt_log = logging.getLogger("editgraph.interrupt")
+_DRAIN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Progress(Protocol):
@@ -129,8 +136,10 @@ class _GroupCommit:
                         outcomes.append((future, operation(), None))
                     except Exception as error:  # noqa: BLE001 - handed to its caller
                         outcomes.append((future, None, error))
-        except Exception as error:  # noqa: BLE001 - the commit failed: every caller hears
-            outcomes = [(future, None, error) for _, future in queue]
+        except Exception:  # noqa: BLE001 - the commit failed: retry each write on its own
+            # (disk full, I/O error): one write that cannot be kept must not discard the
+            # other finished results queued with it.
+            outcomes = [(future, *self._alone(operation)) for operation, future in queue]
         for future, result, failure in outcomes:
             if future.cancelled():
                 continue
@@ -138,6 +147,19 @@ class _GroupCommit:
                 future.set_result(result)
             else:
                 future.set_exception(failure)
+
+    def _alone(self, operation: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+        """Run and commit one write by itself: its result, or the error that stopped it."""
+        try:
+            with self._store.batch():
+                result = operation()
+        except Exception as error:  # noqa: BLE001 - handed to its caller
+            return None, error
+        return result, None
+
+
+class _NotStarted(Exception):
+    """An edit not started because the run is draining after an interrupt."""
 
 
 @dataclass
@@ -150,6 +172,7 @@ class _Engine:
     cache_only: bool
     budget: float | None
     progress: Progress | None
+    graph: str
     done: dict[str, NodeResult] = field(default_factory=dict)
     failed: dict[str, BaseException] = field(default_factory=dict)
     pending: dict[str, asyncio.Future[None]] = field(default_factory=dict)
@@ -160,8 +183,30 @@ class _Engine:
     resumed: set[str] = field(default_factory=set)
     journaled: set[str] = field(default_factory=set)  # keys with a journal entry to clear
     billed_not_delivered: list[Submission] = field(default_factory=list)
+    uncached: dict[str, str] = field(default_factory=dict)
     committed: float = 0.0
     saved: float = 0.0
+    # Interrupts: the signal that asked to drain; the edits being generated (paid for)
+    # now and when it came; the edits that were not started because of it.
+    interrupted: int | None = None
+    calling: set[str] = field(default_factory=set)
+    in_flight: list[str] = field(default_factory=list)
+    not_run: set[str] = field(default_factory=set)
+    abandoned: bool = False
+
+    def drain(self, signal_number: int) -> None:
+        """Start no new edit; let the ones being generated finish and be cached."""
+        self.interrupted = signal_number
+        self.in_flight = [node.name for node in self.edits if node.name in self.calling]
+        _interrupt_log.warning(
+            "interrupted: finishing %d edit(s) in flight (%s); no new edit starts. "
+            "Press Ctrl-C again to abandon them (they may still be billed).",
+            len(self.in_flight), ", ".join(self.in_flight) or "none",
+        )
+
+    def _check_draining(self, node: EditNode) -> None:
+        if self.interrupted is not None:
+            raise _NotStarted(node.name)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -187,12 +232,16 @@ class _Engine:
         finally:
             heartbeat.cancel()
             self.writes.flush()
-            # Bookkeeping for `plan` is written once, off the critical path.
-            with self.store.batch():
-                for name, record in self.ran.items():
-                    self.store.put_history(name, record)
-            if self.saved:
-                self.store.add_saved(self.saved)
+            # Bookkeeping for `plan` is written once, off the critical path. When the
+            # store cannot take it (disk full), the results still stand: say so, go on.
+            try:
+                with self.store.batch():
+                    for name, record in self.ran.items():
+                        self.store.put_history(name, record, self.graph)
+                if self.saved:
+                    self.store.add_saved(self.saved)
+            except StoreError as error:
+                logger.warning("plan's history of this run was not kept: %s", error)
 
     # ------------------------------------------------------------------ resolution
 
@@ -207,6 +256,8 @@ class _Engine:
             references.append(Reference(
                 hash=upstream.output_hash, media_type=upstream.media_type, source=name,
                 url=upstream.url, url_expires_at=upstream.url_expires_at,
+                # An upstream result the store could not keep is only in memory.
+                data=upstream.data if upstream.name in self.uncached else None,
             ))
         return references
 
@@ -230,7 +281,8 @@ class _Engine:
             key = node.key([reference.hash for reference in references])
         else:
             request, key = build_request(node, self._references(node), self.provider.name)
-        record = self.store.get_record(key)
+        # Verified: a damaged entry is a miss (removed by the store), never a result.
+        record = self.store.get_verified_record(key)
         if record is None:
             return request, key
         self._finish(node, self._result(request, record, cached=True))
@@ -246,7 +298,7 @@ class _Engine:
         self.done[node.name] = result
         if result.cached:
             self.saved += node.estimate_cost(self.provider.name)
-        previous = None if not result.cached else self.store.get_history(node.name)
+        previous = None if not result.cached else self.store.get_history(node.name, self.graph)
         if previous is None or previous.key != result.key:
             self.ran[node.name] = result.record
         if self.progress is not None:
@@ -264,6 +316,8 @@ class _Engine:
             for name in node.references:
                 if name in self.pending:
                     await self.pending[name]
+            if any(name in self.not_run for name in node.references):
+                raise _NotStarted(node.name)
             if prepared is None:
                 prepared = self._resolve_now(node)
             if prepared is None:
@@ -276,6 +330,8 @@ class _Engine:
                 request, key = prepared
                 assert isinstance(request, EditRequest)
                 self._finish(node, await self._generate_once(node, request, key))
+        except _NotStarted:
+            self.not_run.add(node.name)
         except Exception as error:  # noqa: BLE001 - a node's failure is recorded, not raised
             self._fail(node, error)
         finally:
@@ -349,11 +405,14 @@ class _Engine:
         return result
 
     async def _generate(self, node: EditNode, request: EditRequest, key: str) -> NodeResult:
+        self._check_draining(node)
         async with self.slots:
+            self._check_draining(node)
             record = await self._take_lease(key)
             if record is not None:  # another process made it while we waited
                 return self._result(request, record, cached=True)
             try:
+                self._check_draining(node)
                 sent = self._with_bytes(request)
                 cost = node.estimate_cost(self.provider.name)
                 if self.budget is not None and self.committed + cost > self.budget + 1e-9:
@@ -364,18 +423,32 @@ class _Engine:
                     )
                 self.committed += cost
                 started = time.perf_counter()
-                with journal_for(_StoreJournal(self, key, request)):
-                    image = await self._call_provider(node.name, sent)
+                self.calling.add(node.name)
+                try:
+                    with journal_for(_StoreJournal(self, key, request)):
+                        image = await self._call_provider(node.name, sent)
+                finally:
+                    self.calling.discard(node.name)
                 record = self._record(node.name, request, key, image,
                                       time.perf_counter() - started, cost)
                 # The image, the record that points at it and the lease's release, in one
                 # commit: a crash leaves either nothing or a complete, usable result.
-                await self.writes.submit(lambda: self._keep(record, image.data))
+                try:
+                    await self.writes.submit(lambda: self._keep(record, image.data))
+                except StoreError as error:
+                    # Paid for but not kept (disk full, say): the result is still this
+                    # run's, served from memory, and the summary says it was not cached.
+                    self.uncached[node.name] = str(error)
+                    result = self._result(request, record, cached=False)
+                    result.keep_in_memory(image.data)
+                    return result
                 return self._result(request, record, cached=False)
             finally:
                 if key in self.held:
                     self.held.discard(key)
-                    self.writes.submit(lambda: self.store.release_lease(key))
+                    released = self.writes.submit(lambda: self.store.release_lease(key))
+                    # Unheard if it fails: the lease then expires on its own.
+                    released.add_done_callback(_quietly)
 
     async def _call_provider(self, name: str, request: EditRequest) -> GeneratedImage:
         try:
@@ -453,13 +526,15 @@ class _Engine:
         the record another process made while we waited for its lease."""
         delay = 0.02
         while not await self.writes.submit(lambda: self.store.acquire_lease(key)):
+            if self.interrupted is not None:
+                raise _NotStarted(key)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
-            record = self.store.get_record(key)
+            record = self.store.get_verified_record(key)
             if record is not None:
                 return record
         self.held.add(key)
-        record = self.store.get_record(key)
+        record = self.store.get_verified_record(key)
         if record is not None:  # made in the moment between our miss and the lease
             self.held.discard(key)
             self.writes.submit(lambda: self.store.release_lease(key))
@@ -485,9 +560,10 @@ async def execute(
     progress: Progress | None = None,
     notice: str | None = None,
     journaled_only: bool = False,
+    graph: str = DEFAULT_GRAPH,
 ) -> Run:
-    """Run ``edits`` (in topological order); the run's ``failures`` maps each edit that
-    failed to its error.
+    """Run ``edits`` (in topological order) of the graph named ``graph``; the run's
+    ``failures`` maps each edit that failed to its error.
 
     ``journaled_only`` (``editgraph resume``) finishes the tasks the submission journal
     holds and starts no new generation.
@@ -495,18 +571,34 @@ async def execute(
     engine = _Engine(
         edits=edits, sources=sources, provider=provider, store=store,
         concurrency=concurrency, cache_only=cache_only, budget=budget, progress=progress,
-        journaled_only=journaled_only,
+        journaled_only=journaled_only, graph=graph,
     )
+    repaired_before = store.repaired
     session = getattr(provider, "session", None)
     listener = getattr(progress, "update", None)
     with progress_to(listener if callable(listener) else None):
         async with session() if callable(session) else contextlib.nullcontext():
-            await engine.run()
+            work = asyncio.ensure_future(engine.run())
+            with _drain_on_signals(engine, work):
+                try:
+                    await work
+                except asyncio.CancelledError:
+                    if not engine.abandoned:
+                        raise  # cancelled from outside: not ours to handle
     results = {node.name: engine.done[node.name] for node in edits if node.name in engine.done}
     failures = {node.name: engine.failed[node.name] for node in edits if node.name in engine.failed}
-    return Run(results, provider=provider.name, failures=failures, notice=notice,
-               billed_not_delivered=engine.billed_not_delivered, resumed=engine.resumed)
-
+    run = Run(results, provider=provider.name, failures=failures, notice=notice,
+              billed_not_delivered=engine.billed_not_delivered, resumed=engine.resumed)
+    run.repaired = store.repaired - repaired_before
+    run.uncached = dict(engine.uncached)
+    run.nodes = [node.name for node in edits]
+    if engine.interrupted is not None:
+        run.interrupted = engine.interrupted
+        run.abandoned = engine.abandoned
+        run.in_flight = list(engine.in_flight)
+        run.not_run = [node.name for node in edits
+                       if node.name not in results and node.name not in failures]
+    return run
 
 @dataclass(frozen=True)
 class ResumeOutcome:
@@ -525,7 +617,8 @@ async def resume_journal(provider: Provider, store: Store) -> ResumeOutcome:
     recipe afterwards finds it in the cache.
     """
     engine = _Engine(edits=(), sources={}, provider=provider, store=store, concurrency=1,
-                     cache_only=False, budget=None, progress=None, journaled_only=True)
+                     cache_only=False, budget=None, progress=None, journaled_only=True,
+                     graph=DEFAULT_GRAPH)
     engine.writes = _GroupCommit(store)
     delivered: list[str] = []
     failures: dict[str, BaseException] = {}
@@ -557,6 +650,53 @@ async def resume_journal(provider: Provider, store: Store) -> ResumeOutcome:
                 failures[node] = error
     return ResumeOutcome(delivered=delivered, failures=failures,
                          billed_not_delivered=engine.billed_not_delivered, skipped=skipped)
+
+
+@contextlib.contextmanager
+def _drain_on_signals(engine: _Engine, work: asyncio.Future[None]) -> Iterator[None]:
+    """While a run works in the main thread: the first SIGINT or SIGTERM drains it, a
+    second SIGINT abandons it (cancels ``work``). Earlier handlers come back after; a
+    signal the caller already handles on this loop (``loop.add_signal_handler``) is
+    left to the caller."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only (a notebook runs us in a worker)
+        return
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signal_number: int) -> None:
+        if engine.interrupted is None:
+            engine.drain(signal_number)
+        elif signal_number == signal.SIGINT:
+            engine.in_flight = [node.name for node in engine.edits if node.name in engine.calling]
+            _interrupt_log.warning(
+                "abandoned: %s may have been billed without a result",
+                ", ".join(engine.in_flight) or "no edit",
+            )
+            engine.abandoned = True
+            work.cancel()
+
+    previous = {number: signal.getsignal(number) for number in _DRAIN_SIGNALS}
+    installed = []
+    try:
+        for number in _DRAIN_SIGNALS:
+            if getattr(signal.getsignal(number), "__module__", None) == "asyncio.unix_events":
+                continue  # the caller's loop handles it (a batch drains its own items)
+            try:
+                loop.add_signal_handler(number, on_signal, number)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # no signal handling on this loop or platform
+            installed.append(number)
+        yield
+    finally:
+        for number in installed:
+            loop.remove_signal_handler(number)
+            signal.signal(number, previous[number])
+
+
+def _quietly(future: asyncio.Future[Any]) -> None:
+    """Mark a write's failure as heard (it needs no caller)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:

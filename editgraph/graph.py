@@ -32,7 +32,7 @@ from .providers.registry import default_provider
 from .regions import crop_box, mask_area, model_size
 from .runs import Run
 from .sources import DEFAULT_MAX_SOURCE_PIXELS, prepare_source, read_source
-from .store import Store
+from .store import DEFAULT_GRAPH, Store
 from .stores.base import CacheLocation, open_store
 
 __all__ = ["Graph", "Handle", "Sweep", "chain"]
@@ -152,6 +152,8 @@ class Graph:
     ``provider`` and ``cache_dir`` (a folder, ``s3://bucket/prefix`` or an open store)
     are defaults for ``run()``. ``max_source_pixels`` (default 40,000,000) is the largest
     source ``image()`` accepts.
+    ``name`` says whose history ``plan`` compares with (a recipe's graph is named after
+    its file).
     """
 
     def __init__(
@@ -162,9 +164,15 @@ class Graph:
         cache_dir: CacheLocation = None,
         concurrency: int = 8,
         max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS,
+        name: str = DEFAULT_GRAPH,
         **defaults: Any,
     ) -> None:
         self._id = f"g{next(_graph_ids)}"
+        if not isinstance(name, str) or not name:
+            raise GraphError(f"graph name must be a non-empty str, got {name!r}")
+        #: Whose history ``plan`` compares with: a recipe's resolved path, a notebook's
+        #: ``name=`` (default "__main__").
+        self.name = name
         self._dag = nx.DiGraph()
         self._sources: dict[str, SourceNode] = {}
         self._edits: dict[str, EditNode | OpNode] = {}
@@ -183,7 +191,7 @@ class Graph:
         if unknown:
             raise GraphError(
                 f"graph defaults: unknown parameter(s) {sorted(unknown)}; "
-                f"known: model, provider, cache_dir, concurrency, {', '.join(_DEFAULTS)}"
+                f"known: model, provider, cache_dir, concurrency, name, {', '.join(_DEFAULTS)}"
             )
         self.defaults = {**_DEFAULTS, **defaults}
         spec = resolve_model(model, node="<graph defaults>")
@@ -761,7 +769,7 @@ class Graph:
         self._check_edits(chosen)
         name = chosen.name
         return make_plan(list(self._edits.values()), self._sources, provider=name,
-                         store=self._open_store(cache_dir))
+                         store=self._open_store(cache_dir), graph=self.name)
 
     async def arun(
         self,
@@ -780,8 +788,12 @@ class Graph:
         lets estimated spend pass it. ``progress`` shows a progress bar (default: on
         long runs in a terminal or notebook). ``journaled_only`` (``editgraph resume``)
         collects the tasks the submission journal holds and starts no new generation.
+
+        Ctrl-C (SIGINT) or SIGTERM drains the run: no new edit starts, the edits in
+        flight finish and are cached, then ``eg.RunInterrupted`` (a KeyboardInterrupt)
+        is raised with ``.run`` holding what finished. A second Ctrl-C abandons at once.
         """
-        from .errors import BudgetError, RunError
+        from .errors import BudgetError, RunError, RunInterrupted
         from .progress import progress_bar
 
         chosen, notice = self._provider(provider)
@@ -789,7 +801,8 @@ class Graph:
         store = self._open_store(cache_dir)
         edits = list(self._edits.values())
         if budget is not None:
-            estimate = make_plan(edits, self._sources, provider=chosen.name, store=store)
+            estimate = make_plan(edits, self._sources, provider=chosen.name, store=store,
+                                 graph=self.name)
             if estimate.estimated_cost > budget + 1e-9:
                 raise BudgetError(
                     f"budget: the run is estimated at ${estimate.estimated_cost:.4f}, over "
@@ -803,7 +816,10 @@ class Graph:
                 ),
                 cache_only=cache_only, budget=budget, progress=bar, notice=notice,
                 journaled_only=journaled_only,
+                graph=self.name,
             )
+        if run.interrupted is not None:
+            raise RunInterrupted(run, run.interrupted)
         if run.failures:
             raise RunError(run.failures, run=run)
         return run

@@ -17,7 +17,7 @@ from .keys import build_request
 from .nodes import EditNode, OpNode, SourceNode
 from .records import EditRecord
 from .requests import Reference
-from .store import Store
+from .store import DEFAULT_GRAPH, Store
 
 __all__ = ["Plan", "PlanStep", "make_plan"]
 
@@ -110,8 +110,10 @@ def make_plan(
     *,
     provider: str,
     store: Store,
+    graph: str = DEFAULT_GRAPH,
 ) -> Plan:
-    """Plan ``edits`` (in topological order) against ``store``; calls no provider."""
+    """Plan ``edits`` (in topological order) of the graph named ``graph`` against
+    ``store``; calls no provider."""
     outputs: dict[str, Reference] = {
         name: Reference(hash=node.hash, media_type=node.media_type, source=node.source)
         for name, node in sources.items()
@@ -124,7 +126,7 @@ def make_plan(
             continue
         labels = [f"image {i} = {name}" for i, name in enumerate(node.references, 1)]
         waiting = [name for name in node.references if name not in outputs]
-        history = store.get_history(node.name)
+        history = store.get_history(node.name, graph)
         if waiting:
             reason = _why(node, None, None, history, provider, waiting)
             steps.append(PlanStep(name=node.name, cached=False, prompt=node.prompt,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError, create_model
 from .errors import GraphError, RecipeError
 from .graph import Graph
 from .sources import source_root
+from .store import DEFAULT_GRAPH
 
 __all__ = ["Recipe", "build_recipe", "load_recipe", "recipe_parameters"]
 
@@ -66,15 +67,19 @@ class Recipe:
     """A recipe loaded once and built as often as needed (one graph per batch item).
 
     ``function`` returns an ``eg.Graph``; ``label`` names it in errors; ``root`` is the
-    folder its relative source paths resolve against (a recipe file's own folder).
+    folder its relative source paths resolve against (a recipe file's own folder);
+    ``graph_name`` names the graphs it builds (unless the recipe names them), so that
+    ``plan`` compares with this recipe's history only (a file's resolved path).
     """
 
     def __init__(
-        self, function: Callable[..., Graph], *, label: str, root: Path | None = None
+        self, function: Callable[..., Graph], *, label: str, root: Path | None = None,
+        graph_name: str | None = None,
     ) -> None:
         self.function = function
         self.label = label
         self.root = root
+        self.graph_name = graph_name
         self.parameters = recipe_parameters(function)
         self._model: type[BaseModel] = create_model(  # type: ignore[call-overload]
             "recipe_parameters", **self.parameters
@@ -85,7 +90,8 @@ class Recipe:
         """The recipe defined by the Python file at ``path``."""
         file = Path(path)
         module = load_recipe(file)
-        return cls(module.recipe, label=str(file), root=file.resolve().parent)
+        return cls(module.recipe, label=str(file), root=file.resolve().parent,
+                   graph_name=str(file.resolve()))
 
     @property
     def name(self) -> str:
@@ -136,12 +142,15 @@ class Recipe:
                 f"recipe {self.label!r}: recipe() must return an eg.Graph, got "
                 f"{type(graph).__name__}"
             )
+        if self.graph_name is not None and graph.name == DEFAULT_GRAPH:
+            graph.name = self.graph_name
         return graph
 
 
 def build_recipe(path: str | Path, settings: dict[str, str] | None = None) -> Graph:
     """Import the recipe at ``path``, check ``settings`` against its type hints, build it.
 
-    Relative source paths in the recipe resolve against the recipe's own folder.
+    Relative source paths in the recipe resolve against the recipe's own folder. The
+    graph is named after the recipe's resolved path unless the recipe named it.
     """
     return Recipe.load(path).build(settings)

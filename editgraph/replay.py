@@ -127,7 +127,7 @@ def _from_manifest(
     dag = nx.DiGraph()
     nodes: dict[str, EditNode | OpNode] = {}
     recorded = []
-    for entry in manifest.edits:
+    for entry in manifest.finished_edits:
         edit = entry.record
         references = []
         for saved in inputs[edit.node]:

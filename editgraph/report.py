@@ -66,7 +66,7 @@ def report_from_folder(out_dir: Path, path: Path | None = None) -> Path:
     """
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir / "manifest.json")
-    saved = {entry.record.output_hash: entry for entry in manifest.edits}
+    saved = {entry.record.output_hash: entry for entry in manifest.finished_edits}
 
     def lookup(content_hash: str, source: str) -> bytes | None:
         entry = saved.get(content_hash)
@@ -93,7 +93,8 @@ def render_report(manifest: Manifest, lookup: ImageLookup, *, title: str) -> str
     inputs = saved_inputs(manifest)
     sources = source_names(manifest)
     anchors = {
-        entry.record.node: f"edit-{number}" for number, entry in enumerate(manifest.edits, 1)
+        entry.record.node: f"edit-{number}"
+        for number, entry in enumerate(manifest.finished_edits, 1)
     }
 
     nodes: list[DrawnNode] = []
@@ -110,7 +111,7 @@ def render_report(manifest: Manifest, lookup: ImageLookup, *, title: str) -> str
         return thumbnails[content_hash]
 
     edits: list[dict[str, Any]] = []
-    for entry in manifest.edits:
+    for entry in manifest.finished_edits:
         record = entry.record
         references = []
         for saved in inputs[record.node]:
@@ -145,9 +146,9 @@ def render_report(manifest: Manifest, lookup: ImageLookup, *, title: str) -> str
     nodes += [
         DrawnNode(entry.record.node, entry.record.kind, entry.record.prompt, cached=entry.cached,
                   href=f"#{anchors[entry.record.node]}")
-        for entry in manifest.edits
+        for entry in manifest.finished_edits
     ]
-    elapsed = sum(entry.record.elapsed for entry in manifest.edits if not entry.cached)
+    elapsed = sum(entry.record.elapsed for entry in manifest.finished_edits if not entry.cached)
     page = templates.get_template("report.html.j2").render(
         title=title,
         manifest=manifest,

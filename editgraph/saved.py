@@ -23,7 +23,7 @@ from .errors import GraphError, ProvenanceError, StoreError
 from .keys import content_hash
 from .provenance import embed_provenance, remove_provenance
 from .requests import Reference
-from .runs import Manifest, ManifestEntry, Run
+from .runs import Manifest, ManifestEntry, NodeStatus, Run
 from .sources import NODE_NAME, URL_SCHEME, fetch, safe_stem
 from .store import Store
 
@@ -46,13 +46,50 @@ def save_run(run: Run, folder: Path) -> Path:
     Each PNG and JPEG carries its edit's record (``eg.provenance(path)`` reads it). Every
     file is written atomically, so an interrupted save never leaves a truncated image
     under its final name.
+
+    The folder stays truthful: the manifest lists every edit of the graph with its
+    status; an edit that did not finish keeps the file an earlier save left for it,
+    listed as stale (with the key that made it); files an earlier manifest listed for
+    edits no longer in the graph are removed; files no manifest listed are never touched.
     """
     folder.mkdir(parents=True, exist_ok=True)
     manifest = run.manifest
+    earlier = _earlier_files(folder)
     for result in run.values():
         write_atomically(folder / result.filename, embed_provenance(result.data, result.record))
+    listed: list[ManifestEntry | NodeStatus] = []
+    for entry in manifest.edits:
+        if isinstance(entry, NodeStatus) and entry.node in earlier:
+            file, key = earlier[entry.node]
+            entry = entry.model_copy(update={"stale": True, "file": file, "key": key})
+        listed.append(entry)
+    manifest = manifest.model_copy(update={"edits": listed})
     write_atomically(folder / "manifest.json", manifest.model_dump_json(indent=2).encode())
+    # Files an earlier manifest listed for edits no longer in the graph (or under another
+    # name now) go; files no manifest listed are never touched.
+    current = {entry.file for entry in listed if entry.file is not None}
+    for file, _ in earlier.values():
+        if file not in current:
+            (folder / file).unlink(missing_ok=True)
     return folder
+
+
+def _earlier_files(folder: Path) -> dict[str, tuple[str, str]]:
+    """node -> (file, key) of every image the manifest already in ``folder`` lists and
+    that is still there; {} when there is none (or it is not one editgraph wrote)."""
+    try:
+        earlier = Manifest.model_validate_json((folder / "manifest.json").read_bytes())
+    except (OSError, ValueError):  # pydantic's ValidationError included
+        return {}
+    files = {}
+    for entry in earlier.edits:
+        file, key = entry.file, entry.key
+        # Only plain names inside the folder: a hand-edited manifest cannot point outside.
+        if file is None or key is None or Path(file).name != file or file == "manifest.json":
+            continue
+        if (folder / file).is_file():
+            files[entry.node] = (file, key)
+    return files
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -102,7 +139,7 @@ def saved_inputs(manifest: Manifest) -> dict[str, list[SavedInput]]:
     """Each edit's inputs in order, each with the earlier edit that made it, if any."""
     made_by: dict[str, list[str]] = {}
     inputs: dict[str, list[SavedInput]] = {}
-    for entry in manifest.edits:
+    for entry in manifest.finished_edits:
         record = entry.record
         found = []
         for index, reference in enumerate(record.references, 1):
@@ -120,9 +157,9 @@ def source_names(manifest: Manifest) -> dict[str, str]:
     Names come from the source's file name, made unique against the edits and each other.
     """
     inputs = saved_inputs(manifest)
-    taken = {entry.record.node for entry in manifest.edits}
+    taken = {entry.record.node for entry in manifest.finished_edits}
     names: dict[str, str] = {}
-    for entry in manifest.edits:
+    for entry in manifest.finished_edits:
         for saved in inputs[entry.record.node]:
             if saved.upstream is not None or saved.reference.hash in names:
                 continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import socket
@@ -27,17 +28,22 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import StoreError
-from .records import EditRecord
+from .records import RECORD_VERSION, EditRecord
 from .requests import Submission
 
 __all__ = [
+    "DEFAULT_GRAPH",
     "LEASE_SECONDS",
+    "CacheDamage",
     "CacheStats",
     "DiskStore",
     "JournalEntry",
     "Store",
     "default_cache_dir",
 ]
+
+#: The graph name of a Graph not given one (a notebook, a script).
+DEFAULT_GRAPH = "__main__"
 
 #: A lease not renewed for this long is taken over by whoever wants it.
 LEASE_SECONDS = 30.0
@@ -69,6 +75,15 @@ class JournalEntry(BaseModel):
     request: dict[str, Any]
 
 
+class CacheDamage(BaseModel):
+    """One damaged entry that ``verify`` found: a record or an image, and what is wrong."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entry: str
+    problem: str
+
+
 class CacheStats(BaseModel):
     """Totals for ``editgraph cache info``."""
 
@@ -86,12 +101,26 @@ class Store(Protocol):
         """The record for ``key``, or None (also when its image is gone)."""
         ...
 
+    def get_verified_record(self, key: str) -> EditRecord | None:
+        """The record for ``key`` whose image reads back with its hash, or None.
+
+        A damaged entry (unreadable record, image missing or not matching its hash) is
+        a miss: it is removed and counted in ``repaired``.
+        """
+        ...
+
+    @property
+    def repaired(self) -> int:
+        """Damaged records and images this store object has removed so far."""
+        ...
+
     def put_record(self, record: EditRecord) -> None:
         """Keep ``record``; a record already there for its key wins."""
         ...
 
     def get_blob(self, content_hash: str) -> bytes:
-        """The bytes with this hash; StoreError when missing."""
+        """The bytes with this hash, checked against it; StoreError when missing or
+        damaged (a damaged image is removed)."""
         ...
 
     def put_blob(self, content_hash: str, data: bytes) -> None:
@@ -118,12 +147,12 @@ class Store(Protocol):
         """Give up a held lease."""
         ...
 
-    def get_history(self, name: str) -> EditRecord | None:
-        """The record of the edit ``name`` last ran (or was served) as, if any."""
+    def get_history(self, name: str, graph: str = DEFAULT_GRAPH) -> EditRecord | None:
+        """The record of the edit ``name`` of ``graph`` last ran (or was served) as."""
         ...
 
-    def put_history(self, name: str, record: EditRecord) -> None:
-        """Remember the record of the edit ``name`` ran as, for ``plan``'s reasons."""
+    def put_history(self, name: str, record: EditRecord, graph: str = DEFAULT_GRAPH) -> None:
+        """Remember the record of the edit ``name`` of ``graph``, for ``plan``'s reasons."""
         ...
 
     def add_saved(self, usd: float) -> None:
@@ -188,6 +217,70 @@ def _parse_record(text: Any) -> EditRecord | None:
         return None
 
 
+def _is_damaged(text: Any) -> bool:
+    """Whether a record's text is unreadable: not a JSON object, or one this version
+    should read but cannot.
+
+    A record of a newer schema version is not damage (a newer editgraph may still serve
+    it); it is a miss that a new record may replace.
+    """
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError):
+        return True
+    if not isinstance(value, dict):
+        return True
+    version = value.get("schema_version", 1)
+    if isinstance(version, int) and version > RECORD_VERSION:
+        return False
+    return _parse_record(text) is None
+
+
+def _history_name(graph: str, node: str) -> str:
+    """The index entry of one node of one graph (JSON: graph names are paths)."""
+    return _HISTORY + json.dumps([graph, node])
+
+
+def _boot_id() -> str | None:
+    """This machine's boot id (Linux), or None where there is none to read."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _pid_namespace() -> str | None:
+    """This process's pid namespace (Linux: ``pid:[4026531836]``), or None."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _lease_identity() -> dict[str, Any]:
+    """Who holds a lease: a random owner id, and where its pid means something.
+
+    A pid names a process only on one host, since one boot, inside one pid namespace
+    (two containers on one cache volume share the host name and boot id, not pids).
+    """
+    return {
+        "owner": uuid.uuid4().hex,
+        "host": socket.gethostname(),
+        "boot_id": _boot_id(),
+        "pid_ns": _pid_namespace(),
+        "pid": os.getpid(),
+    }
+
+
+def _lease_owner(holder: Any) -> dict[str, Any]:
+    """The JSON object of a lease, or {} when it is not one."""
+    try:
+        owner = json.loads(holder)
+    except (ValueError, TypeError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -223,9 +316,8 @@ class DiskStore:
         self._closer = weakref.finalize(self, self._cache.close)
         self._leases_here: set[str] = set()
         self._leases_lock = threading.Lock()
-        self._owner = json.dumps(
-            {"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex}
-        )
+        self._repaired = 0
+        self._identity = _lease_identity()
 
     def __repr__(self) -> str:
         return f"DiskStore({str(self.directory)!r})"
@@ -237,24 +329,85 @@ class DiskStore:
     # records and blobs
 
     def get_record(self, key: str) -> EditRecord | None:
-        """The record for ``key``, or None (also when its image is gone)."""
+        """The record for ``key``, or None (also when its image is gone).
+
+        An unreadable record, or one whose image is gone (its row or its file), is
+        removed and counted in ``repaired``; the image bytes are not read here (see
+        ``get_verified_record``).
+        """
         text = self._get(_RECORD + key)
         if text is None:
             return None
         record = _parse_record(text)
-        if record is None or not self._contains(_BLOB + record.output_hash):
+        if record is None:
+            if _is_damaged(text):
+                self._remove_damaged(_RECORD + key, expected=text)
+            return None
+        if not self._blob_present(record.output_hash):
+            self._remove_damaged(_RECORD + key, expected=text)
+            self._remove_damaged(_BLOB + record.output_hash)
             return None
         return record
 
+    def get_verified_record(self, key: str) -> EditRecord | None:
+        """The record for ``key`` whose image reads back with its hash, or None.
+
+        A damaged entry (unreadable record, image missing or not matching its hash) is
+        a miss: it is removed and counted in ``repaired``.
+        """
+        record = self.get_record(key)
+        if record is None:
+            return None
+        try:
+            self.get_blob(record.output_hash)
+        except StoreError:
+            self._remove_damaged(_RECORD + key, expected=self._get(_RECORD + key))
+            return None
+        return record
+
+    @property
+    def repaired(self) -> int:
+        """Damaged records and images this store object has removed so far."""
+        return self._repaired
+
     def put_record(self, record: EditRecord) -> None:
-        """Keep ``record``; a record already there for its key wins."""
-        self._write(lambda: self._cache.add(_RECORD + record.key, record.model_dump_json()))
+        """Keep ``record``; a readable record already there for its key wins.
+
+        Write-once holds for readable records only: one that cannot be read (damaged,
+        or written by another schema version) is replaced, or the key would be paid
+        for on every run.
+        """
+        name = _RECORD + record.key
+        text = record.model_dump_json()
+
+        def put() -> None:
+            with self._cache.transact():
+                if self._cache.add(name, text):
+                    return
+                if _parse_record(self._cache.get(name)) is None:
+                    self._cache.set(name, text)
+
+        self._write(put)
 
     def get_blob(self, content_hash: str) -> bytes:
-        """The bytes with this hash; StoreError when missing."""
-        data = self._get(_BLOB + content_hash)
+        """The bytes with this hash, checked against it; StoreError when missing or
+        damaged (a damaged image is removed, and counted in ``repaired``)."""
+        name = _BLOB + content_hash
+        data = self._get(name)
         if not isinstance(data, bytes):
+            if self._contains(name):  # the row is there, its file is gone
+                self._remove_damaged(name)
+                raise StoreError(
+                    f"image {content_hash[:12]} is missing from the cache (its file is "
+                    "gone); removed its entry: run again to make it anew"
+                )
             raise StoreError(f"image {content_hash[:12]} is missing from the cache")
+        if hashlib.sha256(data).hexdigest() != content_hash:
+            self._remove_damaged(name)
+            raise StoreError(
+                f"image {content_hash[:12]} in the cache is damaged (its bytes no longer "
+                "match their hash); removed it: run again to make it anew"
+            )
         return data
 
     def put_blob(self, content_hash: str, data: bytes) -> None:
@@ -264,6 +417,34 @@ class DiskStore:
     def has_blob(self, content_hash: str) -> bool:
         """Whether bytes with this hash are kept."""
         return self._contains(_BLOB + content_hash)
+
+    def _blob_present(self, content_hash: str) -> bool:
+        """Whether the image's row is there and, when kept as a file, the file too
+        (opened, not read: a cache hit stays one database read and one open)."""
+
+        def present() -> bool:
+            handle = self._cache.get(_BLOB + content_hash, read=True)
+            if handle is None:
+                return False
+            if hasattr(handle, "close"):
+                handle.close()
+            return True
+
+        return bool(self._read(present))
+
+    def _remove_damaged(self, name: str, expected: Any = None) -> None:
+        """Remove a damaged row (``expected``: only while it still holds that value, so
+        a good record written meanwhile by another process stays)."""
+
+        def remove() -> bool:
+            with self._cache.transact():
+                if expected is not None and self._cache.get(name) != expected:
+                    return False
+                return bool(self._cache.delete(name))
+
+        if self._write(remove):
+            with self._leases_lock:
+                self._repaired += 1
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -297,23 +478,40 @@ class DiskStore:
                 self._leases_here.add(key)
             return acquired
 
+    def _lease_value(self) -> str:
+        """This store's lease JSON: its identity and when the lease expires unless renewed."""
+        return json.dumps({**self._identity, "expires_at": time.time() + LEASE_SECONDS})
+
+    def _is_ours(self, holder: Any) -> bool:
+        return bool(_lease_owner(holder).get("owner") == self._identity["owner"])
+
+    def _holder_is_dead(self, holder: Any) -> bool:
+        """Whether the lease's holder is known to be gone (its lease may be taken at once).
+
+        Only a holder on this host, since this boot, in this pid namespace can be looked
+        up by its pid; any other is presumed alive until its lease expires.
+        """
+        owner = _lease_owner(holder)
+        if not owner:
+            return True  # not a lease editgraph wrote: nobody holds it
+        mine = self._identity
+        if any(owner.get(field) != mine[field] for field in ("host", "boot_id", "pid_ns")):
+            return False
+        pid = owner.get("pid")
+        return isinstance(pid, int) and not _process_alive(pid)
+
     def _acquire(self, key: str) -> bool:
         name = _LEASE + key
-        if self._write(lambda: self._cache.add(name, self._owner, expire=LEASE_SECONDS)):
+        if self._write(lambda: self._cache.add(name, self._lease_value(), expire=LEASE_SECONDS)):
             return True
         holder = self._get(name)
         if holder is None:
-            return bool(
-                self._write(lambda: self._cache.add(name, self._owner, expire=LEASE_SECONDS))
-            )
-        if holder == self._owner:
+            return bool(self._write(
+                lambda: self._cache.add(name, self._lease_value(), expire=LEASE_SECONDS)
+            ))
+        if self._is_ours(holder):
             return True  # ours, left over from an interrupted run of this process
-        try:
-            owner = json.loads(holder)
-            dead = owner["host"] == socket.gethostname() and not _process_alive(owner["pid"])
-        except (ValueError, KeyError, TypeError):
-            dead = True
-        if not dead:
+        if not self._holder_is_dead(holder):
             return False
 
         # The holder's process is gone: take over, unless someone else just did.
@@ -321,7 +519,7 @@ class DiskStore:
             with self._cache.transact():
                 if self._cache.get(name) != holder:
                     return False
-                self._cache.set(name, self._owner, expire=LEASE_SECONDS)
+                self._cache.set(name, self._lease_value(), expire=LEASE_SECONDS)
                 return True
 
         return bool(self._write(take_over))
@@ -333,10 +531,10 @@ class DiskStore:
         def renew() -> None:
             with self._cache.transact():
                 holder = self._cache.get(name)
-                if holder == self._owner:
-                    self._cache.touch(name, expire=LEASE_SECONDS)
-                elif holder is None:  # it expired while we worked, and nobody took it
-                    self._cache.add(name, self._owner, expire=LEASE_SECONDS)
+                if holder is None:  # it expired while we worked, and nobody took it
+                    self._cache.add(name, self._lease_value(), expire=LEASE_SECONDS)
+                elif self._is_ours(holder):
+                    self._cache.set(name, self._lease_value(), expire=LEASE_SECONDS)
 
         self._write(renew)
 
@@ -346,7 +544,7 @@ class DiskStore:
 
         def release() -> None:
             with self._cache.transact():
-                if self._cache.get(name) == self._owner:
+                if self._is_ours(self._cache.get(name)):
                     self._cache.delete(name)
 
         try:
@@ -357,13 +555,18 @@ class DiskStore:
 
     # history and stats
 
-    def get_history(self, name: str) -> EditRecord | None:
-        """The record of the edit ``name`` last ran (or was served) as, if any.
+    def get_history(self, name: str, graph: str = DEFAULT_GRAPH) -> EditRecord | None:
+        """The record of the edit ``name`` of ``graph`` last ran (or was served) as.
 
-        editgraph 0.1.0 kept only the request's key and parameters here: its entries are
-        read through the record of that key, while the cache still holds it.
+        History is per graph: a node is compared only with the same node of the same
+        graph (a recipe's resolved path, a notebook's ``Graph(name=...)``). Entries from
+        before graphs were named (keyed by node name alone) count as the default
+        graph's. editgraph 0.1.0 kept only the request's key and parameters: its
+        entries are read through the record of that key, while the cache still holds it.
         """
-        text = self._get(_HISTORY + name)
+        text = self._get(_history_name(graph, name))
+        if text is None and graph == DEFAULT_GRAPH:
+            text = self._get(_HISTORY + name)
         if text is None:
             return None
         record = _parse_record(text)
@@ -378,9 +581,11 @@ class DiskStore:
         text = self._get(_RECORD + legacy["key"])
         return None if text is None else _parse_record(text)
 
-    def put_history(self, name: str, record: EditRecord) -> None:
-        """Remember the record of the edit ``name`` ran as, for ``plan``'s reasons."""
-        self._write(lambda: self._cache.set(_HISTORY + name, record.model_dump_json()))
+    def put_history(self, name: str, record: EditRecord, graph: str = DEFAULT_GRAPH) -> None:
+        """Remember the record of the edit ``name`` of ``graph``, for ``plan``'s reasons."""
+        self._write(
+            lambda: self._cache.set(_history_name(graph, name), record.model_dump_json())
+        )
 
     def add_saved(self, usd: float) -> None:
         """Add to the running total of spend that cache hits saved."""
@@ -492,6 +697,51 @@ class DiskStore:
         for name in [_RECORD + key for key in drop] + unused:
             self._write(functools.partial(self._cache.delete, name))
         return len(drop)
+
+    def verify(self, *, repair: bool = False) -> list[CacheDamage]:
+        """Check every record and image: records readable, images present and matching
+        their hashes. Returns what is damaged; with ``repair``, removes it too."""
+        damage: list[CacheDamage] = []
+        bad: list[tuple[str, Any]] = []
+        names = list(self._iterkeys())
+        blobs = {name[len(_BLOB) :] for name in names if name.startswith(_BLOB)}
+        broken: dict[str, str] = {}
+        for content_hash in sorted(blobs):
+            name = _BLOB + content_hash
+            data = self._get(name)
+            if not isinstance(data, bytes):
+                broken[content_hash] = "its file is missing"
+            elif hashlib.sha256(data).hexdigest() != content_hash:
+                broken[content_hash] = "its bytes do not match their hash"
+            else:
+                continue
+            damage.append(CacheDamage(entry=f"image {content_hash[:12]}",
+                                      problem=broken[content_hash]))
+            bad.append((name, None))
+        for name in names:
+            if not name.startswith(_RECORD):
+                continue
+            text = self._get(name)
+            record = _parse_record(text)
+            if record is None:
+                if _is_damaged(text):
+                    damage.append(CacheDamage(entry=f"record {name[len(_RECORD):][:12]}",
+                                              problem="unreadable (not a record)"))
+                    bad.append((name, text))
+                continue
+            label = f"record {record.key[:12]} ({record.node})"
+            if record.output_hash in broken:
+                problem = f"its image {record.output_hash[:12]} is damaged"
+            elif record.output_hash not in blobs:
+                problem = f"its image {record.output_hash[:12]} is missing"
+            else:
+                continue
+            damage.append(CacheDamage(entry=label, problem=problem))
+            bad.append((name, text))
+        if repair:
+            for name, expected in bad:
+                self._remove_damaged(name, expected=expected)
+        return damage
 
     def clear(self) -> None:
         """Remove everything."""

@@ -6,7 +6,8 @@ wait on what the child has done (and kill it at a chosen moment) without sleepin
 
     python tests/reliability_child.py run GRAPH CACHE_DIR [--wait-go] [--concurrency N]
         Runs GRAPH ("mixed" or "small") with eg.providers.Together (TOGETHER_API_KEY and
-        TOGETHER_BASE_URL from the environment). Prints "ready", waits for a line on
+        TOGETHER_BASE_URL from the environment). Prints "identity {pid, pid_ns}" and
+        "ready", waits for a line on
         stdin when --wait-go is given, then "done NAME CACHED OUTPUT_HASH" as each edit
         is durably finished, "failed NAME" per failed edit, and "finished" at the end.
 
@@ -21,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -139,6 +142,8 @@ async def _run(graph_name: str, cache_dir: str, concurrency: int, wait_go: bool)
     graph = mixed_graph(60, size=CRASH_SIZE) if graph_name == "mixed" else small_graph()
     store = DiskStore(cache_dir)
     provider = eg.providers.Together()
+    namespace = os.readlink("/proc/self/ns/pid") if os.path.exists("/proc/self/ns/pid") else None
+    print("identity " + json.dumps({"pid": os.getpid(), "pid_ns": namespace}), flush=True)
     print("ready", flush=True)
     if wait_go:
         sys.stdin.readline()

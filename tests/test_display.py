@@ -98,7 +98,7 @@ def test_graph_repr_html_marks_cached_edits_once_a_store_is_open(tmp_path: Path)
 class _BrokenStore(DiskStore):
     """A store whose index cannot be read (a damaged or unreachable backend)."""
 
-    def get_history(self, name: str) -> None:
+    def get_history(self, name: str, graph: str = "__main__") -> None:
         """Fails as a broken backend would."""
         raise RuntimeError("the backend is unreachable")
 

@@ -224,3 +224,34 @@ def test_plan_and_budget_price_input_megapixels_for_a_provider_that_bills_them(t
         graph.run(provider=bfl, budget=0.04, progress=False)
     assert bfl.calls == []
     assert graph.run(provider=bfl, budget=0.05, progress=False)["paint"].cost == pytest.approx(0.045)
+
+
+def test_why_compares_only_with_the_same_node_of_the_same_graph(tmp_path: Path, car: Path) -> None:
+    """A node named like one in another graph (a recipe, a notebook) is "new", not a diff."""
+    cache = tmp_path / "cache"
+    recipe = tmp_path / "quickstart.py"
+    recipe.write_text(
+        "import editgraph as eg\n\n"
+        "def recipe() -> eg.Graph:\n"
+        "    g = eg.Graph()\n"
+        "    car = g.image('car.png')\n"
+        "    g.edit(f'Place the car from {car} on a beach', name='night')\n"
+        "    return g\n"
+    )
+    from editgraph.recipe import build_recipe  # the command's way of loading a recipe
+
+    quickstart = build_recipe(recipe)
+    assert quickstart.name == str(recipe.resolve())
+    quickstart.run(provider=CountingProvider(), cache_dir=cache)
+    snippet = recolour(cache, car, night="Make {blue} a night scene, wet asphalt")
+    assert snippet.name == "__main__"
+    assert snippet.plan(provider=Forbidden()).reasons["night"].startswith("new")
+    again = build_recipe(recipe)  # the same recipe file, loaded anew
+    again.edit("Place the car from @car on a beach at night", name="dusk")
+    assert again.plan(provider=Forbidden(), cache_dir=cache).to_run == ["dusk"]
+    snippet.run(provider=CountingProvider())
+    changed = recolour(cache, car, night="Make {blue} a dusk scene, wet asphalt")
+    assert "'night' -> 'dusk'" in changed.plan(provider=Forbidden()).reasons["night"]
+    named = eg.Graph(cache_dir=cache, name="another notebook")
+    named.edit(f"Make {named.image(car)} a night scene", name="night")
+    assert named.plan(provider=Forbidden()).reasons["night"].startswith("new")

@@ -6,6 +6,8 @@ Every test runs on a clock it moves by hand: a wait advances it instead of sleep
 from __future__ import annotations
 
 import asyncio
+import itertools
+import threading
 
 import pytest
 
@@ -102,3 +104,38 @@ def test_the_pace_recovers_after_quiet_periods() -> None:
     recovered = paced.pace()
     assert recovered is not None
     assert recovered == pytest.approx(slowed * RateGovernor.RECOVERY_FACTOR**3)
+
+
+def test_one_governor_shared_by_threads_and_loops_keeps_the_user_limit() -> None:
+    """Three threads, each with its own event loop, together never exceed the user's limit.
+
+    On the real monotonic clock (a hand-moved one is not shared safely by threads): the
+    test takes about 0.7 s.
+    """
+    rpm = 1200.0  # one request per 50 ms
+    paced = RateGovernor(rpm)
+    sends: list[float] = []
+    start = threading.Barrier(3)
+
+    def worker() -> None:
+        start.wait(timeout=10)
+
+        async def five() -> list[float]:
+            paced.enter()
+            try:
+                return [await paced.wait_turn() for _ in range(5)]
+            finally:
+                paced.leave()
+
+        sends.extend(asyncio.run(five()))
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(sends) == 15
+    sends.sort()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sends)]
+    # Spaced at least 60 / rpm apart: no rolling minute (or any shorter window) holds more.
+    assert min(gaps) >= 60.0 / rpm, [round(gap * 1000, 1) for gap in gaps]

@@ -278,14 +278,14 @@ def test_a_rerun_after_faults_finishes_from_the_cache_without_paying_again(tmp_p
 class Child:
     """A reliability_child.py process whose stdout lines are collected as they arrive."""
 
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
+    def __init__(self, *args: str, env: dict[str, str], prefix: tuple[str, ...] = ()) -> None:
         self.lines: list[str] = []
         self.stderr = ""
         self._changed = threading.Condition()
         # A file, not a pipe: it can never fill up and block the child. Closed in finish().
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, str(CHILD), *args],
+            [*prefix, sys.executable, str(CHILD), *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
             text=True, env=env,
         )
@@ -953,3 +953,474 @@ def test_every_allowed_odd_name_saves_inside_the_output_folder(tmp_path: Path) -
     assert {entry.node for entry in manifest.edits} == set(ODD_NAMES)
     for name in ODD_NAMES:
         assert remove_provenance((out / run[name].filename).read_bytes()) == run[name].data
+
+
+# ============================================================ 6. integrity: verified reads
+
+#: A two-edit recipe (night takes blue), 1024 px so the cache keeps each image as a file.
+DAMAGE_RECIPE = '''
+import editgraph as eg
+
+def recipe() -> eg.Graph:
+    g = eg.Graph(width=1024, height=1024)
+    car = g.image("car.png")
+    blue = g.edit(f"Paint {car} blue, keep the shadows", name="blue")
+    g.edit(f"Make {blue} a night scene, wet asphalt", name="night")
+    return g
+'''
+
+
+def write_recipe(folder: Path, text: str, name: str = "damage.py") -> Path:
+    """A recipe file ``name`` in ``folder`` next to a small ``car.png`` source."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "car.png").write_bytes(source_png((200, 30, 30)))
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def editgraph_command(
+    *args: str, env: dict[str, str], timeout: float = DEADLINE
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m editgraph ARGS`` in a real child process; its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "editgraph", *args], env=env, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )
+
+
+def editgraph_here(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the ``editgraph`` command in this process (click's runner, ``env`` set for it):
+    the same code as :func:`editgraph_command` without a new interpreter's start-up."""
+    result = CliRunner().invoke(main, list(args), env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
+def record_of(cache: Path, node: str) -> dict[str, Any]:
+    """The cache record (as JSON) of the edit named ``node``."""
+    for key, _, _, _, value in cache_rows(cache):
+        if key.startswith("record:") and json.loads(value)["node"] == node:
+            return dict(json.loads(value))
+    raise AssertionError(f"no record for {node!r}")
+
+
+def blob_file(cache: Path, content_hash: str) -> Path:
+    """The file the cache keeps the image ``content_hash`` in (it is too large for a row)."""
+    for key, _, _, filename, _ in cache_rows(cache):
+        if key == f"blob:{content_hash}":
+            assert filename is not None, "the image is in the database, not in a file"
+            return cache / filename
+    raise AssertionError(f"no image {content_hash[:12]}")
+
+
+def flip_a_byte(path: Path) -> None:
+    """Flip one byte in the middle of ``path``, as a bad disk or a stray edit would."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def damage_cache(cache: Path, node: str, how: str) -> None:
+    """Damage ``node``'s cache entry: its image file flipped, truncated or deleted, or its
+    record made unreadable."""
+    record = record_of(cache, node)
+    if how == "record-unreadable":
+        connection = sqlite3.connect(cache / "cache.db")
+        try:
+            with connection:
+                connection.execute("UPDATE Cache SET value = ? WHERE key = ?",
+                                   ('{"schema_version": 1, "key": "trunc', f"record:{record['key']}"))
+        finally:
+            connection.close()
+        return
+    path = blob_file(cache, record["output_hash"])
+    if how == "image-flipped":
+        flip_a_byte(path)
+    elif how == "image-truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.unlink()
+
+
+@pytest.mark.parametrize(
+    "how", ["image-flipped", "image-truncated", "image-file-deleted", "record-unreadable"]
+)
+def test_a_damaged_cache_entry_is_repaired_once_and_paid_once(tmp_path: Path, how: str) -> None:
+    """A damaged entry is a miss: the next run repairs it and pays once; later runs pay nothing."""
+    recipe = write_recipe(tmp_path / "recipes", DAMAGE_RECIPE)
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    args = ("run", str(recipe), "--out", str(out), "--cache-dir", str(cache))
+    with FakeTogether() as fake:
+        env = child_env(fake)
+        first = editgraph_here(*args, env=env)
+        assert first.returncode == 0, first.stderr
+        good = {node: record_of(cache, node)["output_hash"] for node in ("blue", "night")}
+        damage_cache(cache, "blue", how)
+        # The run that meets the damage is a real `editgraph` process; the later ones
+        # only need to show they pay nothing.
+        reruns = [editgraph_command(*args, env=env)]
+        reruns += [editgraph_here(*args, env=env) for _ in range(2)]
+        prompts = [entry["prompt"] for entry in fake.billed]
+    assert [rerun.returncode for rerun in reruns] == [0, 0, 0], [r.stderr for r in reruns]
+    assert "cache repaired: " in reruns[0].stdout, reruns[0].stdout
+    assert all("cache repaired" not in rerun.stdout for rerun in reruns[1:])
+    paid = collections.Counter(prompt.split(",")[0] for prompt in prompts)
+    assert paid == {"Paint image 1 blue": 2, "Make image 1 a night scene": 1}, paid
+    for node, content in good.items():  # what was saved is the good image, never damaged
+        saved = remove_provenance((out / f"{node}.jpg").read_bytes())
+        assert content_hash(saved) == content, node
+    print(f"\n{how}: {len(prompts)} payments for 2 edits over 1 run + 3 re-runs "
+          f"(blue {paid['Paint image 1 blue']}, night {paid['Make image 1 a night scene']})")
+
+
+def test_cache_verify_reports_damage_and_repairs_it(tmp_path: Path) -> None:
+    """`cache verify` exits 1 naming damage, `--repair` removes it, then verify exits 0."""
+    recipe = write_recipe(tmp_path / "recipes", DAMAGE_RECIPE)
+    cache = tmp_path / "cache"
+    with FakeTogether() as fake:
+        env = child_env(fake)
+        assert editgraph_here("run", str(recipe), "--out", str(tmp_path / "out"),
+                              "--cache-dir", str(cache), env=env).returncode == 0
+    clean = editgraph_here("cache", "verify", "--cache-dir", str(cache), env=env)
+    assert clean.returncode == 0 and "no damage" in clean.stdout, clean.stdout
+    damage_cache(cache, "blue", "image-flipped")
+    damage_cache(cache, "night", "record-unreadable")
+    found = editgraph_command("cache", "verify", "--cache-dir", str(cache), env=env)
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert "do not match their hash" in found.stdout and "unreadable" in found.stdout
+    assert "3 damaged entries" in found.stdout, found.stdout  # image + its record + a record
+    repaired = editgraph_here("cache", "verify", "--repair", "--cache-dir", str(cache), env=env)
+    assert repaired.returncode == 0 and "repaired 3 entries" in repaired.stdout, repaired.stdout
+    after = editgraph_here("cache", "verify", "--cache-dir", str(cache), env=env)
+    assert after.returncode == 0 and "no damage" in after.stdout, after.stdout
+
+
+# ============================================================ 7. leases across containers
+
+
+def in_own_pid_namespace(skip_pids: int) -> tuple[str, ...]:
+    """A command prefix that runs the child in a new pid namespace (as a container is),
+    after ``skip_pids`` short-lived processes, so its pid differs from its sibling's."""
+    spin = f"i=0; while [ $i -lt {skip_pids} ]; do /bin/true; i=$((i+1)); done; "
+    return ("unshare", "--pid", "--fork", "sh", "-c", spin + '"$@"; exit $?', "sh")
+
+
+def unshare_works() -> bool:
+    """Whether this machine lets us start a process in a new pid namespace."""
+    try:
+        probe = subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True,
+                               timeout=30, check=False)
+    except OSError:
+        return False
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not unshare_works(),
+                    reason="needs `unshare --pid --fork` (root or user namespaces)")
+def test_two_containers_sharing_a_cache_volume_pay_once_per_edit(tmp_path: Path) -> None:
+    """Two processes in separate pid namespaces on one cache: each edit billed once."""
+    cache = tmp_path / "cache"
+    graph = small_graph()
+    with FakeTogether(latency=0.4) as fake:
+        env = child_env(fake)
+        children = [
+            Child("run", "small", str(cache), "--wait-go", "--concurrency", "8", env=env,
+                  prefix=in_own_pid_namespace(skip_pids))
+            for skip_pids in (10, 30)
+        ]
+        for child in children:
+            child.wait_for(lambda lines: "ready" in lines, "the child to be ready")
+        for child in children:
+            child.send("go")
+        codes = [child.finish() for child in children]
+        billed = fake.billed
+    assert codes == [0, 0], [child.stderr for child in children]
+    holders = [json.loads(line.split(" ", 1)[1]) for child in children
+               for line in child.lines if line.startswith("identity ")]
+    assert len({holder["pid_ns"] for holder in holders}) == 2, holders
+    counts = billed_nodes(graph, billed)
+    print(f"\ncontainers: {len(billed)} billed for {len(graph.edits)} edits")
+    assert counts == {name: 1 for name in graph.edits}, "an edit was paid for twice"
+    results = [{words[1]: words for words in child.words("done")} for child in children]
+    for name in graph.edits:
+        assert results[0][name][3] == results[1][name][3], name  # the same bytes
+
+
+# ============================================================ 8. partial commits on a full disk
+
+#: Six independent edits that finish together (one group commit) in a run against the fake.
+SIX_RECIPE = '''
+import editgraph as eg
+
+def recipe() -> eg.Graph:
+    g = eg.Graph(width=1024, height=1024)
+    car = g.image("car.png")
+    for index in range(6):
+        g.edit(f"Paint {car} in shade {index}", name=f"shade{index}")
+    return g
+'''
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MB tmpfs mounted for this test (needs root), unmounted after it."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill_disk(folder: Path, leave: int) -> Path:
+    """Fill the file system of ``folder`` with one file, leaving ``leave`` bytes free."""
+    filler = folder / "filler"
+    stats = os.statvfs(folder)
+    with filler.open("wb") as file:
+        file.write(b"\0" * max(0, stats.f_bavail * stats.f_frsize - leave))
+    return filler
+
+
+def test_a_full_disk_keeps_what_fits_and_still_returns_and_saves_the_rest(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """Disk full at commit: every paid result is returned and saved; those that fit are cached."""
+    recipe = write_recipe(tmp_path / "recipes", SIX_RECIPE, name="six.py")
+    cache, out = small_disk / "cache", tmp_path / "out"
+    DiskStore(cache).close()  # the database exists before the disk fills
+    args = ("run", str(recipe), "--out", str(out), "--cache-dir", str(cache),
+            "--concurrency", "6")
+    with FakeTogether(latency=3.0) as fake:
+        env = child_env(fake)
+        command = subprocess.Popen([sys.executable, "-m", "editgraph", *args], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: len(fake.requests) == 6 or command.poll() is not None,
+                   "all six generations to start")
+        filler = fill_disk(small_disk, leave=160_000)
+        assert not fake.billed, "a result came back before the disk was full; raise latency"
+        stdout, stderr = command.communicate(timeout=DEADLINE)
+        outputs = {entry["prompt"]: entry for entry in fake.billed}
+        assert command.returncode == 0, stdout + stderr
+        not_cached = [line for line in stdout.splitlines() if line.startswith("not cached: ")]
+        assert not_cached, stdout
+        assert all("free space" in line or "full" in line for line in not_cached), not_cached
+        saved = sorted(path.name for path in out.glob("shade*.jpg"))
+        assert saved == [f"shade{index}.jpg" for index in range(6)], saved
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert len(manifest["edits"]) == 6 and len(outputs) == 6
+        for entry in manifest["edits"]:
+            image = remove_provenance((out / entry["file"]).read_bytes())
+            assert content_hash(image) == entry["output_hash"]
+        filler.unlink()
+        kept = 6 - len(not_cached)
+        again = editgraph_here(*args, env=env)
+        assert again.returncode == 0, again.stdout
+        assert len(fake.billed) == 6 + len(not_cached)  # only what was not kept is paid again
+    print(f"\nfull disk: 6 results finished together, {kept} cached, {len(not_cached)} returned "
+          f"and saved but not cached; the re-run paid {len(not_cached)}")
+
+
+# ============================================================ 9. interrupts drain
+
+
+class Command:
+    """``python -m editgraph ARGS`` (or ``python -c SCRIPT``) in a child process whose
+    stdout and stderr lines are collected, together, as they arrive."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_for_line(self, text: str) -> None:
+        """Block until a line containing ``text`` arrived; fail at the deadline."""
+        end = time.monotonic() + DEADLINE
+        with self._changed:
+            while not any(text in line for line in self.lines):
+                if self.process.poll() is not None and not self._reader.is_alive():
+                    pytest.fail(f"ended before printing {text!r}: {self.lines[-8:]}")
+                self._changed.wait(timeout=max(0.0, min(0.5, end - time.monotonic())))
+                if time.monotonic() > end:
+                    pytest.fail(f"timed out waiting for {text!r}")
+
+    def finish(self) -> int:
+        """Wait for the exit; its code."""
+        code = self.process.wait(timeout=DEADLINE)
+        self._reader.join(timeout=DEADLINE)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        return code
+
+    @property
+    def output(self) -> str:
+        """Everything printed so far."""
+        return "\n".join(self.lines)
+
+
+def start_six(tmp_path: Path, fake: FakeTogether) -> tuple[Command, tuple[str, ...]]:
+    """`editgraph run` of six independent edits, two at a time, against ``fake``."""
+    recipe = write_recipe(tmp_path / "recipes", SIX_RECIPE, name="six.py")
+    args = ("run", str(recipe), "--out", str(tmp_path / "out"), "--cache-dir",
+            str(tmp_path / "cache"), "--concurrency", "2")
+    command = Command([sys.executable, "-m", "editgraph", *args], env=child_env(fake))
+    wait_until(lambda: len(fake.requests) == 2 or command.process.poll() is not None,
+               "two edits in flight")
+    return command, args
+
+
+@pytest.mark.parametrize(("signal_number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_drains_saves_and_the_rerun_pays_nothing_twice(
+    tmp_path: Path, signal_number: int, code: int
+) -> None:
+    """First SIGINT/SIGTERM: in-flight edits finish, are cached and saved; none starts; 130/143."""
+    with FakeTogether(latency=2.0) as fake:
+        command, args = start_six(tmp_path, fake)
+        in_flight = {entry["prompt"] for entry in fake.requests}
+        command.process.send_signal(signal_number)
+        assert command.finish() == code, command.output
+        assert len(fake.requests) == 2, "an edit started after the interrupt"
+        assert {entry["prompt"] for entry in fake.billed} == in_flight
+        out = tmp_path / "out"
+        saved = sorted(path.name for path in out.glob("shade*.jpg"))
+        assert len(saved) == 2, command.output
+        assert "interrupted: 0 finished before it, 2 in flight and finished" in command.output
+        assert "4 did not start" in command.output and "run again to continue" in command.output
+        manifest = json.loads((out / "manifest.json").read_text())
+        statuses = collections.Counter(entry["status"] for entry in manifest["edits"])
+        assert statuses == {"done": 2, "not run": 4}, manifest["edits"]
+        assert sorted(entry["file"] for entry in manifest["edits"] if entry["file"]) == saved
+        again = editgraph_here(*args, env=child_env(fake))
+        assert again.returncode == 0, again.stdout
+        billed = collections.Counter(entry["prompt"] for entry in fake.billed)
+    assert len(billed) == 6 and set(billed.values()) == {1}, "an edit was paid for twice"
+    print(f"\n{signal.Signals(signal_number).name}: 2 in flight finished and cached, 4 not "
+          f"started; the re-run paid 4: {sum(billed.values())} payments for 6 edits")
+
+
+def test_a_second_ctrl_c_abandons_at_once_naming_what_may_be_billed(tmp_path: Path) -> None:
+    """Second SIGINT: exit 130 at once (before the in-flight answers), naming them."""
+    with FakeTogether(latency=8.0) as fake:
+        command, _ = start_six(tmp_path, fake)
+        command.process.send_signal(signal.SIGINT)
+        command.wait_for_line("interrupted: finishing 2 edit(s) in flight")
+        started = time.monotonic()
+        command.process.send_signal(signal.SIGINT)
+        assert command.finish() == 130, command.output
+        took = time.monotonic() - started
+        assert not fake.billed, "the in-flight edits had already finished"
+    assert took < 8.0, f"took {took:.1f} s to abandon: it waited for the edits in flight"
+    abandoned = next(line for line in command.lines if line.startswith("abandoned: "))
+    assert "may have been billed" in abandoned
+    assert sum(f"shade{index}" in abandoned for index in range(6)) == 2, abandoned
+
+
+GRAPH_RUN_SCRIPT = """
+import sys
+import editgraph as eg
+g = eg.Graph(width=256, height=256, cache_dir=sys.argv[1])
+car = g.image(sys.argv[2])
+for index in range(6):
+    g.edit(f"Paint {car} in shade {index}", name=f"shade{index}")
+try:
+    g.run(concurrency=2, progress=False)
+except eg.RunInterrupted as interrupt:
+    run = interrupt.run
+    print("finished", sorted(run), "in_flight", run.in_flight, "not_run", run.not_run,
+          flush=True)
+    raise
+"""
+
+
+def test_g_run_drains_on_keyboard_interrupt(tmp_path: Path) -> None:
+    """g.run() in a script: Ctrl-C lets in-flight edits finish, then raises RunInterrupted."""
+    car = tmp_path / "car.png"
+    car.write_bytes(source_png((200, 30, 30)))
+    with FakeTogether(latency=2.0) as fake:
+        command = Command([sys.executable, "-c", GRAPH_RUN_SCRIPT, str(tmp_path / "cache"),
+                           str(car)], env=child_env(fake))
+        wait_until(lambda: len(fake.requests) == 2 or command.process.poll() is not None,
+                   "two edits in flight")
+        command.process.send_signal(signal.SIGINT)
+        code = command.finish()
+        assert len(fake.requests) == 2 and len(fake.billed) == 2
+    assert code != 0 and "KeyboardInterrupt" not in command.output.split("finished")[0]
+    line = next(line for line in command.lines if line.startswith("finished "))
+    assert "not_run ['shade2', 'shade3', 'shade4', 'shade5']" in line, line
+    assert "RunInterrupted" in command.output
+
+
+# ============================================================ 10. truthful output folders
+
+SWEEP_RECIPE = """
+import editgraph as eg
+
+def recipe(variants: int = 3) -> eg.Graph:
+    g = eg.Graph(width=256, height=256)
+    car = g.image("car.png")
+    blue = g.edit(f"Paint {car} blue", name="blue")
+    g.edit(f"A contact sheet of {blue}", name="sheet", seed=list(range(variants)))
+    return g
+"""
+
+
+def test_a_failed_run_keeps_earlier_files_listed_as_stale(tmp_path: Path) -> None:
+    """A good preview run, then a run failing on a wrong key: every edit listed as
+    failed, the earlier files kept and listed as stale with their keys."""
+    recipe = write_recipe(tmp_path / "recipes", SWEEP_RECIPE, name="sheet.py")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ("run", str(recipe), "--out", str(out), "--cache-dir", str(cache))
+    with FakeTogether(api_key=TEST_KEY) as fake:
+        env = child_env(fake, key="tgp_v1_wrong_key_00000000000000000")
+        good = editgraph_here(*args, "--provider", "preview", env=env)
+        assert good.returncode == 0, good.stdout
+        first = json.loads((out / "manifest.json").read_text())
+        (out / "notes.txt").write_text("mine")  # no manifest lists it
+        wrong = editgraph_here(*args, "--set", "variants=4", "--provider", "together", env=env)
+        assert not fake.billed
+    assert wrong.returncode == 1, wrong.stdout
+    keys = {entry["node"]: entry["key"] for entry in first["edits"]}
+    after = {entry["node"]: entry for entry in json.loads((out / "manifest.json").read_text())["edits"]}
+    assert list(after) == ["blue", "sheet[0]", "sheet[1]", "sheet[2]", "sheet[3]"]
+    assert {entry["status"] for entry in after.values()} == {"failed"}
+    assert "API key" in after["blue"]["error"] and "input 'blue' failed" in after["sheet[0]"]["error"]
+    for node in ("blue", "sheet[0]", "sheet[1]", "sheet[2]"):
+        assert after[node]["stale"] is True and after[node]["key"] == keys[node], after[node]
+        assert (out / after[node]["file"]).is_file()
+    assert after["sheet[3]"]["stale"] is False and after["sheet[3]"]["file"] is None
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_fewer_sweep_variants_remove_the_old_files_and_nothing_else(tmp_path: Path) -> None:
+    """Re-saving with fewer variants removes sheet[2].jpg (an earlier manifest listed it) only."""
+    recipe = write_recipe(tmp_path / "recipes", SWEEP_RECIPE, name="sheet.py")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ("run", str(recipe), "--out", str(out), "--cache-dir", str(cache), "--provider",
+            "preview")
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    assert editgraph_here(*args, env=env).returncode == 0
+    assert (out / "sheet[2].jpg").is_file()
+    (out / "sheet[9].jpg").write_bytes(b"a file of mine, named like an output")
+    fewer = editgraph_here(*args, "--set", "variants=2", env=env)
+    assert fewer.returncode == 0, fewer.stdout
+    names = sorted(path.name for path in out.iterdir())
+    assert names == ["blue.jpg", "manifest.json", "sheet[0].jpg", "sheet[1].jpg", "sheet[9].jpg"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(entry["node"], entry["status"]) for entry in manifest["edits"]] == [
+        ("blue", "cached"), ("sheet[0]", "cached"), ("sheet[1]", "cached")]

@@ -131,11 +131,11 @@ def test_blob_round_trip(store: DiskStore) -> None:
     assert store.get_blob(sha(data)) == data
 
 
-def test_blobs_are_write_once(store: DiskStore) -> None:
+def test_blobs_are_write_once(store: DiskStore, plain: diskcache.Cache) -> None:
     """A second put under the same hash keeps the first bytes."""
     store.put_blob("h", b"first")
     store.put_blob("h", b"second")
-    assert store.get_blob("h") == b"first"
+    assert plain.get("blob:h") == b"first"
 
 
 def test_large_blob_round_trip(store: DiskStore) -> None:
@@ -206,6 +206,61 @@ def test_record_with_another_schema_version_is_a_miss(
     assert store.get_record("k1") is None
 
 
+# --------------------------------------------------------------------------- verified reads
+
+
+def test_a_blob_whose_bytes_changed_is_removed_not_served(
+    store: DiskStore, plain: diskcache.Cache
+) -> None:
+    """get_blob checks the hash: damaged bytes raise StoreError, are removed and counted."""
+    data = png((1, 2, 3))
+    plain.set(f"blob:{sha(data)}", data[:-4])
+    with pytest.raises(StoreError, match="damaged"):
+        store.get_blob(sha(data))
+    assert f"blob:{sha(data)}" not in plain
+    assert store.repaired == 1
+
+
+def test_a_verified_record_with_a_damaged_image_is_a_miss_and_both_go(
+    store: DiskStore, plain: diskcache.Cache
+) -> None:
+    """get_verified_record: a record whose image fails its hash is removed with the image."""
+    record = keep(store, "k1", png((4, 5, 6)))
+    plain.set(f"blob:{record.output_hash}", b"not the image")
+    assert store.get_record("k1") == record  # the cheap read does not hash
+    assert store.get_verified_record("k1") is None
+    assert "record:k1" not in plain and f"blob:{record.output_hash}" not in plain
+    assert store.repaired == 2
+
+
+def test_an_unreadable_record_is_removed_and_can_be_replaced(
+    store: DiskStore, plain: diskcache.Cache
+) -> None:
+    """Write-once holds for readable records only: a damaged one is replaced."""
+    data = png((7, 7, 7))
+    plain.set("record:k1", '{"schema_version": 1, "key": "tru')
+    replacement = keep(store, "k1", data)
+    assert store.get_record("k1") == replacement
+    plain.set("record:k1", "garbage")
+    assert store.get_record("k1") is None
+    assert "record:k1" not in plain and store.repaired == 1
+
+
+def test_verify_finds_each_kind_of_damage_and_repairs_it(
+    store: DiskStore, plain: diskcache.Cache
+) -> None:
+    """verify() lists damaged images, their records and unreadable records; repair removes them."""
+    good = keep(store, "good", png((1, 1, 1)))
+    bad = keep(store, "bad", png((2, 2, 2)))
+    plain.set(f"blob:{bad.output_hash}", b"flipped")
+    plain.set("record:junk", "{")
+    found = store.verify()
+    assert sorted(d.entry.split()[0] for d in found) == ["image", "record", "record"]
+    assert store.get_record("good") == good and "record:junk" in plain
+    assert len(store.verify(repair=True)) == 3
+    assert store.verify() == [] and store.get_verified_record("good") == good
+
+
 # --------------------------------------------------------------------------- no pickle
 
 
@@ -219,10 +274,13 @@ def test_storing_anything_but_bytes_or_text_is_refused(
     assert "blob:h" not in plain
 
 
+#: Where the store keeps node "blue"'s history in the default graph.
+HISTORY_BLUE = "history:" + json.dumps(["__main__", "blue"])
+
 READERS: dict[str, Any] = {
     "record:abc": lambda store: store.get_record("abc"),
     "blob:abc": lambda store: store.get_blob("abc"),
-    "history:blue": lambda store: store.get_history("blue"),
+    HISTORY_BLUE: lambda store: store.get_history("blue"),
     "stats:saved_microdollars": lambda store: store.stats(),
     "lease:abc": lambda store: store.acquire_lease("abc"),
 }
@@ -246,7 +304,7 @@ def test_planted_pickle_is_never_executed(
     marker = tmp_path / "pwned"
     plain.set("record:abc", {"payload": Planted(marker), "padding": "x" * padding})
     plain.set("blob:abc", [Planted(marker)])
-    plain.set("history:blue", Planted(marker))
+    plain.set(HISTORY_BLUE, Planted(marker))
     with pytest.raises(StoreError):
         store.get_record("abc")
     with pytest.raises(StoreError):
@@ -344,11 +402,14 @@ def test_leases_are_per_key(store: DiskStore, open_store: Callable[..., DiskStor
 def test_lease_value_is_json_text_naming_its_holder(
     store: DiskStore, plain: diskcache.Cache
 ) -> None:
-    """A lease is JSON text with the holder's pid and host, never a diskcache Lock."""
+    """A lease is JSON text naming its holder (owner id, host, boot id, pid namespace,
+    pid) and its expiry, never a diskcache Lock."""
     assert store.acquire_lease("k")
     holder = json.loads(plain.get("lease:k"))
     assert holder["pid"] == os.getpid()
-    assert {"pid", "host", "token"} <= set(holder)
+    assert {"owner", "host", "boot_id", "pid_ns", "pid", "expires_at"} <= set(holder)
+    assert holder["pid_ns"] == os.readlink("/proc/self/ns/pid")
+    assert time.time() < holder["expires_at"] <= time.time() + LEASE_SECONDS
 
 
 CHILD_HOLDS_LEASE = """
@@ -395,6 +456,32 @@ def test_lease_of_a_dead_process_is_taken_over(
     store = open_store()
     assert store.acquire_lease("k")
     assert not open_store().acquire_lease("k")  # and now it is ours
+
+
+@pytest.mark.parametrize("field", ["host", "boot_id", "pid_ns"])
+def test_a_dead_pid_elsewhere_is_not_proof_the_holder_died(
+    store: DiskStore, plain: diskcache.Cache, field: str
+) -> None:
+    """A lease whose pid is gone here but whose host, boot or pid namespace differs waits
+    for its expiry: that pid names another machine's, boot's or container's process."""
+    mine = json.loads(_leased(store, plain))
+    plain.delete("lease:k")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    holder = json.dumps({**mine, "owner": "someone-else", "pid": int(dead), field: "other"})
+    plain.set("lease:k", holder, expire=LEASE_SECONDS)
+    assert not store.acquire_lease("k")
+    plain.set("lease:k", json.dumps({**json.loads(holder), field: mine[field]}),
+              expire=LEASE_SECONDS)
+    assert store.acquire_lease("k")  # everything matches and the pid is gone: dead
+
+
+def _leased(store: DiskStore, plain: diskcache.Cache) -> str:
+    """Take lease "k" and release it; the lease JSON it had."""
+    assert store.acquire_lease("k")
+    value = str(plain.get("lease:k"))
+    store.release_lease("k")
+    return value
 
 
 def test_lease_from_another_host_waits_for_expiry(
@@ -474,7 +561,7 @@ def test_history_round_trip_and_overwrite(store: DiskStore) -> None:
 
 def test_unreadable_history_is_absent(store: DiskStore, plain: diskcache.Cache) -> None:
     """History written by another version reads as None."""
-    plain.set("history:blue", '{"old": true}')
+    plain.set(HISTORY_BLUE, '{"old": true}')
     assert store.get_history("blue") is None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,9 @@ class RateGovernor:
     through ``sleep``): tests pass a clock they move by hand and a sleep that moves it.
     The aiolimiter that enforces the pace is created per event loop while calls are in
     flight and dropped when the last one ends, so a provider object never holds a
-    limiter bound to a dead loop.
+    limiter bound to a dead loop. Several threads or event loops may share one governor
+    (one provider object): every send also claims the next free moment of one schedule
+    kept under a thread lock, so together they never exceed the pace.
     """
 
     #: Pace after a 429, as a fraction of the accepted rate measured before it.
@@ -67,6 +70,9 @@ class RateGovernor:
         self._limiter: AsyncLimiter | None = None
         self._limiter_loop: asyncio.AbstractEventLoop | None = None
         self._limiter_rpm: float | None = None
+        # Guards the counters and the shared schedule against other threads' loops.
+        self._lock = threading.Lock()
+        self._next_slot = -math.inf
 
     def pace(self) -> float | None:
         """The requests-per-minute cap in force now (None: unlimited)."""
@@ -76,15 +82,17 @@ class RateGovernor:
 
     def enter(self) -> None:
         """A generate() call starts."""
-        self._active += 1
+        with self._lock:
+            self._active += 1
 
     def leave(self) -> None:
         """A generate() call ends; the last one out drops the loop-bound limiter."""
-        self._active -= 1
-        if self._active == 0:
-            self._limiter = None
-            self._limiter_loop = None
-            self._limiter_rpm = None
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                self._limiter = None
+                self._limiter_loop = None
+                self._limiter_rpm = None
 
     async def wait_turn(self) -> float:
         """Wait until this task may send one request; returns the send time."""
@@ -98,11 +106,35 @@ class RateGovernor:
                 await limiter.acquire()
                 if self.paused_until > self._clock() or self._limiter is not limiter:
                     continue  # a 429 or a new pace arrived while waiting: queue again
-            now = self._clock()
-            self.last_start = now
-            self._sends.append(now)
-            self._forget_before(now - self.MEASURE_WINDOW)
+                # The limiter paces this loop only; the shared schedule paces every
+                # thread's and loop's sends together.
+                slot = await self._take_slot()
+                if slot is None:
+                    continue  # a 429 arrived while waiting for the slot: its pause first
+                now = slot
+            else:
+                now = self._clock()
+            with self._lock:
+                self.last_start = now
+                self._sends.append(now)
+                self._forget_before(now - self.MEASURE_WINDOW)
             return now
+
+    async def _take_slot(self) -> float | None:
+        """Wait until ``60 / pace`` seconds have passed since the last send of any thread,
+        and claim that moment (returned); None when a 429 pause began meanwhile."""
+        while True:
+            rpm = self.pace()
+            with self._lock:
+                now = self._clock()
+                if self.paused_until > now:
+                    return None
+                if rpm is None or now >= self._next_slot:
+                    if rpm is not None:
+                        self._next_slot = now + 60.0 / rpm
+                    return now
+                wait = self._next_slot - now
+            await self._sleep(wait)
 
     def rate_limited_for(self, delay: float | None, sent_at: float) -> None:
         """The request sent at ``sent_at`` got a 429: pause everyone ``delay`` s, slow down.
@@ -110,6 +142,10 @@ class RateGovernor:
         Without a Retry-After (``delay`` None) there is nothing to wait out together; each
         task's own backoff applies and only the pace changes.
         """
+        with self._lock:
+            self._rate_limited_for(delay, sent_at)
+
+    def _rate_limited_for(self, delay: float | None, sent_at: float) -> None:
         now = self._clock()
         self.rate_limited += 1
         self._refusals.append(sent_at)
@@ -153,6 +189,10 @@ class RateGovernor:
         if rpm is None:
             return None
         loop = asyncio.get_running_loop()
+        with self._lock:
+            return self._limiter_for(loop, rpm)
+
+    def _limiter_for(self, loop: asyncio.AbstractEventLoop, rpm: float) -> AsyncLimiter:
         if self._limiter is None or self._limiter_loop is not loop or self._limiter_rpm != rpm:
             if self._limiter is None:
                 # A fresh limiter lets its first request through at once; keep the gap
