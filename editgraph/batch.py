@@ -202,8 +202,9 @@ def read_items(
         text = str(inputs)
         if location.is_dir():
             name = input_parameter(recipe, param)
+            # Absolute: a recipe resolves relative source paths against its own folder.
             files = sorted(
-                entry.path for entry in os.scandir(location)
+                os.path.abspath(entry.path) for entry in os.scandir(location)
                 if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
             )
             rows = ((None, {name: _as(file, name in paths)}) for file in files)
@@ -214,7 +215,8 @@ def read_items(
         elif globbing.has_magic(text):
             name = input_parameter(recipe, param)
             files = sorted(
-                match for match in globbing.glob(os.path.expanduser(text), recursive=True)
+                os.path.abspath(match)
+                for match in globbing.glob(os.path.expanduser(text), recursive=True)
                 if Path(match).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(match)
             )
             rows = ((None, {name: _as(file, name in paths)}) for file in files)
@@ -663,7 +665,7 @@ async def abatch(
     if cluster is not None:
         from .cluster import open_pool
 
-        async with open_pool(cluster, cache) as pool:
+        async with open_pool(cluster, cache, items_per_worker=max(2, concurrency)) as pool:
             return await _abatch_items(
                 loaded, items, base_settings, folder, shared, open_store(cache),
                 concurrency=concurrency, budget=budget, retry_moderated=retry_moderated,

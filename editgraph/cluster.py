@@ -40,13 +40,13 @@ from .store import Store
 from .stores.base import CacheLocation, is_s3, open_store
 
 __all__ = [
+    "LOCAL_CLUSTER_CONFIG",
+    "RATE_PERIOD",
     "ClusterPool",
     "ItemOutcome",
     "ItemTask",
     "Limits",
-    "LOCAL_CLUSTER_CONFIG",
     "ProviderSpec",
-    "RATE_PERIOD",
     "cache_location",
     "open_pool",
     "parse_cluster",
@@ -180,11 +180,11 @@ class _GatedProvider:
         self.inner = inner
         self.name = inner.name
         self._limits = limits
-        self._in_flight = Semaphore(max_leases=limits.max_inflight,
+        self._in_flight = Semaphore(max_leases=limits.max_inflight,  # type: ignore[no-untyped-call]
                                     name=f"editgraph-inflight-{limits.name}")
-        self._rate = None
+        self._rate: Any = None
         if limits.rate is not None:
-            self._rate = Semaphore(max_leases=max(1, int(limits.rate)),
+            self._rate = Semaphore(max_leases=max(1, int(limits.rate)),  # type: ignore[no-untyped-call]
                                    name=f"editgraph-rate-{limits.name}")
         self._releases: set[asyncio.Task[None]] = set()
 
@@ -311,9 +311,13 @@ class ClusterPool:
 
 
 @contextlib.asynccontextmanager
-async def open_pool(address: str, cache: CacheLocation) -> AsyncIterator[ClusterPool]:
-    """A client of the cluster at ``address`` (``local[:N]`` starts a LocalCluster of N
-    worker processes, its profiler off). A remote cluster needs an ``s3://`` cache: its
+async def open_pool(
+    address: str, cache: CacheLocation, *, items_per_worker: int = 8
+) -> AsyncIterator[ClusterPool]:
+    """A client of the cluster at ``address``. ``local[:N]`` starts a LocalCluster of N
+    worker processes, its profiler off, each running up to ``items_per_worker`` items at
+    once (a Dask worker runs as many tasks at once as it has threads, async ones too; an
+    item mostly waits on the service). A remote cluster needs an ``s3://`` cache: its
     workers cannot see this machine's folders."""
     import dask
     from distributed import Client, LocalCluster
@@ -325,27 +329,20 @@ async def open_pool(address: str, cache: CacheLocation) -> AsyncIterator[Cluster
             "s3://BUCKET/PREFIX (or set EDITGRAPH_CACHE_DIR); a local folder is only "
             "shared with local:N"
         )
-    if kind == "local":
-        assert isinstance(where, int)
-        with dask.config.set(LOCAL_CLUSTER_CONFIG):
-            cluster = await LocalCluster(
-                n_workers=where, threads_per_worker=1, processes=True, asynchronous=True,
-                dashboard_address=None, silence_logs=40,
-            )
-            try:
-                client = await Client(cluster, asynchronous=True)
-                try:
-                    yield ClusterPool(client, cluster)
-                finally:
-                    await client.close()
-            finally:
-                await cluster.close()
-        return
-    client = await Client(where, asynchronous=True)
-    try:
-        yield ClusterPool(client, None)
-    finally:
-        await client.close()
+    async with contextlib.AsyncExitStack() as stack:
+        target: Any = where
+        if kind == "local":
+            # Nannies keep the config they were made with, for restarted workers too.
+            with dask.config.set(LOCAL_CLUSTER_CONFIG):
+                target = await LocalCluster(  # type: ignore[no-untyped-call]
+                    n_workers=where, threads_per_worker=items_per_worker, processes=True,
+                    asynchronous=True,
+                    dashboard_address=None, silence_logs=40,
+                )
+            stack.push_async_callback(target.close)
+        client = await Client(target, asynchronous=True)  # type: ignore[no-untyped-call]
+        stack.push_async_callback(client.close)
+        yield ClusterPool(client, target if kind == "local" else None)
 
 
 def _shared(cache: CacheLocation) -> bool:

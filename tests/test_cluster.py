@@ -19,7 +19,14 @@ from edit_providers import png_bytes
 import editgraph as eg
 from editgraph.batch import BatchItem
 from editgraph.cli import main
-from editgraph.cluster import ItemTask, Limits, ProviderSpec, open_pool, parse_cluster, provider_spec
+from editgraph.cluster import (
+    ItemTask,
+    Limits,
+    ProviderSpec,
+    open_pool,
+    parse_cluster,
+    provider_spec,
+)
 from editgraph.errors import ConfigurationError, GraphError
 from editgraph.recipe import Recipe
 from editgraph.testing import FakeTogether
@@ -28,7 +35,7 @@ pytest.importorskip("distributed")
 pytest.importorskip("obstore")
 pytest.importorskip("moto")
 
-from editgraph.testing.s3 import MotoS3  # noqa: E402 - needs moto
+from editgraph.testing.s3 import MotoS3
 
 ONE_EDIT = '''
 from pathlib import Path
@@ -167,17 +174,17 @@ def test_providers_travel_as_name_and_settings_never_the_key() -> None:
 def test_a_batch_on_two_workers_pays_each_request_once_and_matches_a_local_batch(
     s3: MotoS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """60 inputs (20 unique) on local:2: 20 paid, peak ≤ the cap, same results as a local batch."""
+    """30 inputs (10 unique) on local:2: 10 paid, peak ≤ the cap, same results as a local batch."""
     recipe = write_recipe(tmp_path)
-    inputs = inputs_with_duplicates(tmp_path / "in", unique=20, copies=3)
+    inputs = inputs_with_duplicates(tmp_path / "in", unique=10, copies=3)
     with FakeTogether(latency=0.05) as fake:
         result = eg.batch(recipe, inputs, out=tmp_path / "out", provider=together(fake),
                           cache=s3.url("team"), cluster="local:2", concurrency=6,
                           max_inflight=3)
         cluster_billed = len(fake.billed)
         peak = fake.peak_in_flight
-    assert result.summary.done == 60 and result.summary.exit_code == 0
-    assert cluster_billed == 20
+    assert result.summary.done == 30 and result.summary.exit_code == 0
+    assert cluster_billed == 10
     assert 1 <= peak <= 3
     items = list(result)
     assert {item.status for item in items} == {"done"}
@@ -185,7 +192,7 @@ def test_a_batch_on_two_workers_pays_each_request_once_and_matches_a_local_batch
     with FakeTogether() as fake:
         local = eg.batch(recipe, inputs, out=tmp_path / "local", provider=together(fake),
                          cache=tmp_path / "local-cache")
-        assert len(fake.billed) == 20
+        assert len(fake.billed) == 10
     assert local.summary.cost == pytest.approx(result.summary.cost)
     assert comparable(tmp_path / "out") == comparable(tmp_path / "local")
     assert output_hashes(tmp_path / "out") == output_hashes(tmp_path / "local")
@@ -206,7 +213,7 @@ def test_a_batch_on_two_workers_pays_each_request_once_and_matches_a_local_batch
         again = eg.batch(recipe, inputs, out=tmp_path / "again", provider=together(fake),
                          cache=s3.url("team"), cluster="local:2")
         assert fake.billed == []
-    assert again.summary.cached == 60
+    assert again.summary.cached == 30
 
 
 @pytest.mark.slow
@@ -217,7 +224,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_pays_nothing_twice(
     import psutil
 
     recipe = write_recipe(tmp_path)
-    inputs = inputs_with_duplicates(tmp_path / "in", unique=16, copies=1)
+    inputs = inputs_with_duplicates(tmp_path / "in", unique=12, copies=1)
     killed: list[int] = []
     in_flight_at_kill: list[int] = []
 
@@ -246,10 +253,10 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_pays_nothing_twice(
                           max_inflight=4, progress=KillOnFirst())
         billed = fake.billed
     assert killed
-    assert result.summary.done == 16, [item.error for item in result if item.status != "done"]
+    assert result.summary.done == 12, [item.error for item in result if item.status != "done"]
     requests = [json.dumps(record["request"], sort_keys=True) for record in billed]
     paid_twice = len(requests) - len(set(requests))
-    assert len(set(requests)) == 16
+    assert len(set(requests)) == 12
     # Only calls the killed worker had in flight can have been paid again.
     assert paid_twice <= min(in_flight_at_kill[0], 4)
     for item in result:
