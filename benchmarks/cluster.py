@@ -1,8 +1,8 @@
 """``python -m benchmarks.cluster``: a batch on a Dask LocalCluster of 1 and 2 workers.
 
 One recipe (one edit per item) over N distinct inputs, against FakeTogether with a fixed
-latency per generation, an S3 cache on moto (loopback) and ``--cluster local:1`` then
-``local:2`` (each against a fresh prefix, so every item is generated). Reports items per
+latency per generation, with no cluster, ``--cluster local:1`` and ``local:2``, each
+against a fresh cache (a folder, then an S3 prefix on moto), so every item is generated. Reports items per
 second (from the call to the summary, the cluster's start included; a plain local batch
 for comparison), then S3 requests per edit when "another machine" (a new, empty local
 cache) runs the same batch, fully cached. A report, not a test: needs the ``test`` extra.
@@ -96,18 +96,21 @@ def main() -> None:
     with _moto_process() as endpoint, FakeTogether(latency=options.latency) as fake:
         os.environ["AWS_ENDPOINT_URL"] = endpoint
         provider = eg.providers.Together(api_key="bench", base_url=fake.base_url)
-        for run, target in enumerate(("local", "local:1", "local:2")):
+        runs = [(cache, target) for cache in ("folder", "s3")
+                for target in ("no cluster", "local:1", "local:2")]
+        for run, (cache, target) in enumerate(runs):
             billed = len(fake.billed)
             started = time.perf_counter()
             result = eg.batch(recipe, inputs, out=work / f"out{run}", provider=provider,
-                              cache=f"s3://editgraph/run{run}",
-                              cluster=None if target == "local" else target,
+                              cache=(f"s3://editgraph/run{run}" if cache == "s3"
+                                     else work / f"cache{run}"),
+                              cluster=None if target == "no cluster" else target,
                               concurrency=options.concurrency)
             elapsed = time.perf_counter() - started
             assert result.summary.done == options.items, result.summary
-            print(f"{'no cluster' if target == 'local' else target:10} "
-                  f"{options.items / elapsed:6.2f} items/s ({elapsed:5.1f} s, the cluster's "
-                  f"start included), {len(fake.billed) - billed} paid")
+            print(f"{cache:6} cache, {target:10} {options.items / elapsed:6.2f} items/s "
+                  f"({elapsed:5.1f} s, the cluster's start included), "
+                  f"{len(fake.billed) - billed} paid")
 
     # Requests counted at the server: moto in this process, with its request log.
     with MotoS3() as s3, FakeTogether() as fake:
@@ -122,15 +125,20 @@ def main() -> None:
                           cache=s3.url("team"), cluster="local:2",
                           concurrency=options.concurrency)
         kinds = collections.Counter(
-            f"{r.method} {r.path.split('/')[2] if r.path.count('/') > 1 else r.path}"
-            for r in s3.requests
+            f"{r.method} {_folder(r.path)}" for r in s3.requests
         )
-        shown = {kind: count for kind, count in kinds.items() if count > 2}
+        per_item = {kind: count for kind, count in kinds.items() if count >= options.items}
         print(f"another machine, all cached: {len(s3.requests) / options.items:.2f} S3 "
-              f"requests per edit ({shown}, plus {sum(kinds.values()) - sum(shown.values())} "
-              f"once per batch), {len(fake.billed) - billed} paid, "
-              f"{result.summary.cached} items fully cached")
+              f"requests per edit ({', '.join(f'{k}: {v}' for k, v in per_item.items())}; "
+              f"plus {sum(kinds.values()) - sum(per_item.values())} once per batch), "
+              f"{len(fake.billed) - billed} paid, {result.summary.cached} items fully cached")
 
+
+def _folder(path: str) -> str:
+    for folder in ("records", "blobs", "history", "leases", "probe", "journal"):
+        if f"/{folder}/" in path:
+            return folder
+    return "other"
 
 if __name__ == "__main__":
     main()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -337,7 +338,7 @@ async def open_pool(
                 target = await LocalCluster(  # type: ignore[no-untyped-call]
                     n_workers=where, threads_per_worker=items_per_worker, processes=True,
                     asynchronous=True,
-                    dashboard_address=None, silence_logs=40,
+                    dashboard_address=None, silence_logs=logging.CRITICAL,
                 )
             stack.push_async_callback(target.close)
         client = await Client(target, asynchronous=True)  # type: ignore[no-untyped-call]

@@ -61,13 +61,13 @@ def recipe_from_source(source: str, label: str) -> types.ModuleType:
     module.__file__ = label
     sys.modules[name] = module
     try:
-        exec(compile(source, label, "exec"), module.__dict__)  # noqa: S102 - the user's recipe
+        exec(compile(source, label, "exec"), module.__dict__)  # runs the recipe as an import would
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise RecipeError(
             f"recipe {label!r}: syntax error at line {exc.lineno}: {exc.msg}"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported as such
+    except Exception as exc:  # any failure of user code is reported as such
         sys.modules.pop(name, None)
         raise RecipeError(f"recipe {label!r}: failed to import: {type(exc).__name__}: {exc}") from exc
     if not callable(getattr(module, "recipe", None)):
