@@ -36,7 +36,6 @@ from .providers.base import Provider
 from .recipe import Recipe
 from .requests import EditRequest, GeneratedImage
 from .runs import Manifest
-from .saved import write_atomically
 from .store import Store
 from .stores.base import CacheLocation, is_s3, open_store
 
@@ -279,6 +278,7 @@ def save_outcome(manifest_json: str, store: Store, folder: Path) -> dict[str, st
     """Write an item's folder from the shared store as ``Run.save`` writes it (one image
     per edit, its record embedded, and ``manifest.json``); node name → file written."""
     from .provenance import embed_provenance
+    from .saved import write_atomically  # saved runs are written by saved.py
 
     manifest = Manifest.model_validate_json(manifest_json)
     folder.mkdir(parents=True, exist_ok=True)
