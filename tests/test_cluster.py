@@ -54,13 +54,19 @@ KEY = "k-cluster"
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoS3]:
     """moto on loopback; the AWS variables point at it (workers inherit them); a private
-    local cache per test."""
+    local cache per test. moto keeps one backend per process, so each test uses its own
+    prefix (``team(tmp_path)``)."""
     with MotoS3() as server:
         for name, value in server.environment().items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
         monkeypatch.setenv("TOGETHER_API_KEY", KEY)  # workers read the key from their environment
         yield server
+
+
+def team(s3: MotoS3, tmp_path: Path) -> str:
+    """This test's own prefix in the bucket."""
+    return s3.url(f"team-{tmp_path.name}")
 
 
 def write_recipe(folder: Path, text: str = ONE_EDIT) -> Path:
@@ -187,7 +193,7 @@ def test_a_batch_on_two_workers_pays_each_request_once_and_matches_a_local_batch
     inputs = inputs_with_duplicates(tmp_path / "in", unique=10, copies=3)
     with FakeTogether(latency=0.05) as fake:
         result = eg.batch(recipe, inputs, out=tmp_path / "out", provider=together(fake),
-                          cache=s3.url("team"), cluster="local:2", concurrency=6,
+                          cache=team(s3, tmp_path), cluster="local:2", concurrency=6,
                           max_inflight=3)
         cluster_billed = len(fake.billed)
         peak = fake.peak_in_flight
@@ -219,7 +225,7 @@ def test_a_batch_on_two_workers_pays_each_request_once_and_matches_a_local_batch
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-2"))
     with FakeTogether() as fake:
         again = eg.batch(recipe, inputs, out=tmp_path / "again", provider=together(fake),
-                         cache=s3.url("team"), cluster="local:2")
+                         cache=team(s3, tmp_path), cluster="local:2")
         assert fake.billed == []
     assert again.summary.cached == 30
 
@@ -255,7 +261,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_pays_nothing_twice(
                 killed.append(workers[0].pid)
 
         result = eg.batch(recipe, inputs, out=tmp_path / "out", provider=together(fake),
-                          cache=s3.url("team"), cluster="local:2", concurrency=6,
+                          cache=team(s3, tmp_path), cluster="local:2", concurrency=6,
                           max_inflight=4, progress=KillOnFirst())
         billed = fake.billed
     assert killed
@@ -282,12 +288,12 @@ def test_the_rate_holds_across_workers(s3: MotoS3, tmp_path: Path) -> None:
         spec = ProviderSpec(name="together", base_url=fake.base_url)
         template = ItemTask(
             recipe_source=loaded.source or "", recipe_label=loaded.label,
-            recipe_root=str(loaded.root), id="", values={}, cache=s3.url("rate"),
+            recipe_root=str(loaded.root), id="", values={}, cache=team(s3, tmp_path),
             provider=spec, limits=Limits(name="rate-test", max_inflight=4, rate=2,
                                          period=period),
             concurrency=4,
         )
-        async with open_pool("local:2", s3.url("rate")) as pool:
+        async with open_pool("local:2", team(s3, tmp_path)) as pool:
             outcomes = await asyncio.gather(*(
                 pool.run(template.model_copy(update={"id": image.stem,
                                                      "values": {"photo": str(image)}}))
