@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,6 +38,9 @@ from .requests import EditRequest, GeneratedImage
 from .runs import Run
 from .store import Store
 from .stores.base import CacheLocation, open_store
+
+if TYPE_CHECKING:  # the cluster glue needs the extra `cluster`; imported on use
+    from .cluster import ClusterPool, ItemTask
 
 __all__ = [
     "Batch",
@@ -61,6 +64,9 @@ Status = Literal["done", "failed", "moderated", "skipped"]
 #: ``batch.jsonl``: one line per finished item, appended, never rewritten.
 JOURNAL = "batch.jsonl"
 REPORT = "batch.html"
+
+#: ``rate`` counts provider calls started per this many seconds (``--rate`` is per minute).
+RATE_PERIOD = 60.0
 
 
 class BatchItem(BaseModel):
@@ -196,8 +202,9 @@ def read_items(
         text = str(inputs)
         if location.is_dir():
             name = input_parameter(recipe, param)
+            # Absolute: a recipe resolves relative source paths against its own folder.
             files = sorted(
-                entry.path for entry in os.scandir(location)
+                os.path.abspath(entry.path) for entry in os.scandir(location)
                 if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
             )
             rows = ((None, {name: _as(file, name in paths)}) for file in files)
@@ -208,7 +215,8 @@ def read_items(
         elif globbing.has_magic(text):
             name = input_parameter(recipe, param)
             files = sorted(
-                match for match in globbing.glob(os.path.expanduser(text), recursive=True)
+                os.path.abspath(match)
+                for match in globbing.glob(os.path.expanduser(text), recursive=True)
                 if Path(match).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(match)
             )
             rows = ((None, {name: _as(file, name in paths)}) for file in files)
@@ -338,13 +346,17 @@ def _stem_of(values: Mapping[str, Any]) -> str | None:
 
 
 class _SharedProvider:
-    """The batch's provider behind one bound: at most ``limit`` calls at once, batch-wide."""
+    """The batch's provider behind one bound: at most ``limit`` calls at once, batch-wide,
+    and at most ``rate`` calls reaching the service in any rolling minute (each call
+    holds one of ``rate`` slots until a minute after it ends)."""
 
-    def __init__(self, provider: Provider, limit: int) -> None:
+    def __init__(self, provider: Provider, limit: int, rate: float | None = None) -> None:
         self.inner = provider
         self.name = provider.name
         self._limit = limit
+        self._rate = rate
         self._semaphore: asyncio.Semaphore | None = None
+        self._rate_slots: asyncio.Semaphore | None = None
         self.in_flight = 0
         self.peak_in_flight = 0
 
@@ -352,12 +364,20 @@ class _SharedProvider:
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self._limit)
         async with self._semaphore:
+            slots = None
+            if self._rate is not None:
+                if self._rate_slots is None:
+                    self._rate_slots = asyncio.Semaphore(max(1, int(self._rate)))
+                slots = self._rate_slots
+                await slots.acquire()
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             try:
                 return await self.inner.generate(request)
             finally:
                 self.in_flight -= 1
+                if slots is not None:  # held a whole minute after the call ends
+                    asyncio.get_running_loop().call_later(RATE_PERIOD, slots.release)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -521,6 +541,62 @@ async def _run_item(
     return finished("done", outputs=outputs, cost=cost, cached=cached)
 
 
+async def _run_item_on_cluster(
+    recipe: Recipe,
+    entry: _Input,
+    state: _Pass,
+    *,
+    pool: ClusterPool,
+    template: ItemTask,
+    provider: _SharedProvider,
+    store: Store,
+) -> BatchItem:
+    """``_run_item`` with the run on a cluster worker; the folder is written from the store."""
+    from .cluster import save_outcome
+
+    started = time.monotonic()
+    inputs = _jsonable(entry.values)
+
+    def finished(status: Status, **fields: Any) -> BatchItem:
+        return BatchItem(id=entry.id, inputs=inputs, status=status,
+                         elapsed=round(time.monotonic() - started, 4),
+                         finished_at=time.time(), **fields)
+
+    estimate = 0.0
+    if state.budget is not None:
+        try:
+            graph = recipe.build(entry.values, option="item")
+            estimate = graph.plan(provider=provider, cache_dir=store).estimated_cost
+        except EditGraphError as exc:
+            return finished("failed", error=str(exc))
+        left = state.budget - state.cost - state.reserved
+        if estimate > left + 1e-9:
+            return finished(
+                "skipped",
+                error=f"budget: the item is estimated at ${estimate:.4f}, ${max(left, 0):.4f} "
+                f"of the ${state.budget:.2f} budget is left",
+            )
+    state.reserved += estimate
+    try:
+        outcome = await pool.run(template.model_copy(update={"id": entry.id, "values": inputs}))
+    finally:
+        state.reserved -= estimate
+    folder = state.out / entry.id
+    outputs: dict[str, str] = {}
+    error = None
+    if outcome.manifest is not None:
+        try:
+            written = save_outcome(outcome.manifest, store, folder)
+            outputs = {name: _relative(folder / file, state.out) for name, file in written.items()}
+        except OSError as exc:
+            error = f"cannot write {folder}: {exc.strerror or exc}; every result is cached"
+    if outcome.status != "done":
+        return finished(outcome.status, outputs=outputs, cost=outcome.cost, error=outcome.error)
+    if error:
+        return finished("failed", outputs=outputs, cost=outcome.cost, error=error)
+    return finished("done", outputs=outputs, cost=outcome.cost, cached=outcome.cached)
+
+
 async def _arun(
     graph: Graph,
     provider: _SharedProvider,
@@ -549,7 +625,9 @@ async def abatch(
     cache: CacheLocation = None,
     concurrency: int = 8,
     budget: float | None = None,
+    cluster: str | None = None,
     max_inflight: int | None = None,
+    rate: float | None = None,
     retry_moderated: bool = False,
     limit: int | None = None,
     progress: BatchProgress | None = None,
@@ -565,13 +643,79 @@ async def abatch(
         raise GraphError(f"batch: concurrency must be at least 1, got {concurrency}")
     if budget is not None and budget < 0:
         raise GraphError(f"batch: budget must be at least 0, got {budget}")
+    if max_inflight is not None and max_inflight < 1:
+        raise GraphError(f"batch: max_inflight must be at least 1, got {max_inflight}")
+    if rate is not None and not rate >= 1:
+        raise GraphError(f"batch: rate must be at least 1 call per minute, got {rate}")
+    if cluster is not None:
+        if loaded.source is None:
+            raise GraphError(
+                "batch: a cluster builds each item from the recipe's source: pass a recipe "
+                "file, not a function"
+            )
+        from .cluster import parse_cluster
+
+        parse_cluster(cluster)  # a bad address is bad input, found before anything runs
     items = read_items(inputs, loaded, param)
     base_settings = dict(settings or {})
     folder = Path(out) if out is not None else Path("out") / loaded.name
     folder.mkdir(parents=True, exist_ok=True)
     chosen = provider or _default_provider()
-    shared = _SharedProvider(chosen, max_inflight or concurrency)
-    store = open_store(cache)
+    shared = _SharedProvider(chosen, max_inflight or concurrency, rate)
+    if cluster is not None:
+        from .cluster import open_pool
+
+        async with open_pool(cluster, cache, items_per_worker=max(2, concurrency)) as pool:
+            return await _abatch_items(
+                loaded, items, base_settings, folder, shared, open_store(cache),
+                concurrency=concurrency, budget=budget, retry_moderated=retry_moderated,
+                limit=limit, progress=progress, stop=stop,
+                remote=(pool, _task_template(loaded, cache, shared, concurrency, max_inflight,
+                                             rate)),
+            )
+    return await _abatch_items(
+        loaded, items, base_settings, folder, shared, open_store(cache),
+        concurrency=concurrency, budget=budget, retry_moderated=retry_moderated, limit=limit,
+        progress=progress, stop=stop, remote=None,
+    )
+
+
+def _task_template(
+    recipe: Recipe, cache: CacheLocation, provider: _SharedProvider, concurrency: int,
+    max_inflight: int | None, rate: float | None,
+) -> ItemTask:
+    """The part of every item's task that all items share."""
+    import uuid
+
+    from .cluster import ItemTask, Limits, cache_location, provider_spec
+
+    assert recipe.source is not None
+    return ItemTask(
+        recipe_source=recipe.source, recipe_label=recipe.label,
+        recipe_root=str(recipe.root) if recipe.root is not None else None,
+        id="", values={}, cache=cache_location(cache), provider=provider_spec(provider.inner),
+        limits=Limits(name=uuid.uuid4().hex, max_inflight=max_inflight or concurrency,
+                      rate=rate),
+        concurrency=concurrency,
+    )
+
+
+async def _abatch_items(
+    loaded: Recipe,
+    items: Iterator[_Input],
+    base_settings: dict[str, Any],
+    folder: Path,
+    shared: _SharedProvider,
+    store: Store,
+    *,
+    concurrency: int,
+    budget: float | None,
+    retry_moderated: bool,
+    limit: int | None,
+    progress: BatchProgress | None,
+    stop: asyncio.Event | None,
+    remote: tuple[ClusterPool, ItemTask] | None,
+) -> Batch:
     moderated = {} if retry_moderated else _earlier_statuses(folder / JOURNAL)
     shown: BatchProgress = progress or _Silent()
     window = max(2, concurrency)
@@ -624,10 +768,14 @@ async def abatch(
                 state.not_started += 1 + sum(1 for _ in items)
                 break
             shown.started(entry.id)
-            running.add(asyncio.ensure_future(_run_item(
-                loaded, _Input(entry.id, values), state, provider=shared, store=store,
-                concurrency=concurrency,
-            )))
+            if remote is not None:
+                work = _run_item_on_cluster(
+                    loaded, _Input(entry.id, values), state, pool=remote[0],
+                    template=remote[1], provider=shared, store=store)
+            else:
+                work = _run_item(loaded, _Input(entry.id, values), state, provider=shared,
+                                 store=store, concurrency=concurrency)
+            running.add(asyncio.ensure_future(work))
         await drain(block=False)
     summary = state.summary()
     _write_report_quietly(folder)
@@ -647,7 +795,13 @@ def batch(
     annotated ``pathlib.Path``). ``budget`` (USD) is for the whole batch: an item starts
     only when its whole estimated cost fits in what is left, else it is ``skipped``.
     Per-item folders, ``batch.jsonl`` and ``batch.html`` go to ``out`` (default
-    ``out/<recipe name>/``).
+    ``out/<recipe name>/``). ``max_inflight`` bounds provider calls at once (default
+    ``concurrency``); ``rate`` bounds calls started in any rolling minute.
+
+    ``cluster="local:N"`` runs each item as a task on a new Dask LocalCluster of N worker
+    processes, ``cluster="tcp://host:8786"`` on an existing scheduler (extra ``cluster``;
+    then ``cache`` must be ``s3://…``); ``max_inflight`` and ``rate`` then hold across
+    all workers. See docs/scale-out.md.
     """
     from .execute import run_sync
 

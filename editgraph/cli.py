@@ -49,7 +49,7 @@ from .requests import Submission
 from .runs import Run
 from .saved import write_atomically
 from .store import DiskStore
-from .stores.base import open_store
+from .stores.base import is_s3, open_store
 from .stores.s3 import S3Store
 
 if TYPE_CHECKING:
@@ -637,12 +637,23 @@ def _plan_batch(recipe: str, over: str, sets: tuple[str, ...], provider: str | N
               help="Run the first N items only.")
 @click.option("--retry-moderated", is_flag=True,
               help="Run again the items an earlier pass recorded as moderated.")
-@click.option("--cache", "--cache-dir", "cache_dir", type=click.Path(file_okay=False, path_type=str),
-              default=None, envvar="EDITGRAPH_CACHE_DIR", show_envvar=True,
-              help="Cache directory [default: the platform's user cache directory].")
+@click.option("--cluster", default=None, metavar="ADDRESS|local[:N]",
+              help="Run each item as a task on a Dask cluster: local:N starts N worker "
+                   "processes here; tcp://HOST:PORT joins a running scheduler (then --cache "
+                   "must be s3://...).")
+@click.option("--max-inflight", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Provider calls at once, across all items (and all workers) "
+                   "[default: --concurrency].")
+@click.option("--rate", type=click.FloatRange(min=1), default=None, metavar="PER_MINUTE",
+              help="Provider calls started in any rolling minute, across all workers, at "
+                   "most (rounded down).")
+@_cache_option
+@_image_host_option
 def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
           out_dir: Path | None, provider: str | None, concurrency: int, budget: float | None,
-          limit: int | None, retry_moderated: bool, cache_dir: str | None) -> None:
+          limit: int | None, retry_moderated: bool, cluster: str | None,
+          max_inflight: int | None, rate: float | None, cache_dir: str | None,
+          image_host: str | None) -> None:
     """Run RECIPE once per input: a folder, glob, CSV or JSONL file of items.
 
     Each item's images and manifest.json go to OUT/<item id>/; OUT/batch.jsonl gets one
@@ -664,12 +675,14 @@ def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
     from .batch import abatch, count_items
     from .providers.registry import default_provider
 
-    chosen = _provider(provider)
+    chosen = _provider_with_host(provider, image_host)
     if chosen is None:
         chosen, notice = default_provider()
         if notice:
             _out.print(f"note: {notice}", soft_wrap=True)
     settings = _settings(sets)
+    if cluster is not None:
+        _check_cluster(cluster, cache_dir)
     total = count_items(over, limit)
     display = _BatchDisplay(total, enabled=_err.is_terminal)
     stop = asyncio.Event()
@@ -695,6 +708,7 @@ def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
                 recipe, over, param=param, settings=settings, out=out_dir, provider=chosen,
                 cache=cache_dir, concurrency=concurrency, budget=budget, limit=limit,
                 retry_moderated=retry_moderated, progress=display, stop=stop,
+                cluster=cluster, max_inflight=max_inflight, rate=rate,
             )
         finally:
             for number in (signal.SIGINT, signal.SIGTERM):
@@ -732,6 +746,22 @@ def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
                    "continue (finished items are free)", soft_wrap=True)
         sys.exit(143 if signals and signals[0] == signal.SIGTERM else 130)
     sys.exit(summary.exit_code)
+
+
+def _check_cluster(cluster: str, cache_dir: str | None) -> None:
+    """Bad --cluster input (an unreadable address, a remote cluster with a local cache
+    folder, the extra not installed) exits 2 before anything starts."""
+    try:
+        from .cluster import parse_cluster
+    except ImportError:
+        _fail("--cluster needs Dask: pip install 'editgraph[cluster]'")
+    try:
+        kind, _ = parse_cluster(cluster)
+    except EditGraphError as exc:
+        _fail(str(exc))
+    if kind == "remote" and not is_s3(cache_dir or ""):
+        _fail(f"--cluster {cluster}: a remote cluster's workers cannot see this machine's "
+              "cache folder; pass --cache s3://BUCKET/PREFIX (or set EDITGRAPH_CACHE_DIR to one)")
 
 
 class _BatchDisplay:

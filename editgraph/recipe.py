@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import inspect
 import os
@@ -18,7 +19,7 @@ from .graph import Graph
 from .sources import source_root
 from .store import DEFAULT_GRAPH
 
-__all__ = ["Recipe", "build_recipe", "load_recipe", "recipe_parameters"]
+__all__ = ["Recipe", "build_recipe", "load_recipe", "recipe_from_source", "recipe_parameters"]
 
 
 def load_recipe(path: str | Path) -> types.ModuleType:
@@ -52,6 +53,30 @@ def load_recipe(path: str | Path) -> types.ModuleType:
     return module
 
 
+def recipe_from_source(source: str, label: str) -> types.ModuleType:
+    """Import a recipe from its source text (as a cluster worker receives it); ``label``
+    names it in errors, as its file's path does for :func:`load_recipe`."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    name = f"editgraph_recipe_{Path(label).stem}_{digest}"
+    module = types.ModuleType(name)
+    module.__file__ = label
+    sys.modules[name] = module
+    try:
+        exec(compile(source, label, "exec"), module.__dict__)  # runs the recipe as an import would
+    except SyntaxError as exc:
+        sys.modules.pop(name, None)
+        raise RecipeError(
+            f"recipe {label!r}: syntax error at line {exc.lineno}: {exc.msg}"
+        ) from None
+    except Exception as exc:  # any failure of user code is reported as such
+        sys.modules.pop(name, None)
+        raise RecipeError(f"recipe {label!r}: failed to import: {type(exc).__name__}: {exc}") from exc
+    if not callable(getattr(module, "recipe", None)):
+        sys.modules.pop(name, None)
+        raise RecipeError(f"recipe {label!r}: defines no recipe(...) function")
+    return module
+
+
 def recipe_parameters(function: Callable[..., Any] | types.ModuleType) -> dict[str, tuple[Any, Any]]:
     """``{name: (type, default)}`` of a recipe function's keyword parameters."""
     target = function.recipe if isinstance(function, types.ModuleType) else function
@@ -80,6 +105,8 @@ class Recipe:
         self.label = label
         self.root = root
         self.graph_name = graph_name
+        #: The recipe file's text when loaded from a file: what a cluster worker builds from.
+        self.source: str | None = None
         self.parameters = recipe_parameters(function)
         self._model: type[BaseModel] = create_model(  # type: ignore[call-overload]
             "recipe_parameters", **self.parameters
@@ -90,8 +117,21 @@ class Recipe:
         """The recipe defined by the Python file at ``path``."""
         file = Path(path)
         module = load_recipe(file)
-        return cls(module.recipe, label=str(file), root=file.resolve().parent,
-                   graph_name=str(file.resolve()))
+        loaded = cls(module.recipe, label=str(file), root=file.resolve().parent,
+                     graph_name=str(file.resolve()))
+        loaded.source = file.read_text(encoding="utf-8")
+        return loaded
+
+    @classmethod
+    def from_source(cls, source: str, *, label: str, root: Path | None) -> Recipe:
+        """The recipe defined by ``source`` (a recipe file's text), named ``label``, its
+        relative source paths resolving against ``root``; its graph is named as the file's
+        would be (its plan history is the same on a cluster worker as on the client)."""
+        module = recipe_from_source(source, label)
+        graph_name = str(root / Path(label).name) if root is not None else label
+        loaded = cls(module.recipe, label=label, root=root, graph_name=graph_name)
+        loaded.source = source
+        return loaded
 
     @property
     def name(self) -> str:

@@ -17,7 +17,7 @@ PACKAGE = Path(editgraph.__file__).resolve().parent
 
 #: The flow, left to right: a module may import modules of its own column or further right.
 CHAIN: tuple[frozenset[str], ...] = (
-    frozenset({"batch"}),
+    frozenset({"batch", "cluster"}),
     frozenset({"recipe"}),
     frozenset({"graph"}),
     frozenset({"prompts", "keys", "plan", "sources", "ops", "regions"}),

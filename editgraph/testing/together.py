@@ -323,6 +323,9 @@ class FakeTogether:
         self._requests: list[dict[str, Any]] = []
         self._billed: list[dict[str, Any]] = []
         self._scheduled: deque[_ScheduledFailure] = deque()
+        self._in_flight = 0
+        self._peak_in_flight = 0
+        self._arrivals: list[float] = []
 
         # Touched only on the server's event loop thread.
         self._fault_rng = random.Random(fault_seed)
@@ -412,6 +415,25 @@ class FakeTogether:
         with self._lock:
             return list(self._billed)
 
+    @property
+    def in_flight(self) -> int:
+        """Generation requests being answered right now."""
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most generation requests ever answered at once (seen from the server)."""
+        with self._lock:
+            return self._peak_in_flight
+
+    @property
+    def arrivals(self) -> list[float]:
+        """When each generation request arrived (the fake's clock, ``time.monotonic`` by
+        default), in order (a snapshot)."""
+        with self._lock:
+            return list(self._arrivals)
+
     def fail_next(
         self,
         status: int,
@@ -474,6 +496,17 @@ class FakeTogether:
     # -- handlers --------------------------------------------------------------------
 
     async def _handle_generation(self, request: web.Request) -> web.Response:
+        with self._lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+            self._arrivals.append(self._clock())
+        try:
+            return await self._answer_generation(request)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    async def _answer_generation(self, request: web.Request) -> web.Response:
         raw = await request.read()
         try:
             body: object = json.loads(raw)
