@@ -99,6 +99,38 @@ def test_serve_together_runs_a_recipe_from_the_shell_and_stops_on_ctrl_c(
     assert output.rest() == ["stopped: 4 generation request(s), 4 generation(s) billed"]
 
 
+def test_serve_bfl_runs_a_recipe_from_the_shell(tmp_path: Path) -> None:
+    """`serve bfl` prints BFL's variables; `editgraph run` with them is billed by the fake."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "editgraph.testing", "serve", "bfl", "--api-key", "bfl-k3y-9Zq"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    try:
+        output = Lines(process)
+        base_url = output.next()
+        banner = [output.next() for _ in range(4)]
+        assert banner[1:3] == [f"export BFL_BASE_URL={base_url}", "export BFL_API_KEY=bfl-k3y-9Zq"]
+        environment = {key: value for key, value in os.environ.items()
+                       if not key.endswith("_PROXY")}
+        environment.update(BFL_BASE_URL=base_url, BFL_API_KEY="bfl-k3y-9Zq",
+                           EDITGRAPH_CACHE_DIR=str(tmp_path / "cache"))
+        script = Path(sys.executable).with_name("editgraph")
+        result = subprocess.run(
+            [str(script), "run", str(RECOLOUR), "--out", str(tmp_path / "out")],
+            capture_output=True, text=True, env=environment, cwd=tmp_path, check=False,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "4 edits: 4 run, 0 cached" in result.stdout and "as charged" in result.stdout
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        assert output.rest() == ["stopped: 4 generation request(s), 4 generation(s) billed"]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
 def test_serve_refuses_a_port_in_use_in_one_line(tmp_path: Path) -> None:
     """A port already taken is a one-line error and exit 1, not a traceback."""
     with FakeTogether() as fake:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import click
 
+from .bfl import FakeBFL
 from .together import FakeTogether
 
 __all__ = ["FAKES", "Fake", "FakeEntry", "main"]
@@ -72,6 +73,20 @@ FAKES: dict[str, FakeEntry] = {
             click.Option(
                 ["--accept-data-uris/--reject-data-uris"], default=True, show_default=True,
                 help="Whether data: URIs are accepted as reference images.",
+            ),
+        ),
+    ),
+    "bfl": FakeEntry(
+        factory=FakeBFL,
+        help="FakeBFL: Black Forest Labs' asynchronous FLUX.2 API (submit, then poll).",
+        setup=(
+            "export BFL_BASE_URL={base_url}",
+            "export BFL_API_KEY={api_key}",
+        ),
+        options=(
+            click.Option(
+                ["--max-active"], type=click.IntRange(min=1), default=24, show_default=True,
+                help="Tasks open at once before a submit gets a 429.",
             ),
         ),
     ),

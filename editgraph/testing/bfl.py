@@ -217,6 +217,7 @@ class FakeBFL:
             created; and fraction of polls answered 500 or 503 or dropped. Drawn from
             ``random.Random(fault_seed)`` in arrival order (polls from a second stream).
         fault_seed: seed of those draws.
+        port: the port to listen on, 0 (default) for any free one.
         clock: seconds, monotonic; decides status, expiry and the active-task count.
 
     A submission passes these steps in order, and the first that fails answers: logged in
@@ -234,8 +235,11 @@ class FakeBFL:
         fault_rate: float = 0.0,
         fault_seed: int = 0,
         *,
+        port: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0 (any free port) or 1-65535, got {port!r}")
         if latency < 0:
             raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
         if url_ttl < 0:
@@ -253,6 +257,7 @@ class FakeBFL:
         #: Seeds for which ``[moderate-output]`` does not block (tests of new-seed retries).
         self.passing_seeds: set[int] = set()
         self._clock = clock
+        self._listen_port = port
 
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
@@ -392,7 +397,7 @@ class FakeBFL:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE_SECONDS)
         try:
             await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
+            site = web.TCPSite(runner, "127.0.0.1", self._listen_port)
             await site.start()
             self._port = int(runner.addresses[0][1])
             self._loop = asyncio.get_running_loop()
