@@ -485,6 +485,45 @@ def _earlier_statuses(journal: Path) -> dict[str, str]:
     return moderated
 
 
+class _Finisher:
+    """Makes an item's BatchItem, with the time since it started."""
+
+    def __init__(self, entry: _Input) -> None:
+        self.entry = entry
+        self.inputs = _jsonable(entry.values)
+        self.started = time.monotonic()
+
+    def __call__(self, status: Status, **fields: Any) -> BatchItem:
+        return BatchItem(id=self.entry.id, inputs=self.inputs, status=status,
+                         elapsed=round(time.monotonic() - self.started, 4),
+                         finished_at=time.time(), **fields)
+
+    def conclude(self, status: Status, *, outputs: dict[str, str], cost: float, cached: bool,
+                 error: str | None, save_error: str | None) -> BatchItem:
+        """The item as its run ended: failed or moderated with the run's error, failed when
+        its files could not be written, else done."""
+        if status != "done":
+            return self(status, outputs=outputs, cost=cost, error=error)
+        if save_error:
+            return self("failed", outputs=outputs, cost=cost, error=save_error)
+        return self("done", outputs=outputs, cost=cost, cached=cached)
+
+
+def _budget_refusal(state: _Pass, estimate: float) -> str | None:
+    """Why an item estimated at ``estimate`` may not start under the batch's budget."""
+    if state.budget is None:
+        return None
+    left = state.budget - state.cost - state.reserved
+    if estimate <= left + 1e-9:
+        return None
+    return (f"budget: the item is estimated at ${estimate:.4f}, ${max(left, 0):.4f} of the "
+            f"${state.budget:.2f} budget is left")
+
+
+def _cannot_write(folder: Path, error: OSError) -> str:
+    return f"cannot write {folder}: {error.strerror or error}; every result is cached"
+
+
 async def _run_item(
     recipe: Recipe,
     entry: _Input,
@@ -494,14 +533,7 @@ async def _run_item(
     store: Store,
     concurrency: int,
 ) -> BatchItem:
-    started = time.monotonic()
-    inputs = _jsonable(entry.values)
-
-    def finished(status: Status, **fields: Any) -> BatchItem:
-        return BatchItem(id=entry.id, inputs=inputs, status=status,
-                         elapsed=round(time.monotonic() - started, 4),
-                         finished_at=time.time(), **fields)
-
+    finished = _Finisher(entry)
     try:
         graph = recipe.build(entry.values, option="item")
         # Only a budget needs the estimate up front; without one the run alone decides.
@@ -509,14 +541,9 @@ async def _run_item(
                     else graph.plan(provider=provider, cache_dir=store).estimated_cost)
     except EditGraphError as exc:
         return finished("failed", error=str(exc))
-    if state.budget is not None:
-        left = state.budget - state.cost - state.reserved
-        if estimate > left + 1e-9:
-            return finished(
-                "skipped",
-                error=f"budget: the item is estimated at ${estimate:.4f}, ${max(left, 0):.4f} "
-                f"of the ${state.budget:.2f} budget is left",
-            )
+    refusal = _budget_refusal(state, estimate)
+    if refusal is not None:
+        return finished("skipped", error=refusal)
     state.reserved += estimate
     try:
         run, failures = await _arun(graph, provider, store, concurrency)
@@ -524,21 +551,21 @@ async def _run_item(
         state.reserved -= estimate
     folder = state.out / entry.id
     outputs: dict[str, str] = {}
-    error = None
+    save_error = None
     if run is not None:
         try:
             run.save(folder)
             outputs = {name: _relative(folder / run[name].filename, state.out) for name in run}
         except OSError as exc:
-            error = f"cannot write {folder}: {exc.strerror or exc}; every result is cached"
-    cost = run.cost if run is not None else 0.0
-    cached = run is not None and not failures and all(run[name].cached for name in run)
+            save_error = _cannot_write(folder, exc)
+    status: Status = "done"
     if failures:
-        status: Status = "moderated" if _moderated(failures) else "failed"
-        return finished(status, outputs=outputs, cost=cost, error=_first_error(failures))
-    if error:
-        return finished("failed", outputs=outputs, cost=cost, error=error)
-    return finished("done", outputs=outputs, cost=cost, cached=cached)
+        status = "moderated" if _moderated(failures) else "failed"
+    return finished.conclude(
+        status, outputs=outputs, cost=run.cost if run is not None else 0.0,
+        cached=run is not None and not failures and all(run[name].cached for name in run),
+        error=_first_error(failures) if failures else None, save_error=save_error,
+    )
 
 
 async def _run_item_on_cluster(
@@ -554,14 +581,7 @@ async def _run_item_on_cluster(
     """``_run_item`` with the run on a cluster worker; the folder is written from the store."""
     from .cluster import save_outcome
 
-    started = time.monotonic()
-    inputs = _jsonable(entry.values)
-
-    def finished(status: Status, **fields: Any) -> BatchItem:
-        return BatchItem(id=entry.id, inputs=inputs, status=status,
-                         elapsed=round(time.monotonic() - started, 4),
-                         finished_at=time.time(), **fields)
-
+    finished = _Finisher(entry)
     estimate = 0.0
     if state.budget is not None:
         try:
@@ -569,32 +589,26 @@ async def _run_item_on_cluster(
             estimate = graph.plan(provider=provider, cache_dir=store).estimated_cost
         except EditGraphError as exc:
             return finished("failed", error=str(exc))
-        left = state.budget - state.cost - state.reserved
-        if estimate > left + 1e-9:
-            return finished(
-                "skipped",
-                error=f"budget: the item is estimated at ${estimate:.4f}, ${max(left, 0):.4f} "
-                f"of the ${state.budget:.2f} budget is left",
-            )
+        refusal = _budget_refusal(state, estimate)
+        if refusal is not None:
+            return finished("skipped", error=refusal)
     state.reserved += estimate
     try:
-        outcome = await pool.run(template.model_copy(update={"id": entry.id, "values": inputs}))
+        outcome = await pool.run(template.model_copy(update={"id": entry.id,
+                                                              "values": finished.inputs}))
     finally:
         state.reserved -= estimate
     folder = state.out / entry.id
     outputs: dict[str, str] = {}
-    error = None
+    save_error = None
     if outcome.manifest is not None:
         try:
             written = save_outcome(outcome.manifest, store, folder)
             outputs = {name: _relative(folder / file, state.out) for name, file in written.items()}
         except OSError as exc:
-            error = f"cannot write {folder}: {exc.strerror or exc}; every result is cached"
-    if outcome.status != "done":
-        return finished(outcome.status, outputs=outputs, cost=outcome.cost, error=outcome.error)
-    if error:
-        return finished("failed", outputs=outputs, cost=outcome.cost, error=error)
-    return finished("done", outputs=outputs, cost=outcome.cost, cached=outcome.cached)
+            save_error = _cannot_write(folder, exc)
+    return finished.conclude(outcome.status, outputs=outputs, cost=outcome.cost,
+                             cached=outcome.cached, error=outcome.error, save_error=save_error)
 
 
 async def _arun(
