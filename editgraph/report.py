@@ -222,7 +222,10 @@ def write_batch_report(folder: Path, path: Path | None = None) -> Path:
         totals=totals,
         items=rows(),
     )
-    return _write(path if path is not None else folder / "batch.html", "".join(chunks))
+    target = Path(path if path is not None else folder / "batch.html")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(target, (chunk.encode("utf-8") for chunk in chunks))  # streamed
+    return target
 
 
 def _number(value: object) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -92,13 +93,17 @@ def _earlier_files(folder: Path) -> dict[str, tuple[str, str]]:
     return files
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a new temporary file in the same folder, then
-    rename it into place: readers see the old file or the whole new one."""
+def write_atomically(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Write ``data`` (bytes, or chunks of bytes written as they come: a large page never
+    sits whole in memory) to ``path`` through a new temporary file in the same folder,
+    then rename it into place: readers see the old file or the whole new one."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            file.write(data)
+            if isinstance(data, bytes):
+                file.write(data)
+            else:
+                file.writelines(data)
         os.chmod(temporary, 0o644)  # mkstemp makes files private; outputs are ordinary files
         os.replace(temporary, path)
     except BaseException:
