@@ -317,16 +317,22 @@ def _table_rows(
 
 def _unique(rows: Iterator[tuple[str | None, dict[str, Any]]]) -> Iterator[_Input]:
     seen: set[str] = set()
+    next_suffix: dict[str, int] = {}
     for number, (given, values) in enumerate(rows, 1):
         # An id names the item's folder: a given one must be a portable file name, a
         # derived one (a file stem) is made into one.
         problem = None if given is None else name_problem(given)
         stem = given if given and problem is None else portable_stem(
             given or _stem_of(values) or f"item-{number}")
-        candidate, suffix = stem, 1
+        # The next suffix to try is kept per stem, so a thousand "photo"s cost linear time.
+        key = folded(stem)
+        candidate, suffix = stem, next_suffix.get(key, 1)
+        if suffix > 1:
+            candidate = f"{stem}-{suffix}"
         while folded(candidate) in seen:
             suffix += 1
             candidate = f"{stem}-{suffix}"
+        next_suffix[key] = suffix + 1
         seen.add(folded(candidate))
         if problem is not None:
             problem = f"id {shown_name(given or '')}: {problem}"
