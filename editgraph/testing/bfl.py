@@ -17,12 +17,13 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from PIL import Image, ImageDraw, ImageFont
+
+from ._server import LoopbackServer
 
 __all__ = ["FakeBFL"]
 
@@ -68,8 +69,6 @@ _MAX_PIXELS: Final = 4 * 1024 * 1024
 _DEFAULT_WIDTH: Final = 1024
 _DEFAULT_HEIGHT: Final = 768
 _MAX_SAFETY_TOLERANCE: Final = 6
-_MAX_BODY_BYTES: Final = 256 * 1024**2
-_SHUTDOWN_GRACE_SECONDS: Final = 0.25
 
 _MEDIA_TYPES: Final[dict[str, str]] = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 _EXTENSIONS: Final[dict[str, str]] = {"jpeg": "jpg", "png": "png", "webp": "webp"}
@@ -174,7 +173,7 @@ def _megapixels(width: int, height: int) -> int:
     return max(1, math.ceil(width * height / 1024**2))
 
 
-class FakeBFL:
+class FakeBFL(LoopbackServer):
     """A real HTTP server on 127.0.0.1 that answers like BFL's FLUX.2 API (https://docs.bfl.ai).
 
     It runs aiohttp on an ephemeral port in a background thread. It serves:
@@ -238,8 +237,7 @@ class FakeBFL:
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port must be 0 (any free port) or 1-65535, got {port!r}")
+        super().__init__(port)
         if latency < 0:
             raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
         if url_ttl < 0:
@@ -257,7 +255,6 @@ class FakeBFL:
         #: Seeds for which ``[moderate-output]`` does not block (tests of new-seed retries).
         self.passing_seeds: set[int] = set()
         self._clock = clock
-        self._listen_port = port
 
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
@@ -271,66 +268,8 @@ class FakeBFL:
         self._poll_fault_rng = random.Random(f"poll-{fault_seed}")
         self._files: dict[str, _StoredFile] = {}
 
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._startup_error: BaseException | None = None
-        self._port: int | None = None
-
-    # -- lifecycle -------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start serving on an ephemeral port of 127.0.0.1; returns once it accepts connections."""
-        if self._thread is not None:
-            raise RuntimeError("FakeBFL is already running; call stop() first")
-        ready = threading.Event()
-        self._startup_error = None
-        thread = threading.Thread(
-            target=self._serve_in_thread, args=(ready,), name="FakeBFL", daemon=True
-        )
-        thread.start()
-        ready.wait()
-        if self._startup_error is not None:
-            thread.join()
-            raise RuntimeError("FakeBFL could not start its server") from self._startup_error
-        self._thread = thread
-
-    def stop(self) -> None:
-        """Stop serving and join the server thread; in-flight requests are cut short."""
-        thread, loop, stop_event = self._thread, self._loop, self._stop_event
-        if thread is None or loop is None or stop_event is None:
-            return
-        loop.call_soon_threadsafe(stop_event.set)
-        thread.join()
-        self._thread = None
-        self._loop = None
-        self._stop_event = None
-        self._port = None
-
-    def __enter__(self) -> FakeBFL:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        where = self.base_url if self._port is not None else "stopped"
-        return f"<FakeBFL {where}>"
 
     # -- public state ----------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``: the base for ``BFL_BASE_URL`` and ``BFL(base_url=...)``."""
-        if self._port is None:
-            raise RuntimeError("FakeBFL is not running; use it as a context manager or call start()")
-        return f"http://127.0.0.1:{self._port}"
 
     @property
     def regional_url(self) -> str:
@@ -385,33 +324,11 @@ class FakeBFL:
 
     # -- server thread ---------------------------------------------------------------
 
-    def _serve_in_thread(self, ready: threading.Event) -> None:
-        asyncio.run(self._serve(ready))
-
-    async def _serve(self, ready: threading.Event) -> None:
-        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+    def _add_routes(self, app: web.Application) -> None:
         app.router.add_get(_REGION_PREFIX + _RESULT_PATH, self._handle_poll)
         app.router.add_get(_RESULT_PATH, self._handle_global_poll)
         app.router.add_get(_DELIVERY_PREFIX + "{name}", self._handle_file)
         app.router.add_post("/v1/{endpoint}", self._handle_submit)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE_SECONDS)
-        try:
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", self._listen_port)
-            await site.start()
-            self._port = int(runner.addresses[0][1])
-            self._loop = asyncio.get_running_loop()
-            self._stop_event = asyncio.Event()
-        except OSError as exc:
-            self._startup_error = exc
-            await runner.cleanup()
-            ready.set()
-            return
-        ready.set()
-        try:
-            await self._stop_event.wait()
-        finally:
-            await runner.cleanup()
 
     # -- handlers --------------------------------------------------------------------
 

@@ -18,13 +18,14 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Final, Literal
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import aiohttp
 from aiohttp import web
 from PIL import Image, ImageDraw, ImageFont
+
+from ._server import LoopbackServer
 
 __all__ = ["FakeTogether"]
 
@@ -54,12 +55,8 @@ _GUIDANCE_RANGES: Final[dict[str, tuple[float, float]]] = {
     "black-forest-labs/FLUX.2-flex": (1.5, 10.0),
 }
 _MAX_IMAGES: Final = 4
-# Eight references sent as data: URIs easily pass aiohttp's 1 MiB default.
-_MAX_BODY_BYTES: Final = 256 * 1024**2
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _FETCH_TIMEOUT_SECONDS: Final = 10.0
-# How long stop() lets in-flight requests finish before cancelling them.
-_SHUTDOWN_GRACE_SECONDS: Final = 0.25
 
 _MEDIA_TYPES: Final[dict[str, str]] = {"jpeg": "image/jpeg", "png": "image/png"}
 _EXTENSIONS: Final[dict[str, str]] = {"jpeg": "jpg", "png": "png"}
@@ -201,7 +198,7 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
-class FakeTogether:
+class FakeTogether(LoopbackServer):
     """A real HTTP server on 127.0.0.1 that answers like Together AI's FLUX.2 image API.
 
     It runs aiohttp on an ephemeral port in a background thread, so synchronous and
@@ -302,8 +299,7 @@ class FakeTogether:
             raise ValueError(f"rate_limit must be > 0 requests per minute or None, got {rate_limit!r}")
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be between 0 and 1, got {fault_rate!r}")
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port must be between 0 and 65535, got {port!r}")
+        super().__init__(port)
         if honour not in _HONOURED_KEYS:
             raise ValueError(
                 f"honour must be one of {', '.join(map(repr, _HONOURED_KEYS))}, got {honour!r}"
@@ -316,7 +312,6 @@ class FakeTogether:
         self.fault_seed = fault_seed
         self.honour: Honour = honour
         self.accept_data_uris = accept_data_uris
-        self._requested_port = port
         self._clock = clock
 
         self._lock = threading.Lock()
@@ -337,66 +332,8 @@ class FakeTogether:
         self._thumbnails: OrderedDict[str, Image.Image] = OrderedDict()
         self._session: aiohttp.ClientSession | None = None
 
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._startup_error: BaseException | None = None
-        self._port: int | None = None
-
-    # -- lifecycle -------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start serving on 127.0.0.1 (``port``, else a free one); returns once it accepts connections."""
-        if self._thread is not None:
-            raise RuntimeError("FakeTogether is already running; call stop() first")
-        ready = threading.Event()
-        self._startup_error = None
-        thread = threading.Thread(
-            target=self._serve_in_thread, args=(ready,), name="FakeTogether", daemon=True
-        )
-        thread.start()
-        ready.wait()
-        if self._startup_error is not None:
-            thread.join()
-            raise RuntimeError("FakeTogether could not start its server") from self._startup_error
-        self._thread = thread
-
-    def stop(self) -> None:
-        """Stop serving and join the server thread; in-flight requests are cut short."""
-        thread, loop, stop_event = self._thread, self._loop, self._stop_event
-        if thread is None or loop is None or stop_event is None:
-            return
-        loop.call_soon_threadsafe(stop_event.set)
-        thread.join()
-        self._thread = None
-        self._loop = None
-        self._stop_event = None
-        self._port = None
-
-    def __enter__(self) -> FakeTogether:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        where = self.base_url if self._port is not None else "stopped"
-        return f"<FakeTogether {where}>"
 
     # -- public state ----------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``: the base for editgraph, ``TOGETHER_BASE_URL`` and the SDK."""
-        if self._port is None:
-            raise RuntimeError("FakeTogether is not running; use it as a context manager or call start()")
-        return f"http://127.0.0.1:{self._port}"
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -461,35 +398,18 @@ class FakeTogether:
 
     # -- server thread ---------------------------------------------------------------
 
-    def _serve_in_thread(self, ready: threading.Event) -> None:
-        asyncio.run(self._serve(ready))
-
-    async def _serve(self, ready: threading.Event) -> None:
-        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+    def _add_routes(self, app: web.Application) -> None:
         app.router.add_post(_GENERATIONS_PATH, self._handle_generation)
         app.router.add_get(_FILES_PREFIX + "{name}", self._handle_file)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE_SECONDS)
-        try:
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", self._requested_port)
-            await site.start()
-            self._port = int(runner.addresses[0][1])
-            self._loop = asyncio.get_running_loop()
-            self._stop_event = asyncio.Event()
-        except OSError as exc:
-            self._startup_error = exc
-            await runner.cleanup()
-            ready.set()
-            return
+
+    async def _opened(self) -> None:
         # For references on other loopback servers; proxies from the environment ignored.
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=_FETCH_TIMEOUT_SECONDS), trust_env=False
         )
-        ready.set()
-        try:
-            await self._stop_event.wait()
-        finally:
-            await runner.cleanup()
+
+    async def _closing(self) -> None:
+        if self._session is not None:
             await self._session.close()
             self._session = None
 
