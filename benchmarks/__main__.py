@@ -1,6 +1,8 @@
 """``python -m benchmarks [--quick]``: every figure side by side in one run, as one table.
 
-Each row has its target and ``ok``, ``NO`` (missed) or ``info`` (no target). The exit
+Each row has its target, the physical floor for the same measure where one exists (what
+no client could beat: one raw diskcache read, an empty event loop, the fake alone), and
+``ok``, ``NO`` (missed) or ``info`` (no target). The exit
 code is 0 even when a target is missed: this is a report, not a test.
 """
 
@@ -38,6 +40,7 @@ class Row:
     target: str
     verdict: str  # "ok", "NO", "info" or "n/a"
     notes: str = ""
+    floor: str = "-"  # the physical floor for the same measure, in the value's unit
 
 
 def _verdict(met: bool) -> str:
@@ -226,11 +229,13 @@ def print_table(rows: list[Row]) -> None:
     width = max(len(row.measure) for row in rows)
     value_width = max(len("value"), *(len(row.value) for row in rows))
     target_width = max(len("target"), *(len(row.target) for row in rows))
+    floor_width = max(len("floor"), *(len(row.floor) for row in rows))
     print(f"{'measure':<{width}}  {'value':>{value_width}}  {'target':<{target_width}}  "
-          f"{'ok':<4}  notes")
+          f"{'floor':>{floor_width}}  {'ok':<4}  notes")
     for row in rows:
         print(f"{row.measure:<{width}}  {row.value:>{value_width}}  "
-              f"{row.target:<{target_width}}  {row.verdict:<4}  {row.notes}")
+              f"{row.target:<{target_width}}  {row.floor:>{floor_width}}  {row.verdict:<4}  "
+              f"{row.notes}")
 
 
 def main(argv: list[str] | None = None) -> int:
