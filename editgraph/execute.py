@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import io
 import logging
 import signal
@@ -40,6 +41,7 @@ from .requests import (
 )
 from .runs import NodeResult, Run
 from .store import DEFAULT_GRAPH, LEASE_SECONDS, JournalEntry, Store
+from .stores.writer import Writes, stage_blob
 
 __all__ = ["OP_PROVIDER", "Progress", "ResumeOutcome", "execute", "resume_journal", "run_sync"]
 
@@ -102,62 +104,6 @@ class _StoreJournal:
         self._engine.store.delete_journal(self._key)
 
 
-class _GroupCommit:
-    """Store writes queued during one turn of the event loop, committed together.
-
-    Edits that finish at the same moment (a layer of a wide graph) share one
-    transaction instead of paying a commit each, and the loop is blocked once, not
-    once per edit; every caller still resumes only after its own write is durable.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._queue: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
-
-    def submit(self, operation: Callable[[], T]) -> asyncio.Future[T]:
-        """Queue ``operation`` for the next commit; the future holds its result."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        if not self._queue:
-            loop.call_soon(self.flush)
-        self._queue.append((operation, future))
-        return future
-
-    def flush(self) -> None:
-        """Run and commit everything queued so far."""
-        queue, self._queue = self._queue, []
-        if not queue:
-            return
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        try:
-            with self._store.batch():
-                for operation, future in queue:
-                    try:
-                        outcomes.append((future, operation(), None))
-                    except Exception as error:  # noqa: BLE001 - handed to its caller
-                        outcomes.append((future, None, error))
-        except Exception:  # noqa: BLE001 - the commit failed: retry each write on its own
-            # (disk full, I/O error): one write that cannot be kept must not discard the
-            # other finished results queued with it.
-            outcomes = [(future, *self._alone(operation)) for operation, future in queue]
-        for future, result, failure in outcomes:
-            if future.cancelled():
-                continue
-            if failure is None:
-                future.set_result(result)
-            else:
-                future.set_exception(failure)
-
-    def _alone(self, operation: Callable[[], Any]) -> tuple[Any, BaseException | None]:
-        """Run and commit one write by itself: its result, or the error that stopped it."""
-        try:
-            with self._store.batch():
-                result = operation()
-        except Exception as error:  # noqa: BLE001 - handed to its caller
-            return None, error
-        return result, None
-
-
 class _NotStarted(Exception):
     """An edit not started because the run is draining after an interrupt."""
 
@@ -211,7 +157,8 @@ class _Engine:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.slots = asyncio.Semaphore(self.concurrency)
-        self.writes = _GroupCommit(self.store)
+        # Every store write goes through the store's writer thread, off this loop.
+        self.writes = Writes(self.store)
         heartbeat = asyncio.ensure_future(self._renew_leases())
         tasks = []
         try:
@@ -226,22 +173,25 @@ class _Engine:
                 self.pending[node.name] = loop.create_future()
                 tasks.append(asyncio.ensure_future(self._run_edit(node, prepared)))
             # Queued after the first edits start, so it shares their leases' commit.
-            self.writes.submit(self._keep_sources)
+            self.writes.submit(self._keep_sources, stage=self._stage_sources)
             if tasks:
                 await asyncio.gather(*tasks)
         finally:
             heartbeat.cancel()
-            self.writes.flush()
             # Bookkeeping for `plan` is written once, off the critical path. When the
             # store cannot take it (disk full), the results still stand: say so, go on.
-            try:
-                with self.store.batch():
-                    for name, record in self.ran.items():
-                        self.store.put_history(name, record, self.graph)
-                if self.saved:
-                    self.store.add_saved(self.saved)
-            except StoreError as error:
-                logger.warning("plan's history of this run was not kept: %s", error)
+            ran, saved = list(self.ran.items()), self.saved
+            self.writes.submit(lambda: self._keep_history(ran, saved)).add_done_callback(
+                _history_not_kept)
+            # Every exit (an error, a cancel, an abandon) returns only once everything
+            # queued is committed and the writer thread is given back.
+            await self.writes.close()
+
+    def _keep_history(self, ran: list[tuple[str, EditRecord]], saved: float) -> None:
+        for name, record in ran:
+            self.store.put_history(name, record, self.graph)
+        if saved:
+            self.store.add_saved(saved)
 
     # ------------------------------------------------------------------ resolution
 
@@ -355,18 +305,34 @@ class _Engine:
         elapsed = time.perf_counter() - started
         with Image.open(io.BytesIO(data)) as decoded:
             width, height = decoded.size
-        record = EditRecord.of(
-            request, key=key, provider=OP_PROVIDER, output_hash=content_hash(data),
-            media_type="image/png", width=width, height=height, size_bytes=len(data),
-            elapsed=elapsed, cost=0.0, created_at=time.time(),
+
+        def record_of(output_hash: str) -> EditRecord:
+            return EditRecord.of(
+                request, key=key, provider=OP_PROVIDER, output_hash=output_hash,
+                media_type="image/png", width=width, height=height, size_bytes=len(data),
+                elapsed=elapsed, cost=0.0, created_at=time.time(),
+            )
+
+        record = await self.writes.submit_staged(
+            lambda record: self._keep_output(record, data),
+            stage=lambda: self._stage(record_of, data, []),
         )
-        await self.writes.submit(lambda: self._keep_output(record, data))
         return self._result(request, record, cached=False)
 
-    def _keep_output(self, record: EditRecord, data: bytes) -> None:
+    def _stage(self, record_of: Callable[[str], EditRecord], data: bytes,
+               made: list[EditRecord]) -> EditRecord:
+        """In the writer thread, before the transaction: hash a result (off the loop),
+        make its record, and write its blob file."""
+        record = record_of(content_hash(data))
+        made.append(record)
+        stage_blob(self.store, record.output_hash, data)
+        return record
+
+    def _keep_output(self, record: EditRecord, data: bytes) -> EditRecord:
         """Store an op's image and its record (write-once: a lost race is fine)."""
         self.store.put_blob(record.output_hash, data)
         self.store.put_record(record)
+        return record
 
     async def _generate_once(self, node: EditNode, request: EditRequest, key: str) -> NodeResult:
         if self.cache_only:
@@ -429,16 +395,22 @@ class _Engine:
                         image = await self._call_provider(node.name, sent)
                 finally:
                     self.calling.discard(node.name)
-                record = self._record(node.name, request, key, image,
-                                      time.perf_counter() - started, cost)
+                record_of = self._describe(node.name, request, key, image,
+                                           time.perf_counter() - started, cost)
                 # The image, the record that points at it and the lease's release, in one
-                # commit: a crash leaves either nothing or a complete, usable result.
+                # commit: a crash leaves either nothing or a complete, usable result. The
+                # hash and the blob file are made in the writer thread, before it.
+                made: list[EditRecord] = []
                 try:
-                    await self.writes.submit(lambda: self._keep(record, image.data))
+                    record = await self.writes.submit_staged(
+                        lambda record: self._keep(record, image.data),
+                        stage=lambda: self._stage(record_of, image.data, made),
+                    )
                 except StoreError as error:
                     # Paid for but not kept (disk full, say): the result is still this
                     # run's, served from memory, and the summary says it was not cached.
                     self.uncached[node.name] = str(error)
+                    record = made[0] if made else record_of(content_hash(image.data))
                     result = self._result(request, record, cached=False)
                     result.keep_in_memory(image.data)
                     return result
@@ -484,6 +456,15 @@ class _Engine:
         self, name: str, request: EditRequest, key: str, image: GeneratedImage,
         elapsed: float, cost: float,
     ) -> EditRecord:
+        """The record of a generated image (hashed here, in this thread)."""
+        return self._describe(name, request, key, image, elapsed, cost)(content_hash(image.data))
+
+    def _describe(
+        self, name: str, request: EditRequest, key: str, image: GeneratedImage,
+        elapsed: float, cost: float,
+    ) -> Callable[[str], EditRecord]:
+        """Check that ``image`` is an image (its header: cheap, on the loop) and return
+        what makes its record once its hash is known (hashing is left to the caller)."""
         try:
             with Image.open(io.BytesIO(image.data)) as decoded:
                 width, height = decoded.size
@@ -495,17 +476,21 @@ class _Engine:
             ) from error
         if image.seed is not None:  # the provider had to change it (a moderation retry)
             request = request.model_copy(update={"seed": image.seed})
-        return EditRecord.of(
-            request, key=key, provider=self.provider.name,
-            output_hash=content_hash(image.data), media_type=media_type, width=width,
-            height=height, size_bytes=len(image.data), elapsed=elapsed,
-            cost=image.cost if image.cost is not None else cost,
-            charged=image.cost is not None,
-            url=image.url, url_expires_at=image.url_expires_at,
-            unknown_outcomes=image.unknown_outcomes, created_at=time.time(),
-        )
 
-    def _keep(self, record: EditRecord, data: bytes) -> None:
+        def record_of(output_hash: str) -> EditRecord:
+            return EditRecord.of(
+                request, key=key, provider=self.provider.name,
+                output_hash=output_hash, media_type=media_type, width=width,
+                height=height, size_bytes=len(image.data), elapsed=elapsed,
+                cost=image.cost if image.cost is not None else cost,
+                charged=image.cost is not None,
+                url=image.url, url_expires_at=image.url_expires_at,
+                unknown_outcomes=image.unknown_outcomes, created_at=time.time(),
+            )
+
+        return record_of
+
+    def _keep(self, record: EditRecord, data: bytes) -> EditRecord:
         """Store an image and its record, then let go of the key's lease."""
         self.store.put_blob(record.output_hash, data)
         self.store.put_record(record)
@@ -514,6 +499,12 @@ class _Engine:
             self.journaled.discard(record.key)
         self.store.release_lease(record.key)
         self.held.discard(record.key)
+        return record
+
+    def _stage_sources(self) -> None:
+        """Write the sources' blob files ahead of the transaction that keeps them."""
+        for node in self.sources.values():
+            stage_blob(self.store, node.hash, node.data)
 
     def _keep_sources(self) -> None:
         """Keep every source's bytes too, so a saved run can be replayed from the cache."""
@@ -545,7 +536,8 @@ class _Engine:
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
             for key in list(self.held):
-                self.store.renew_lease(key)
+                renewed = self.writes.submit(functools.partial(self.store.renew_lease, key))
+                renewed.add_done_callback(_quietly)
 
 
 async def execute(
@@ -619,7 +611,6 @@ async def resume_journal(provider: Provider, store: Store) -> ResumeOutcome:
     engine = _Engine(edits=(), sources={}, provider=provider, store=store, concurrency=1,
                      cache_only=False, budget=None, progress=None, journaled_only=True,
                      graph=DEFAULT_GRAPH)
-    engine.writes = _GroupCommit(store)
     delivered: list[str] = []
     failures: dict[str, BaseException] = {}
     skipped: list[str] = []
@@ -691,6 +682,12 @@ def _drain_on_signals(engine: _Engine, work: asyncio.Future[None]) -> Iterator[N
         for number in installed:
             loop.remove_signal_handler(number)
             signal.signal(number, previous[number])
+
+
+def _history_not_kept(future: asyncio.Future[Any]) -> None:
+    """Warn when the store could not take the run's bookkeeping (the results stand)."""
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("plan's history of this run was not kept: %s", future.exception())
 
 
 def _quietly(future: asyncio.Future[Any]) -> None:

@@ -185,7 +185,37 @@ def default_cache_dir() -> Path:
 
 
 class _BytesAndTextDisk(diskcache.Disk):  # type: ignore[misc]
-    """A diskcache Disk that stores only str keys and bytes or str values, never pickle."""
+    """A diskcache Disk that stores only str keys and bytes or str values, never pickle.
+
+    A value's file may be written ahead (``stage``), outside any transaction: the write
+    that then stores the same key and bytes only adds its row.
+    """
+
+    def __init__(self, directory: str, **settings: Any) -> None:
+        super().__init__(directory, **settings)
+        self._staged: dict[str, tuple[int, tuple[Any, ...]]] = {}
+        self._staged_lock = threading.Lock()
+
+    def stage(self, key: str, value: bytes) -> None:
+        """Write ``value``'s file now, for the next ``store`` of ``key``."""
+        fields = super().store(value, False, key=key)
+        with self._staged_lock:
+            previous = self._staged.pop(key, None)
+            self._staged[key] = (len(value), fields)
+        if previous is not None:
+            self.remove(previous[1][2])
+
+    def _take_staged(self, key: Any, value: Any) -> tuple[Any, ...] | None:
+        if type(key) is not str or type(value) is not bytes:
+            return None
+        with self._staged_lock:
+            staged = self._staged.pop(key, None)
+        if staged is None:
+            return None
+        if staged[0] != len(value):  # not the bytes staged (cannot happen for a blob)
+            self.remove(staged[1][2])
+            return None
+        return staged[1]
 
     def put(self, key: Any) -> tuple[Any, bool]:
         if type(key) is not str:
@@ -200,6 +230,9 @@ class _BytesAndTextDisk(diskcache.Disk):  # type: ignore[misc]
     def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
         if read or type(value) not in (bytes, str):
             raise StoreError(f"cache values are bytes or JSON text, got {type(value).__name__}")
+        staged = self._take_staged(key, value)
+        if staged is not None:
+            return staged
         return super().store(value, read, key=key)
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
@@ -417,6 +450,14 @@ class DiskStore:
     def has_blob(self, content_hash: str) -> bool:
         """Whether bytes with this hash are kept."""
         return self._contains(_BLOB + content_hash)
+
+    def stage_blob(self, content_hash: str, data: bytes) -> None:
+        """Write the file of a blob about to be kept, before (outside) the transaction
+        whose ``put_blob`` then only adds its row: the database's write lock is not held
+        while megabytes are written. Small blobs (kept in the database) need nothing."""
+        if len(data) < self._cache.disk.min_file_size or self.has_blob(content_hash):
+            return
+        self._write(lambda: self._cache.disk.stage(_BLOB + content_hash, data))
 
     def _blob_present(self, content_hash: str) -> bool:
         """Whether the image's row is there and, when kept as a file, the file too

@@ -1,0 +1,288 @@
+"""Store writes off the event loop: one writer thread per store, one commit per group.
+
+A run hands its writes to :class:`Writes` (one per run, on the run's event loop). Writes
+queued during one turn of the loop form a group (the edits of a layer that finish
+together); the store's writer thread takes every group queued since its last commit and
+commits them in one transaction. Each write may have a ``stage`` step that runs in the
+writer thread before the transaction opens: hashing a large result and writing its blob
+file, so the transaction (and the database's write lock) is held only for the rows.
+
+When the group's commit fails (disk full, I/O error), each write is retried on its own,
+so one write that cannot be kept never discards the others. Every write's outcome comes
+back to its caller as an asyncio future on the caller's loop; one store shared by several
+threads or loops at once has one writer thread, whose groups resolve on their own loops.
+The thread runs while some run uses it and is joined when the last one closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+from ..store import Store
+
+__all__ = ["StoreWriter", "Writes", "stage_blob"]
+
+logger = logging.getLogger("editgraph")
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class _Stages(Protocol):
+    def stage_blob(self, content_hash: str, data: bytes) -> None: ...
+
+
+def stage_blob(store: Store, content_hash: str, data: bytes) -> None:
+    """Write a blob's bytes ahead of the transaction that keeps it, where the store can
+    (its ``put_blob`` inside the transaction then only adds the row)."""
+    if isinstance(store, _Stages):
+        store.stage_blob(content_hash, data)
+
+
+class _Write:
+    """One queued write: an optional stage (outside the transaction), then the operation
+    (inside it), which receives what the stage returned."""
+
+    __slots__ = ("error", "operation", "result", "stage", "staged")
+
+    def __init__(self, operation: Callable[[Any], Any], stage: Callable[[], Any] | None) -> None:
+        self.operation = operation
+        self.stage = stage
+        self.staged: Any = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class _Group:
+    """The writes one loop queued during one turn, and how to tell it they are done."""
+
+    __slots__ = ("done", "futures", "loop", "writes")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.writes: list[_Write] = []
+        self.futures: list[asyncio.Future[Any]] = []
+        self.done = threading.Event()
+
+
+class StoreWriter:
+    """The one writer thread of a store (see the module's docstring)."""
+
+    _registry: ClassVar[weakref.WeakKeyDictionary[Any, StoreWriter]] = (
+        weakref.WeakKeyDictionary())
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: list[_Group] = []
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._users = 0
+        #: Transactions opened so far (a group's commit, and each retry on its own).
+        self.commits = 0
+
+    @classmethod
+    def of(cls, store: Store) -> StoreWriter:
+        """The writer of ``store`` (one per store object), taken for one more user;
+        give it back with :meth:`release`."""
+        with cls._registry_lock:
+            try:
+                writer = cls._registry.get(store)
+            except TypeError:  # a store that cannot be weakly referenced: its own writer
+                writer = None
+                known = False
+            else:
+                known = True
+            if writer is None:
+                writer = cls(store)
+                if known:
+                    cls._registry[store] = writer
+            with writer._changed:
+                writer._users += 1
+            return writer
+
+    def release(self) -> None:
+        """One user fewer; the last one stops the thread (after every queued write) and
+        joins it."""
+        with self._changed:
+            self._users -= 1
+            thread = self._thread if self._users == 0 else None
+            if thread is not None:
+                self._thread = None
+                self._changed.notify_all()
+        if thread is not None:
+            thread.join()
+
+    def enqueue(self, group: _Group) -> None:
+        """Queue ``group`` for the next commit (from any thread)."""
+        with self._changed:
+            self._queue.append(group)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name=f"editgraph writer {self._store!r}", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify_all()
+
+    def _work(self) -> None:
+        me = threading.current_thread()
+        while True:
+            with self._changed:
+                while not self._queue and self._thread is me:
+                    self._changed.wait()
+                if not self._queue:
+                    return  # released by its last user, nothing left to write
+                groups, self._queue = self._queue, []
+            self._commit([write for group in groups for write in group.writes])
+            for group in groups:
+                group.done.set()
+                try:
+                    group.loop.call_soon_threadsafe(_resolve, group)
+                except RuntimeError:  # that loop is closed: nobody is waiting
+                    pass
+
+    def _commit(self, writes: list[_Write]) -> None:
+        """Stage each write, then run them all in one transaction; when that fails,
+        each one again in its own."""
+        live = []
+        for write in writes:
+            if write.stage is not None:
+                try:
+                    write.staged = write.stage()
+                except Exception as error:  # noqa: BLE001 - handed to its caller
+                    write.error = error
+                    continue
+            live.append(write)
+        if not live:
+            return
+        try:
+            self.commits += 1
+            with self._store.batch():
+                for write in live:
+                    _run(write)
+        except Exception:  # noqa: BLE001 - the commit failed: retry each write on its own
+            # (disk full, I/O error): one write that cannot be kept must not discard the
+            # other finished results queued with it.
+            for write in live:
+                write.result, write.error = None, None
+                try:
+                    self.commits += 1
+                    with self._store.batch():
+                        _run(write)
+                except Exception as error:  # noqa: BLE001 - handed to its caller
+                    write.result, write.error = None, error
+
+
+def _run(write: _Write) -> None:
+    try:
+        write.result = write.operation(write.staged)
+    except Exception as error:  # noqa: BLE001 - handed to its caller
+        write.error = error
+
+
+def _resolve(group: _Group) -> None:
+    """On the group's loop: hand each write's outcome to its future."""
+    for write, future in zip(group.writes, group.futures, strict=True):
+        _resolve_one(write, future)
+
+
+def _resolve_one(write: _Write, future: asyncio.Future[Any]) -> None:
+    if future.cancelled():
+        return
+    if write.error is None:
+        future.set_result(write.result)
+    else:
+        future.set_exception(write.error)
+
+
+class Writes:
+    """One run's writes, on its event loop: grouped per turn of the loop and handed to
+    the store's writer thread. :meth:`close` (every exit path) waits until all of them
+    are committed, then gives the writer back."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._writer: StoreWriter | None = None
+        self._group: _Group | None = None
+        self._sent: list[_Group] = []
+        self._closed = False
+
+    @property
+    def writer(self) -> StoreWriter:
+        """The store's writer (taken on first use)."""
+        if self._writer is None:
+            self._writer = StoreWriter.of(self._store)
+        return self._writer
+
+    def submit(
+        self, operation: Callable[[], T], *, stage: Callable[[], Any] | None = None,
+    ) -> asyncio.Future[T]:
+        """Queue ``operation`` for the next commit; the future holds its result."""
+        return self.submit_staged(lambda _staged: operation(), stage=stage)
+
+    def submit_staged(
+        self, operation: Callable[[Any], T], *, stage: Callable[[], Any] | None = None,
+    ) -> asyncio.Future[T]:
+        """Queue ``stage`` (run in the writer thread before the transaction) and
+        ``operation`` (inside it, given what ``stage`` returned)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if self._closed:  # a straggler after close (a cancelled edit's cleanup): inline
+            write = _Write(operation, stage)
+            self._alone(write)
+            _resolve_one(write, future)
+            return future
+        if self._group is None:
+            self._group = _Group(loop)
+            loop.call_soon(self.hand_over)
+        self._group.writes.append(_Write(operation, stage))
+        self._group.futures.append(future)
+        return future
+
+    def hand_over(self) -> None:
+        """Send what this turn of the loop queued to the writer thread."""
+        group, self._group = self._group, None
+        if group is not None and group.writes:
+            self._sent = [sent for sent in self._sent if not sent.done.is_set()]
+            self._sent.append(group)
+            self.writer.enqueue(group)
+
+    def _alone(self, write: _Write) -> None:
+        """Stage and commit one write here, in this thread."""
+        try:
+            if write.stage is not None:
+                write.staged = write.stage()
+            with self._store.batch():
+                _run(write)
+        except Exception as error:  # noqa: BLE001 - handed to its caller
+            write.result, write.error = None, error
+
+    def wait(self) -> None:
+        """Block this thread until every write handed over so far is committed."""
+        self.hand_over()
+        for group in self._sent:
+            group.done.wait()
+
+    async def close(self) -> None:
+        """Wait (without blocking the loop) until every write is committed, then give
+        the writer back. Cancelled meanwhile, it still waits, blocking, and re-raises:
+        nothing queued is left behind."""
+        self.hand_over()
+        futures = [future for group in self._sent for future in group.futures]
+        try:
+            if futures:
+                await asyncio.shield(asyncio.gather(*futures, return_exceptions=True))
+        except asyncio.CancelledError:
+            self.wait()
+            raise
+        finally:
+            self._closed = True
+            self.wait()  # at once: every group is done (or waited for just above)
+            if self._writer is not None:
+                writer, self._writer = self._writer, None
+                writer.release()
