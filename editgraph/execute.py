@@ -139,6 +139,11 @@ class _Engine:
     in_flight: list[str] = field(default_factory=list)
     not_run: set[str] = field(default_factory=set)
     abandoned: bool = False
+    # Leases taken ahead (with an input's commit): the futures of their acquisition by
+    # key; those acquired and not used yet; the edits that take each node as an input.
+    leased_ahead: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
+    unused_leases: set[str] = field(default_factory=set)
+    dependents: dict[str, list[_Node]] | None = None
 
     def drain(self, signal_number: int) -> None:
         """Start no new edit; let the ones being generated finish and be cached."""
@@ -181,6 +186,8 @@ class _Engine:
             # Bookkeeping for `plan` is written once, off the critical path. When the
             # store cannot take it (disk full), the results still stand: say so, go on.
             ran, saved = list(self.ran.items()), self.saved
+            if self.leased_ahead or self.unused_leases:
+                self.writes.submit(self._release_unused_leases).add_done_callback(_quietly)
             self.writes.submit(lambda: self._keep_history(ran, saved)).add_done_callback(
                 _history_not_kept)
             # Every exit (an error, a cancel, an abandon) returns only once everything
@@ -313,20 +320,10 @@ class _Engine:
                 elapsed=elapsed, cost=0.0, created_at=time.time(),
             )
 
-        record = await self.writes.submit_staged(
-            lambda record: self._keep_output(record, data),
-            stage=lambda: self._stage(record_of, data, []),
-        )
+        record = record_of(await self.writes.digest(data))
+        await self.writes.submit(lambda: self._keep_output(record, data),
+                                 stage=lambda: stage_blob(self.store, record.output_hash, data))
         return self._result(request, record, cached=False)
-
-    def _stage(self, record_of: Callable[[str], EditRecord], data: bytes,
-               made: list[EditRecord]) -> EditRecord:
-        """In the writer thread, before the transaction: hash a result (off the loop),
-        make its record, and write its blob file."""
-        record = record_of(content_hash(data))
-        made.append(record)
-        stage_blob(self.store, record.output_hash, data)
-        return record
 
     def _keep_output(self, record: EditRecord, data: bytes) -> EditRecord:
         """Store an op's image and its record (write-once: a lost race is fine)."""
@@ -397,20 +394,23 @@ class _Engine:
                     self.calling.discard(node.name)
                 record_of = self._describe(node.name, request, key, image,
                                            time.perf_counter() - started, cost)
+                record = record_of(await self.writes.digest(image.data))
                 # The image, the record that points at it and the lease's release, in one
                 # commit: a crash leaves either nothing or a complete, usable result. The
-                # hash and the blob file are made in the writer thread, before it.
-                made: list[EditRecord] = []
+                # blob file is written by the writer thread before that transaction.
+                kept = self.writes.submit(
+                    lambda: self._keep(record, image.data),
+                    stage=lambda: stage_blob(self.store, record.output_hash, image.data),
+                )
+                # The leases of the edits this result completes join the same commit: a
+                # chain pays one commit per link, not two.
+                self._lease_ahead(node, request, record)
                 try:
-                    record = await self.writes.submit_staged(
-                        lambda record: self._keep(record, image.data),
-                        stage=lambda: self._stage(record_of, image.data, made),
-                    )
+                    await kept
                 except StoreError as error:
                     # Paid for but not kept (disk full, say): the result is still this
                     # run's, served from memory, and the summary says it was not cached.
                     self.uncached[node.name] = str(error)
-                    record = made[0] if made else record_of(content_hash(image.data))
                     result = self._result(request, record, cached=False)
                     result.keep_in_memory(image.data)
                     return result
@@ -512,9 +512,68 @@ class _Engine:
             if not self.store.has_blob(node.hash):
                 self.store.put_blob(node.hash, node.data)
 
+    def _lease_ahead(self, node: EditNode, request: EditRequest, record: EditRecord) -> None:
+        """Queue, with ``node``'s result, the leases of the edits it is the last input
+        of (their keys are known now). Taken in the same commit, before anything
+        downstream can spend; a lease not used in the end is given back with the run's
+        last writes."""
+        if self.interrupted is not None or self.cache_only or self.journaled_only:
+            return
+        if self.dependents is None:
+            self.dependents = {}
+            for edit in self.edits:
+                for name in dict.fromkeys(edit.references):
+                    self.dependents.setdefault(name, []).append(edit)
+        waiting = self.dependents.get(node.name, ())
+        if not waiting:
+            return
+        self.done[node.name] = self._result(request, record, cached=False)
+        try:
+            for dependent in waiting:
+                if not isinstance(dependent, EditNode) or any(
+                    name != node.name and name not in self.sources and name not in self.done
+                    for name in dependent.references
+                ):
+                    continue
+                try:
+                    key = build_request(dependent, self._references(dependent),
+                                        self.provider.name)[1]
+                except Exception:  # noqa: BLE001 - the edit itself will say what is wrong
+                    continue
+                if key not in self.leased_ahead:
+                    ahead = self.writes.submit(functools.partial(self._acquire_ahead, key))
+                    ahead.add_done_callback(_quietly)
+                    self.leased_ahead[key] = ahead
+        finally:
+            del self.done[node.name]  # finished only once its commit is through
+
+    def _acquire_ahead(self, key: str) -> bool:
+        """In the writer thread: take a lease ahead; remember it until it is used."""
+        acquired = self.store.acquire_lease(key)
+        if acquired:
+            self.unused_leases.add(key)
+        return acquired
+
+    def _release_unused_leases(self) -> None:
+        """In the writer thread, after every lease taken ahead: give back the unused."""
+        for key in list(self.unused_leases):
+            self.unused_leases.discard(key)
+            self.store.release_lease(key)
+
     async def _take_lease(self, key: str) -> EditRecord | None:
         """Hold the key's lease (one generation per key across processes); or return
         the record another process made while we waited for its lease."""
+        ahead = self.leased_ahead.pop(key, None)
+        if ahead is not None:
+            try:
+                acquired = await ahead
+            except StoreError:
+                acquired = False
+            if acquired:
+                # Taken with the input's commit, before this edit's lookup missed.
+                self.unused_leases.discard(key)
+                self.held.add(key)
+                return None
         delay = 0.02
         while not await self.writes.submit(lambda: self.store.acquire_lease(key)):
             if self.interrupted is not None:
@@ -535,7 +594,7 @@ class _Engine:
         """Keep every lease this run holds alive while its generation takes time."""
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
-            for key in list(self.held):
+            for key in list(self.held | self.unused_leases):
                 renewed = self.writes.submit(functools.partial(self.store.renew_lease, key))
                 renewed.add_done_callback(_quietly)
 

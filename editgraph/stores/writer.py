@@ -23,6 +23,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
+from ..keys import content_hash
 from ..store import Store
 
 __all__ = ["StoreWriter", "Writes", "stage_blob"]
@@ -30,6 +31,13 @@ __all__ = ["StoreWriter", "Writes", "stage_blob"]
 logger = logging.getLogger("editgraph")
 
 T = TypeVar("T")
+
+#: Results at least this large are hashed in a worker thread, off the event loop.
+HASH_OFF_LOOP_BYTES = 128 * 1024
+
+#: A group waits for results still being hashed (so a layer shares one commit) at most
+#: this long before it goes to the writer anyway.
+MAX_HOLD_SECONDS = 0.02
 
 
 @runtime_checkable
@@ -61,10 +69,11 @@ class _Write:
 class _Group:
     """The writes one loop queued during one turn, and how to tell it they are done."""
 
-    __slots__ = ("done", "futures", "loop", "writes")
+    __slots__ = ("done", "futures", "loop", "started", "writes")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.started = loop.time()
         self.writes: list[_Write] = []
         self.futures: list[asyncio.Future[Any]] = []
         self.done = threading.Event()
@@ -211,6 +220,8 @@ class Writes:
         self._group: _Group | None = None
         self._sent: list[_Group] = []
         self._closed = False
+        self._hashing = 0  # results being hashed now, whose writes the group waits for
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def writer(self) -> StoreWriter:
@@ -244,10 +255,38 @@ class Writes:
         self._group.futures.append(future)
         return future
 
-    def hand_over(self) -> None:
-        """Send what this turn of the loop queued to the writer thread."""
-        group, self._group = self._group, None
-        if group is not None and group.writes:
+    async def digest(self, data: bytes) -> str:
+        """sha256 of ``data``: a large result is hashed in a worker thread (hashlib lets
+        go of the GIL), and the group being formed waits for its write, so results that
+        finish together still share one commit."""
+        if len(data) < HASH_OFF_LOOP_BYTES:
+            return content_hash(data)
+        self._hashing += 1
+        try:
+            return await asyncio.to_thread(content_hash, data)
+        finally:
+            self._hashing -= 1
+            if not self._hashing and self._group is not None:
+                self._group.loop.call_soon(self.hand_over)
+
+    def hand_over(self, *, wait_for_hashes: bool = True) -> None:
+        """Send what this turn of the loop queued to the writer thread (unless results
+        still being hashed are to join it, for at most ``MAX_HOLD_SECONDS``)."""
+        group = self._group
+        if group is None:
+            return
+        if wait_for_hashes and self._hashing:
+            waited = group.loop.time() - group.started
+            if waited < MAX_HOLD_SECONDS:
+                if self._timer is None:
+                    self._timer = group.loop.call_later(MAX_HOLD_SECONDS - waited,
+                                                        self._hand_over_late)
+                return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._group = None
+        if group.writes:
             self._sent = [sent for sent in self._sent if not sent.done.is_set()]
             self._sent.append(group)
             self.writer.enqueue(group)
@@ -262,9 +301,13 @@ class Writes:
         except Exception as error:  # noqa: BLE001 - handed to its caller
             write.result, write.error = None, error
 
+    def _hand_over_late(self) -> None:
+        self._timer = None
+        self.hand_over(wait_for_hashes=False)
+
     def wait(self) -> None:
         """Block this thread until every write handed over so far is committed."""
-        self.hand_over()
+        self.hand_over(wait_for_hashes=False)
         for group in self._sent:
             group.done.wait()
 
@@ -272,7 +315,7 @@ class Writes:
         """Wait (without blocking the loop) until every write is committed, then give
         the writer back. Cancelled meanwhile, it still waits, blocking, and re-raises:
         nothing queued is left behind."""
-        self.hand_over()
+        self.hand_over(wait_for_hashes=False)
         futures = [future for group in self._sent for future in group.futures]
         try:
             if futures:

@@ -1,0 +1,326 @@
+"""Tests for stores/writer.py: store writes off the event loop, one commit per layer and
+per link, partial commits, and runs that return only once everything is durable."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from edit_providers import CountingProvider, png_bytes, render
+
+import editgraph as eg
+from editgraph.errors import StoreError
+from editgraph.keys import content_hash
+from editgraph.records import EditRecord
+from editgraph.store import DiskStore
+from editgraph.stores.writer import HASH_OFF_LOOP_BYTES, StoreWriter, Writes
+
+#: A safety net for waits on events: a broken writer fails the test instead of hanging.
+TIMEOUT = 10.0
+
+RED = png_bytes((255, 0, 0))
+
+
+class CountingStore(DiskStore):
+    """A real DiskStore that counts its commits and the records each one kept."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.records_per_commit: list[int] = []
+        self._records_now = 0
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        self._records_now = 0
+        with super().batch():
+            yield
+        self.records_per_commit.append(self._records_now)
+
+    def put_record(self, record: EditRecord) -> None:
+        super().put_record(record)
+        self._records_now += 1
+
+
+class TogetherProvider(CountingProvider):
+    """Answers every call at the same moment, once ``calls`` calls have arrived."""
+
+    def __init__(self, calls: int) -> None:
+        super().__init__("together")
+        self.expected = calls
+        self.all_in: asyncio.Event | None = None
+
+    async def generate(self, request: eg.EditRequest) -> eg.GeneratedImage:
+        if self.all_in is None:
+            self.all_in = asyncio.Event()
+        self.calls.append(request)
+        if len(self.calls) == self.expected:
+            self.all_in.set()
+        await asyncio.wait_for(self.all_in.wait(), TIMEOUT)
+        return eg.GeneratedImage(render(request), "image/png")
+
+
+def wide_graph(cache: Path | DiskStore, width: int, tag: str = "") -> eg.Graph:
+    """``width`` independent edits of one source."""
+    graph = eg.Graph(cache_dir=cache, concurrency=width)
+    car = graph.image(RED, name="car")
+    for index in range(width):
+        graph.edit(f"Paint {car} shade {index}{tag}", name=f"shade{index}")
+    return graph
+
+
+def writer_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate()
+            if thread.name.startswith("editgraph writer")]
+
+
+def test_a_layer_that_finishes_together_is_one_commit(tmp_path: Path) -> None:
+    """Eight results that arrive together are kept in one commit, off the event loop."""
+    store = CountingStore(tmp_path / "cache")
+    run = wide_graph(store, 8).run(provider=TogetherProvider(8))
+    assert len(run) == 8
+    assert [count for count in store.records_per_commit if count] == [8]
+    # Sources and the eight leases, the eight results, then plan's history.
+    assert len(store.records_per_commit) == 3, store.records_per_commit
+    assert not writer_threads()
+
+
+def test_a_deep_chain_pays_one_commit_per_link(tmp_path: Path) -> None:
+    """Each link's lease is taken in the commit that keeps the link before it."""
+    store = CountingStore(tmp_path / "cache")
+    graph = eg.Graph(cache_dir=store)
+    previous = graph.image(RED, name="car")
+    links = 12
+    for index in range(links):
+        previous = graph.edit(f"Step {index} of {previous}", name=f"link{index}")
+    provider = CountingProvider()
+    run = graph.run(provider=provider)
+    assert provider.nodes == [f"link{index}" for index in range(links)]
+    assert len(run) == links
+    # The first lease (with the sources), one commit per link, then plan's history.
+    assert len(store.records_per_commit) == links + 2, store.records_per_commit
+    assert all(count == 1 for count in store.records_per_commit[1:-1])
+    again = DiskStore(tmp_path / "cache")
+    assert all(again.get_verified_record(result.key) is not None for result in run.values())
+    # No lease is left behind: another run may take each key at once.
+    assert all(again.acquire_lease(result.key) for result in run.values())
+    again.close()
+
+
+def test_a_lease_taken_ahead_for_a_cached_edit_is_given_back(tmp_path: Path) -> None:
+    """A lease taken ahead for an edit then served from the cache is freed by the run."""
+    cache = tmp_path / "cache"
+    same = png_bytes((9, 9, 9))
+
+    def chain(first_prompt: str) -> eg.Graph:
+        graph = eg.Graph(cache_dir=cache)
+        first = graph.edit(f"{first_prompt} {graph.image(RED, name='car')}", name="first")
+        graph.edit(f"Frame {first}", name="second")
+        return graph
+
+    provider = CountingProvider(image_for=lambda request: same)
+    chain("Paint").run(provider=provider)
+    # A new prompt for "first" that gives the same bytes: "second" keeps its key.
+    run = chain("Repaint").run(provider=provider)
+    assert provider.nodes == ["first", "second", "first"]
+    assert run["second"].cached and not run["first"].cached
+    store = DiskStore(cache)  # another owner: it takes a lease only if it was freed
+    assert store.acquire_lease(run["second"].key)
+    store.close()
+
+
+class SlowBlobStore(DiskStore):
+    """A DiskStore whose blob file for one image is written only once ``go`` is set
+    (a slow disk under one result), bounded by TIMEOUT."""
+
+    def __init__(self, directory: Path, held: bytes) -> None:
+        super().__init__(directory)
+        self.held = content_hash(held)
+        self.go = threading.Event()
+        self.waited_out = False
+        self.in_thread: str | None = None
+
+    def stage_blob(self, content_hash: str, data: bytes) -> None:
+        if content_hash == self.held:
+            self.in_thread = threading.current_thread().name
+            self.waited_out = not self.go.wait(TIMEOUT)
+        super().stage_blob(content_hash, data)
+
+
+class OneFirstProvider(CountingProvider):
+    """``first`` answers at once; ``second`` answers only once ``first`` has (while the
+    store is still writing ``first``), and then tells the store to go on."""
+
+    def __init__(self, store: SlowBlobStore) -> None:
+        super().__init__("one-first")
+        self.store = store
+        self.first_back: asyncio.Event | None = None
+
+    async def generate(self, request: eg.EditRequest) -> eg.GeneratedImage:
+        if self.first_back is None:
+            self.first_back = asyncio.Event()
+        self.calls.append(request)
+        if request.node == "first":
+            self.first_back.set()
+        else:
+            await asyncio.wait_for(self.first_back.wait(), TIMEOUT)
+            # Let the first result's write finish only after this one came back.
+            asyncio.get_running_loop().call_soon(self.store.go.set)
+        return eg.GeneratedImage(render(request), "image/png")
+
+
+def test_a_slow_blob_write_does_not_hold_up_another_edit(tmp_path: Path) -> None:
+    """While one result's blob is being written, the loop goes on: another edit in flight
+    is answered and handled; the run returns with both kept."""
+    graph = eg.Graph(cache_dir=tmp_path / "unused", concurrency=2)
+    car = graph.image(RED, name="car")
+    graph.edit(f"Paint {car}", name="first")
+    graph.edit(f"Frame {car}", name="second")
+    # The first result's bytes, known up front: the provider renders deterministically.
+    probe = CountingProvider("one-first")
+    graph.run(provider=probe, cache_dir=tmp_path / "probe")
+    first_bytes = render(next(request for request in probe.calls if request.node == "first"))
+    store = SlowBlobStore(tmp_path / "cache", first_bytes)
+    provider = OneFirstProvider(store)
+    run = graph.run(provider=provider, cache_dir=store)
+    assert not store.waited_out, "the loop was blocked while the blob was written"
+    assert store.in_thread is not None and store.in_thread.startswith("editgraph writer")
+    assert set(run) == {"first", "second"} and not run.uncached
+    fresh = DiskStore(tmp_path / "cache")
+    assert all(fresh.get_verified_record(result.key) for result in run.values())
+    fresh.close()
+
+
+class FailingGroupStore(DiskStore):
+    """A DiskStore whose commit fails (rolled back) whenever it holds ``bad``'s record,
+    as a full disk would for one oversized write."""
+
+    def __init__(self, directory: Path, bad: str) -> None:
+        super().__init__(directory)
+        self.bad = bad
+        self.failed_commits = 0
+        self._holds_bad = False
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        self._holds_bad = False
+        with super().batch():
+            yield
+            if self._holds_bad:
+                self.failed_commits += 1
+                raise StoreError("cannot write: No space left on device (test)")
+
+    def put_record(self, record: EditRecord) -> None:
+        super().put_record(record)
+        if record.node == self.bad:
+            self._holds_bad = True
+
+
+def test_one_failing_write_in_a_group_leaves_the_others_committed(tmp_path: Path) -> None:
+    """A group commit that fails is retried write by write: the others are kept; the
+    failed one is still returned, named in ``uncached``."""
+    store = FailingGroupStore(tmp_path / "cache", bad="shade2")
+    run = wide_graph(store, 5).run(provider=TogetherProvider(5))
+    assert set(run) == {f"shade{index}" for index in range(5)}
+    assert set(run.uncached) == {"shade2"} and "No space left" in run.uncached["shade2"]
+    assert run["shade2"].data == render(run["shade2"].request)  # served from memory
+    assert store.failed_commits == 2  # the group, then shade2 alone
+    fresh = DiskStore(tmp_path / "cache")
+    kept = {name for name, result in run.items() if fresh.get_verified_record(result.key)}
+    assert kept == {"shade0", "shade1", "shade3", "shade4"}
+    fresh.close()
+
+
+class SlowCommitStore(DiskStore):
+    """A DiskStore whose records take a while to write (a slow disk)."""
+
+    def put_record(self, record: EditRecord) -> None:
+        time.sleep(0.05)  # the slow disk itself, not a wait for anything
+        super().put_record(record)
+
+
+def test_run_returns_only_when_everything_is_durable(tmp_path: Path) -> None:
+    """With a slow writer, run() still returns only after every result, lease release
+    and history entry is committed: a fresh store sees them all at once."""
+    store = SlowCommitStore(tmp_path / "cache")
+    graph = wide_graph(store, 4)
+    with pytest.raises(eg.RunError) as raised:
+        graph.run(provider=CountingProvider(fail={"shade3"}))
+    run = raised.value.run
+    assert run is not None and set(run) == {"shade0", "shade1", "shade2"}
+    fresh = DiskStore(tmp_path / "cache")
+    for name, result in run.items():
+        assert fresh.get_verified_record(result.key) is not None, name
+        assert fresh.get_history(name, graph.name) is not None, name
+        assert fresh.acquire_lease(result.key), name
+    fresh.close()
+    assert not writer_threads()
+
+
+def test_one_graph_run_from_several_threads_shares_one_writer(tmp_path: Path) -> None:
+    """Runs of one graph from several threads at once all finish and keep everything;
+    the store's one writer thread is gone once the last run returns."""
+    store = DiskStore(tmp_path / "cache")
+    graphs = [wide_graph(store, 6, tag=f" thread {index}") for index in range(3)]
+    runs: dict[int, eg.Run] = {}
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            runs[index] = graphs[index].run(provider=CountingProvider())
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT * 3)
+    assert not errors and len(runs) == 3
+    fresh = DiskStore(tmp_path / "cache")
+    assert all(fresh.get_verified_record(result.key)
+               for run in runs.values() for result in run.values())
+    fresh.close()
+    assert not writer_threads()
+
+
+def test_large_results_are_hashed_off_the_loop_and_still_grouped(tmp_path: Path) -> None:
+    """Writes of results hashed in worker threads still share their group's commit."""
+    store = CountingStore(tmp_path / "cache")
+    writes = Writes(store)
+    big = [bytes([index]) * (HASH_OFF_LOOP_BYTES + 1) for index in range(4)]
+
+    async def main() -> list[str]:
+        async def keep(data: bytes) -> str:
+            digest = await writes.digest(data)
+            await writes.submit(lambda: store.put_blob(digest, data))
+            return digest
+
+        try:
+            return await asyncio.gather(*(keep(data) for data in big))
+        finally:
+            await writes.close()
+
+    digests = asyncio.run(main())
+    assert digests == [content_hash(data) for data in big]
+    assert len(store.records_per_commit) == 1
+    assert all(store.get_blob(digest) == data for digest, data in zip(digests, big, strict=True))
+    store.close()
+
+
+def test_a_write_after_close_still_lands(tmp_path: Path) -> None:
+    """A straggling write after close (a cancelled edit's cleanup) is committed inline."""
+    store = DiskStore(tmp_path / "cache")
+    writes = Writes(store)
+
+    async def main() -> bool:
+        await writes.close()
+        return await writes.submit(lambda: store.acquire_lease("k" * 64))
+
+    assert asyncio.run(main()) is True
+    assert StoreWriter.of(store).commits == 0  # never went through the thread
+    store.close()
