@@ -23,7 +23,7 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +92,7 @@ class _Probe:
             self.worst = max(self.worst, time.perf_counter() - started - 0.001)
 
     @contextlib.asynccontextmanager
-    async def running(self) -> Iterator[None]:  # type: ignore[misc]
+    async def running(self) -> AsyncIterator[None]:
         task = asyncio.ensure_future(self.run())
         await asyncio.sleep(0)
         try:

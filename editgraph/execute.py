@@ -538,7 +538,7 @@ class _Engine:
                 try:
                     key = build_request(dependent, self._references(dependent),
                                         self.provider.name)[1]
-                except Exception:  # noqa: BLE001 - the edit itself will say what is wrong
+                except Exception:  # noqa: BLE001, S112 - the edit itself will say what is wrong
                     continue
                 if key not in self.leased_ahead:
                     ahead = self.writes.submit(functools.partial(self._acquire_ahead, key))

@@ -227,7 +227,9 @@ def test_one_failing_write_in_a_group_leaves_the_others_committed(tmp_path: Path
     run = wide_graph(store, 5).run(provider=TogetherProvider(5))
     assert set(run) == {f"shade{index}" for index in range(5)}
     assert set(run.uncached) == {"shade2"} and "No space left" in run.uncached["shade2"]
-    assert run["shade2"].data == render(run["shade2"].request)  # served from memory
+    request = run["shade2"].request
+    assert isinstance(request, eg.EditRequest)
+    assert run["shade2"].data == render(request)  # served from memory
     assert store.failed_commits == 2  # the group, then shade2 alone
     fresh = DiskStore(tmp_path / "cache")
     kept = {name for name, result in run.items() if fresh.get_verified_record(result.key)}
