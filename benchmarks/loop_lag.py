@@ -57,20 +57,22 @@ def distinct_jpeg() -> bytes:
 
 
 class TogetherProvider:
-    """Answers every call at the same moment (when all ``calls`` have arrived), each with
-    its own ~1 MB JPEG: the worst case, a whole layer finishing together."""
+    """Answers every call at the same moment (when all have arrived), each with its own
+    ~1 MB JPEG (made before the run: the provider's own work is nil): the worst case, a
+    whole layer finishing together."""
 
     name = "together-at-once"
 
-    def __init__(self, calls: int) -> None:
-        self.calls = calls
+    def __init__(self, images: list[bytes]) -> None:
+        self.images = images
+        self.calls = len(images)
         self._arrived = 0
         self._all_in: asyncio.Event | None = None
 
     async def generate(self, request: eg.EditRequest) -> eg.GeneratedImage:
         if self._all_in is None:
             self._all_in = asyncio.Event()
-        data = distinct_jpeg()
+        data = self.images[self._arrived]
         self._arrived += 1
         if self._arrived == self.calls:
             self._all_in.set()
@@ -114,10 +116,11 @@ def lag_during_run(cache: Path) -> float:
     """Max loop lag (ms) during one run of 32 edits that all finish together."""
     g = _graph(cache, next(_counter))
     probe = _Probe()
+    provider = TogetherProvider([distinct_jpeg() for _ in range(EDITS)])
 
     async def main() -> None:
         async with probe.running():
-            run = await g.arun(provider=TogetherProvider(EDITS), progress=False)
+            run = await g.arun(provider=provider, progress=False)
         assert len(run) == EDITS and not any(result.cached for result in run.values())
 
     asyncio.run(main())
@@ -127,7 +130,7 @@ def lag_during_run(cache: Path) -> float:
 def lag_provider_alone() -> float:
     """Max loop lag (ms) with the provider alone answering 32 calls (no engine, no store)."""
     probe = _Probe()
-    provider = TogetherProvider(EDITS)
+    provider = TogetherProvider([distinct_jpeg() for _ in range(EDITS)])
     requests = [eg.EditRequest(node=f"e{index}", model="black-forest-labs/FLUX.2-pro",
                                prompt=f"edit {index}", width=SIDE, height=SIDE, seed=index)
                 for index in range(EDITS)]
