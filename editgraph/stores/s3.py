@@ -208,6 +208,7 @@ class S3Store:
         self._lock = threading.Lock()
         self._leases: dict[str, str] = {}  # key -> the etag of the lease we hold
         self._acquiring: set[str] = set()  # keys whose lease a run here is taking now
+        self._uploaded: set[str] = set()  # blobs staged (in the bucket), rows not yet kept
         self._identity = {
             "owner": uuid.uuid4().hex, "host": os.uname().nodename, "boot_id": _boot_id(),
             "pid_ns": _pid_namespace(), "pid": os.getpid(),
@@ -433,8 +434,20 @@ class S3Store:
 
     def put_blob(self, content_hash: str, data: bytes) -> None:
         """Keep ``data`` under its hash, here and in the bucket (created once)."""
-        self._create(_blob_path(content_hash), data)
+        with self._lock:
+            uploaded = content_hash in self._uploaded
+            self._uploaded.discard(content_hash)
+        if not uploaded:
+            self._create(_blob_path(content_hash), data)
         self.local.put_blob(content_hash, data)
+
+    def stage_blob(self, content_hash: str, data: bytes) -> None:
+        """Upload a blob about to be kept, and write its local file, before (outside) the
+        local transaction whose ``put_blob`` then only adds the local row."""
+        self._create(_blob_path(content_hash), data)
+        with self._lock:
+            self._uploaded.add(content_hash)
+        self.local.stage_blob(content_hash, data)
 
     def has_blob(self, content_hash: str) -> bool:
         """Whether bytes with this hash are kept (locally, else in the bucket)."""
