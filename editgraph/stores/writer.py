@@ -17,13 +17,13 @@ The thread runs while some run uses it and is joined when the last one closes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
-from ..keys import content_hash
 from ..store import Store
 
 __all__ = ["StoreWriter", "Writes", "stage_blob"]
@@ -187,6 +187,11 @@ class StoreWriter:
                     write.result, write.error = None, error
 
 
+def _sha256(data: bytes) -> str:
+    """The content hash (as ``keys.content_hash``: the store sits below keys)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def _run(write: _Write) -> None:
     try:
         write.result = write.operation(write.staged)
@@ -260,10 +265,10 @@ class Writes:
         go of the GIL), and the group being formed waits for its write, so results that
         finish together still share one commit."""
         if len(data) < HASH_OFF_LOOP_BYTES:
-            return content_hash(data)
+            return _sha256(data)
         self._hashing += 1
         try:
-            return await asyncio.to_thread(content_hash, data)
+            return await asyncio.to_thread(_sha256, data)
         finally:
             self._hashing -= 1
             if not self._hashing and self._group is not None:
