@@ -19,7 +19,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -305,22 +305,23 @@ class _Engine:
             for reference in request.references
         ]
         started = time.perf_counter()
+
+        def render() -> tuple[bytes, str, int, int]:
+            data = node.operation.render(inputs, node.parameters)
+            with Image.open(io.BytesIO(data)) as decoded:
+                width, height = decoded.size
+            return data, content_hash(data), width, height  # hashed in the worker too
+
         try:
-            data = await asyncio.to_thread(node.operation.render, inputs, node.parameters)
+            data, output_hash, width, height = await asyncio.to_thread(render)
         except OperationError as error:
             raise OperationError(f"node {node.name!r}: {error}", node=node.name) from error
         elapsed = time.perf_counter() - started
-        with Image.open(io.BytesIO(data)) as decoded:
-            width, height = decoded.size
-
-        def record_of(output_hash: str) -> EditRecord:
-            return EditRecord.of(
-                request, key=key, provider=OP_PROVIDER, output_hash=output_hash,
-                media_type="image/png", width=width, height=height, size_bytes=len(data),
-                elapsed=elapsed, cost=0.0, created_at=time.time(),
-            )
-
-        record = record_of(await self.writes.digest(data))
+        record = EditRecord.of(
+            request, key=key, provider=OP_PROVIDER, output_hash=output_hash,
+            media_type="image/png", width=width, height=height, size_bytes=len(data),
+            elapsed=elapsed, cost=0.0, created_at=time.time(),
+        )
         await self.writes.submit(lambda: self._keep_output(record, data),
                                  stage=lambda: stage_blob(self.store, record.output_hash, data))
         return self._result(request, record, cached=False)
@@ -392,9 +393,11 @@ class _Engine:
                         image = await self._call_provider(node.name, sent)
                 finally:
                     self.calling.discard(node.name)
-                record_of = self._describe(node.name, request, key, image,
-                                           time.perf_counter() - started, cost)
-                record = record_of(await self.writes.digest(image.data))
+                elapsed = time.perf_counter() - started
+                # Hashing and the header check of a large result run off the loop.
+                examined = await self.writes.off_loop(
+                    functools.partial(self._examine, node.name, image), size=len(image.data))
+                record = self._record(node.name, request, key, image, elapsed, cost, examined)
                 # The image, the record that points at it and the lease's release, in one
                 # commit: a crash leaves either nothing or a complete, usable result. The
                 # blob file is written by the writer thread before that transaction.
@@ -454,17 +457,26 @@ class _Engine:
 
     def _record(
         self, name: str, request: EditRequest, key: str, image: GeneratedImage,
-        elapsed: float, cost: float,
+        elapsed: float, cost: float, examined: tuple[str, int, int, str] | None = None,
     ) -> EditRecord:
-        """The record of a generated image (hashed here, in this thread)."""
-        return self._describe(name, request, key, image, elapsed, cost)(content_hash(image.data))
+        """The record of a generated image (``examined``: what ``_examine`` found, else
+        it is examined here, in this thread)."""
+        output_hash, width, height, media_type = examined or self._examine(name, image)
+        if image.seed is not None:  # the provider had to change it (a moderation retry)
+            request = request.model_copy(update={"seed": image.seed})
+        return EditRecord.of(
+            request, key=key, provider=self.provider.name,
+            output_hash=output_hash, media_type=media_type, width=width,
+            height=height, size_bytes=len(image.data), elapsed=elapsed,
+            cost=image.cost if image.cost is not None else cost,
+            charged=image.cost is not None,
+            url=image.url, url_expires_at=image.url_expires_at,
+            unknown_outcomes=image.unknown_outcomes, created_at=time.time(),
+        )
 
-    def _describe(
-        self, name: str, request: EditRequest, key: str, image: GeneratedImage,
-        elapsed: float, cost: float,
-    ) -> Callable[[str], EditRecord]:
-        """Check that ``image`` is an image (its header: cheap, on the loop) and return
-        what makes its record once its hash is known (hashing is left to the caller)."""
+    def _examine(self, name: str, image: GeneratedImage) -> tuple[str, int, int, str]:
+        """A result's hash, pixel size and media type; ProviderError when its bytes are
+        not an image. Touches nothing shared: a worker thread may run it."""
         try:
             with Image.open(io.BytesIO(image.data)) as decoded:
                 width, height = decoded.size
@@ -474,21 +486,7 @@ class _Engine:
                 f"node {name!r}: provider {self.provider.name!r} returned bytes that "
                 "are not an image", node=name,
             ) from error
-        if image.seed is not None:  # the provider had to change it (a moderation retry)
-            request = request.model_copy(update={"seed": image.seed})
-
-        def record_of(output_hash: str) -> EditRecord:
-            return EditRecord.of(
-                request, key=key, provider=self.provider.name,
-                output_hash=output_hash, media_type=media_type, width=width,
-                height=height, size_bytes=len(image.data), elapsed=elapsed,
-                cost=image.cost if image.cost is not None else cost,
-                charged=image.cost is not None,
-                url=image.url, url_expires_at=image.url_expires_at,
-                unknown_outcomes=image.unknown_outcomes, created_at=time.time(),
-            )
-
-        return record_of
+        return content_hash(image.data), width, height, media_type
 
     def _keep(self, record: EditRecord, data: bytes) -> EditRecord:
         """Store an image and its record, then let go of the key's lease."""
@@ -575,7 +573,11 @@ class _Engine:
                 self.held.add(key)
                 return None
         delay = 0.02
-        while not await self.writes.submit(lambda: self.store.acquire_lease(key)):
+        while True:
+            acquired, record = await self.writes.submit(
+                functools.partial(self._acquire_and_check, key))
+            if acquired:
+                break
             if self.interrupted is not None:
                 raise _NotStarted(key)
             await asyncio.sleep(delay)
@@ -583,12 +585,24 @@ class _Engine:
             record = self.store.get_verified_record(key)
             if record is not None:
                 return record
-        self.held.add(key)
-        record = self.store.get_verified_record(key)
-        if record is not None:  # made in the moment between our miss and the lease
-            self.held.discard(key)
-            self.writes.submit(lambda: self.store.release_lease(key))
+        if record is None:
+            self.held.add(key)
         return record
+
+    def _acquire_and_check(self, key: str) -> tuple[bool, EditRecord | None]:
+        """In the writer thread: take the key's lease and look again for its record
+        (made in the moment between our miss and the lease: then the lease is given
+        back at once). Whether the lease was free, and that record."""
+        if not self.store.acquire_lease(key):
+            return False, None
+        try:
+            record = self.store.get_verified_record(key)
+        except BaseException:
+            self.store.release_lease(key)
+            raise
+        if record is not None:
+            self.store.release_lease(key)
+        return True, record
 
     async def _renew_leases(self) -> None:
         """Keep every lease this run holds alive while its generation takes time."""

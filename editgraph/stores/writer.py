@@ -17,8 +17,11 @@ The thread runs while some run uses it and is joined when the last one closes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import hashlib
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -131,7 +134,7 @@ class StoreWriter:
         """Queue ``group`` for the next commit (from any thread)."""
         with self._changed:
             self._queue.append(group)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():  # (also after a fork)
                 self._thread = threading.Thread(
                     target=self._work, name=f"editgraph writer {self._store!r}", daemon=True
                 )
@@ -185,6 +188,23 @@ class StoreWriter:
                         _run(write)
                 except Exception as error:  # noqa: BLE001 - handed to its caller
                     write.result, write.error = None, error
+
+
+_pool: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _workers() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that hash large results: a few, kept for the process (starting
+    threads in the middle of a busy turn of the loop would stall it), made anew in a
+    forked child."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            workers = max(1, min(4, os.cpu_count() or 1))
+            _pool = (os.getpid(), concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="editgraph hashing"))
+        return _pool[1]
 
 
 def _sha256(data: bytes) -> str:
@@ -261,14 +281,19 @@ class Writes:
         return future
 
     async def digest(self, data: bytes) -> str:
-        """sha256 of ``data``: a large result is hashed in a worker thread (hashlib lets
-        go of the GIL), and the group being formed waits for its write, so results that
-        finish together still share one commit."""
-        if len(data) < HASH_OFF_LOOP_BYTES:
-            return _sha256(data)
+        """sha256 of ``data`` (see ``off_loop``)."""
+        return await self.off_loop(functools.partial(_sha256, data), size=len(data))
+
+    async def off_loop(self, work: Callable[[], T], *, size: int) -> T:
+        """``work`` on a result of ``size`` bytes (hashing it, reading its header): in a
+        worker thread when the result is large (hashlib lets go of the GIL), here when
+        it is small. The group being formed waits for the write that follows, so
+        results that finish together still share one commit."""
+        if size < HASH_OFF_LOOP_BYTES:
+            return work()
         self._hashing += 1
         try:
-            return await asyncio.to_thread(_sha256, data)
+            return await asyncio.get_running_loop().run_in_executor(_workers(), work)
         finally:
             self._hashing -= 1
             if not self._hashing and self._group is not None:
