@@ -178,7 +178,7 @@ class _Engine:
                 self.pending[node.name] = loop.create_future()
                 tasks.append(asyncio.ensure_future(self._run_edit(node, prepared)))
             # Queued after the first edits start, so it shares their leases' commit.
-            self.writes.submit(self._keep_sources, stage=self._stage_sources)
+            self.writes.submit_staged(self._keep_sources, stage=self._stage_sources)
             if tasks:
                 await asyncio.gather(*tasks)
         finally:
@@ -499,16 +499,18 @@ class _Engine:
         self.held.discard(record.key)
         return record
 
-    def _stage_sources(self) -> None:
-        """Write the sources' blob files ahead of the transaction that keeps them."""
-        for node in self.sources.values():
+    def _stage_sources(self) -> list[SourceNode]:
+        """In the writer thread, before the transaction: the sources the store lacks,
+        their blob files written ahead."""
+        missing = [node for node in self.sources.values() if not self.store.has_blob(node.hash)]
+        for node in missing:
             stage_blob(self.store, node.hash, node.data)
+        return missing
 
-    def _keep_sources(self) -> None:
+    def _keep_sources(self, missing: list[SourceNode]) -> None:
         """Keep every source's bytes too, so a saved run can be replayed from the cache."""
-        for node in self.sources.values():
-            if not self.store.has_blob(node.hash):
-                self.store.put_blob(node.hash, node.data)
+        for node in missing:
+            self.store.put_blob(node.hash, node.data)
 
     def _lease_ahead(self, node: EditNode, request: EditRequest, record: EditRecord) -> None:
         """Queue, with ``node``'s result, the leases of the edits it is the last input

@@ -443,7 +443,10 @@ class S3Store:
 
     def stage_blob(self, content_hash: str, data: bytes) -> None:
         """Upload a blob about to be kept, and write its local file, before (outside) the
-        local transaction whose ``put_blob`` then only adds the local row."""
+        local transaction whose ``put_blob`` then only adds the local row. Nothing to do
+        for a blob the local cache holds (kept here means kept in the bucket too)."""
+        if self.local.has_blob(content_hash):
+            return
         self._create(_blob_path(content_hash), data)
         with self._lock:
             self._uploaded.add(content_hash)
