@@ -332,3 +332,39 @@ def test_a_write_after_close_still_lands(tmp_path: Path) -> None:
     assert asyncio.run(main()) is True
     assert StoreWriter.of(store).commits == 0  # never went through the thread
     store.close()
+
+
+def test_s3_writes_run_on_the_writer_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 store's uploads and record writes happen in the writer thread, off the loop."""
+    pytest.importorskip("obstore")
+    pytest.importorskip("moto")
+    from editgraph.stores.s3 import S3Store
+    from editgraph.testing.s3 import MotoS3
+
+    threads: list[str] = []
+
+    class NotingS3Store(S3Store):
+        """A real S3Store (against moto) noting which thread makes each bucket write."""
+
+        def put_record(self, record: EditRecord) -> None:
+            threads.append(threading.current_thread().name)
+            super().put_record(record)
+
+        def stage_blob(self, content_hash: str, data: bytes) -> None:
+            threads.append(threading.current_thread().name)
+            super().stage_blob(content_hash, data)
+
+    with MotoS3() as server:
+        for name, value in server.environment().items():
+            monkeypatch.setenv(name, value)
+        store = NotingS3Store(server.url("t"), local_dir=tmp_path / "local")
+        graph = eg.Graph(cache_dir=store, concurrency=3)
+        car = graph.image(RED, name="car")
+        for index in range(3):
+            graph.edit(f"Paint {car} shade {index}", name=f"shade{index}")
+        run = graph.run(provider=CountingProvider())
+        assert len(run) == 3 and len(threads) == 7  # the source, three images, three records
+        assert all(name.startswith("editgraph writer") for name in threads), threads
+        fresh = DiskStore(tmp_path / "local")
+        assert all(fresh.get_verified_record(result.key) for result in run.values())
+        fresh.close()
