@@ -368,3 +368,16 @@ def test_s3_writes_run_on_the_writer_thread(tmp_path: Path, monkeypatch: pytest.
         fresh = DiskStore(tmp_path / "local")
         assert all(fresh.get_verified_record(result.key) for result in run.values())
         fresh.close()
+
+
+def test_a_store_is_not_kept_alive_by_its_writer(tmp_path: Path) -> None:
+    """Once its runs are over, a store (and its database connection) can be collected."""
+    import gc
+    import weakref
+
+    store = DiskStore(tmp_path / "cache")
+    wide_graph(store, 2).run(provider=CountingProvider())
+    gone = weakref.ref(store)
+    del store
+    gc.collect()
+    assert gone() is None

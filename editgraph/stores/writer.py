@@ -90,7 +90,9 @@ class StoreWriter:
     _registry_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, store: Store) -> None:
-        self._store = store
+        # Held only while some run uses the writer: the registry's value must not keep
+        # its (weak) key alive.
+        self._store: Store | None = store
         self._queue: list[_Group] = []
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -116,6 +118,7 @@ class StoreWriter:
                     cls._registry[store] = writer
             with writer._changed:
                 writer._users += 1
+                writer._store = store
             return writer
 
     def release(self) -> None:
@@ -129,6 +132,9 @@ class StoreWriter:
                 self._changed.notify_all()
         if thread is not None:
             thread.join()
+        with self._changed:
+            if self._users == 0:
+                self._store = None
 
     def enqueue(self, group: _Group) -> None:
         """Queue ``group`` for the next commit (from any thread)."""
@@ -136,12 +142,13 @@ class StoreWriter:
             self._queue.append(group)
             if self._thread is None or not self._thread.is_alive():  # (also after a fork)
                 self._thread = threading.Thread(
-                    target=self._work, name=f"editgraph writer {self._store!r}", daemon=True
+                    target=self._work, args=(self._store,),
+                    name=f"editgraph writer {self._store!r}", daemon=True,
                 )
                 self._thread.start()
             self._changed.notify_all()
 
-    def _work(self) -> None:
+    def _work(self, store: Store) -> None:
         me = threading.current_thread()
         while True:
             with self._changed:
@@ -150,7 +157,13 @@ class StoreWriter:
                 if not self._queue:
                     return  # released by its last user, nothing left to write
                 groups, self._queue = self._queue, []
-            self._commit([write for group in groups for write in group.writes])
+            writes = [write for group in groups for write in group.writes]
+            try:
+                self._commit(store, writes)
+            except BaseException as error:  # noqa: BLE001 - never leave a caller waiting
+                for write in writes:
+                    if write.error is None:
+                        write.result, write.error = None, error
             for group in groups:
                 group.done.set()
                 try:
@@ -158,7 +171,7 @@ class StoreWriter:
                 except RuntimeError:  # that loop is closed: nobody is waiting
                     pass
 
-    def _commit(self, writes: list[_Write]) -> None:
+    def _commit(self, store: Store, writes: list[_Write]) -> None:
         """Stage each write, then run them all in one transaction; when that fails,
         each one again in its own."""
         live = []
@@ -174,7 +187,7 @@ class StoreWriter:
             return
         try:
             self.commits += 1
-            with self._store.batch():
+            with store.batch():
                 for write in live:
                     _run(write)
         except Exception:  # noqa: BLE001 - the commit failed: retry each write on its own
@@ -184,7 +197,7 @@ class StoreWriter:
                 write.result, write.error = None, None
                 try:
                     self.commits += 1
-                    with self._store.batch():
+                    with store.batch():
                         _run(write)
                 except Exception as error:  # noqa: BLE001 - handed to its caller
                     write.result, write.error = None, error
