@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from aiohttp import web
 from PIL import Image, ImageDraw, ImageFont
 
-from ._server import LoopbackServer
+from ._server import LoopbackServer, Request, Response, Router, json_response, text_response
 
 __all__ = ["FakeBFL"]
 
@@ -109,8 +108,8 @@ class _ApiError(Exception):
         self.detail = detail
         self.headers = headers or {}
 
-    def to_response(self) -> web.Response:
-        return web.json_response({"detail": self.detail}, status=self.status, headers=self.headers)
+    def to_response(self) -> Response:
+        return json_response({"detail": self.detail}, status=self.status, headers=self.headers)
 
 
 def _invalid(field: str, message: str, kind: str = "value_error") -> _ApiError:
@@ -176,7 +175,7 @@ def _megapixels(width: int, height: int) -> int:
 class FakeBFL(LoopbackServer):
     """A real HTTP server on 127.0.0.1 that answers like BFL's FLUX.2 API (https://docs.bfl.ai).
 
-    It runs aiohttp on an ephemeral port in a background thread. It serves:
+    It runs a lean HTTP/1.1 server on an ephemeral port in a background thread. It serves:
 
     - ``POST /v1/<model>`` for ``flux-2-pro``, ``-pro-preview``, ``-max``, ``-flex``,
       ``-klein-4b``, ``-klein-9b`` and ``-klein-9b-preview`` (``x-key`` auth): validates
@@ -324,16 +323,16 @@ class FakeBFL(LoopbackServer):
 
     # -- server thread ---------------------------------------------------------------
 
-    def _add_routes(self, app: web.Application) -> None:
-        app.router.add_get(_REGION_PREFIX + _RESULT_PATH, self._handle_poll)
-        app.router.add_get(_RESULT_PATH, self._handle_global_poll)
-        app.router.add_get(_DELIVERY_PREFIX + "{name}", self._handle_file)
-        app.router.add_post("/v1/{endpoint}", self._handle_submit)
+    def _add_routes(self, router: Router) -> None:
+        router.add("GET", _REGION_PREFIX + _RESULT_PATH, self._handle_poll)
+        router.add("GET", _RESULT_PATH, self._handle_global_poll)
+        router.add("GET", _DELIVERY_PREFIX + "{name}", self._handle_file)
+        router.add("POST", "/v1/{endpoint}", self._handle_submit)
 
     # -- handlers --------------------------------------------------------------------
 
-    async def _handle_submit(self, request: web.Request) -> web.Response:
-        raw = await request.read()
+    async def _handle_submit(self, request: Request) -> Response:
+        raw = request.body
         try:
             body: object = json.loads(raw)
         except ValueError:
@@ -341,7 +340,7 @@ class FakeBFL(LoopbackServer):
         if isinstance(body, dict):
             with self._lock:
                 self._requests.append(body)
-        model = request.match_info["endpoint"]
+        model = request.match
         try:
             endpoint = _ENDPOINTS.get(model)
             if endpoint is None:
@@ -390,9 +389,9 @@ class FakeBFL(LoopbackServer):
             answer.update(status="Pending", webhook_url=body["webhook_url"])
         else:
             answer["polling_url"] = f"{self.regional_url}{_RESULT_PATH}?id={task.id}"
-        return web.json_response(answer)
+        return json_response(answer)
 
-    async def _handle_poll(self, request: web.Request) -> web.Response:
+    async def _handle_poll(self, request: Request) -> Response:
         try:
             self._check_api_key(request)
         except _ApiError as err:
@@ -405,25 +404,25 @@ class FakeBFL(LoopbackServer):
             return _drop_connection(request)
         if fault is not None:
             return _ApiError(int(fault)).to_response()
-        return web.json_response(self._task_status(task_id))
+        return json_response(self._task_status(task_id))
 
-    async def _handle_global_poll(self, request: web.Request) -> web.Response:
+    async def _handle_global_poll(self, request: Request) -> Response:
         try:
             self._check_api_key(request)
         except _ApiError as err:
             return err.to_response()
         task_id = request.query.get("id", "")
-        return web.json_response(_status_body(task_id, "Task not found"))
+        return json_response(_status_body(task_id, "Task not found"))
 
-    async def _handle_file(self, request: web.Request) -> web.Response:
-        stored = self._files.get(request.match_info["name"])
+    async def _handle_file(self, request: Request) -> Response:
+        stored = self._files.get(request.match)
         if stored is None or self._clock() - stored.created_at >= self.url_ttl:
-            return web.Response(status=404, text="Not Found")
-        return web.Response(body=stored.data, content_type=stored.media_type)
+            return text_response("Not Found", 404)
+        return Response(200, stored.data, stored.media_type)
 
     # -- steps -----------------------------------------------------------------------
 
-    def _check_api_key(self, request: web.Request) -> None:
+    def _check_api_key(self, request: Request) -> None:
         if self.api_key is None:
             return
         given = request.headers.get("x-key")
@@ -715,8 +714,7 @@ def _render(
     return out.getvalue()
 
 
-def _drop_connection(request: web.Request) -> web.Response:
-    """Close the connection without answering; aiohttp then discards the response."""
-    if request.transport is not None:
-        request.transport.abort()
-    return web.Response(status=500)
+def _drop_connection(request: Request) -> Response:
+    """Close the connection without answering; the server then discards the response."""
+    request.abort()
+    return Response(500)

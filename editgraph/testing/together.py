@@ -22,10 +22,9 @@ from typing import Any, Final, Literal
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import aiohttp
-from aiohttp import web
 from PIL import Image, ImageDraw, ImageFont
 
-from ._server import LoopbackServer
+from ._server import LoopbackServer, Request, Response, Router, json_response, text_response
 
 __all__ = ["FakeTogether"]
 
@@ -135,7 +134,7 @@ class _ApiError(Exception):
         self.code = code if code is not None else default_code
         self.headers = headers or {}
 
-    def to_response(self) -> web.Response:
+    def to_response(self) -> Response:
         """The error as the service writes it: `{"id", "error": {...}}`."""
         body = {
             "id": _new_id(),
@@ -146,7 +145,7 @@ class _ApiError(Exception):
                 "code": self.code,
             },
         }
-        return web.json_response(body, status=self.status, headers=self.headers)
+        return json_response(body, status=self.status, headers=self.headers)
 
 
 @dataclass(frozen=True)
@@ -201,8 +200,9 @@ def _format_seconds(seconds: float) -> str:
 class FakeTogether(LoopbackServer):
     """A real HTTP server on 127.0.0.1 that answers like Together AI's FLUX.2 image API.
 
-    It runs aiohttp on an ephemeral port in a background thread, so synchronous and
-    asynchronous clients alike talk to it over real loopback HTTP. It serves:
+    It runs a lean HTTP/1.1 server on an ephemeral port in a background thread, so
+    synchronous and asynchronous clients alike talk to it over real loopback HTTP. It
+    serves:
 
     - ``POST /v1/images/generations`` — validates like the service, fetches each
       reference (its own result URLs, ``data:`` URIs and http(s) URLs on 127.0.0.1, such
@@ -398,9 +398,9 @@ class FakeTogether(LoopbackServer):
 
     # -- server thread ---------------------------------------------------------------
 
-    def _add_routes(self, app: web.Application) -> None:
-        app.router.add_post(_GENERATIONS_PATH, self._handle_generation)
-        app.router.add_get(_FILES_PREFIX + "{name}", self._handle_file)
+    def _add_routes(self, router: Router) -> None:
+        router.add("POST", _GENERATIONS_PATH, self._handle_generation)
+        router.add("GET", _FILES_PREFIX + "{name}", self._handle_file)
 
     async def _opened(self) -> None:
         # For references on other loopback servers; proxies from the environment ignored.
@@ -415,7 +415,7 @@ class FakeTogether(LoopbackServer):
 
     # -- handlers --------------------------------------------------------------------
 
-    async def _handle_generation(self, request: web.Request) -> web.Response:
+    async def _handle_generation(self, request: Request) -> Response:
         with self._lock:
             self._in_flight += 1
             self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
@@ -426,8 +426,8 @@ class FakeTogether(LoopbackServer):
             with self._lock:
                 self._in_flight -= 1
 
-    async def _answer_generation(self, request: web.Request) -> web.Response:
-        raw = await request.read()
+    async def _answer_generation(self, request: Request) -> Response:
+        raw = request.body
         try:
             body: object = json.loads(raw)
         except ValueError:
@@ -464,7 +464,7 @@ class FakeTogether(LoopbackServer):
         self._bill(response_id, generation, body, images)
         if fault == "drop_after":
             return _drop_connection(request)
-        return web.json_response(
+        return json_response(
             {
                 "id": response_id,
                 "model": generation.model,
@@ -546,20 +546,20 @@ class FakeTogether(LoopbackServer):
             self._render_bytes -= len(dropped)
         return images
 
-    async def _handle_file(self, request: web.Request) -> web.Response:
-        if not request.headers.get("User-Agent", "").strip():
-            return web.Response(status=403, text="Forbidden: a User-Agent header is required.")
-        stored = self._fresh_file(request.match_info["name"])
+    async def _handle_file(self, request: Request) -> Response:
+        if not request.header("User-Agent").strip():
+            return text_response("Forbidden: a User-Agent header is required.", 403)
+        stored = self._fresh_file(request.match)
         if stored is None:
-            return web.Response(status=404, text="Not Found")
-        return web.Response(body=stored.data, content_type=stored.media_type)
+            return text_response("Not Found", 404)
+        return Response(200, stored.data, stored.media_type)
 
     # -- steps of a generation -------------------------------------------------------
 
-    def _check_api_key(self, request: web.Request) -> None:
+    def _check_api_key(self, request: Request) -> None:
         if self.api_key is None:
             return
-        if request.headers.get("Authorization", "") != f"Bearer {self.api_key}":
+        if request.header("Authorization") != f"Bearer {self.api_key}":
             raise _ApiError(401)
 
     def _take_scheduled_failure(self) -> None:
@@ -1137,8 +1137,7 @@ def _spliced_jpeg(
     return base.header + b"".join(rows)
 
 
-def _drop_connection(request: web.Request) -> web.Response:
-    """Close the connection without answering; aiohttp then discards the response."""
-    if request.transport is not None:
-        request.transport.abort()
-    return web.Response(status=500)
+def _drop_connection(request: Request) -> Response:
+    """Close the connection without answering; the server then discards the response."""
+    request.abort()
+    return Response(500)
