@@ -1,7 +1,7 @@
 """FakeTogether in a child process, so it plays a remote service: off our interpreter's GIL.
 
-In the same process, the fake's own work (about 3 ms of CPU per generation: JSON, reading
-references, drawing and encoding the picture) would compete with the client for one GIL
+In the same process, the fake's own work (about 1 ms of CPU per generation: HTTP, JSON,
+reading references, joining the picture) would compete with the client for one GIL
 and be counted as editgraph's. A real service runs elsewhere; so does this one. It is
 still FakeTogether over real loopback HTTP, with the same ``latency`` and ``rate_limit``.
 

@@ -682,3 +682,65 @@ def test_references_on_other_loopback_servers_are_fetched(fake: FakeTogether, cl
         assert result_bytes(client, by_url) == result_bytes(client, by_data)
         missing = post(client, fake, reference_images=[source.rsplit("/", 1)[0] + "/nothing.jpg"])
         assert missing.status_code == 400 and "HTTP 404" in error_of(missing)["message"]
+
+
+# -- the fakes' HTTP server (editgraph/testing/_server.py), spoken to over raw sockets ----
+
+
+def raw_exchange(fake: FakeTogether, payload: bytes) -> bytes:
+    """Send ``payload`` on a fresh connection and read until the server closes it."""
+    import socket
+
+    port = int(fake.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_server_keeps_a_connection_alive_and_closes_it_when_asked(fake: FakeTogether) -> None:
+    """Two requests on one connection get two answers; Connection: close ends it after the second."""
+    body = b'{"model": "black-forest-labs/FLUX.2-pro", "prompt": "a fox", "width": 256, "height": 256}'
+    request = (b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n" % len(body))
+    answer = raw_exchange(fake, request + b"\r\n" + body + request + b"Connection: close\r\n\r\n" + body)
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 2 and b"Connection: close\r\n" in answer
+    assert len(fake.billed) == 2
+
+
+def test_server_reads_chunked_bodies_and_answers_expect_continue(fake: FakeTogether) -> None:
+    """Expect: 100-continue gets its interim answer before the body; a chunked body is reassembled."""
+    import socket
+
+    body = b'{"model": "black-forest-labs/FLUX.2-pro", "prompt": "a fox", "width": 256, "height": 256}'
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:20], body[20:]))
+    port = int(fake.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\n"
+                     b"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
+                     b"Connection: close\r\n\r\n")
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(chunks + b"0\r\n\r\n")
+        answer = b""
+        while received := sock.recv(65536):
+            answer += received
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert fake.requests[-1]["prompt"] == "a fox"
+
+
+def test_server_answers_head_405_and_bad_requests(fake: FakeTogether, client: httpx.Client) -> None:
+    """HEAD on a result URL has its headers and no body; a wrong method is a 405; garbage a 400."""
+    url = post(client, fake, width=256, height=256).json()["data"][0]["url"]
+    full = client.get(url)
+    head = client.head(url)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(full.content))
+    assert head.headers["content-type"] == "image/jpeg"
+    wrong = client.get(fake.base_url + GENERATIONS)
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert raw_exchange(fake, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert raw_exchange(fake, b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n").startswith(
+        b"HTTP/1.1 400 Bad Request\r\n"
+    )
