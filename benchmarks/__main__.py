@@ -210,7 +210,8 @@ def _fake_cpu_rows(sizes: Sizes) -> list[Row]:
     return [
         Row(f"FakeTogether CPU per call, ms ({shape}, distinct prompts)",
             f"{figures.distinct_ms:.2f}", "<= 1", _verdict(figures.distinct_ms <= 1),
-            f"generation + download, {figures.calls} calls, fake in a child process; "
+            f"generation + download, {figures.calls} calls in 3 interleaved rounds (medians), "
+            f"fake in a child process; "
             f"floor: two requests answered 404 by its server alone "
             f"({figures.http_floor_ms:.2f} ms each)", f"{figures.floor_ms:.2f}"),
         Row("  chained: each call takes the previous result as its reference",

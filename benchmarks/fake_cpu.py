@@ -14,17 +14,22 @@ The floor is the fake's HTTP server alone: a request to a path nothing serves, a
 the result GET), so a call cannot cost less than twice that: the system calls, the event
 loop's turn and the request's parsing.
 
-``python -m benchmarks.fake_cpu [--calls N]`` prints the three figures and the floor.
+``python -m benchmarks.fake_cpu [--calls N] [--rounds R]`` prints the three figures and the floor.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
+import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
 from .fake_service import FakeService
+from .interleave import interleaved
 
 MODEL = "black-forest-labs/FLUX.2-pro"
 WIDTH, HEIGHT = 1024, 768
@@ -32,9 +37,9 @@ WIDTH, HEIGHT = 1024, 768
 
 @dataclass(frozen=True)
 class FakeCpu:
-    """Milliseconds of the fake's CPU per call, for each workload."""
+    """Milliseconds of the fake's CPU per call, for each workload (medians of rounds)."""
 
-    calls: int
+    calls: int  # per workload, all rounds
     distinct_ms: float
     chained_ms: float
     repeated_ms: float
@@ -58,32 +63,45 @@ def _call(client: httpx.Client, base_url: str, prompt: str, references: list[str
     return url
 
 
+_prompt_numbers = itertools.count()  # distinct prompts stay distinct across rounds
+
+
 def _per_call_ms(fake: FakeService, client: httpx.Client, calls: int, kind: str) -> float:
     previous: list[str] = []
 
-    def one(index: int) -> None:
+    def one() -> None:
         nonlocal previous
-        prompt = "the same picture" if kind == "repeated" else f"{kind} picture {index}"
+        prompt = "the same picture" if kind == "repeated" else f"{kind} picture {next(_prompt_numbers)}"
         url = _call(client, fake.base_url, prompt, previous if kind == "chained" else [])
         previous = [url]
 
-    for index in range(40):  # warm-up: imports, the base pictures of this size, the cache
-        one(-1 - index)
+    for _ in range(40):  # warm-up: imports, the base pictures of this size, the cache
+        one()
     before = fake.stats()
-    for index in range(calls):
-        one(index)
+    for _ in range(calls):
+        one()
     after = fake.stats()
     return (after.cpu_seconds - before.cpu_seconds) / calls * 1000
 
 
-def measure(calls: int = 200) -> FakeCpu:
-    """Run each workload ``calls`` times against a FakeTogether child; its CPU per call."""
+def measure(calls: int = 200, rounds: int = 3) -> FakeCpu:
+    """Each workload (and the floor) ``calls`` times per round against one FakeTogether
+    child, the rounds interleaved (benchmarks.interleave): the medians of its CPU per call.
+
+    Interleaved because the machine's load moves CPU time too (a busy sibling core slows
+    every instruction): workloads measured in separate blocks differed by more than
+    their real difference.
+    """
     with FakeService() as fake, httpx.Client(trust_env=False, timeout=60) as client:
-        distinct = _per_call_ms(fake, client, calls, "distinct")
-        chained = _per_call_ms(fake, client, calls, "chained")
-        repeated = _per_call_ms(fake, client, calls, "repeated")
-        floor = _not_found_ms(fake, client, calls)
-    return FakeCpu(calls, distinct, chained, repeated, floor)
+        measures: dict[str, Callable[[], float]] = {
+            kind: functools.partial(_per_call_ms, fake, client, calls, kind)
+            for kind in ("distinct", "chained", "repeated")
+        }
+        measures["floor"] = functools.partial(_not_found_ms, fake, client, calls)
+        values = {name: statistics.median(runs)
+                  for name, runs in interleaved(measures, rounds).items()}
+    return FakeCpu(calls * rounds, values["distinct"], values["chained"], values["repeated"],
+                   values["floor"])
 
 
 def _not_found_ms(fake: FakeService, client: httpx.Client, calls: int) -> float:
@@ -99,8 +117,10 @@ def _not_found_ms(fake: FakeService, client: httpx.Client, calls: int) -> float:
 def main() -> None:
     """Print the three figures."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fake_cpu", description=__doc__)
-    parser.add_argument("--calls", type=int, default=200, help="calls per workload")
-    figures = measure(parser.parse_args().calls)
+    parser.add_argument("--calls", type=int, default=200, help="calls per workload and round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    arguments = parser.parse_args()
+    figures = measure(arguments.calls, arguments.rounds)
     print(f"FakeTogether CPU per call, {WIDTH}x{HEIGHT} JPEG, {figures.calls} calls each:")
     print(f"  distinct prompts          {figures.distinct_ms:6.2f} ms")
     print(f"  chained (1 reference)     {figures.chained_ms:6.2f} ms")

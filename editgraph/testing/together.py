@@ -610,23 +610,28 @@ class FakeTogether(LoopbackServer):
                     param=field,
                 )
             return _decode_data_uri(url, field, position)
-        parts = urlsplit(url)
-        loopback = parts.scheme in ("http", "https") and parts.hostname in _LOOPBACK_HOSTS
-        if not loopback:
-            raise _ApiError(
-                400,
-                f"Could not fetch reference image {position} ({_shorten(url)}): "
-                "FakeTogether fetches only data: URIs and http(s) URLs on 127.0.0.1.",
-                param=field,
+        # Its own result URLs, as it writes them, without parsing (the common case: a chain).
+        own_prefix = f"http://127.0.0.1:{self._port}{_FILES_PREFIX}"
+        name = url[len(own_prefix) :] if url.startswith(own_prefix) else ""
+        if not name or any(char in name for char in "/?#%"):
+            parts = urlsplit(url)
+            loopback = parts.scheme in ("http", "https") and parts.hostname in _LOOPBACK_HOSTS
+            if not loopback:
+                raise _ApiError(
+                    400,
+                    f"Could not fetch reference image {position} ({_shorten(url)}): "
+                    "FakeTogether fetches only data: URIs and http(s) URLs on 127.0.0.1.",
+                    param=field,
+                )
+            ours = (
+                parts.scheme == "http"
+                and parts.port == self._port
+                and parts.path.startswith(_FILES_PREFIX)
             )
-        ours = (
-            parts.scheme == "http"
-            and parts.port == self._port
-            and parts.path.startswith(_FILES_PREFIX)
-        )
-        if not ours:
-            return await self._fetch_loopback(url, field, position)
-        stored = self._fresh_file(parts.path[len(_FILES_PREFIX) :])
+            if not ours:
+                return await self._fetch_loopback(url, field, position)
+            name = parts.path[len(_FILES_PREFIX) :]
+        stored = self._fresh_file(name)
         if stored is None:
             raise _ApiError(
                 400,
@@ -963,15 +968,14 @@ _TILE: Final = _TILE_CELLS * _CELL
 _SWATCHES: Final = 8  # colour cells per caption row, at the right
 _PALETTE_LEVELS: Final = 8  # per channel: 512 colours, 9 bits of the digest per cell
 _JPEG_QUALITY: Final = 70
-_GLYPH_INDEX: Final = {chr(code): code - 32 for code in range(32, 127)}
-_UNKNOWN_GLYPH: Final = _GLYPH_INDEX["?"]
+_FIRST_GLYPH, _END_GLYPH = 32, 127  # printable ASCII; the glyph sheet's cell i is byte 32 + i
+# Bytes outside it read as "?".
+_PRINTABLE: Final = bytes(
+    code if _FIRST_GLYPH <= code < _END_GLYPH else ord("?") for code in range(256)
+)
 _RESTART: Final = re.compile(rb"\xff[\xd0-\xd7]")
 _MARKERS: Final = tuple(bytes((0xFF, 0xD0 + index)) for index in range(8))
 _END_OF_IMAGE: Final = b"\xff\xd9"
-
-# One caption cell: (True, character index) or (False, palette colour).
-_Cell = tuple[bool, int]
-
 
 def _look(key: str) -> int:
     """Which base a render key draws on."""
@@ -1008,13 +1012,18 @@ def _encoded_scan(image: Image.Image) -> _Scan | None:
     return None
 
 
-def _closed(blocks: Sequence[bytes], first: int, total: int) -> bytes:
+def _closed_each(blocks: Sequence[bytes], first: int, total: int) -> list[bytes]:
     """Blocks numbered ``first``... each followed by its restart marker, the image's last
     block by the end-of-image marker."""
     pieces = [block + _MARKERS[index & 7] for index, block in enumerate(blocks, start=first)]
     if first + len(blocks) == total:
         pieces[-1] = blocks[-1] + _END_OF_IMAGE
-    return b"".join(pieces)
+    return pieces
+
+
+def _closed(blocks: Sequence[bytes], first: int, total: int) -> bytes:
+    """``_closed_each``, joined."""
+    return b"".join(_closed_each(blocks, first, total))
 
 
 class _Tile:
@@ -1038,22 +1047,30 @@ class _Tile:
         return self._scan
 
 
-def _caption_cells(width: int, prompt: str, digest: bytes) -> tuple[list[_Cell], list[_Cell]]:
-    """The caption band's two rows of cells: the prompt's characters (top and bottom
-    halves), a blank, then colours from the digest."""
+@dataclass(frozen=True)
+class _Caption:
+    """The caption band: the prompt's bytes (one per cell, on both rows), then a blank
+    cell, then on each row ``_SWATCHES`` palette colours from the digest."""
+
+    text: bytes
+    colours: tuple[int, ...]  # 2 x _SWATCHES: the top row's, then the bottom row's
+
+
+def _caption(width: int, prompt: str, digest: bytes) -> _Caption:
     columns = width // _CELL
-    text = prompt[: columns - _SWATCHES - 1].ljust(columns - _SWATCHES)
-    glyphs = [(True, _GLYPH_INDEX.get(char, _UNKNOWN_GLYPH)) for char in text]
+    text = prompt.encode("ascii", "replace").translate(_PRINTABLE)[: columns - _SWATCHES - 1]
     bits = int.from_bytes(digest, "big")
-    colours = [(False, (bits >> (9 * index)) & 0x1FF) for index in range(2 * _SWATCHES)]
-    return glyphs + colours[:_SWATCHES], glyphs + colours[_SWATCHES:]
+    return _Caption(
+        text.ljust(columns - _SWATCHES),
+        tuple((bits >> (9 * index)) & 0x1FF for index in range(2 * _SWATCHES)),
+    )
 
 
 def _render(generation: _Generation, key: str, tiles: Sequence[_Tile]) -> bytes:
     """Cheap, varied, deterministic picture: a base, the prompt, digest colours, references."""
     width, height = generation.width, generation.height
     look = _look(key)
-    caption = _caption_cells(width, generation.prompt, bytes.fromhex(key))
+    caption = _caption(width, generation.prompt, bytes.fromhex(key))
     tiles = tiles[: width // _TILE]
     if generation.output_format == "jpeg":
         spliced = _spliced_jpeg(width, height, look, caption, tiles)
@@ -1061,12 +1078,14 @@ def _render(generation: _Generation, key: str, tiles: Sequence[_Tile]) -> bytes:
             return spliced
     image = _base_picture(width, height, look).copy()
     glyphs, palette = _glyph_sheet(), _palette_sheet()
-    for row, cells in enumerate(caption):
-        for column, (is_glyph, index) in enumerate(cells):
-            top = row * _CELL if is_glyph else 0
-            source = glyphs if is_glyph else palette
-            cell = source.crop((index * _CELL, top, (index + 1) * _CELL, top + _CELL))
-            image.paste(cell, (column * _CELL, row * _CELL))
+    for row in range(2):
+        top = row * _CELL
+        for column, code in enumerate(caption.text):
+            left = (code - _FIRST_GLYPH) * _CELL
+            image.paste(glyphs.crop((left, top, left + _CELL, top + _CELL)), (column * _CELL, top))
+        for offset, colour in enumerate(caption.colours[row * _SWATCHES : (row + 1) * _SWATCHES]):
+            cell = palette.crop((colour * _CELL, 0, (colour + 1) * _CELL, _CELL))
+            image.paste(cell, ((len(caption.text) + offset) * _CELL, top))
     for index, tile in enumerate(tiles):
         image.paste(tile.image, (index * _TILE, height - _TILE))
     out = io.BytesIO()
@@ -1110,11 +1129,11 @@ def _base_picture(width: int, height: int, look: int) -> Image.Image:
 def _glyph_sheet() -> Image.Image:
     """White printable ASCII on black, one character per 16 x 32 cell, left to right."""
     # Pillow's bitmap font drawn at half size and doubled: legible 22-pixel text.
-    half = Image.new("L", (len(_GLYPH_INDEX) * _CELL // 2, _CELL), 0)
+    half = Image.new("L", ((_END_GLYPH - _FIRST_GLYPH) * _CELL // 2, _CELL), 0)
     draw = ImageDraw.Draw(half)
     font = ImageFont.load_default_imagefont()
-    for char, index in _GLYPH_INDEX.items():
-        draw.text((index * _CELL // 2 + 1, 2), char, fill=255, font=font)
+    for code in range(_FIRST_GLYPH, _END_GLYPH):
+        draw.text(((code - _FIRST_GLYPH) * _CELL // 2 + 1, 2), chr(code), fill=255, font=font)
     return half.resize((half.width * 2, 2 * _CELL), Image.Resampling.NEAREST).convert("RGB")
 
 
@@ -1138,6 +1157,7 @@ class _EncodedBase:
     scan: _Scan
     middle: bytes  # the rows between the caption band and the tiles' band
     bottom: bytes  # the tiles' band without tiles, ending the image
+    closed_bottom: tuple[bytes, ...]  # the same blocks one by one, each with its marker
 
 
 @functools.lru_cache(maxsize=2 * _LOOKS)
@@ -1148,10 +1168,12 @@ def _encoded_base(width: int, height: int, look: int) -> _EncodedBase | None:
         return None
     columns, total = width // _CELL, len(scan.blocks)
     middle_start, bottom_start = 2 * columns, total - _TILE_CELLS * columns
+    closed_bottom = _closed_each(scan.blocks[bottom_start:], bottom_start, total)
     return _EncodedBase(
         scan,
         _closed(scan.blocks[middle_start:bottom_start], middle_start, total),
-        _closed(scan.blocks[bottom_start:], bottom_start, total),
+        b"".join(closed_bottom),
+        tuple(closed_bottom),
     )
 
 
@@ -1159,13 +1181,41 @@ def _encoded_base(width: int, height: int, look: int) -> _EncodedBase | None:
 _ENCODED_BASES: set[tuple[int, int, int]] = set()
 
 
+@dataclass(frozen=True)
+class _Sheets:
+    """The glyph and palette cells' blocks, each already followed by each of the 8 restart
+    markers (a block's marker depends on its place): joining a caption is then lookups."""
+
+    tables: bytes
+    #: glyphs[marker][row][byte]: the top (row 0) or bottom (row 1) half of that character.
+    glyphs: tuple[tuple[tuple[bytes, ...], ...], ...]
+    #: palette[marker][colour]
+    palette: tuple[tuple[bytes, ...], ...]
+
+
 @functools.lru_cache(maxsize=1)
-def _sheet_blocks() -> tuple[_Scan, _Scan] | None:
+def _sheet_blocks() -> _Sheets | None:
     """The glyph and palette sheets' blocks, encoded once."""
     glyphs, palette = _encoded_scan(_glyph_sheet()), _encoded_scan(_palette_sheet())
     if glyphs is None or palette is None or glyphs.tables != palette.tables:
         return None
-    return glyphs, palette
+    width = _END_GLYPH - _FIRST_GLYPH
+    blank = _MARKERS[0]  # never used: _PRINTABLE maps every byte into the sheet
+    return _Sheets(
+        glyphs.tables,
+        tuple(
+            tuple(
+                tuple(
+                    glyphs.blocks[row * width + code - _FIRST_GLYPH] + marker
+                    if _FIRST_GLYPH <= code < _END_GLYPH else blank
+                    for code in range(256)
+                )
+                for row in range(2)
+            )
+            for marker in _MARKERS
+        ),
+        tuple(tuple(block + marker for block in palette.blocks) for marker in _MARKERS),
+    )
 
 
 def _is_quick(generation: _Generation, key: str, tiles: Sequence[_Tile]) -> bool:
@@ -1187,38 +1237,36 @@ def _base_tile(width: int, height: int, look: int) -> _Tile:
 
 
 def _spliced_jpeg(
-    width: int,
-    height: int,
-    look: int,
-    caption: tuple[list[_Cell], list[_Cell]],
-    tiles: Sequence[_Tile],
+    width: int, height: int, look: int, caption: _Caption, tiles: Sequence[_Tile]
 ) -> bytes | None:
     """The answer joined from encoded blocks; None if some pieces were coded differently."""
     base, sheets = _encoded_base(width, height, look), _sheet_blocks()
-    if base is None or sheets is None or sheets[0].tables != base.scan.tables:
+    if base is None or sheets is None or sheets.tables != base.scan.tables:
         return None
-    glyphs, palette = sheets
     columns, total = width // _CELL, len(base.scan.blocks)
-    glyph_columns = len(glyphs.blocks) // 2
-    top = [
-        glyphs.blocks[row * glyph_columns + index] if is_glyph else palette.blocks[index]
-        for row, cells in enumerate(caption)
-        for is_glyph, index in cells
-    ]
-    parts = [base.scan.header, _closed(top, 0, total), base.middle]
+    parts = [base.scan.header]
+    for row in range(2):
+        start = row * columns
+        parts += [sheets.glyphs[(start + column) & 7][row][code]
+                  for column, code in enumerate(caption.text)]
+        start += len(caption.text)
+        parts += [sheets.palette[(start + offset) & 7][colour]
+                  for offset, colour in enumerate(caption.colours[row * _SWATCHES : (row + 1) * _SWATCHES])]
+    parts.append(base.middle)
     if not tiles:
         parts.append(base.bottom)
     else:
         bottom_start = total - _TILE_CELLS * columns
-        bottom = list(base.scan.blocks[bottom_start:])
+        bottom = list(base.closed_bottom)
         for position, tile in enumerate(tiles):
             scan = tile.scan()
             if scan is None or scan.tables != base.scan.tables:
                 return None
             for row in range(_TILE_CELLS):
                 at = row * columns + position * _TILE_CELLS
-                bottom[at : at + _TILE_CELLS] = scan.blocks[row * _TILE_CELLS : (row + 1) * _TILE_CELLS]
-        parts.append(_closed(bottom, bottom_start, total))
+                blocks = scan.blocks[row * _TILE_CELLS : (row + 1) * _TILE_CELLS]
+                bottom[at : at + _TILE_CELLS] = _closed_each(blocks, bottom_start + at, total)
+        parts += bottom
     return b"".join(parts)
 
 
