@@ -730,6 +730,25 @@ def test_server_reads_chunked_bodies_and_answers_expect_continue(fake: FakeToget
     assert fake.requests[-1]["prompt"] == "a fox"
 
 
+def test_server_answers_a_client_that_closed_its_sending_side(fake: FakeTogether) -> None:
+    """A request followed by a half-close (shutdown of writing) still gets its whole answer."""
+    import socket
+
+    body = b'{"model": "black-forest-labs/FLUX.2-pro", "prompt": "a fox", "width": 256, "height": 256}'
+    port = int(fake.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while received := sock.recv(65536):
+            answer += received
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    length = int(head.split(b"Content-Length: ", 1)[1].split(b"\r\n", 1)[0])
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and len(rest) == length
+    assert b'"url"' in rest and len(fake.billed) == 1
+
+
 def test_server_answers_head_405_and_bad_requests(fake: FakeTogether, client: httpx.Client) -> None:
     """HEAD on a result URL has its headers and no body; a wrong method is a 405; garbage a 400."""
     url = post(client, fake, width=256, height=256).json()["data"][0]["url"]

@@ -146,6 +146,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._task: asyncio.Task[None] | None = None
         self._continued = False  # 100 Continue already sent for the request being read
+        self._eof = False  # the client has closed its side
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -158,6 +159,12 @@ class _Connection(asyncio.Protocol):
         self._buffer += data
         if self._task is None:
             self._next_request()
+
+    def eof_received(self) -> bool:
+        # The client is done sending: keep the write side open for an answer in progress
+        # (it closes the connection once written), else let the transport close.
+        self._eof = True
+        return self._task is not None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
@@ -207,7 +214,8 @@ class _Connection(asyncio.Protocol):
                                self._server._label, request.method, request.path)
                 response = text_response("500: Internal Server Error", 500)
         self._task = None
-        self._write(response, head_only=request.method == "HEAD", keep_alive=keep_alive)
+        self._write(response, head_only=request.method == "HEAD",
+                    keep_alive=keep_alive and not self._eof)
         if keep_alive and self._buffer:
             self._next_request()
 
