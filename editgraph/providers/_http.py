@@ -1,31 +1,54 @@
-"""What the HTTP providers share: the retry loop, Retry-After, TLS and the
-signals one try gives the retry policy (a request not sent, a retryable status, an
-unknown outcome)."""
+"""What the HTTP providers share: their clients (one per run), the retry loop,
+Retry-After, TLS, the signals one try gives the retry policy (a request not sent, a
+retryable status, an unknown outcome), the result download with its deadline, and
+how a failure becomes a ``ProviderError``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import email.utils
 import functools
+import logging
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import httpx
 import stamina
 
+from .._version import USER_AGENT
+from ..downloads import DownloadError, fetch_once, is_internal_host
+from ..errors import ProviderError
+from ..redact import redact
+from ..requests import EditRequest
+from ._transport import KEEPALIVE_EXPIRY, MAX_KEEPALIVE, new_transport
+
 __all__ = [
     "CallState",
+    "Clients",
+    "DownloadTimedOut",
     "NotSent",
     "RetryableFailure",
     "RetryableStatus",
     "UnknownOutcome",
+    "download_result",
+    "internal_base",
+    "make_error",
     "retry_after",
     "retrying",
     "tls_context",
     "without_userinfo",
 ]
+
+logger = logging.getLogger("editgraph")
+
+#: Downloads of a finished result are idempotent GETs: retried on their own, so a lost
+#: download never re-runs (and re-bills) the generation.
+DOWNLOAD_ATTEMPTS = 4
 
 #: Retry-After values the client obeys (seconds); longer ones fall back to backoff, as the
 #: Together SDK does, so a bogus header cannot stall a run for hours.
@@ -126,3 +149,105 @@ class CallState:
     tries: int = 0
     failures: int = 0
     started: float = field(default_factory=time.monotonic)
+
+
+class Clients:
+    """The httpx client a provider's calls use: one per run, shared through a context
+    variable while the engine holds ``session()``, else one per call.
+
+    Nothing outlives a session, so the provider object stays free of event-loop-bound
+    state between runs. The transport is aiohttp's when installed (``_transport``).
+    """
+
+    def __init__(self, name: str, timeout: float, *, follow_redirects: bool) -> None:
+        self.timeout = timeout
+        self.follow_redirects = follow_redirects
+        self._shared: contextvars.ContextVar[httpx.AsyncClient | None] = (
+            contextvars.ContextVar(name, default=None)
+        )
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        """Share one client (and its connections) among the calls made inside."""
+        async with self.new() as client:
+            token = self._shared.set(client)
+            try:
+                yield
+            finally:
+                self._shared.reset(token)
+
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
+        """The session's client, or a new one for this call alone."""
+        shared = self._shared.get()
+        if shared is not None:
+            yield shared
+            return
+        async with self.new() as client:
+            yield client
+
+    def new(self) -> httpx.AsyncClient:
+        """A new client: editgraph's User-Agent, TLS context and timeouts."""
+        return httpx.AsyncClient(
+            transport=new_transport(tls_context()),
+            verify=tls_context(),
+            timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=self.follow_redirects,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=MAX_KEEPALIVE,
+                                keepalive_expiry=KEEPALIVE_EXPIRY),
+        )
+
+
+async def internal_base(base_url: str) -> bool:
+    """Whether the service itself is on a loopback, private or link-local address: then
+    its result URLs may be too (a local fake, a private gateway)."""
+    parts = urllib.parse.urlsplit(base_url)
+    return await is_internal_host(parts.hostname or "", parts.port)
+
+
+class DownloadTimedOut(Exception):
+    """A result download (redirects and retries included) ran past its deadline."""
+
+
+async def download_result(
+    client: httpx.AsyncClient, url: str, *, limit: int, timeout: float, internal_ok: bool,
+    node: str,
+) -> bytes:
+    """Fetch a finished result within one deadline of ``timeout`` seconds, retrying a
+    transport failure, 429 or 5xx up to ``DOWNLOAD_ATTEMPTS`` tries in all.
+
+    Raises ``DownloadError`` (final, or the last retryable one) or ``DownloadTimedOut``.
+    """
+
+    def should_retry(exc: Exception) -> bool | float:
+        if isinstance(exc, DownloadError) and exc.retryable:
+            logger.info("node %r: result %s; downloading again", node, redact(exc.reason))
+            delay = retry_after(exc.headers)
+            return delay if delay is not None else True
+        return False
+
+    async def with_retries() -> bytes:
+        async for attempt in retrying(should_retry, attempts=DOWNLOAD_ATTEMPTS):
+            with attempt:
+                return await fetch_once(client, url, limit=limit, internal_ok=internal_ok)
+        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
+
+    try:
+        return await asyncio.wait_for(with_retries(), timeout)
+    except asyncio.TimeoutError as exc:
+        raise DownloadTimedOut(f"did not finish within {timeout:g} s") from exc
+
+
+def make_error(
+    kind: type[ProviderError], request: EditRequest, message: str, status: int | None,
+    state: CallState | None, *, billed: bool, shown: Callable[[str], str],
+) -> ProviderError:
+    """A provider's final error for ``request``: the node named, earlier unknown outcomes
+    told, ``possibly_billed`` set, the text passed through ``shown`` (redaction)."""
+    unknown = state.unknown_outcomes if state is not None else 0
+    text = f"node {request.node!r}: {message}"
+    if unknown and "may have been" not in message:
+        text += f" ({unknown} earlier try(s) had an unknown outcome and may have been billed)"
+    return kind(shown(text), node=request.node, status=status,
+                possibly_billed=billed or unknown > 0)
