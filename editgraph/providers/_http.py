@@ -14,8 +14,9 @@ import logging
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import stamina
@@ -35,8 +36,10 @@ __all__ = [
     "RetryableFailure",
     "RetryableStatus",
     "UnknownOutcome",
+    "classified",
     "download_result",
     "internal_base",
+    "json_object",
     "make_error",
     "retry_after",
     "retrying",
@@ -251,3 +254,39 @@ def make_error(
         text += f" ({unknown} earlier try(s) had an unknown outcome and may have been billed)"
     return kind(shown(text), node=request.node, status=status,
                 possibly_billed=billed or unknown > 0)
+
+
+@contextlib.contextmanager
+def classified(state: CallState, shown_base_url: str, read_timeout: float) -> Iterator[None]:
+    """Turn the transport errors of one request that may bill into retry signals.
+
+    Never reached the service (connect, pool, write): ``NotSent``. Sent and the answer
+    lost (a read timeout, a drop, a broken answer): ``UnknownOutcome``, counted in
+    ``state``. Other httpx errors pass through for the caller to report.
+    """
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise NotSent(f"could not connect to {shown_base_url} ({type(exc).__name__})") from exc
+    except (httpx.WriteError, httpx.WriteTimeout) as exc:
+        # The body did not get out whole: the service cannot have acted on it.
+        raise NotSent(
+            f"could not send the request to {shown_base_url} ({type(exc).__name__})"
+        ) from exc
+    except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
+        state.unknown_outcomes += 1
+        reason = (
+            f"no answer within {read_timeout:g} s"
+            if isinstance(exc, httpx.ReadTimeout)
+            else "the connection dropped after the request was sent"
+        )
+        raise UnknownOutcome(reason) from exc
+
+
+def json_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The body of ``response`` as a JSON object; None when it is not one."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None

@@ -53,12 +53,13 @@ from ..requests import EditRequest, GeneratedImage, Reference
 from ._http import CallState as _CallState
 from ._http import Clients as _Clients
 from ._http import DownloadTimedOut as _DownloadTimedOut
-from ._http import NotSent as _NotSent
 from ._http import RetryableFailure as _RetryableFailure
 from ._http import RetryableStatus as _RetryableStatus
 from ._http import UnknownOutcome as _UnknownOutcome
+from ._http import classified as _classified
 from ._http import download_result as _download_result
 from ._http import internal_base as _internal_base
+from ._http import json_object as _json_object
 from ._http import make_error as _make_error
 from ._http import retry_after as _retry_after
 from ._http import retrying as _retrying
@@ -521,10 +522,11 @@ class Together:
         try:
             # One deadline for the whole answer, not a per-read timeout that a trickling
             # server can stretch forever.
-            response = await asyncio.wait_for(
-                self._post(client, url, content, timeout),
-                read_timeout + min(10.0, self.timeout),
-            )
+            with _classified(state, self._shown_base_url, read_timeout):
+                response = await asyncio.wait_for(
+                    self._post(client, url, content, timeout),
+                    read_timeout + min(10.0, self.timeout),
+                )
         except BodyTooLarge as exc:
             raise self._error(
                 request,
@@ -540,23 +542,6 @@ class Together:
         except asyncio.TimeoutError as exc:
             state.unknown_outcomes += 1
             raise _UnknownOutcome(f"no whole answer within {read_timeout:g} s") from exc
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise _NotSent(
-                f"could not connect to {self._shown_base_url} ({type(exc).__name__})"
-            ) from exc
-        except (httpx.WriteError, httpx.WriteTimeout) as exc:
-            # The body did not get out whole: the service cannot have acted on it.
-            raise _NotSent(
-                f"could not send the request to {self._shown_base_url} ({type(exc).__name__})"
-            ) from exc
-        except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
-            state.unknown_outcomes += 1
-            reason = (
-                f"no answer within {read_timeout:g} s"
-                if isinstance(exc, httpx.ReadTimeout)
-                else "the connection dropped after the request was sent"
-            )
-            raise _UnknownOutcome(reason) from exc
         except httpx.HTTPError as exc:
             raise self._error(
                 request,
@@ -598,17 +583,11 @@ class Together:
         status = response.status_code
         if 200 <= status < 300:
             # The service answered success: whatever is wrong now, it may have billed.
-            try:
-                payload = response.json()
-            except ValueError as exc:
+            payload = _json_object(response)
+            if payload is None:
                 raise self._error(
-                    request, "Together answered with a body that is not JSON", status, state,
-                    billed=True,
-                ) from exc
-            if not isinstance(payload, dict):
-                raise self._error(
-                    request, "Together answered with an unexpected body", status, state,
-                    billed=True,
+                    request, "Together answered with a body that is not a JSON object (not "
+                    "JSON, or unexpected)", status, state, billed=True,
                 )
             return payload
         error = _error_fields(response)
