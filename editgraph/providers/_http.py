@@ -36,6 +36,7 @@ __all__ = [
     "RetryableFailure",
     "RetryableStatus",
     "UnknownOutcome",
+    "billable_retry_policy",
     "classified",
     "download_result",
     "internal_base",
@@ -290,3 +291,41 @@ def json_object(response: httpx.Response) -> dict[str, Any] | None:
     except ValueError:
         return None
     return payload if isinstance(payload, dict) else None
+
+
+def billable_retry_policy(
+    state: CallState, node: str, *, max_retries: int, unknown_outcome_retries: int,
+    patience: float, waits: Callable[[RetryableFailure], bool],
+    shown: Callable[[str], str],
+) -> Callable[[Exception], bool | float]:
+    """stamina's ``on=`` hook for a request that may bill (a generation, a submission).
+
+    An unknown outcome is retried at most ``unknown_outcome_retries`` times in all. A
+    failure for which ``waits`` is true (a 429; for BFL also a request never sent) is
+    "wait", not "broken": it spends no retry and is bounded by ``patience`` seconds since
+    the call started. Any other retryable failure spends one of ``max_retries``. Each
+    retry is logged (INFO); the answer is the delay the service asked for, or True.
+    """
+
+    def should_retry(exc: Exception) -> bool | float:
+        if isinstance(exc, UnknownOutcome):
+            again = state.unknown_outcomes <= unknown_outcome_retries
+            if again:
+                logger.info("node %r: %s (it may have been billed); sending it again "
+                            "(try %d)", node, shown(exc.description), state.tries + 1)
+            return again
+        if not isinstance(exc, RetryableFailure):
+            return False
+        if waits(exc):
+            if time.monotonic() - state.started > patience:
+                return False
+        else:
+            state.failures += 1
+            if state.failures > max_retries:
+                return False
+        wait = f"in {exc.delay:g} s" if exc.delay is not None else "after a backoff"
+        logger.info("node %r: %s; retrying %s (try %d)", node, shown(exc.description), wait,
+                    state.tries + 1)
+        return exc.delay if exc.delay is not None else True
+
+    return should_retry

@@ -51,6 +51,7 @@ from ._http import (
     RetryableFailure,
     RetryableStatus,
     UnknownOutcome,
+    billable_retry_policy,
     classified,
     download_result,
     internal_base,
@@ -428,21 +429,13 @@ class BFL:
         content = json.dumps(self._body(request, spec, seed, references), ensure_ascii=False,
                              separators=(",", ":"), allow_nan=False).encode()
 
-        def should_retry(exc: Exception) -> bool | float:
-            if isinstance(exc, UnknownOutcome):
-                return state.unknown_outcomes <= self.unknown_outcome_retries
-            if not isinstance(exc, RetryableFailure):
-                return False
-            if exc.status == 429 or isinstance(exc, NotSent):
-                # "Wait", not "broken": the active-task cap or a connection that never
-                # opened spends no retry; only time bounds it.
-                if time.monotonic() - state.started > self.timeout:
-                    return False
-            else:
-                state.failures += 1
-                if state.failures > self.max_retries:
-                    return False
-            return exc.delay if exc.delay is not None else True
+        # The active-task cap (429) or a connection that never opened is "wait", not
+        # "broken": it spends no retry; only time bounds it.
+        should_retry = billable_retry_policy(
+            state, request.node, max_retries=self.max_retries,
+            unknown_outcome_retries=self.unknown_outcome_retries, patience=self.timeout,
+            waits=lambda exc: exc.status == 429 or isinstance(exc, NotSent), shown=self._redact,
+        )
 
         try:
             async for attempt in retrying(should_retry, attempts=None):

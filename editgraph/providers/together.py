@@ -56,6 +56,7 @@ from ._http import DownloadTimedOut as _DownloadTimedOut
 from ._http import RetryableFailure as _RetryableFailure
 from ._http import RetryableStatus as _RetryableStatus
 from ._http import UnknownOutcome as _UnknownOutcome
+from ._http import billable_retry_policy as _billable_retry_policy
 from ._http import classified as _classified
 from ._http import download_result as _download_result
 from ._http import internal_base as _internal_base
@@ -466,28 +467,14 @@ class Together:
             allow_nan=False,
         ).encode()
 
-        def should_retry(exc: Exception) -> bool | float:
-            if isinstance(exc, _UnknownOutcome):
-                again = state.unknown_outcomes <= self.unknown_outcome_retries
-                if again:
-                    logger.info("node %r: %s (it may have been billed); sending it again "
-                                "(try %d)", request.node, exc.description, state.tries + 1)
-                return again
-            if not isinstance(exc, _RetryableFailure):
-                return False
-            if exc.status == 429:
-                # "Wait", not "broken": the shared pace adapts, so a 429 spends no retry
-                # of max_retries; only time bounds it.
-                if time.monotonic() - state.started > _RATE_LIMIT_PATIENCE:
-                    return False
-            else:
-                state.failures += 1
-                if state.failures > self.max_retries:
-                    return False
-            wait = f"in {exc.delay:g} s" if exc.delay is not None else "after a backoff"
-            logger.info("node %r: %s; retrying %s (try %d)", request.node,
-                        self._redact(exc.description), wait, state.tries + 1)
-            return exc.delay if exc.delay is not None else True
+        # A 429 is "wait", not "broken": the shared pace adapts, so it spends no retry of
+        # max_retries; only time bounds it.
+        should_retry = _billable_retry_policy(
+            state, request.node, max_retries=self.max_retries,
+            unknown_outcome_retries=self.unknown_outcome_retries,
+            patience=_RATE_LIMIT_PATIENCE, waits=lambda exc: exc.status == 429,
+            shown=self._redact,
+        )
 
         try:
             # The hook above keeps each budget; stamina supplies backoff, jitter and waits.
