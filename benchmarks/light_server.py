@@ -5,7 +5,9 @@ FakeTogether validates, reads references, draws and encodes a picture per call (
 CPU); this one only sleeps ``latency`` per generation and answers a result URL whose
 bytes are a JPEG of the requested size, encoded once per size and padded with comment
 segments to ``result_bytes`` (a real 1 MB result, header to EOI, without the encoding
-cost per call). It counts requests and its own CPU time.
+cost per call). Each result is made unique by a 16-byte comment segment naming its call
+(so results, and the cache keys of edits that take them as references, differ from run to
+run as real generations do). It counts requests and its own CPU time.
 
 Run as ``python -m benchmarks.light_server '{"latency": 0.2}'``: it prints its base URL,
 then answers each ``stats`` line on stdin with a JSON line (requests, billed, cpu seconds),
@@ -52,6 +54,7 @@ class LightServer:
         self.result_bytes = result_bytes
         self.requests = 0
         self.billed = 0
+        # Per size: the JPEG, 20 bytes short of result_bytes (the mark makes it whole).
         self._results: dict[tuple[int, int], bytes] = {}
 
     async def generations(self, request: web.Request) -> web.Response:
@@ -60,7 +63,7 @@ class LightServer:
         body = await request.json()
         width, height = int(body.get("width", 1024)), int(body.get("height", 768))
         if (width, height) not in self._results:
-            self._results[(width, height)] = padded_jpeg(width, height, self.result_bytes)
+            self._results[(width, height)] = padded_jpeg(width, height, self.result_bytes - 20)
         await asyncio.sleep(self.latency)
         self.billed += 1
         url = f"http://{request.host}/results/{width}x{height}/{self.billed}.jpg"
@@ -68,13 +71,15 @@ class LightServer:
                                   "object": "list", "data": [{"index": 0, "url": url}]})
 
     async def result(self, request: web.Request) -> web.Response:
-        """GET /results/WxH/N.jpg: the pre-encoded JPEG of that size."""
+        """GET /results/WxH/N.jpg: the pre-encoded JPEG of that size, marked with N."""
         self.requests += 1
         width, height = (int(part) for part in request.match_info["size"].split("x"))
         data = self._results.get((width, height))
         if data is None:
             raise web.HTTPNotFound()
-        return web.Response(body=data, content_type="image/jpeg")
+        mark = request.match_info["name"].encode()[:16].ljust(16, b" ")
+        body = b"".join((data[:2], b"\xff\xfe\x00\x12", mark, data[2:]))
+        return web.Response(body=body, content_type="image/jpeg")
 
 
 def _serve(settings: dict[str, Any]) -> None:

@@ -45,12 +45,13 @@ KEEPALIVE_EXPIRY = 5.0
 
 
 def aiohttp_available() -> bool:
-    """Whether aiohttp can be imported (the ``aiohttp`` extra, or ``testing``)."""
+    """Whether aiohttp 3.10 or later can be imported (the ``aiohttp`` extra, or
+    ``testing``): the error classes the map below names came with 3.10."""
     try:
-        import aiohttp  # noqa: F401
+        import aiohttp
     except ImportError:
         return False
-    return True
+    return hasattr(aiohttp, "SocketTimeoutError") and hasattr(aiohttp, "NonHttpUrlClientError")
 
 
 def new_transport(verify: ssl.SSLContext) -> httpx.AsyncBaseTransport | None:
@@ -133,8 +134,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         connector = aiohttp.TCPConnector(
             limit=0, ssl=self._verify, keepalive_timeout=KEEPALIVE_EXPIRY
         )
+        # httpx keeps the cookies (its own jar); aiohttp's would parse each answer again.
         return aiohttp.ClientSession(
             connector=connector, auto_decompress=False, trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         )
 
