@@ -82,6 +82,11 @@ class HostileDelivery(FakeBFL):
                     await response.write(body[position : position + 1])
                     await asyncio.sleep(DRIP_PAUSE)  # the server's pace, not the test's wait
             return response
+        if self.mode == "truncated":
+            real = await handler(request)
+            assert isinstance(real, web.Response) and real.body is not None
+            return web.Response(body=bytes(real.body)[:-100],  # type: ignore[arg-type]
+                                content_type=real.content_type)
         raise AssertionError(f"unknown mode {self.mode!r}")
 
 
@@ -124,4 +129,11 @@ def test_a_dripping_result_ends_at_the_providers_timeout() -> None:
     """One byte every 50 ms (each read quick): stopped at the 1 s deadline, billed."""
     error, fake = failure("drip", timeout=1.0)
     assert error.possibly_billed and "did not finish within 1 s" in str(error)
+    assert len(fake.billed) == 1
+
+
+def test_a_truncated_result_is_refused_by_its_missing_end_marker() -> None:
+    """A result cut 100 bytes short (a whole header, no end): billed, not stored."""
+    error, fake = failure("truncated")
+    assert error.possibly_billed and "cut short (no end marker)" in str(error)
     assert len(fake.billed) == 1

@@ -173,7 +173,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 ),
                 **options,
             )
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        version = response.version
+        extensions: dict[str, Any] = {
+            "http_version": (f"HTTP/{version.major}.{version.minor}".encode()
+                             if version is not None else b"HTTP/1.1"),
+        }
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
         return httpx.Response(

@@ -41,6 +41,7 @@ from pydantic import SecretStr
 from ..downloads import DEFAULT_MAX_DOWNLOAD_BYTES, DownloadError
 from ..errors import ConfigurationError, GraphError, ModerationError, ProviderError
 from ..models import CATALOGUE, ModelSpec, resolve_model
+from ..pixels import declared_size
 from ..redact import check_api_key, redact, register_secret
 from ..requests import EditRequest, GeneratedImage, Submission, pixel_size
 from ._http import (
@@ -501,7 +502,7 @@ class BFL:
             node=request.node, model=request.model, task_id=task_id, polling_url=polling_url,
             seed=seed, estimated_cost=spec.estimate_cost(
                 request.width, request.height, provider=self.name,
-                inputs=[size for size in map(pixel_size, (r.data for r in request.references))
+                inputs=[size for size in map(_input_size, (r.data for r in request.references))
                         if size is not None],
             ),
             cost=float(cost) / 100 if isinstance(cost, (int, float)) else None,
@@ -756,6 +757,13 @@ def _invalid_fields(response: httpx.Response) -> list[str]:
         if isinstance(loc, list) and loc:
             fields.append(str(loc[-1]))
     return fields
+
+
+def _input_size(data: bytes | None) -> tuple[int, int] | None:
+    """A reference's pixel size from its header; Pillow only for an unusual one."""
+    if data is None:
+        return None
+    return declared_size(data) or pixel_size(data)
 
 
 def _short(value: object) -> str:
