@@ -60,6 +60,7 @@ from ._http import (
     make_error,
     retry_after,
     retrying,
+    with_retries,
     without_userinfo,
 )
 from ._results import UnusableResult, verified_media_type
@@ -439,9 +440,10 @@ class BFL:
         )
 
         try:
-            async for attempt in retrying(should_retry, attempts=None):
-                with attempt:
-                    return await self._submit_once(client, request, spec, seed, content, state)
+            return await with_retries(
+                lambda: self._submit_once(client, request, spec, seed, content, state),
+                should_retry, attempts=None,
+            )
         except UnknownOutcome as exc:
             raise self._error(
                 request,
@@ -453,7 +455,6 @@ class BFL:
         except RetryableFailure as exc:
             raise self._error(request, f"{exc.description}; gave up after {state.tries} tries",
                               exc.status, state) from (exc.__cause__ or exc)
-        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
 
     async def _submit_once(
         self, client: httpx.AsyncClient, request: EditRequest, spec: ModelSpec, seed: int,

@@ -63,7 +63,7 @@ from ._http import internal_base as _internal_base
 from ._http import json_object as _json_object
 from ._http import make_error as _make_error
 from ._http import retry_after as _retry_after
-from ._http import retrying as _retrying
+from ._http import with_retries as _with_retries
 from ._http import without_userinfo as _without_userinfo
 from ._results import UnusableResult as _UnusableResult
 from ._results import verified_media_type as _verified_media_type
@@ -478,9 +478,10 @@ class Together:
 
         try:
             # The hook above keeps each budget; stamina supplies backoff, jitter and waits.
-            async for attempt in _retrying(should_retry, attempts=None):
-                with attempt:
-                    return await self._try_once(client, request, content, state)
+            return await _with_retries(
+                lambda: self._try_once(client, request, content, state), should_retry,
+                attempts=None,
+            )
         except _UnknownOutcome as exc:
             raise self._error(
                 request,
@@ -494,7 +495,6 @@ class Together:
             raise self._error(
                 request, f"{exc.description}; gave up after {state.tries} tries", exc.status, state
             ) from (exc.__cause__ or exc)
-        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
 
     async def _try_once(
         self, client: httpx.AsyncClient, request: EditRequest, content: bytes, state: _CallState
