@@ -544,9 +544,12 @@ class BFL:
         """Poll the task until it ends; download a ready result at once."""
         self._check_polling_url(request, submission, state)
         deadline = time.monotonic() + self.timeout
+        last_status = "Pending"  # what a task is right after its submission
         while True:
-            answer = await self._poll(client, request, submission, state, deadline)
+            answer = await self._poll(client, request, submission, state, deadline, last_status)
             status = answer.get("status")
+            if isinstance(status, str):
+                last_status = status
             if status == "Ready":
                 result = answer.get("result")
                 sample = result.get("sample") if isinstance(result, dict) else None
@@ -612,7 +615,7 @@ class BFL:
 
     async def _poll(
         self, client: httpx.AsyncClient, request: EditRequest, submission: Submission,
-        state: CallState, deadline: float,
+        state: CallState, deadline: float, last_status: str,
     ) -> dict[str, Any]:
         def should_retry(exc: Exception) -> bool | float:
             if not isinstance(exc, RetryableFailure) or time.monotonic() >= deadline:
@@ -643,10 +646,15 @@ class BFL:
                         )
                     return self._json(request, response, state)
         except RetryableFailure as exc:
+            # Past the deadline, the task is simply not done in time (a poll that failed
+            # on the way is a detail); before it, polling itself kept failing.
+            what = (f"still {last_status} after {self.timeout:g} s (its last poll: "
+                    f"{exc.description})" if time.monotonic() >= deadline
+                    else f"could not be polled ({exc.description})")
             raise self._error(
                 request,
-                f"could not poll BFL task {submission.task_id} ({exc.description}); it is "
-                "paid for and journaled: run again (or `editgraph resume`) to collect it",
+                f"BFL task {submission.task_id} {what}; it is paid for and journaled: run "
+                "again (or `editgraph resume`) to collect it",
                 exc.status, state, billed=True,
             ) from (exc.__cause__ or exc)
         raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
