@@ -1,17 +1,24 @@
-"""The layered DAG against FakeTogether: editgraph, a hand-written async client, a plain script.
+"""The layered DAG against a server in another process: editgraph, hand-written async
+clients, a plain script.
 
-Three ways to run the same graph (``layers`` x ``width`` edits, each taking one or two
-edits of the layer above; the first layer takes the source) against the same fake, one
-after another in one run:
+The ways to run the same graph (``layers`` x ``width`` edits, each taking one or two
+edits of the layer above; the first layer takes the source) against one server child:
 
 - editgraph: ``eg.Graph(cache_dir=..., concurrency=width)`` with
-  ``eg.providers.Together(base_url=fake.base_url)``, on a cache directory that already
-  exists (a user's cache exists after first use); its first use of a brand-new directory
-  is measured apart;
-- a hand-written asyncio client with one shared httpx connection pool, starting each call
-  the moment its inputs are done: the floor the fake allows, with no engine at all;
+  ``eg.providers.Together(base_url=...)``, on a cache directory that already exists (a
+  user's cache exists after first use); its first use of a brand-new directory is
+  measured apart;
+- a hand-written asyncio client on the same HTTP stack as editgraph (httpx over
+  editgraph's aiohttp transport), starting each call the moment its inputs are done:
+  no engine, no store, no checks;
+- the same with aiohttp alone (the floor DESIGN quotes: about 1.07 of the bound);
 - the plain sequential script a user would otherwise write with httpx: one POST after
   another, downloading each result, upstream result URLs passed as ``reference_images``.
+
+editgraph and the two hand-written clients run interleaved, round by round in
+alternating order (``interleave.interleaved``), so a drift of the machine falls on all
+of them. The server is ``benchmarks.light_server`` by default (< 1 ms of CPU per call,
+1 MB JPEG results); ``server="fake"`` runs FakeTogether instead (2-3 ms per call).
 
 The critical-path bound is ``layers x latency``.
 """
@@ -20,17 +27,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import logging
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 import editgraph as eg
+from editgraph.providers._http import tls_context
+from editgraph.providers._transport import AiohttpTransport
 
 from .fake_service import FakeService
+from .interleave import interleaved, ratio
 from .overhead import _png, layered_graph
 
 MODEL = "black-forest-labs/FLUX.2-pro"
@@ -44,12 +57,19 @@ class CriticalPathFigures:
     layers: int
     width: int
     latency: float
+    server: str  # "light" or "fake"
     editgraph: list[float]
     first_use: list[float]
-    hand_written: list[float]
+    hand_written: list[float]  # same HTTP stack as editgraph, interleaved with it
+    hand_aiohttp: list[float]  # aiohttp alone, interleaved too
     sequential: float
     engine_cpu_per_edit_ms: float
     fake_cpu_per_call_ms: float
+
+    @property
+    def over_hand_written(self) -> float:
+        """editgraph's wall over the same-stack client's, median of round-by-round ratios."""
+        return ratio(self.editgraph, self.hand_written)
 
     @property
     def bound(self) -> float:
@@ -79,23 +99,48 @@ def _body(prompt: str, references: list[str], seed: int) -> dict[str, object]:
             "reference_images": references, "output_format": "jpeg"}
 
 
-def _editgraph_run(base_url: str, cache: Path, layers: int, width: int, salt: int) -> float:
-    """One editgraph run of a graph nothing is cached for; its wall in seconds."""
+def _editgraph_run(base_url: str, cache: Path, layers: int, width: int, salt: int,
+                   cpu: list[float] | None = None) -> float:
+    """One editgraph run of a graph nothing is cached for; its wall in seconds (its CPU
+    seconds appended to ``cpu``)."""
     graph = layered_graph(cache, layers, width, _png(1000 + salt))
     provider = eg.providers.Together(api_key="bench", base_url=base_url)  # as a script would
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     graph.run(provider=provider, progress=False)
+    wall = time.perf_counter() - started
+    if cpu is not None:
+        cpu.append(time.process_time() - cpu_started)
+    return wall
+
+
+async def _layered(layers: int, width: int, salt: int,
+                   edit: Callable[[str, list[str]], Awaitable[str]]) -> float:
+    """Run the graph's shape with ``edit(prompt, references)``; the wall in seconds."""
+    source = "data:image/png;base64," + base64.b64encode(_png(2000 + salt)).decode()
+
+    async def node(prompt: str, inputs: list[asyncio.Task[str]]) -> str:
+        return await edit(prompt, [await upstream for upstream in inputs] or [source])
+
+    started = time.perf_counter()
+    above: list[asyncio.Task[str]] = []
+    tasks = []
+    for layer, row in enumerate(_shape(layers, width)):
+        current = [asyncio.ensure_future(node(
+            f"hand-written {salt} layer {layer} column {column}",
+            [above[index] for index in refs]))
+            for column, refs in enumerate(row)]
+        tasks += current
+        above = current
+    await asyncio.gather(*tasks)
     return time.perf_counter() - started
 
 
 async def _hand_written(base_url: str, layers: int, width: int, salt: int) -> float:
-    """The same graph with asyncio and one httpx pool: no engine, no store."""
-    source = "data:image/png;base64," + base64.b64encode(_png(2000 + salt)).decode()
-    async with httpx.AsyncClient(timeout=60, trust_env=False,
-                                 limits=httpx.Limits(max_connections=2 * width)) as client:
+    """The graph with asyncio and httpx over editgraph's transport: no engine, no store."""
+    async with httpx.AsyncClient(transport=AiohttpTransport(tls_context()), timeout=60,
+                                 trust_env=False) as client:
 
-        async def edit(prompt: str, inputs: list[asyncio.Task[str]]) -> str:
-            references = [await upstream for upstream in inputs] or [source]
+        async def edit(prompt: str, references: list[str]) -> str:
             answer = await client.post(f"{base_url}/v1/images/generations",
                                        json=_body(prompt, references, 1))
             answer.raise_for_status()
@@ -103,18 +148,24 @@ async def _hand_written(base_url: str, layers: int, width: int, salt: int) -> fl
             (await client.get(url)).raise_for_status()
             return url
 
-        started = time.perf_counter()
-        above: list[asyncio.Task[str]] = []
-        tasks = []
-        for layer, row in enumerate(_shape(layers, width)):
-            current = [asyncio.ensure_future(edit(
-                f"hand-written {salt} layer {layer} column {column}",
-                [above[index] for index in refs]))
-                for column, refs in enumerate(row)]
-            tasks += current
-            above = current
-        await asyncio.gather(*tasks)
-        return time.perf_counter() - started
+        return await _layered(layers, width, salt, edit)
+
+
+async def _hand_aiohttp(base_url: str, layers: int, width: int, salt: int) -> float:
+    """The graph with asyncio and aiohttp alone."""
+    async with aiohttp.ClientSession() as session:
+
+        async def edit(prompt: str, references: list[str]) -> str:
+            async with session.post(f"{base_url}/v1/images/generations",
+                                    json=_body(prompt, references, 1)) as answer:
+                answer.raise_for_status()
+                url: str = (await answer.json())["data"][0]["url"]
+            async with session.get(url) as result:
+                result.raise_for_status()
+                await result.read()
+            return url
+
+        return await _layered(layers, width, salt, edit)
 
 
 def _sequential_script(base_url: str, layers: int, width: int) -> float:
@@ -138,33 +189,39 @@ def _sequential_script(base_url: str, layers: int, width: int) -> float:
 
 
 def measure(root: Path, *, layers: int = 4, width: int = 16, latency: float = 0.2,
-            repeats: int = 3) -> CriticalPathFigures:
-    """Run every variant against one FakeTogether child with ``latency`` per call."""
+            repeats: int = 3, server: str = "light") -> CriticalPathFigures:
+    """Run every variant against one server child with ``latency`` per call; editgraph
+    and the hand-written clients interleaved, ``repeats`` rounds."""
     logging.getLogger("stamina").setLevel(logging.ERROR)
-    with FakeService(latency=latency) as fake:
+    salts = itertools.count(10)
+    with FakeService(server=server, latency=latency) as fake:
+        base = fake.base_url
         existing = root / "cache"
-        _editgraph_run(fake.base_url, existing, layers, width, salt=0)  # first use
+        _editgraph_run(base, existing, layers, width, salt=0)  # first use
+        asyncio.run(_hand_written(base, layers, width, 0))  # warm both clients too
+        asyncio.run(_hand_aiohttp(base, layers, width, 0))
         first_use = [
-            _editgraph_run(fake.base_url, root / f"brand-new-{repeat}", layers, width,
+            _editgraph_run(base, root / f"brand-new-{repeat}", layers, width,
                            salt=100 + repeat)
             for repeat in range(2)
         ]
-        editgraph_walls, hand_walls = [], []
-        cpu_before, fake_before = time.process_time(), fake.stats()
-        for repeat in range(repeats):
-            editgraph_walls.append(
-                _editgraph_run(fake.base_url, existing, layers, width, salt=10 + repeat))
-        engine_cpu = (time.process_time() - cpu_before) / (repeats * layers * width)
+        cpu: list[float] = []
+        fake_before = fake.stats()
+        walls = interleaved({
+            "editgraph": lambda: _editgraph_run(base, existing, layers, width, next(salts), cpu),
+            "hand-written": lambda: asyncio.run(_hand_written(base, layers, width, next(salts))),
+            "aiohttp": lambda: asyncio.run(_hand_aiohttp(base, layers, width, next(salts))),
+        }, repeats)
         fake_after = fake.stats()
         fake_cpu = ((fake_after.cpu_seconds - fake_before.cpu_seconds)
                     / max(1, fake_after.billed - fake_before.billed))
-        for repeat in range(repeats):
-            hand_walls.append(asyncio.run(_hand_written(fake.base_url, layers, width, repeat)))
-        sequential = _sequential_script(fake.base_url, layers, width)
+        sequential = _sequential_script(base, layers, width)
     return CriticalPathFigures(
-        layers=layers, width=width, latency=latency, editgraph=editgraph_walls,
-        first_use=first_use, hand_written=hand_walls, sequential=sequential,
-        engine_cpu_per_edit_ms=engine_cpu * 1000, fake_cpu_per_call_ms=fake_cpu * 1000,
+        layers=layers, width=width, latency=latency, server=server,
+        editgraph=walls["editgraph"], first_use=first_use, hand_written=walls["hand-written"],
+        hand_aiohttp=walls["aiohttp"], sequential=sequential,
+        engine_cpu_per_edit_ms=statistics.median(cpu) / (layers * width) * 1000,
+        fake_cpu_per_call_ms=fake_cpu * 1000,
     )
 
 

@@ -33,16 +33,22 @@ class ServiceStats:
 
 
 class FakeService:
-    """A FakeTogether running in a child process; use as a context manager."""
+    """A FakeTogether (``server="fake"``) or the light server of ``benchmarks.light_server``
+    (``server="light"``) running in a child process; use as a context manager."""
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, server: str = "fake", **settings: Any) -> None:
+        if server not in ("fake", "light"):
+            raise ValueError(f"server must be 'fake' or 'light', got {server!r}")
+        self.server = server
         self.settings = settings
         self._process: subprocess.Popen[str] | None = None
         self.base_url = ""
 
     def __enter__(self) -> Self:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.fake_service", json.dumps(self.settings)],
+            [sys.executable, "-m",
+             "benchmarks.fake_service" if self.server == "fake" else "benchmarks.light_server",
+             json.dumps(self.settings)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             cwd=Path(__file__).resolve().parent.parent,
         )
@@ -50,7 +56,7 @@ class FakeService:
         self.base_url = self._process.stdout.readline().strip()
         if not self.base_url.startswith("http://"):
             self._process.kill()
-            raise RuntimeError(f"FakeTogether child did not start (said {self.base_url!r})")
+            raise RuntimeError(f"{self.server} server child did not start (said {self.base_url!r})")
         return self
 
     def stats(self) -> ServiceStats:

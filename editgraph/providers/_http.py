@@ -1,31 +1,62 @@
-"""What the HTTP providers share: the retry loop, Retry-After, TLS and the
-signals one try gives the retry policy (a request not sent, a retryable status, an
-unknown outcome)."""
+"""What the HTTP providers share: their clients (one per run), the retry loop,
+Retry-After, TLS, the signals one try gives the retry policy (a request not sent, a
+retryable status, an unknown outcome), the result download with its deadline, and
+how a failure becomes a ``ProviderError``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import email.utils
 import functools
+import logging
+import random
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import httpx
 import stamina
 
+from .._version import USER_AGENT
+from ..downloads import DownloadError, fetch_once, is_internal_host
+from ..errors import ProviderError
+from ..redact import redact
+from ..requests import EditRequest
+from ._transport import KEEPALIVE_EXPIRY, MAX_KEEPALIVE, new_transport
+
 __all__ = [
     "CallState",
+    "Clients",
+    "DownloadTimedOut",
     "NotSent",
     "RetryableFailure",
     "RetryableStatus",
     "UnknownOutcome",
+    "billable_retry_policy",
+    "classified",
+    "download_result",
+    "internal_base",
+    "json_object",
+    "make_error",
     "retry_after",
     "retrying",
     "tls_context",
+    "with_retries",
     "without_userinfo",
 ]
+
+logger = logging.getLogger("editgraph")
+
+T = TypeVar("T")
+
+#: Downloads of a finished result are idempotent GETs: retried on their own, so a lost
+#: download never re-runs (and re-bills) the generation.
+DOWNLOAD_ATTEMPTS = 4
 
 #: Retry-After values the client obeys (seconds); longer ones fall back to backoff, as the
 #: Together SDK does, so a bogus header cannot stall a run for hours.
@@ -38,17 +69,48 @@ _BACKOFF_JITTER = 1.0
 
 
 def retrying(
-    on: Callable[[Exception], bool | float], *, attempts: int | None
+    on: Callable[[Exception], bool | float], *, attempts: int | None,
+    wait_initial: float = _BACKOFF_INITIAL,
 ) -> AsyncIterable[stamina.Attempt]:
     """stamina's retry loop with editgraph's backoff: 1 s, 2 s, 4 s … up to 30 s, jittered."""
     return stamina.retry_context(
         on=on,
         attempts=attempts,
         timeout=None,
-        wait_initial=_BACKOFF_INITIAL,
+        wait_initial=wait_initial,
         wait_max=_BACKOFF_MAX,
         wait_jitter=_BACKOFF_JITTER,
     )
+
+
+async def with_retries(
+    call: Callable[[], Awaitable[T]], on: Callable[[Exception], bool | float], *,
+    attempts: int | None,
+) -> T:
+    """``await call()`` until it returns, retrying the failures ``on`` allows (stamina's
+    ``on=`` contract: False, True for backoff, or seconds to wait), ``attempts`` tries in
+    all (None: as long as ``on`` allows).
+
+    The first try runs bare: nearly every call succeeds at once, and setting up stamina's
+    loop costs about 40 µs of CPU, twice per edit. Only after a failure ``on`` retries does
+    stamina take over, after the wait ``on`` asked for (none under
+    ``stamina.set_testing``), with a backoff that continues the sequence (2 s, 4 s …).
+    """
+    try:
+        return await call()
+    except Exception as exc:
+        verdict = on(exc)
+        if verdict is False or attempts == 1 or not stamina.is_active():
+            raise
+        wait = (verdict if not isinstance(verdict, bool)
+                else _BACKOFF_INITIAL + random.uniform(0, _BACKOFF_JITTER))
+    if not stamina.is_testing():
+        await asyncio.sleep(wait)
+    async for attempt in retrying(on, attempts=None if attempts is None else attempts - 1,
+                                  wait_initial=2 * _BACKOFF_INITIAL):
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
 
 
 def without_userinfo(url: str) -> str:
@@ -126,3 +188,178 @@ class CallState:
     tries: int = 0
     failures: int = 0
     started: float = field(default_factory=time.monotonic)
+
+
+class Clients:
+    """The httpx client a provider's calls use: one per run, shared through a context
+    variable while the engine holds ``session()``, else one per call.
+
+    Nothing outlives a session, so the provider object stays free of event-loop-bound
+    state between runs. The transport is aiohttp's when installed (``_transport``).
+    """
+
+    def __init__(self, name: str, timeout: float, *, follow_redirects: bool) -> None:
+        self.timeout = timeout
+        self.follow_redirects = follow_redirects
+        self._shared: contextvars.ContextVar[httpx.AsyncClient | None] = (
+            contextvars.ContextVar(name, default=None)
+        )
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        """Share one client (and its connections) among the calls made inside."""
+        async with self.new() as client:
+            token = self._shared.set(client)
+            try:
+                yield
+            finally:
+                self._shared.reset(token)
+
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
+        """The session's client, or a new one for this call alone."""
+        shared = self._shared.get()
+        if shared is not None:
+            yield shared
+            return
+        async with self.new() as client:
+            yield client
+
+    def new(self) -> httpx.AsyncClient:
+        """A new client: editgraph's User-Agent, TLS context and timeouts."""
+        return httpx.AsyncClient(
+            transport=new_transport(tls_context()),
+            verify=tls_context(),
+            timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=self.follow_redirects,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=MAX_KEEPALIVE,
+                                keepalive_expiry=KEEPALIVE_EXPIRY),
+        )
+
+
+async def internal_base(base_url: str) -> bool:
+    """Whether the service itself is on a loopback, private or link-local address: then
+    its result URLs may be too (a local fake, a private gateway)."""
+    parts = urllib.parse.urlsplit(base_url)
+    return await is_internal_host(parts.hostname or "", parts.port)
+
+
+class DownloadTimedOut(Exception):
+    """A result download (redirects and retries included) ran past its deadline."""
+
+
+async def download_result(
+    client: httpx.AsyncClient, url: str, *, limit: int, timeout: float, internal_ok: bool,
+    node: str,
+) -> bytes:
+    """Fetch a finished result within one deadline of ``timeout`` seconds, retrying a
+    transport failure, 429 or 5xx up to ``DOWNLOAD_ATTEMPTS`` tries in all.
+
+    Raises ``DownloadError`` (final, or the last retryable one) or ``DownloadTimedOut``.
+    """
+
+    def should_retry(exc: Exception) -> bool | float:
+        if isinstance(exc, DownloadError) and exc.retryable:
+            logger.info("node %r: result %s; downloading again", node, redact(exc.reason))
+            delay = retry_after(exc.headers)
+            return delay if delay is not None else True
+        return False
+
+    def once() -> Awaitable[bytes]:
+        return fetch_once(client, url, limit=limit, internal_ok=internal_ok)
+
+    try:
+        return await asyncio.wait_for(
+            with_retries(once, should_retry, attempts=DOWNLOAD_ATTEMPTS), timeout
+        )
+    except asyncio.TimeoutError as exc:
+        raise DownloadTimedOut(f"did not finish within {timeout:g} s") from exc
+
+
+def make_error(
+    kind: type[ProviderError], request: EditRequest, message: str, status: int | None,
+    state: CallState | None, *, billed: bool, shown: Callable[[str], str],
+) -> ProviderError:
+    """A provider's final error for ``request``: the node named, earlier unknown outcomes
+    told, ``possibly_billed`` set, the text passed through ``shown`` (redaction)."""
+    unknown = state.unknown_outcomes if state is not None else 0
+    text = f"node {request.node!r}: {message}"
+    if unknown and "may have been" not in message:
+        text += f" ({unknown} earlier try(s) had an unknown outcome and may have been billed)"
+    return kind(shown(text), node=request.node, status=status,
+                possibly_billed=billed or unknown > 0)
+
+
+@contextlib.contextmanager
+def classified(state: CallState, shown_base_url: str, read_timeout: float) -> Iterator[None]:
+    """Turn the transport errors of one request that may bill into retry signals.
+
+    Never reached the service (connect, pool, write): ``NotSent``. Sent and the answer
+    lost (a read timeout, a drop, a broken answer): ``UnknownOutcome``, counted in
+    ``state``. Other httpx errors pass through for the caller to report.
+    """
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise NotSent(f"could not connect to {shown_base_url} ({type(exc).__name__})") from exc
+    except (httpx.WriteError, httpx.WriteTimeout) as exc:
+        # The body did not get out whole: the service cannot have acted on it.
+        raise NotSent(
+            f"could not send the request to {shown_base_url} ({type(exc).__name__})"
+        ) from exc
+    except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
+        state.unknown_outcomes += 1
+        reason = (
+            f"no answer within {read_timeout:g} s"
+            if isinstance(exc, httpx.ReadTimeout)
+            else "the connection dropped after the request was sent"
+        )
+        raise UnknownOutcome(reason) from exc
+
+
+def json_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The body of ``response`` as a JSON object; None when it is not one."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def billable_retry_policy(
+    state: CallState, node: str, *, max_retries: int, unknown_outcome_retries: int,
+    patience: float, waits: Callable[[RetryableFailure], bool],
+    shown: Callable[[str], str],
+) -> Callable[[Exception], bool | float]:
+    """stamina's ``on=`` hook for a request that may bill (a generation, a submission).
+
+    An unknown outcome is retried at most ``unknown_outcome_retries`` times in all. A
+    failure for which ``waits`` is true (a 429; for BFL also a request never sent) is
+    "wait", not "broken": it spends no retry and is bounded by ``patience`` seconds since
+    the call started. Any other retryable failure spends one of ``max_retries``. Each
+    retry is logged (INFO); the answer is the delay the service asked for, or True.
+    """
+
+    def should_retry(exc: Exception) -> bool | float:
+        if isinstance(exc, UnknownOutcome):
+            again = state.unknown_outcomes <= unknown_outcome_retries
+            if again:
+                logger.info("node %r: %s (it may have been billed); sending it again "
+                            "(try %d)", node, shown(exc.description), state.tries + 1)
+            return again
+        if not isinstance(exc, RetryableFailure):
+            return False
+        if waits(exc):
+            if time.monotonic() - state.started > patience:
+                return False
+        else:
+            state.failures += 1
+            if state.failures > max_retries:
+                return False
+        wait = f"in {exc.delay:g} s" if exc.delay is not None else "after a backoff"
+        logger.info("node %r: %s; retrying %s (try %d)", node, shown(exc.description), wait,
+                    state.tries + 1)
+        return exc.delay if exc.delay is not None else True
+
+    return should_retry

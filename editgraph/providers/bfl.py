@@ -25,9 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import contextvars
 import hashlib
-import io
 import ipaddress
 import json
 import logging
@@ -38,25 +36,34 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
-from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr
 
-from .._version import USER_AGENT
+from ..downloads import DEFAULT_MAX_DOWNLOAD_BYTES, DownloadError
 from ..errors import ConfigurationError, GraphError, ModerationError, ProviderError
 from ..models import CATALOGUE, ModelSpec, resolve_model
+from ..pixels import declared_size
 from ..redact import check_api_key, redact, register_secret
-from ..requests import EditRequest, GeneratedImage, Submission, media_type_of, pixel_size
+from ..requests import EditRequest, GeneratedImage, Submission, pixel_size
 from ._http import (
     CallState,
+    Clients,
+    DownloadTimedOut,
     NotSent,
     RetryableFailure,
     RetryableStatus,
     UnknownOutcome,
+    billable_retry_policy,
+    classified,
+    download_result,
+    internal_base,
+    json_object,
+    make_error,
     retry_after,
     retrying,
-    tls_context,
+    with_retries,
     without_userinfo,
 )
+from ._results import UnusableResult, verified_media_type
 from .base import current_journal, report_progress
 from .ratelimit import RateGovernor
 from .registry import register
@@ -72,8 +79,8 @@ _URL_SAFETY_MARGIN = 30.0
 #: The shortest wait for a submission's answer (seconds), whatever ``timeout`` says: a
 #: submit that times out is an unknown outcome, possibly billed, so never rush it.
 _MIN_SUBMIT_TIMEOUT = 30.0
-#: Downloads of a finished result: retried on their own (a lost download never re-bills).
-_DOWNLOAD_ATTEMPTS = 4
+#: Result URLs answering these have expired: the task is billed, not delivered.
+_GONE = frozenset({403, 404, 410})
 #: Statuses that mean "not finished yet" (one integrator reports the last two).
 _WAITING = frozenset({"Pending", "Queued", "Reasoning", "Generating"})
 _REQUEST_MODERATED = "Request Moderated"
@@ -215,9 +222,8 @@ class BFL:
         # Tasks submitted and not finished, per event loop (a semaphore binds to one).
         self._active: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self._active_users: dict[asyncio.AbstractEventLoop, int] = {}
-        self._session_client: contextvars.ContextVar[httpx.AsyncClient | None] = (
-            contextvars.ContextVar(f"bfl_session_{id(self)}", default=None)
-        )
+        self._clients = Clients(f"bfl_session_{id(self)}", self.timeout, follow_redirects=False)
+        self._base_is_internal: bool | None = None  # found on the first download
 
     def __repr__(self) -> str:
         return (
@@ -277,7 +283,7 @@ class BFL:
         if journal is not None and previous is None and not journal.may_submit:
             raise self._error(request, "no journaled BFL task to collect, and resume starts "
                                        "none", None)
-        async with self._client() as client, self._active_slot():
+        async with self._clients.client() as client, self._active_slot():
             moderated = 0
             while True:
                 resumed = previous is not None
@@ -330,30 +336,8 @@ class BFL:
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
         """Share one HTTP client among the calls of one run (entered by the engine)."""
-        async with self._new_client() as client:
-            token = self._session_client.set(client)
-            try:
-                yield
-            finally:
-                self._session_client.reset(token)
-
-    @contextlib.asynccontextmanager
-    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
-        shared = self._session_client.get()
-        if shared is not None:
-            yield shared
-            return
-        async with self._new_client() as client:
-            yield client
-
-    def _new_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            verify=tls_context(),
-            timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
-            headers={"User-Agent": USER_AGENT},
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-        )
+        async with self._clients.session():
+            yield
 
     @contextlib.asynccontextmanager
     async def _active_slot(self) -> AsyncIterator[None]:
@@ -447,26 +431,19 @@ class BFL:
         content = json.dumps(self._body(request, spec, seed, references), ensure_ascii=False,
                              separators=(",", ":"), allow_nan=False).encode()
 
-        def should_retry(exc: Exception) -> bool | float:
-            if isinstance(exc, UnknownOutcome):
-                return state.unknown_outcomes <= self.unknown_outcome_retries
-            if not isinstance(exc, RetryableFailure):
-                return False
-            if exc.status == 429 or isinstance(exc, NotSent):
-                # "Wait", not "broken": the active-task cap or a connection that never
-                # opened spends no retry; only time bounds it.
-                if time.monotonic() - state.started > self.timeout:
-                    return False
-            else:
-                state.failures += 1
-                if state.failures > self.max_retries:
-                    return False
-            return exc.delay if exc.delay is not None else True
+        # The active-task cap (429) or a connection that never opened is "wait", not
+        # "broken": it spends no retry; only time bounds it.
+        should_retry = billable_retry_policy(
+            state, request.node, max_retries=self.max_retries,
+            unknown_outcome_retries=self.unknown_outcome_retries, patience=self.timeout,
+            waits=lambda exc: exc.status == 429 or isinstance(exc, NotSent), shown=self._redact,
+        )
 
         try:
-            async for attempt in retrying(should_retry, attempts=None):
-                with attempt:
-                    return await self._submit_once(client, request, spec, seed, content, state)
+            return await with_retries(
+                lambda: self._submit_once(client, request, spec, seed, content, state),
+                should_retry, attempts=None,
+            )
         except UnknownOutcome as exc:
             raise self._error(
                 request,
@@ -478,7 +455,6 @@ class BFL:
         except RetryableFailure as exc:
             raise self._error(request, f"{exc.description}; gave up after {state.tries} tries",
                               exc.status, state) from (exc.__cause__ or exc)
-        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
 
     async def _submit_once(
         self, client: httpx.AsyncClient, request: EditRequest, spec: ModelSpec, seed: int,
@@ -490,20 +466,12 @@ class BFL:
         # A try re-sent after an unknown outcome waits twice as long (as Together's does).
         read_timeout = max(self.timeout, _MIN_SUBMIT_TIMEOUT) * 2**state.unknown_outcomes
         try:
-            response = await client.post(
-                url, content=content, headers=self._headers({"Content-Type": "application/json"}),
-                timeout=httpx.Timeout(read_timeout, connect=min(10.0, read_timeout)),
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-                httpx.WriteError, httpx.WriteTimeout) as exc:
-            raise NotSent(
-                f"could not send the submission to {self._shown_base_url} ({type(exc).__name__})"
-            ) from exc
-        except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
-            state.unknown_outcomes += 1
-            reason = ("no answer within the timeout" if isinstance(exc, httpx.ReadTimeout)
-                      else "the connection dropped after the submission was sent")
-            raise UnknownOutcome(reason) from exc
+            with classified(state, self._shown_base_url, read_timeout):
+                response = await client.post(
+                    url, content=content,
+                    headers=self._headers({"Content-Type": "application/json"}),
+                    timeout=httpx.Timeout(read_timeout, connect=min(10.0, read_timeout)),
+                )
         except httpx.HTTPError as exc:
             raise self._error(request, f"submission to {self._shown_base_url} failed: "
                                        f"{type(exc).__name__}", None, state) from exc
@@ -535,7 +503,7 @@ class BFL:
             node=request.node, model=request.model, task_id=task_id, polling_url=polling_url,
             seed=seed, estimated_cost=spec.estimate_cost(
                 request.width, request.height, provider=self.name,
-                inputs=[size for size in map(pixel_size, (r.data for r in request.references))
+                inputs=[size for size in map(_input_size, (r.data for r in request.references))
                         if size is not None],
             ),
             cost=float(cost) / 100 if isinstance(cost, (int, float)) else None,
@@ -576,9 +544,12 @@ class BFL:
         """Poll the task until it ends; download a ready result at once."""
         self._check_polling_url(request, submission, state)
         deadline = time.monotonic() + self.timeout
+        last_status = "Pending"  # what a task is right after its submission
         while True:
-            answer = await self._poll(client, request, submission, state, deadline)
+            answer = await self._poll(client, request, submission, state, deadline, last_status)
             status = answer.get("status")
+            if isinstance(status, str):
+                last_status = status
             if status == "Ready":
                 result = answer.get("result")
                 sample = result.get("sample") if isinstance(result, dict) else None
@@ -587,8 +558,11 @@ class BFL:
                                       state, billed=True)
                 report_progress(request.node, 1.0)
                 data = await self._download(client, request, sample, state)
-                media_type = await asyncio.to_thread(self._verified_media_type, request, data,
-                                                     state)
+                try:
+                    media_type = await verified_media_type(data, request.width, request.height)
+                except UnusableResult as exc:
+                    raise self._error(request, f"BFL's {exc}", 200, state,
+                                      billed=True) from exc
                 return GeneratedImage(
                     data=data, media_type=media_type, url=sample,
                     url_expires_at=time.time() + self.result_ttl,
@@ -641,7 +615,7 @@ class BFL:
 
     async def _poll(
         self, client: httpx.AsyncClient, request: EditRequest, submission: Submission,
-        state: CallState, deadline: float,
+        state: CallState, deadline: float, last_status: str,
     ) -> dict[str, Any]:
         def should_retry(exc: Exception) -> bool | float:
             if not isinstance(exc, RetryableFailure) or time.monotonic() >= deadline:
@@ -672,10 +646,15 @@ class BFL:
                         )
                     return self._json(request, response, state)
         except RetryableFailure as exc:
+            # Past the deadline, the task is simply not done in time (a poll that failed
+            # on the way is a detail); before it, polling itself kept failing.
+            what = (f"still {last_status} after {self.timeout:g} s (its last poll: "
+                    f"{exc.description})" if time.monotonic() >= deadline
+                    else f"could not be polled ({exc.description})")
             raise self._error(
                 request,
-                f"could not poll BFL task {submission.task_id} ({exc.description}); it is "
-                "paid for and journaled: run again (or `editgraph resume`) to collect it",
+                f"BFL task {submission.task_id} {what}; it is paid for and journaled: run "
+                "again (or `editgraph resume`) to collect it",
                 exc.status, state, billed=True,
             ) from (exc.__cause__ or exc)
         raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
@@ -683,65 +662,37 @@ class BFL:
     async def _download(
         self, client: httpx.AsyncClient, request: EditRequest, url: str, state: CallState
     ) -> bytes:
-        """Fetch a result at once: its URL lives ten minutes. No key is sent."""
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https") or (
-            _is_private(url) and not _is_private(self.base_url)
-        ):
-            raise self._error(request, f"BFL's result URL is not a public http(s) URL "
-                                       f"({_host(url)}); refused", 200, state, billed=True)
-
-        def should_retry(exc: Exception) -> bool | float:
-            if isinstance(exc, RetryableFailure):
-                return exc.delay if exc.delay is not None else True
-            return False
-
+        """Fetch a result at once (its URL lives ten minutes), no key sent, as Together's:
+        within one deadline of ``timeout`` seconds (redirects and retries included), at
+        most 5 checked redirects over http(s), ``DEFAULT_MAX_DOWNLOAD_BYTES`` at most, no
+        loopback, private or link-local target unless the service is on one."""
+        if self._base_is_internal is None:
+            self._base_is_internal = await internal_base(self.base_url)
         try:
-            async for attempt in retrying(should_retry, attempts=_DOWNLOAD_ATTEMPTS):
-                with attempt:
-                    try:
-                        response = await client.get(url, follow_redirects=True)
-                    except httpx.TransportError as exc:
-                        raise RetryableFailure(f"download failed ({type(exc).__name__})") from exc
-                    if response.status_code == 429 or response.status_code >= 500:
-                        raise RetryableFailure(
-                            f"download answered {response.status_code}",
-                            status=response.status_code, delay=retry_after(response.headers),
-                        )
-                    if response.status_code in (403, 404, 410):
-                        raise _TaskGone(f"its result URL answered {response.status_code} "
-                                        "(expired)", response.status_code)
-                    if response.status_code != 200:
-                        raise self._error(
-                            request, f"the result was generated (and billed) but its download "
-                                     f"answered {response.status_code}",
-                            response.status_code, state, billed=True,
-                        )
-                    return response.content
-        except RetryableFailure as exc:
+            return await download_result(
+                client, url, limit=DEFAULT_MAX_DOWNLOAD_BYTES, timeout=self.timeout,
+                internal_ok=self._base_is_internal, node=request.node,
+            )
+        except DownloadTimedOut as exc:
             raise self._error(
-                request, f"the result was generated (and billed) but could not be downloaded: "
-                         f"{exc.description}", exc.status, state, billed=True,
+                request, f"the result was generated (and billed) but its download did not "
+                         f"finish within {self.timeout:g} s (the provider's timeout)",
+                None, state, billed=True,
+            ) from exc
+        except DownloadError as exc:
+            if exc.status in _GONE and not exc.retryable:
+                raise _TaskGone(f"its result URL answered {exc.status} (expired)",
+                                exc.status) from None
+            if exc.retryable:
+                message = f"could not be downloaded: {exc.reason}"
+            elif exc.status is not None:
+                message = f"its download answered {exc.status}"
+            else:
+                message = f"its download was refused: {exc.reason}"
+            raise self._error(
+                request, f"the result was generated (and billed) but {message}",
+                exc.status if exc.status is not None else 200, state, billed=True,
             ) from (exc.__cause__ or exc)
-        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
-
-    def _verified_media_type(self, request: EditRequest, data: bytes, state: CallState) -> str:
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image_format = image.format or ""
-                size = image.size
-                image.load()
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise self._error(request, "BFL's result is not a decodable image", 200, state,
-                              billed=True) from exc
-        if size != (request.width, request.height):
-            raise self._error(
-                request, f"BFL's result is {size[0]}x{size[1]}, not the requested "
-                         f"{request.width}x{request.height}", 200, state, billed=True)
-        media_type = media_type_of(image_format)
-        if media_type is None:
-            raise self._error(request, f"BFL's result has an unexpected format {image_format!r}",
-                              200, state, billed=True)
-        return media_type
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -752,14 +703,11 @@ class BFL:
 
     def _json(self, request: EditRequest, response: httpx.Response,
               state: CallState) -> dict[str, Any]:
-        try:
-            payload = response.json()
-        except ValueError as exc:
-            raise self._error(request, "BFL answered with a body that is not JSON",
-                              response.status_code, state, billed=True) from exc
-        if not isinstance(payload, dict):
-            raise self._error(request, "BFL answered with an unexpected body",
-                              response.status_code, state, billed=True)
+        payload = json_object(response)
+        if payload is None:
+            raise self._error(request, "BFL answered with a body that is not a JSON object "
+                              "(not JSON, or unexpected)", response.status_code, state,
+                              billed=True)
         return payload
 
     def _redact(self, text: str) -> str:
@@ -781,12 +729,8 @@ class BFL:
         self, kind: type[ProviderError], request: EditRequest, message: str,
         status: int | None, state: CallState | None, billed: bool,
     ) -> ProviderError:
-        unknown = state.unknown_outcomes if state is not None else 0
-        text = f"node {request.node!r}: {message}"
-        if unknown and "may have been" not in message:
-            text += f" ({unknown} earlier try(s) had an unknown outcome and may have been billed)"
-        return kind(self._redact(text), node=request.node, status=status,
-                    possibly_billed=billed or unknown > 0)
+        return make_error(kind, request, message, status, state, billed=billed,
+                          shown=self._redact)
 
 
 def _detail(response: httpx.Response) -> str:
@@ -824,6 +768,13 @@ def _invalid_fields(response: httpx.Response) -> list[str]:
     return fields
 
 
+def _input_size(data: bytes | None) -> tuple[int, int] | None:
+    """A reference's pixel size from its header; Pillow only for an unusual one."""
+    if data is None:
+        return None
+    return declared_size(data) or pixel_size(data)
+
+
 def _short(value: object) -> str:
     if value is None:
         return ""
@@ -833,17 +784,6 @@ def _short(value: object) -> str:
 
 def _host(url: str) -> str:
     return urllib.parse.urlsplit(url).hostname or "?"
-
-
-def _is_private(url: str) -> bool:
-    host = _host(url)
-    if host == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_private or address.is_loopback or address.is_link_local
 
 
 def _same_service(url: str, base_url: str) -> bool:

@@ -28,45 +28,45 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import contextvars
-import io
-import ipaddress
 import json
 import logging
 import os
-import socket
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
-from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr
 
-from .._version import USER_AGENT
 from ..downloads import (
-    ACCEPT_ENCODING,
     DEFAULT_MAX_DOWNLOAD_BYTES,
     BodyTooLarge,
-    CappedBody,
+    DownloadError,
     UnreadableEncoding,
+    read_capped,
 )
 from ..errors import ConfigurationError, GraphError, ProviderError
 from ..models import CATALOGUE, ModelSpec
-from ..pixels import declared_size
 from ..redact import check_api_key, redact, register_secret
-from ..requests import EditRequest, GeneratedImage, Reference, media_type_of
+from ..requests import EditRequest, GeneratedImage, Reference
 from ._http import CallState as _CallState
-from ._http import NotSent as _NotSent
+from ._http import Clients as _Clients
+from ._http import DownloadTimedOut as _DownloadTimedOut
 from ._http import RetryableFailure as _RetryableFailure
 from ._http import RetryableStatus as _RetryableStatus
 from ._http import UnknownOutcome as _UnknownOutcome
+from ._http import billable_retry_policy as _billable_retry_policy
+from ._http import classified as _classified
+from ._http import download_result as _download_result
+from ._http import internal_base as _internal_base
+from ._http import json_object as _json_object
+from ._http import make_error as _make_error
 from ._http import retry_after as _retry_after
-from ._http import retrying as _retrying
-from ._http import tls_context as _tls_context
+from ._http import with_retries as _with_retries
 from ._http import without_userinfo as _without_userinfo
+from ._results import UnusableResult as _UnusableResult
+from ._results import verified_media_type as _verified_media_type
 from .ratelimit import RateGovernor
 from .registry import register
 
@@ -82,19 +82,8 @@ _URL_SAFETY_MARGIN = 30.0
 #: How long (seconds) one edit keeps retrying 429 answers, which spend no max_retries.
 _RATE_LIMIT_PATIENCE = 600.0
 
-#: Downloads of a finished result are idempotent GETs: retried on their own, so a lost
-#: download never re-runs (and re-bills) the generation.
-_DOWNLOAD_ATTEMPTS = 4
-
-#: Redirects a result download may follow.
-_MAX_REDIRECTS = 5
-#: Largest result accepted, in pixels (FLUX.2 makes at most 1920 x 1920 = 3.7 MP).
-_MAX_RESULT_PIXELS = 64_000_000
 #: How much of an error answer is read (its message is all that is used).
 _ERROR_BODY_BYTES = 64 * 1024
-
-#: The formats a result may come in (Pillow opens no other: no GIF or TIFF bombs).
-_RESULT_FORMATS = ("PNG", "JPEG", "WEBP")
 
 _MODERATION_WORDS = ("moderat", "nsfw", "safety", "unsafe", "content policy", "flagged")
 
@@ -286,8 +275,8 @@ class Together:
         self.image_host: ImageHost = image_host if image_host is not None else DataURIHost()
         self.data_uris = data_uris
         self._governor = RateGovernor(rate_limit)
-        self._session_client: contextvars.ContextVar[httpx.AsyncClient | None] = (
-            contextvars.ContextVar(f"together_session_{id(self)}", default=None)
+        self._clients = _Clients(
+            f"together_session_{id(self)}", self.timeout, follow_redirects=True
         )
 
     def __repr__(self) -> str:
@@ -327,7 +316,7 @@ class Together:
         state = _CallState()
         self._governor.enter()
         try:
-            async with self._client() as client:
+            async with self._clients.client() as client:
                 wired = await self._wire_references(request, use_host=False)
                 try:
                     payload = await self._generate_with_retries(client, request, wired.urls, state)
@@ -354,30 +343,8 @@ class Together:
         client of its own. Nothing outlives the session, so the provider object stays
         free of event-loop-bound state between runs.
         """
-        async with self._new_client() as client:
-            token = self._session_client.set(client)
-            try:
-                yield
-            finally:
-                self._session_client.reset(token)
-
-    @contextlib.asynccontextmanager
-    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
-        shared = self._session_client.get()
-        if shared is not None:
-            yield shared
-            return
-        async with self._new_client() as client:
-            yield client
-
-    def _new_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            verify=_tls_context(),
-            timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
-            headers={"User-Agent": USER_AGENT},
-            follow_redirects=True,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-        )
+        async with self._clients.session():
+            yield
 
     # --- building the request ---------------------------------------------------------
 
@@ -500,34 +467,21 @@ class Together:
             allow_nan=False,
         ).encode()
 
-        def should_retry(exc: Exception) -> bool | float:
-            if isinstance(exc, _UnknownOutcome):
-                again = state.unknown_outcomes <= self.unknown_outcome_retries
-                if again:
-                    logger.info("node %r: %s (it may have been billed); sending it again "
-                                "(try %d)", request.node, exc.description, state.tries + 1)
-                return again
-            if not isinstance(exc, _RetryableFailure):
-                return False
-            if exc.status == 429:
-                # "Wait", not "broken": the shared pace adapts, so a 429 spends no retry
-                # of max_retries; only time bounds it.
-                if time.monotonic() - state.started > _RATE_LIMIT_PATIENCE:
-                    return False
-            else:
-                state.failures += 1
-                if state.failures > self.max_retries:
-                    return False
-            wait = f"in {exc.delay:g} s" if exc.delay is not None else "after a backoff"
-            logger.info("node %r: %s; retrying %s (try %d)", request.node,
-                        self._redact(exc.description), wait, state.tries + 1)
-            return exc.delay if exc.delay is not None else True
+        # A 429 is "wait", not "broken": the shared pace adapts, so it spends no retry of
+        # max_retries; only time bounds it.
+        should_retry = _billable_retry_policy(
+            state, request.node, max_retries=self.max_retries,
+            unknown_outcome_retries=self.unknown_outcome_retries,
+            patience=_RATE_LIMIT_PATIENCE, waits=lambda exc: exc.status == 429,
+            shown=self._redact,
+        )
 
         try:
             # The hook above keeps each budget; stamina supplies backoff, jitter and waits.
-            async for attempt in _retrying(should_retry, attempts=None):
-                with attempt:
-                    return await self._try_once(client, request, content, state)
+            return await _with_retries(
+                lambda: self._try_once(client, request, content, state), should_retry,
+                attempts=None,
+            )
         except _UnknownOutcome as exc:
             raise self._error(
                 request,
@@ -541,7 +495,6 @@ class Together:
             raise self._error(
                 request, f"{exc.description}; gave up after {state.tries} tries", exc.status, state
             ) from (exc.__cause__ or exc)
-        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
 
     async def _try_once(
         self, client: httpx.AsyncClient, request: EditRequest, content: bytes, state: _CallState
@@ -556,10 +509,11 @@ class Together:
         try:
             # One deadline for the whole answer, not a per-read timeout that a trickling
             # server can stretch forever.
-            response = await asyncio.wait_for(
-                self._post(client, url, content, timeout),
-                read_timeout + min(10.0, self.timeout),
-            )
+            with _classified(state, self._shown_base_url, read_timeout):
+                response = await asyncio.wait_for(
+                    self._post(client, url, content, timeout),
+                    read_timeout + min(10.0, self.timeout),
+                )
         except BodyTooLarge as exc:
             raise self._error(
                 request,
@@ -575,23 +529,6 @@ class Together:
         except asyncio.TimeoutError as exc:
             state.unknown_outcomes += 1
             raise _UnknownOutcome(f"no whole answer within {read_timeout:g} s") from exc
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise _NotSent(
-                f"could not connect to {self._shown_base_url} ({type(exc).__name__})"
-            ) from exc
-        except (httpx.WriteError, httpx.WriteTimeout) as exc:
-            # The body did not get out whole: the service cannot have acted on it.
-            raise _NotSent(
-                f"could not send the request to {self._shown_base_url} ({type(exc).__name__})"
-            ) from exc
-        except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
-            state.unknown_outcomes += 1
-            reason = (
-                f"no answer within {read_timeout:g} s"
-                if isinstance(exc, httpx.ReadTimeout)
-                else "the connection dropped after the request was sent"
-            )
-            raise _UnknownOutcome(reason) from exc
         except httpx.HTTPError as exc:
             raise self._error(
                 request,
@@ -611,10 +548,10 @@ class Together:
             "POST", url, content=content, headers=self._headers(), timeout=timeout
         ) as streamed:
             if streamed.is_success:
-                body = await _read_capped(streamed, 2 * self.max_download_bytes)
+                body = await read_capped(streamed, 2 * self.max_download_bytes)
             else:
                 try:  # only the message of an error is used: a bounded read is plenty
-                    body = await _read_capped(streamed, _ERROR_BODY_BYTES)
+                    body = await read_capped(streamed, _ERROR_BODY_BYTES)
                 except (BodyTooLarge, UnreadableEncoding):
                     body = b""
         headers = [
@@ -633,17 +570,11 @@ class Together:
         status = response.status_code
         if 200 <= status < 300:
             # The service answered success: whatever is wrong now, it may have billed.
-            try:
-                payload = response.json()
-            except ValueError as exc:
+            payload = _json_object(response)
+            if payload is None:
                 raise self._error(
-                    request, "Together answered with a body that is not JSON", status, state,
-                    billed=True,
-                ) from exc
-            if not isinstance(payload, dict):
-                raise self._error(
-                    request, "Together answered with an unexpected body", status, state,
-                    billed=True,
+                    request, "Together answered with a body that is not a JSON object (not "
+                    "JSON, or unexpected)", status, state, billed=True,
                 )
             return payload
         error = _error_fields(response)
@@ -737,8 +668,12 @@ class Together:
                 request, "Together's answer has neither url nor b64_json (it may have been billed)",
                 200, state, billed=True,
             )
-        # A full decode of a large image takes milliseconds: off the event loop.
-        media_type = await asyncio.to_thread(self._verified_media_type, request, data, state)
+        try:
+            media_type = await _verified_media_type(data, request.width, request.height)
+        except _UnusableResult as exc:
+            raise self._error(
+                request, f"Together's {exc} (it may have been billed)", 200, state, billed=True,
+            ) from exc
         return GeneratedImage(
             data=data,
             media_type=media_type,
@@ -755,167 +690,31 @@ class Together:
         Every failure here comes after the service answered 200, so the image was
         generated: each is a ``ProviderError`` with ``possibly_billed`` set.
         """
+        if self._base_is_internal is None:
+            self._base_is_internal = await _internal_base(self.base_url)
         try:
-            return await asyncio.wait_for(
-                self._download_with_retries(client, request, url, state), self.timeout
+            return await _download_result(
+                client, url, limit=self.max_download_bytes, timeout=self.timeout,
+                internal_ok=self._base_is_internal, node=request.node,
             )
-        except asyncio.TimeoutError as exc:
+        except _DownloadTimedOut as exc:
             raise self._error(
                 request,
                 f"the result was generated (and billed) but its download did not finish "
                 f"within {self.timeout:g} s (the provider's timeout)",
-                None,
-                state,
-                billed=True,
+                None, state, billed=True,
             ) from exc
-
-    async def _download_with_retries(
-        self, client: httpx.AsyncClient, request: EditRequest, url: str, state: _CallState
-    ) -> bytes:
-        def should_retry(exc: Exception) -> bool | float:
-            if isinstance(exc, _RetryableFailure):
-                logger.info("node %r: result %s; downloading again", request.node,
-                            self._redact(exc.description))
-                return exc.delay if exc.delay is not None else True
-            return False
-
-        try:
-            async for attempt in _retrying(should_retry, attempts=_DOWNLOAD_ATTEMPTS):
-                with attempt:
-                    return await self._fetch_result(client, request, url, state)
-        except _RetryableFailure as exc:
+        except DownloadError as exc:
+            if exc.retryable:
+                message = f"could not be downloaded: {exc.reason}"
+            elif exc.status is not None:
+                message = f"its download answered {exc.status}"
+            else:
+                message = f"its download was refused: {exc.reason}"
             raise self._error(
-                request,
-                f"the result was generated (and billed) but could not be downloaded: {exc.description}",
-                exc.status,
-                state,
-                billed=True,
+                request, f"the result was generated (and billed) but {message}",
+                exc.status if exc.status is not None else 200, state, billed=True,
             ) from (exc.__cause__ or exc)
-        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
-
-    async def _fetch_result(
-        self, client: httpx.AsyncClient, request: EditRequest, url: str, state: _CallState
-    ) -> bytes:
-        """One try: follow at most 5 redirects, checking every hop, and read with the cap."""
-
-        def refused(reason: str, status: int | None = 200) -> ProviderError:
-            return self._error(
-                request,
-                f"the result was generated (and billed) but its download was refused: {reason}",
-                status,
-                state,
-                billed=True,
-            )
-
-        for _ in range(_MAX_REDIRECTS + 1):
-            problem = await self._unsafe_result_url(url)
-            if problem is not None:
-                raise refused(problem)
-            try:
-                # No Authorization: the result URL is public and may be another host.
-                async with client.stream(
-                    "GET", url, follow_redirects=False, headers=_DOWNLOAD_HEADERS
-                ) as response:
-                    status = response.status_code
-                    if response.is_redirect and "location" in response.headers:
-                        url = urllib.parse.urljoin(str(response.url), response.headers["location"])
-                        continue
-                    if status == 429 or status >= 500:
-                        raise _RetryableFailure(
-                            f"download answered {status}",
-                            status=status,
-                            delay=_retry_after(response.headers),
-                        )
-                    if status != 200:
-                        raise self._error(
-                            request,
-                            f"the result was generated (and billed) but its download answered "
-                            f"{status}",
-                            status,
-                            state,
-                            billed=True,
-                        )
-                    try:
-                        return await _read_capped(response, self.max_download_bytes)
-                    except BodyTooLarge as exc:
-                        raise refused(f"the result is larger than {exc.limit} bytes "
-                                      "(max_download_bytes)") from None
-                    except UnreadableEncoding as exc:
-                        raise refused(str(exc)) from None
-            except httpx.TransportError as exc:
-                raise _RetryableFailure(f"download failed ({type(exc).__name__})") from exc
-        raise refused(f"more than {_MAX_REDIRECTS} redirects")
-
-    async def _unsafe_result_url(self, url: str) -> str | None:
-        """Why ``url`` must not be fetched, or None when it may be."""
-        try:
-            parts = urllib.parse.urlsplit(url)
-            host = parts.hostname
-            port = parts.port
-        except ValueError:
-            return "the result URL is malformed"
-        if parts.scheme not in ("http", "https"):
-            return f"the result URL's scheme {parts.scheme!r} is not http or https"
-        if not host:
-            return "the result URL has no host"
-        if self._base_is_internal is None:
-            base = urllib.parse.urlsplit(self.base_url)
-            self._base_is_internal = await _is_internal_host(base.hostname or "", base.port)
-        if self._base_is_internal:
-            return None  # a local fake or a private gateway serves its results nearby
-        if await _is_internal_host(host, port):
-            return (
-                f"the result URL's host {host!r} is a loopback, private or link-local "
-                "address, and the service is not"
-            )
-        return None
-
-    def _verified_media_type(self, request: EditRequest, data: bytes, state: _CallState) -> str:
-        """The result's media type, once it is known to be an image of the requested size.
-
-        The size is read from the header before anything is decoded, so a pixel bomb is
-        refused without being inflated (and Pillow opens only the formats FLUX.2 makes).
-        """
-        declared = declared_size(data)
-        if declared is not None:
-            self._check_result_size(request, declared, state)
-        try:
-            with Image.open(io.BytesIO(data), formats=_RESULT_FORMATS) as image:
-                image_format = image.format or ""
-                if declared is None:
-                    self._check_result_size(request, image.size, state)
-                image.load()
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise self._error(
-                request, "Together's result is not a decodable PNG, JPEG or WebP image", 200,
-                state, billed=True,
-            ) from exc
-        media_type = media_type_of(image_format)
-        if media_type is None:
-            raise self._error(
-                request, f"Together's result has an unexpected format {image_format!r} (it may "
-                "have been billed)", 200, state, billed=True,
-            )
-        return media_type
-
-    def _check_result_size(
-        self, request: EditRequest, size: tuple[int, int], state: _CallState
-    ) -> None:
-        width, height = size
-        if width * height > _MAX_RESULT_PIXELS:
-            raise self._error(
-                request,
-                f"Together's result is {width} x {height} pixels, more than "
-                f"{_MAX_RESULT_PIXELS:,}; it was not decoded (it may have been billed)",
-                200, state, billed=True,
-            )
-        if (width, height) != (request.width, request.height):
-            raise self._error(
-                request,
-                f"Together's result is {width} x {height} pixels, not the "
-                f"{request.width} x {request.height} requested (it may have been billed)",
-                200, state, billed=True,
-            )
 
     # --- errors -----------------------------------------------------------------------
 
@@ -932,16 +731,8 @@ class Together:
         *,
         billed: bool = False,
     ) -> ProviderError:
-        unknown = state.unknown_outcomes if state is not None else 0
-        text = f"node {request.node!r}: {message}"
-        if unknown and "may have been billed" not in message:
-            text += f" ({unknown} earlier try(s) had an unknown outcome and may have been billed)"
-        return ProviderError(
-            self._redact(text),
-            node=request.node,
-            status=status,
-            possibly_billed=billed or unknown > 0,
-        )
+        return _make_error(ProviderError, request, message, status, state, billed=billed,
+                           shown=self._redact)
 
 
 def _error_fields(response: httpx.Response) -> dict[str, Any]:
@@ -960,52 +751,6 @@ def _error_fields(response: httpx.Response) -> dict[str, Any]:
             if isinstance(body.get(key), str):
                 return {"message": body[key]}
     return {}
-
-
-_DOWNLOAD_HEADERS = {"Accept-Encoding": ACCEPT_ENCODING}
-
-
-async def _read_capped(response: httpx.Response, limit: int) -> bytes:
-    """The decoded body of a streamed ``response``; ``BodyTooLarge`` past ``limit`` bytes."""
-    body = CappedBody(response.headers, limit)
-    async for raw in response.aiter_raw():
-        body.feed(raw)
-    return body.body()
-
-
-def _is_internal_address(address: str) -> bool:
-    """True for a loopback, private, link-local or otherwise non-public IP address."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return True  # not an address we can judge: treat it as unsafe
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
-
-
-async def _is_internal_host(host: str, port: int | None) -> bool:
-    """True when ``host`` is, or resolves to, any non-public address.
-
-    A name that does not resolve here is not judged internal: the download then fails
-    (or goes through a proxy, which resolves it) on its own.
-    """
-    host = host.strip("[]")
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        pass
-    else:
-        return _is_internal_address(host)
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port or 443, type=socket.SOCK_STREAM
-        )
-    except (OSError, UnicodeError):
-        return False
-    return any(_is_internal_address(str(info[4][0])) for info in infos)
 
 
 register("together", Together, key_variable="TOGETHER_API_KEY")

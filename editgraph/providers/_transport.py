@@ -1,0 +1,195 @@
+"""The HTTP transport under the providers' httpx clients: aiohttp when it is installed.
+
+httpx stays the API (requests, responses, timeouts, the exception tree); what moves the
+bytes is chosen here, once:
+
+- ``AiohttpTransport`` (the ``aiohttp`` extra): aiohttp's connection pool and parser. The
+  default httpcore pool re-scans every waiting request on each state change
+  (``_assign_requests_to_connections``, quadratic in requests waiting,
+  encode/httpcore#1035) and reads a body in 64 KB steps through several layers: with 16
+  to 32 generations in flight and 1 MB results it cost 5 to 10 times the CPU per edit
+  (docs/performance.md has the figures).
+- otherwise httpx's own transport (httpcore), with the pool settings below.
+
+Why not the ``httpx-aiohttp`` package (what the OpenAI and Together SDKs offer): its error
+map turns ``ServerDisconnectedError`` — the connection dropped *after* the request was
+sent — into ``httpx.ConnectTimeout``, which the providers must read as "never sent, retry
+freely": a paid generation could be bought twice without being reported. Here every
+aiohttp error maps onto the httpx exception that says the same thing about whether the
+request left (``aiohttp_errors``), and anything unknown maps to a read error (an unknown
+outcome) rather than to "not sent". It also reads bodies in 16 KB pieces; this one takes
+whatever the socket has (``iter_any``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["AiohttpTransport", "aiohttp_available", "new_transport"]
+
+#: Idle connections kept per client (the engine runs up to its concurrency at once).
+MAX_KEEPALIVE = 64
+#: How long an idle connection is kept (seconds): httpx's default, short enough that a
+#: server rarely closes one under us (a POST on a connection the server just closed is
+#: an unknown outcome for either transport).
+KEEPALIVE_EXPIRY = 5.0
+
+
+def aiohttp_available() -> bool:
+    """Whether aiohttp 3.10 or later can be imported (the ``aiohttp`` extra, or
+    ``testing``): the error classes the map below names came with 3.10."""
+    try:
+        import aiohttp
+    except ImportError:
+        return False
+    return hasattr(aiohttp, "SocketTimeoutError") and hasattr(aiohttp, "NonHttpUrlClientError")
+
+
+def new_transport(verify: ssl.SSLContext) -> httpx.AsyncBaseTransport | None:
+    """The transport for one new client: aiohttp's when installed and no proxy is set in
+    the environment; None for httpx's own (httpcore), which honours ``HTTP(S)_PROXY``,
+    ``ALL_PROXY`` and ``NO_PROXY`` (httpx reads them only when it builds the transport).
+
+    The caller gives the httpcore pool no bound on connections and keeps 64 idle ones: a
+    bound would queue requests inside httpcore, where each queued one is re-scanned on
+    every change (the quadratic part); the engine's concurrency already bounds how many
+    are in flight.
+    """
+    proxies = urllib.request.getproxies()
+    if any(scheme in proxies for scheme in ("http", "https", "all")):
+        return None
+    if aiohttp_available():
+        return AiohttpTransport(verify)
+    return None
+
+
+@contextlib.contextmanager
+def aiohttp_errors() -> Iterator[None]:
+    """Raise aiohttp's errors as the httpx exception that says the same about the request.
+
+    What matters to the retry policy is whether the request can have reached the
+    service: ``ConnectError``/``ConnectTimeout`` (never sent: retried freely) only for
+    failures to open a connection; a connection dropped or reset after that is a
+    ``RemoteProtocolError`` or ``ReadError`` (an unknown outcome, possibly billed).
+    """
+    import aiohttp
+
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:  # connecting, or waiting for the pool
+        raise httpx.ConnectTimeout(str(exc) or "connect timeout") from exc
+    except aiohttp.SocketTimeoutError as exc:  # no byte within the read timeout
+        raise httpx.ReadTimeout(str(exc) or "read timeout") from exc
+    except aiohttp.ClientConnectorError as exc:  # DNS, refused, TLS: nothing was sent
+        raise httpx.ConnectError(str(exc)) from exc
+    except aiohttp.ServerDisconnectedError as exc:  # after the request went out
+        raise httpx.RemoteProtocolError(str(exc) or "server disconnected") from exc
+    except aiohttp.ClientPayloadError as exc:  # the body broke off
+        raise httpx.ReadError(str(exc)) from exc
+    except aiohttp.ClientResponseError as exc:  # an answer that is not valid HTTP
+        raise httpx.RemoteProtocolError(str(exc)) from exc
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+        raise httpx.UnsupportedProtocol(str(exc)) from exc
+    except aiohttp.ClientError as exc:  # anything else, once connected: outcome unknown
+        raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from exc
+    except TimeoutError as exc:  # a timeout aiohttp did not classify: assume sent
+        raise httpx.ReadTimeout(str(exc) or "timeout") from exc
+
+
+class _AiohttpStream(httpx.AsyncByteStream):
+    """A response body as aiohttp receives it, as large as the socket delivers it."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with aiohttp_errors():
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        self._response.release()
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An httpx transport over one aiohttp ``ClientSession`` (opened on first use, in the
+    running event loop; closed with the client). Bodies stay encoded (httpx decodes)."""
+
+    def __init__(self, verify: ssl.SSLContext) -> None:
+        self._verify = verify
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(
+            limit=0, ssl=self._verify, keepalive_timeout=KEEPALIVE_EXPIRY
+        )
+        # httpx keeps the cookies (its own jar); aiohttp's would parse each answer again.
+        return aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through aiohttp; the body streams back to httpx."""
+        import aiohttp
+
+        if self._session is None:
+            self._session = self._open()
+        timeout = request.extensions.get("timeout", {})
+        content = await request.aread()
+        headers = [
+            (name, value)
+            for name, value in request.headers.multi_items()
+            if name.lower() != "transfer-encoding"
+        ]
+        options: dict[str, Any] = {}
+        if request.extensions.get("sni_hostname"):
+            options["server_hostname"] = request.extensions["sni_hostname"]
+        with aiohttp_errors():
+            response = await self._session.request(
+                request.method,
+                str(request.url),
+                headers=headers,
+                data=content or None,
+                allow_redirects=False,
+                compress=None,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=timeout.get("pool"),
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                ),
+                **options,
+            )
+        version = response.version
+        extensions: dict[str, Any] = {
+            "http_version": (f"HTTP/{version.major}.{version.minor}".encode()
+                             if version is not None else b"HTTP/1.1"),
+        }
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_AiohttpStream(response),
+            request=request,
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()

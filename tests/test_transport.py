@@ -1,0 +1,153 @@
+"""The providers' HTTP transport: aiohttp under httpx, its error map, and the httpcore
+fallback (no aiohttp installed, or a proxy set in the environment)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import httpx
+import pytest
+
+from editgraph.providers._http import tls_context
+from editgraph.providers._transport import AiohttpTransport, aiohttp_errors, new_transport
+from editgraph.testing import FakeTogether
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback traffic never goes through a proxy from the environment."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _key() -> aiohttp.client_reqrep.ConnectionKey:
+    return aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None)
+
+
+#: Each aiohttp error, and the httpx one it must become: "never sent" only for failures
+#: to connect; everything after that is a read/protocol error (an unknown outcome).
+_CASES: list[tuple[Exception, type[httpx.TransportError]]] = [
+    (aiohttp.ConnectionTimeoutError("connect"), httpx.ConnectTimeout),
+    (aiohttp.SocketTimeoutError("read"), httpx.ReadTimeout),
+    (aiohttp.ClientConnectorError(_key(), OSError(111, "refused")), httpx.ConnectError),
+    (aiohttp.ServerDisconnectedError(), httpx.RemoteProtocolError),
+    (aiohttp.ClientPayloadError("cut"), httpx.ReadError),
+    (aiohttp.ClientOSError(104, "reset"), httpx.ReadError),
+    (aiohttp.ClientConnectionError("gone"), httpx.ReadError),
+    (aiohttp.InvalidURL("x"), httpx.UnsupportedProtocol),
+    (TimeoutError(), httpx.ReadTimeout),
+]
+
+
+@pytest.mark.parametrize(("raised", "expected"), _CASES,
+                         ids=[type(raised).__name__ for raised, _ in _CASES])
+def test_each_aiohttp_error_becomes_the_httpx_error_that_says_the_same(
+    raised: Exception, expected: type[httpx.TransportError]
+) -> None:
+    """No aiohttp error slips through, and only a failure to connect reads as 'not sent'."""
+    with pytest.raises(httpx.TransportError) as caught, aiohttp_errors():
+        raise raised
+    assert type(caught.value) is expected and caught.value.__cause__ is raised
+
+
+def test_a_connection_dropped_after_the_request_is_a_protocol_error_not_a_connect_error() -> None:
+    """httpx-aiohttp maps this to ConnectTimeout ('never sent'); it was sent: unknown outcome."""
+
+    async def scenario() -> BaseException:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")  # the whole request arrived
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, httpx.AsyncClient(transport=AiohttpTransport(tls_context())) as client:
+            with pytest.raises(httpx.TransportError) as caught:
+                await client.post(f"http://127.0.0.1:{port}/v1/x", content=b"{}")
+            return caught.value
+
+    error = asyncio.run(scenario())
+    assert isinstance(error, httpx.RemoteProtocolError)
+
+
+def test_a_body_streams_back_through_httpx_undecoded_by_aiohttp() -> None:
+    """Status, headers and a gzip body arrive as httpx would have them (httpx decodes)."""
+    import gzip
+
+    async def scenario() -> tuple[int, str, bytes, bytes]:
+        body = gzip.compress(b"hello " * 1000)
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 201 Made\r\nContent-Encoding: gzip\r\nX-Mine: yes\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, httpx.AsyncClient(transport=AiohttpTransport(tls_context())) as client:
+            async with client.stream("GET", f"http://127.0.0.1:{port}/") as response:
+                raw = b"".join([chunk async for chunk in response.aiter_raw()])
+            decoded = (await client.get(f"http://127.0.0.1:{port}/")).content
+            return response.status_code, response.headers["x-mine"], raw, decoded
+
+    status, mine, raw, decoded = asyncio.run(scenario())
+    assert (status, mine) == (201, "yes")
+    assert raw.startswith(b"\x1f\x8b") and decoded == b"hello " * 1000
+
+
+def test_a_proxy_in_the_environment_keeps_httpx_own_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpx honours HTTPS_PROXY only with its own transport: the fallback is used then."""
+    assert isinstance(new_transport(tls_context()), AiohttpTransport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    assert new_transport(tls_context()) is None
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTogether]:
+    with FakeTogether() as server:
+        yield server
+
+
+def test_without_aiohttp_the_together_provider_runs_on_httpcore(fake: FakeTogether) -> None:
+    """A Python where aiohttp cannot be imported generates through httpx's own transport."""
+    script = textwrap.dedent(f"""
+        import asyncio, json, sys
+        sys.modules["aiohttp"] = None  # import aiohttp now raises ImportError
+        import editgraph as eg
+        from editgraph.providers._http import tls_context
+        from editgraph.providers._transport import new_transport
+        from editgraph.providers.together import Together
+
+        async def main():
+            provider = Together(api_key="k", base_url={fake.base_url!r})
+            request = eg.EditRequest(node="n", model="black-forest-labs/FLUX.2-pro",
+                                     prompt="p", width=256, height=256, seed=1)
+            async with provider.session():
+                image = await provider.generate(request)
+            return image.media_type, len(image.data)
+
+        media_type, size = asyncio.run(main())
+        print(json.dumps([new_transport(tls_context()) is None, media_type, size]))
+    """)
+    environment = {name: value for name, value in os.environ.items()
+                   if "proxy" not in name.lower()}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, env=environment, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    fallback, media_type, size = json.loads(done.stdout.strip().splitlines()[-1])
+    assert fallback and media_type == "image/jpeg" and size > 0
+    assert len(fake.billed) == 1
