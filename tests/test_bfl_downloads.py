@@ -1,23 +1,22 @@
 """BFL result downloads hold Together's guarantees: a size cap, at most 5 redirects, one
-deadline. FakeBFL over real loopback, its delivery path made hostile by a middleware."""
+deadline. FakeBFL over real loopback, its delivery path made hostile by a route of its own."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import stamina
-from aiohttp import web
 
 from editgraph.downloads import DEFAULT_MAX_DOWNLOAD_BYTES
 from editgraph.errors import ProviderError
 from editgraph.providers import BFL
 from editgraph.requests import EditRequest
 from editgraph.testing import FakeBFL
+from editgraph.testing._server import Request, Response, Router
 
 KEY = "bfl_PLANTED_0d1e2f3a4b5c6d7e8f9a0b1c2d3e"
 PRO = "black-forest-labs/FLUX.2-pro"
@@ -43,9 +42,6 @@ def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
 class HostileDelivery(FakeBFL):
     """FakeBFL whose result URLs (``/delivery/...``) answer as ``mode`` says."""
 
@@ -54,40 +50,44 @@ class HostileDelivery(FakeBFL):
         self.mode = mode
         self.deliveries: list[str] = []
 
-    def _add_routes(self, app: web.Application) -> None:
-        super()._add_routes(app)
-        app.middlewares.append(self._hostile)
+    def _add_routes(self, router: Router) -> None:
+        router.add("GET", "/delivery/{name}", self._hostile)  # tried before FakeBFL's own
+        super()._add_routes(router)
 
-    @web.middleware
-    async def _hostile(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/delivery/"):
-            return await handler(request)
+    async def _hostile(self, request: Request) -> Response:
         self.deliveries.append(request.path)
         if self.mode == "loop":
-            raise web.HTTPFound(request.path)
-        if self.mode == "declared-huge":
-            return web.Response(body=b"\x89PNG", headers={
-                "Content-Type": "image/png", "Content-Length": str(1_500_000_000)})
+            return Response(302, headers={"Location": request.path})
         if self.mode == "gzip-bomb":
-            return web.Response(body=_GZIP_BOMB, headers={
-                "Content-Type": "image/png", "Content-Encoding": "gzip"})
-        if self.mode == "drip":
-            real = await handler(request)
-            assert isinstance(real, web.Response) and real.body is not None
-            body = bytes(real.body)  # type: ignore[arg-type]
-            response = web.StreamResponse(headers={"Content-Type": "image/png"})
-            await response.prepare(request)
-            with contextlib.suppress(ConnectionError):
-                for position in range(len(body)):
-                    await response.write(body[position : position + 1])
-                    await asyncio.sleep(DRIP_PAUSE)  # the server's pace, not the test's wait
-            return response
+            return Response(200, _GZIP_BOMB, "image/png", {"Content-Encoding": "gzip"})
+        real = await self._handle_file(request)
         if self.mode == "truncated":
-            real = await handler(request)
-            assert isinstance(real, web.Response) and real.body is not None
-            return web.Response(body=bytes(real.body)[:-100],  # type: ignore[arg-type]
-                                content_type=real.content_type)
-        raise AssertionError(f"unknown mode {self.mode!r}")
+            return Response(200, real.body[:-100], real.content_type)
+        if self.mode == "declared-huge":
+            await self._by_hand(request, b"\x89PNG", declared=1_500_000_000)
+        elif self.mode == "drip":
+            await self._by_hand(request, real.body, declared=len(real.body), pause=DRIP_PAUSE)
+        else:
+            raise AssertionError(f"unknown mode {self.mode!r}")
+        return Response()  # not written: the connection is closed by then
+
+    @staticmethod
+    async def _by_hand(request: Request, body: bytes, *, declared: int,
+                       pause: float | None = None) -> None:
+        """Answer ``body`` under a Content-Length of ``declared``, byte by byte with
+        ``pause`` between bytes when given, then close the connection."""
+        transport = request.transport
+        transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n"
+                        b"Content-Length: %d\r\n\r\n" % declared)
+        if pause is None:
+            transport.write(body)
+        else:
+            for position in range(len(body)):
+                if transport.is_closing():
+                    break
+                transport.write(body[position : position + 1])
+                await asyncio.sleep(pause)  # the server's pace, not the test's wait
+        transport.close()
 
 
 def failure(mode: str, **settings: Any) -> tuple[ProviderError, HostileDelivery]:

@@ -21,12 +21,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Self, cast
 from urllib.parse import parse_qsl, unquote
 
 __all__ = ["LoopbackServer", "Request", "Response", "Router", "json_response", "text_response"]
 
-_Self = TypeVar("_Self", bound="LoopbackServer")
 _log = logging.getLogger(__name__)
 
 #: Longest request line plus headers accepted (aiohttp's limits are of this order).
@@ -64,6 +63,12 @@ class Request:
     def abort(self) -> None:
         """Close the connection at once, without answering (a dropped connection)."""
         self._transport.abort()
+
+    @property
+    def transport(self) -> asyncio.Transport:
+        """The connection, for an answer written by hand (a hostile one: a false length, a
+        body that drips). Close it when done: the server then writes nothing more."""
+        return self._transport
 
     def json(self) -> object:
         """The body parsed as JSON, or ``None`` when it is not JSON."""
@@ -408,7 +413,7 @@ class LoopbackServer:
         self._stop_event = None
         self._port = None
 
-    def __enter__(self: _Self) -> _Self:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
