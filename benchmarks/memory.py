@@ -78,6 +78,32 @@ def _child(edits: int) -> dict[str, float]:
             "seconds": seconds, "image_mb": image_mb}
 
 
+def run_bytes_per_edit(root: Path, edits: int = 2000) -> dict[str, float]:
+    """Bytes per edit held by a finished Run (traced allocations freed when it goes),
+    for the run that generated the edits and for a cached re-run."""
+    import gc
+    import tracemalloc
+
+    from .overhead import SleepingProvider, chains_graph
+
+    held = {}
+    graph = chains_graph(root, edits)
+    provider = SleepingProvider(0.0)
+    tracemalloc.start()
+    try:
+        for label in ("generated", "cached"):
+            run = graph.run(provider=provider, progress=False)
+            assert len(run) == edits and all(r.cached == (label == "cached") for r in run.values())
+            gc.collect()
+            with_run = tracemalloc.get_traced_memory()[0]
+            del run
+            gc.collect()
+            held[label] = (with_run - tracemalloc.get_traced_memory()[0]) / edits
+    finally:
+        tracemalloc.stop()
+    return held
+
+
 def measure(edits: int) -> dict[str, float]:
     """Peak RSS of a run of ``edits`` edits, in a fresh child process."""
     completed = subprocess.run(

@@ -19,14 +19,14 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
 from .errors import BudgetError, InputFailedError, OperationError, ProviderError, StoreError
-from .keys import build_request, content_hash
+from .keys import content_hash, request_key
 from .nodes import EditNode, OpNode, SourceNode
 from .providers.base import Provider, journal_for, progress_to
 from .records import EditRecord
@@ -55,6 +55,9 @@ OP_PROVIDER = "local"
 
 _Node = EditNode | OpNode
 _Request = EditRequest | OpRequest
+#: A node's key as the graph memoises it: (node, provider, input hashes, key, seed,
+#: estimated cost).
+_Keyed = tuple[_Node, str, tuple[str, ...], str, int, float]
 
 logger = logging.getLogger("editgraph")
 #: Interrupt notices; the command shows them, a script sees them on stderr.
@@ -119,11 +122,14 @@ class _Engine:
     budget: float | None
     progress: Progress | None
     graph: str
+    #: The graph's memo of keys: node name -> (node, provider, input hashes, key, seed,
+    #: estimated cost); an entry counts only for the very node object and inputs.
+    keys: dict[str, _Keyed] = field(default_factory=dict)
     done: dict[str, NodeResult] = field(default_factory=dict)
     failed: dict[str, BaseException] = field(default_factory=dict)
     pending: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     inflight: dict[str, tuple[str, asyncio.Future[NodeResult]]] = field(default_factory=dict)
-    ran: dict[str, EditRecord] = field(default_factory=dict)
+    ran: dict[str, NodeResult] = field(default_factory=dict)  # history to write
     held: set[str] = field(default_factory=set)
     journaled_only: bool = False
     resumed: set[str] = field(default_factory=set)
@@ -164,43 +170,97 @@ class _Engine:
         self.slots = asyncio.Semaphore(self.concurrency)
         # Every store write goes through the store's writer thread, off this loop.
         self.writes = Writes(self.store)
+        self.load = self.store.get_blob  # one bound method for every result
+        self.by_name = {node.name: node for node in self.edits}
         heartbeat = asyncio.ensure_future(self._renew_leases())
         tasks = []
         try:
+            # Layer by layer, every edit whose inputs are all known is looked up in one
+            # batch: a cache hit (or an input failure) resolves now, without a task, a
+            # slot or the rate limiter. The others become tasks, started in the graph's
+            # order once every layer is decided.
+            started: dict[str, tuple[_Request, str] | None] = {}
+            for layer in self._layers():
+                ready = []
+                for node in layer:
+                    if any(name in self.pending for name in node.references):
+                        self.pending[node.name] = loop.create_future()
+                        started[node.name] = None
+                    else:
+                        ready.append(node)
+                for node, prepared in self._resolve_many(ready):
+                    self.pending[node.name] = loop.create_future()
+                    started[node.name] = prepared
             for node in self.edits:
-                prepared = None
-                if not any(name in self.pending for name in node.references):
-                    # Every input is known: a cache hit (or an input failure) resolves
-                    # now, without a task, a slot or the rate limiter.
-                    prepared = self._resolve_now(node)
-                    if prepared is None:
-                        continue
-                self.pending[node.name] = loop.create_future()
-                tasks.append(asyncio.ensure_future(self._run_edit(node, prepared)))
-            # Queued after the first edits start, so it shares their leases' commit.
-            self.writes.submit_staged(self._keep_sources, stage=self._stage_sources)
+                if node.name in started:
+                    tasks.append(asyncio.ensure_future(self._run_edit(node, started[node.name])))
+            # Queued after the first edits start, so it shares their leases' commit; not
+            # at all when every source is kept already (a cached re-run commits once).
+            if not all(self.store.has_blob(node.hash) for node in self.sources.values()):
+                self.writes.submit_staged(self._keep_sources, stage=self._stage_sources)
             if tasks:
                 await asyncio.gather(*tasks)
         finally:
             heartbeat.cancel()
             # Bookkeeping for `plan` is written once, off the critical path. When the
             # store cannot take it (disk full), the results still stand: say so, go on.
+            try:
+                self._compare_history()
+            except StoreError as error:  # then the history of cached edits stays as it was
+                logger.warning("plan's history of this run was not compared: %s", error)
             ran, saved = list(self.ran.items()), self.saved
             if self.leased_ahead or self.unused_leases:
                 self.writes.submit(self._release_unused_leases).add_done_callback(_quietly)
-            self.writes.submit(lambda: self._keep_history(ran, saved)).add_done_callback(
-                _history_not_kept)
+            if ran or saved:  # one commit, none when nothing changed
+                self.writes.submit(lambda: self._keep_history(ran, saved)).add_done_callback(
+                    _history_not_kept)
             # Every exit (an error, a cancel, an abandon) returns only once everything
             # queued is committed and the writer thread is given back.
             await self.writes.close()
 
-    def _keep_history(self, ran: list[tuple[str, EditRecord]], saved: float) -> None:
-        for name, record in ran:
-            self.store.put_history(name, record, self.graph)
+    def _keep_history(self, ran: list[tuple[str, NodeResult]], saved: float) -> None:
+        """In the writer thread: each result's record (built here, off the loop) as its
+        node's history, and the spend cache hits saved."""
+        for name, result in ran:
+            self.store.put_history(name, result.record, self.graph)
         if saved:
             self.store.add_saved(saved)
 
+    def _layers(self) -> list[list[_Node]]:
+        """The edits by depth (an edit one deeper than its deepest input edit), each
+        layer in the graph's order."""
+        depth: dict[str, int] = {}
+        layers: list[list[_Node]] = []
+        for node in self.edits:
+            level = 1 + max((depth.get(name, -1) for name in node.references), default=-1)
+            depth[node.name] = level
+            if level == len(layers):
+                layers.append([])
+            layers[level].append(node)
+        return layers
+
+    def _compare_history(self) -> None:
+        """Queue for ``plan``'s history each cached edit whose history (in this graph)
+        names another key; edits this run made are queued already."""
+        cached = [name for name, result in self.done.items()
+                  if result.cached and name not in self.ran]
+        if not cached:
+            return
+        previous = self.store.history_keys(cached, self.graph)
+        for name in cached:
+            result = self.done[name]
+            if previous.get(name) != result.key:
+                self.ran[name] = result
+
     # ------------------------------------------------------------------ resolution
+
+    def _inputs(self, node: _Node) -> list[NodeResult | SourceNode]:
+        """The sources and finished results ``node`` takes, in order."""
+        return [self.sources.get(name) or self.done[name] for name in node.references]
+
+    def _input_hashes(self, node: _Node) -> tuple[str, ...]:
+        """The content hashes of ``node``'s inputs, in order."""
+        return _hashes(self._inputs(node))
 
     def _references(self, node: _Node) -> list[Reference]:
         references = []
@@ -221,43 +281,75 @@ class _Engine:
     def _failed_input(self, node: _Node) -> str | None:
         return next((name for name in node.references if name in self.failed), None)
 
+    def _keyed(self, node: _Node, hashes: tuple[str, ...]) -> _Keyed:
+        """``node``'s key, seed and estimated cost given its inputs' hashes, from the
+        graph's memo when neither the node nor its inputs changed."""
+        provider = self.provider.name
+        known = self.keys.get(node.name)
+        if known is not None and known[0] is node and known[1] == provider and (
+            known[2] == hashes
+        ):
+            return known
+        if isinstance(node, OpNode):
+            key, seed = node.key(list(hashes)), 0
+        else:
+            key, seed = request_key(node, hashes, provider)
+        known = (node, provider, hashes, key, seed, node.estimate_cost(provider))
+        self.keys[node.name] = known
+        return known
+
+    def _resolve_many(self, nodes: Sequence[_Node]) -> list[tuple[_Node, tuple[_Request, str]]]:
+        """Finish from the cache (in one lookup) the ``nodes`` whose inputs are all
+        known, or fail them for a failed input; return the others with their request
+        and key, to be generated."""
+        keyed: list[tuple[_Node, list[NodeResult | SourceNode], _Keyed]] = []
+        for node in nodes:
+            failed_input = self._failed_input(node)
+            if failed_input is not None:
+                self._fail(node, InputFailedError(node.name, failed_input))
+                continue
+            inputs = self._inputs(node)
+            keyed.append((node, inputs, self._keyed(node, _hashes(inputs))))
+        if not keyed:
+            return []
+        # Verified: a damaged entry is a miss (removed by the store), never a result.
+        hits = self.store.lookup([known[3] for _, _, known in keyed])
+        misses = []
+        for node, inputs, known in keyed:
+            facts = hits.get(known[3])
+            if facts is None:
+                references = self._references(node)
+                request = (node.request(references) if isinstance(node, OpNode)
+                           else node.request(references, known[4]))
+                misses.append((node, (request, known[3])))
+                continue
+            self._finish(node, NodeResult(facts, node=node, inputs=inputs, cached=True,
+                                          load=self.load))
+        return misses
+
     def _resolve_now(self, node: _Node) -> tuple[_Request, str] | None:
         """Finish ``node`` from the cache (or fail it for a failed input) and return
         None; or return its request and key when it must be generated."""
-        failed_input = self._failed_input(node)
-        if failed_input is not None:
-            self._fail(node, InputFailedError(node.name, failed_input))
-            return None
-        request: _Request
-        if isinstance(node, OpNode):
-            references = self._references(node)
-            request = OpRequest(
-                node=node.name, operation=node.operation.name, version=node.operation.version,
-                parameters=dict(node.parameters), references=tuple(references),
-            )
-            key = node.key([reference.hash for reference in references])
-        else:
-            request, key = build_request(node, self._references(node), self.provider.name)
-        # Verified: a damaged entry is a miss (removed by the store), never a result.
-        record = self.store.get_verified_record(key)
-        if record is None:
-            return request, key
-        self._finish(node, self._result(request, record, cached=True))
+        for _, prepared in self._resolve_many([node]):
+            return prepared
         return None
 
     def _result(self, request: _Request, record: EditRecord, *, cached: bool) -> NodeResult:
-        if isinstance(request, EditRequest) and record.seed != request.seed:
-            # The provider changed the seed (a moderation retry): record what was made.
-            request = request.model_copy(update={"seed": record.seed})
-        return NodeResult(record, request=request, cached=cached, load=self.store.get_blob)
+        node = self.by_name.get(request.node)
+        if node is None:  # not an edit of this run's graph: keep the request itself
+            return NodeResult(record, request=request, cached=cached, load=self.store.get_blob)
+        # The record's seed is kept: the provider may have changed it (a moderation retry).
+        return NodeResult(record, node=node, inputs=self._inputs(node), cached=cached,
+                          load=self.load)
 
     def _finish(self, node: _Node, result: NodeResult) -> None:
         self.done[node.name] = result
         if result.cached:
-            self.saved += node.estimate_cost(self.provider.name)
-        previous = None if not result.cached else self.store.get_history(node.name, self.graph)
-        if previous is None or previous.key != result.key:
-            self.ran[node.name] = result.record
+            known = self.keys.get(node.name)
+            self.saved += (known[5] if known is not None and known[0] is node
+                           else node.estimate_cost(self.provider.name))
+        else:  # a cached one is compared with its history at the end
+            self.ran[node.name] = result
         if self.progress is not None:
             self.progress.advance(node.name, result.cached)
 
@@ -355,8 +447,7 @@ class _Engine:
                     f"node {node.name!r}: same request as {owner!r}, which failed: {error}",
                     node=node.name, status=error.status,
                 ) from error
-            return NodeResult(first.record, request=request, cached=True,
-                              load=self.store.get_blob)
+            return self._result(request, first.record, cached=True)
         future: asyncio.Future[NodeResult] = asyncio.get_running_loop().create_future()
         self.inflight[key] = (node.name, future)
         try:
@@ -536,8 +627,7 @@ class _Engine:
                 ):
                     continue
                 try:
-                    key = build_request(dependent, self._references(dependent),
-                                        self.provider.name)[1]
+                    key = self._keyed(dependent, self._input_hashes(dependent))[3]
                 except Exception:  # noqa: BLE001, S112 - the edit itself will say what is wrong
                     continue
                 if key not in self.leased_ahead:
@@ -628,17 +718,20 @@ async def execute(
     notice: str | None = None,
     journaled_only: bool = False,
     graph: str = DEFAULT_GRAPH,
+    keys: dict[str, Any] | None = None,
 ) -> Run:
     """Run ``edits`` (in topological order) of the graph named ``graph``; the run's
     ``failures`` maps each edit that failed to its error.
 
     ``journaled_only`` (``editgraph resume``) finishes the tasks the submission journal
-    holds and starts no new generation.
+    holds and starts no new generation. ``keys`` is the graph's memo of its nodes' keys
+    (kept by the caller from run to run; an entry is used only for the same node object
+    with the same inputs).
     """
     engine = _Engine(
         edits=edits, sources=sources, provider=provider, store=store,
         concurrency=concurrency, cache_only=cache_only, budget=budget, progress=progress,
-        journaled_only=journaled_only, graph=graph,
+        journaled_only=journaled_only, graph=graph, keys={} if keys is None else keys,
     )
     repaired_before = store.repaired
     session = getattr(provider, "session", None)
@@ -718,12 +811,36 @@ async def resume_journal(provider: Provider, store: Store) -> ResumeOutcome:
                          billed_not_delivered=engine.billed_not_delivered, skipped=skipped)
 
 
+class _DrainHandler:
+    """A SIGINT/SIGTERM handler that hands the signal to the run's loop.
+
+    Installed with ``signal.signal`` rather than ``loop.add_signal_handler``: the latter
+    checks the signal against ``signal.valid_signals()`` each time, which builds a set
+    of every signal as an enum (0.1-0.2 ms, twice per signal per run). The loop is woken
+    through ``call_soon_threadsafe`` (its self-pipe), as asyncio's own handler does.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, act: Callable[[int], None]) -> None:
+        self.loop = loop
+        self.act = act
+
+    def __call__(self, number: int, frame: object) -> None:
+        self.loop.call_soon_threadsafe(self.act, number)
+
+
+def _handled_by_a_loop(handler: object) -> bool:
+    """Whether ``handler`` hands signals to an event loop (asyncio's, or a run's)."""
+    return isinstance(handler, _DrainHandler) or (
+        getattr(handler, "__module__", None) == "asyncio.unix_events"
+    )
+
+
 @contextlib.contextmanager
 def _drain_on_signals(engine: _Engine, work: asyncio.Future[None]) -> Iterator[None]:
     """While a run works in the main thread: the first SIGINT or SIGTERM drains it, a
     second SIGINT abandons it (cancels ``work``). Earlier handlers come back after; a
-    signal the caller already handles on this loop (``loop.add_signal_handler``) is
-    left to the caller."""
+    signal the caller already handles on this loop (``loop.add_signal_handler``, or an
+    enclosing run) is left to the caller."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signals reach the main thread only (a notebook runs us in a worker)
         return
@@ -741,22 +858,28 @@ def _drain_on_signals(engine: _Engine, work: asyncio.Future[None]) -> Iterator[N
             engine.abandoned = True
             work.cancel()
 
+    handler = _DrainHandler(loop, on_signal)
     previous = {number: signal.getsignal(number) for number in _DRAIN_SIGNALS}
     installed = []
     try:
         for number in _DRAIN_SIGNALS:
-            if getattr(signal.getsignal(number), "__module__", None) == "asyncio.unix_events":
+            if _handled_by_a_loop(previous[number]):
                 continue  # the caller's loop handles it (a batch drains its own items)
             try:
-                loop.add_signal_handler(number, on_signal, number)
-            except (NotImplementedError, RuntimeError, ValueError):
-                continue  # no signal handling on this loop or platform
+                signal.signal(number, handler)
+            except (OSError, RuntimeError, ValueError):
+                continue  # no signal handling here
             installed.append(number)
         yield
     finally:
         for number in installed:
-            loop.remove_signal_handler(number)
             signal.signal(number, previous[number])
+
+
+def _hashes(inputs: Sequence[NodeResult | SourceNode]) -> tuple[str, ...]:
+    """The content hashes of these sources and results, in order."""
+    return tuple(given.hash if isinstance(given, SourceNode) else given.output_hash
+                 for given in inputs)
 
 
 def _history_not_kept(future: asyncio.Future[Any]) -> None:

@@ -184,6 +184,8 @@ class Graph:
         self.concurrency = _positive(concurrency, "concurrency")
         self.max_source_pixels = _positive(max_source_pixels, "max_source_pixels")
         self._store: Store | None = None
+        #: The engine's memo of each node's key (see ``execute``'s ``keys``).
+        self._keys: dict[str, Any] = {}
         self.model = model
         unknown = set(defaults) - set(_DEFAULTS)
         for field in unknown & set(_REFUSED):
@@ -752,6 +754,8 @@ class Graph:
 
     def _check_edits(self, provider: Provider) -> None:
         """Refuse, before any spend, an edit the provider cannot serve."""
+        if not callable(getattr(provider, "check_edit", None)):
+            return  # a provider that cannot say (check_edit would do nothing per edit)
         for node in self._edits.values():
             if isinstance(node, EditNode):  # ops run locally, whatever the provider
                 check_edit(provider, node.name, node.model, node.parameters)
@@ -816,7 +820,7 @@ class Graph:
                 ),
                 cache_only=cache_only, budget=budget, progress=bar, notice=notice,
                 journaled_only=journaled_only,
-                graph=self.name,
+                graph=self.name, keys=self._keys,
             )
         if run.interrupted is not None:
             raise RunInterrupted(run, run.interrupted)

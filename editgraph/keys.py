@@ -24,6 +24,7 @@ __all__ = [
     "content_hash",
     "derive_seed",
     "edit_key",
+    "request_key",
 ]
 
 
@@ -77,7 +78,15 @@ def edit_key(
     reference_hashes: Sequence[str],
 ) -> str:
     """The content-hash key of one edit (seed None: the key a seed is derived from)."""
-    material = {
+    material = _material(provider, model, prompt, parameters, seed, reference_hashes)
+    return content_hash(canonical_json(material))
+
+
+def _material(
+    provider: str, model: str, prompt: str, parameters: dict[str, Any], seed: int | None,
+    reference_hashes: Sequence[str],
+) -> dict[str, Any]:
+    return {
         "schema": SCHEMA_VERSION,
         "provider": provider,
         "model": model,
@@ -86,12 +95,38 @@ def edit_key(
         "seed": seed,
         "references": list(reference_hashes),
     }
-    return content_hash(canonical_json(material))
+
+
+def _digest(material: dict[str, Any]) -> str:
+    """sha256 of ``material``'s canonical JSON, already checked to have one."""
+    return content_hash(json.dumps(
+        material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode())
 
 
 def derive_seed(unseeded_key: str) -> int:
     """A reproducible seed for an edit that was given none, taken from its key."""
     return int(unseeded_key[:16], 16) % _SEED_RANGE
+
+
+def request_key(node: EditNode, reference_hashes: Sequence[str], provider: str) -> tuple[str, int]:
+    """The cache key and seed of ``node`` given its references' content hashes.
+
+    An edit without a seed gets one derived from the key it would have without one.
+    The material is checked for a canonical form once (the seeded key differs from the
+    unseeded one by an int).
+    """
+    parameters = {k: v for k, v in node.parameters.items() if k != "seed"}
+    seed = node.parameters.get("seed")
+    material = _material(provider, node.model.id, node.prompt, parameters, None,
+                         reference_hashes)
+    _check_canonical(material, "value")
+    if seed is None:
+        seed = derive_seed(_digest(material))
+    elif type(seed) is not int:
+        _check_canonical(seed, "value.seed")
+    material["seed"] = seed
+    return _digest(material), seed
 
 
 def build_request(
@@ -101,16 +136,5 @@ def build_request(
 
     An edit without a seed gets one derived from the key it would have without one.
     """
-    parameters = {k: v for k, v in node.parameters.items() if k != "seed"}
-    hashes = [reference.hash for reference in references]
-    seed = node.parameters.get("seed")
-    material: dict[str, Any] = {
-        "provider": provider, "model": node.model.id, "prompt": node.prompt,
-        "parameters": parameters, "reference_hashes": hashes,
-    }
-    if seed is None:
-        seed = derive_seed(edit_key(seed=None, **material))
-    key = edit_key(seed=seed, **material)
-    request = EditRequest(node=node.name, model=node.model.id, prompt=node.prompt,
-                          references=tuple(references), seed=seed, **parameters)
-    return request, key
+    key, seed = request_key(node, [reference.hash for reference in references], provider)
+    return node.request(references, seed), key

@@ -7,12 +7,12 @@ the node is declared and checked.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .models import ModelSpec
-from .requests import Reference, describe_operation
+from .requests import EditRequest, OpRequest, Reference, describe_operation
 
 if TYPE_CHECKING:
     from .ops import Operation
@@ -62,6 +62,12 @@ class EditNode:
         """Estimated USD for one generation of this edit at Together's prices."""
         return self.estimate_cost()
 
+    def request(self, references: Iterable[Reference], seed: int) -> EditRequest:
+        """The provider request of this edit with these references and this seed."""
+        parameters = {k: v for k, v in self.parameters.items() if k != "seed"}
+        return EditRequest(node=self.name, model=self.model.id, prompt=self.prompt,
+                           references=tuple(references), seed=seed, **parameters)
+
 
 @dataclass(frozen=True, slots=True)
 class OpNode:
@@ -89,6 +95,12 @@ class OpNode:
     def description(self) -> str:
         """The operation as a call, e.g. ``crop(box=[0, 0, 64, 64])``."""
         return describe_operation(self.operation.name, dict(self.parameters))
+
+    def request(self, references: Iterable[Reference]) -> OpRequest:
+        """What this op is applied to, as its record keeps it."""
+        return OpRequest(node=self.name, operation=self.operation.name,
+                         version=self.operation.version, parameters=dict(self.parameters),
+                         references=tuple(references))
 
     def key(self, input_hashes: list[str]) -> str:
         """The content-hash key of this op given its inputs' hashes."""

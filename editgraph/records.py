@@ -10,9 +10,12 @@ read and migrated on the way in.
 from __future__ import annotations
 
 import json
+import sys
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import NotRequired, TypedDict
 
 from ._version import __version__
 from .requests import EditRequest, OpRequest, Reference
@@ -21,6 +24,7 @@ __all__ = [
     "HOSTING_FIELDS",
     "RECORD_VERSION",
     "EditRecord",
+    "RecordFacts",
     "Timestamp",
     "migrate_record",
 ]
@@ -35,7 +39,8 @@ _NOT_PARAMETERS = frozenset({"node", "model", "prompt", "references", "seed"})
 #: A moment as seconds since the epoch, within what dates can show (years 1970 to 9999):
 #: a record from elsewhere saying ``created_at: 1e300`` is refused when read, not when a
 #: report tries to print it.
-Timestamp = Annotated[float, Field(ge=0.0, le=253_402_300_799.0, allow_inf_nan=False)]
+_LATEST = 253_402_300_799.0
+Timestamp = Annotated[float, Field(ge=0.0, le=_LATEST, allow_inf_nan=False)]
 
 #: Where the provider hosts the output: kept in the cache only. Saved runs and
 #: provenance leave it out, since it expires (and may be presigned).
@@ -121,6 +126,124 @@ class EditRecord(BaseModel):
             references=_bare_references(request.references),
             **facts,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFacts:
+    """What serving a cached result needs of its record (the hot path of a cached run).
+
+    ``from_json`` validates the record's JSON as ``EditRecord`` does, field by field,
+    without building the model and its references; anything else (an older version
+    to migrate, a damaged record) is None, and the caller reads it the slow way.
+    """
+
+    key: str
+    provider: str
+    editgraph_version: str
+    seed: int
+    output_hash: str
+    media_type: str
+    width: int
+    height: int
+    size_bytes: int | None
+    elapsed: float
+    cost: float
+    charged: bool
+    unknown_outcomes: int
+    url: str | None
+    url_expires_at: float | None
+    created_at: float
+
+    @classmethod
+    def of(cls, record: EditRecord) -> RecordFacts:
+        """The facts of a validated record."""
+        return cls(
+            record.key, record.provider, record.editgraph_version, record.seed,
+            record.output_hash, record.media_type, record.width, record.height,
+            record.size_bytes, record.elapsed, record.cost, record.charged,
+            record.unknown_outcomes, record.url, record.url_expires_at, record.created_at,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RecordFacts | None:
+        """The facts of the record in ``text``; None unless it is a record of the
+        current version that ``EditRecord`` would read too (then ``EditRecord.from_json``
+        decides: an older version is migrated, a damaged record is a miss).
+
+        Reading is a pure function of the text, and a record is written once: the
+        facts of a text read lately are remembered (by the exact text), so a re-run
+        reads each record's row but validates it once."""
+        seen = _SEEN.get(text)
+        if seen is not None:
+            return seen
+        try:
+            fields = _RECORD_FIELDS.validate_json(text)
+        except ValueError:  # pydantic's ValidationError included
+            return None
+        facts = cls(
+            fields["key"], sys.intern(fields["provider"]),
+            sys.intern(fields.get("editgraph_version", __version__)), fields["seed"],
+            fields["output_hash"], sys.intern(fields["media_type"]), fields["width"],
+            fields["height"], fields.get("size_bytes"), fields.get("elapsed", 0.0),
+            fields.get("cost", 0.0), fields.get("charged", False),
+            fields.get("unknown_outcomes", 0), fields.get("url"), fields.get("url_expires_at"),
+            fields["created_at"],
+        )
+        if len(_SEEN) >= _SEEN_LIMIT:
+            _SEEN.clear()
+        _SEEN[text] = facts
+        return facts
+
+
+#: Record texts read lately and their facts (see RecordFacts.from_json): at most a few
+#: MB (a record's text is about 1 KB).
+_SEEN: dict[str | bytes, RecordFacts] = {}
+_SEEN_LIMIT = 4096
+
+
+class _ReferenceFields(TypedDict):
+    """A Reference's fields, as plain data (see _RecordFields)."""
+
+    hash: str
+    media_type: str
+    source: str
+    url: NotRequired[str | None]
+    url_expires_at: NotRequired[float | None]
+    data: NotRequired[bytes | None]
+
+
+class _RecordFields(TypedDict):
+    """EditRecord's fields with its types, validated into plain dicts (no model is
+    built, so a cached hit reads its record in a third of the time). It must accept
+    exactly what EditRecord accepts: tests compare the two field by field."""
+
+    schema_version: Literal[2]
+    editgraph_version: NotRequired[str]
+    node: str
+    kind: NotRequired[Literal["edit", "op"]]
+    version: NotRequired[str | None]
+    provider: str
+    key: str
+    model: str
+    prompt: str
+    seed: int
+    parameters: dict[str, Any]
+    references: NotRequired[tuple[_ReferenceFields, ...]]
+    output_hash: str
+    media_type: str
+    width: int
+    height: int
+    size_bytes: NotRequired[int | None]
+    elapsed: NotRequired[float]
+    cost: NotRequired[float]
+    charged: NotRequired[bool]
+    unknown_outcomes: NotRequired[int]
+    url: NotRequired[str | None]
+    url_expires_at: NotRequired[float | None]
+    created_at: Timestamp
+
+
+_RECORD_FIELDS = TypeAdapter(_RecordFields)
 
 
 def _bare_references(references: tuple[Reference, ...]) -> tuple[Reference, ...]:

@@ -26,9 +26,17 @@ from pydantic import (
 )
 
 from ._version import __version__
-from .records import HOSTING_FIELDS, RECORD_VERSION, EditRecord, Timestamp, migrate_record
+from .nodes import EditNode, OpNode, SourceNode
+from .records import (
+    HOSTING_FIELDS,
+    RECORD_VERSION,
+    EditRecord,
+    RecordFacts,
+    Timestamp,
+    migrate_record,
+)
 from .redact import redact
-from .requests import EditRequest, OpRequest, Submission
+from .requests import EditRequest, OpRequest, Reference, Submission
 
 __all__ = ["Manifest", "ManifestEntry", "NodeResult", "NodeStatus", "Run"]
 
@@ -44,8 +52,10 @@ class NodeResult:
     ``image``), so a run of a thousand edits does not hold a thousand images in memory.
     """
 
-    # The record's facts are kept as plain slots and the record is rebuilt on demand:
-    # a pydantic model per edit would triple what a finished run holds per edit.
+    # The record's facts are kept as plain slots, and the request and the record are
+    # built on demand from the node and its inputs (the graph's node, and the sources
+    # and results it took): a pydantic model per edit would triple what a finished run
+    # holds per edit.
     __slots__ = (
         "_charged",
         "_cost",
@@ -53,7 +63,12 @@ class NodeResult:
         "_editgraph_version",
         "_elapsed",
         "_image",
+        "_inputs",
         "_load",
+        "_memory_only",
+        "_node",
+        "_request",
+        "_seed",
         "_size_bytes",
         "_unknown_outcomes",
         "cached",
@@ -63,7 +78,6 @@ class NodeResult:
         "media_type",
         "output_hash",
         "provider",
-        "request",
         "url",
         "url_expires_at",
         "width",
@@ -71,18 +85,25 @@ class NodeResult:
 
     def __init__(
         self,
-        record: EditRecord,
+        record: EditRecord | RecordFacts,
         *,
-        request: EditRequest | OpRequest,
+        request: EditRequest | OpRequest | None = None,
+        node: EditNode | OpNode | None = None,
+        inputs: Sequence[NodeResult | SourceNode] = (),
         cached: bool,
         load: Callable[[str], bytes],
     ) -> None:
-        self.request = request
+        if request is None and node is None:
+            raise TypeError("NodeResult needs the request, or the node and its inputs")
+        self._request = request
+        self._node = node
+        self._inputs = tuple(inputs)
+        self._seed = record.seed
         self.cached = cached
         self.key = record.key
         self.provider = sys.intern(record.provider)  # one string per run, not per edit
         self.output_hash = record.output_hash
-        self.media_type = record.media_type
+        self.media_type = sys.intern(record.media_type)
         self.width = record.width
         self.height = record.height
         self.url = record.url
@@ -96,6 +117,7 @@ class NodeResult:
         self._editgraph_version = sys.intern(record.editgraph_version)
         self._load = load
         self._data: bytes | None = None
+        self._memory_only = False
         self._image: Image.Image | None = None
 
     def __repr__(self) -> str:
@@ -105,7 +127,23 @@ class NodeResult:
     @property
     def name(self) -> str:
         """The edit's node name."""
-        return self.request.node
+        if self._node is not None:
+            return self._node.name
+        assert self._request is not None
+        return self._request.node
+
+    @property
+    def request(self) -> EditRequest | OpRequest:
+        """The exact request this result was made by (built anew on each use)."""
+        if self._request is not None:
+            return self._request
+        node = self._node
+        references = [_reference_to(given) for given in self._inputs]
+        if isinstance(node, OpNode):
+            return node.request(references)
+        assert isinstance(node, EditNode)
+        # The record's seed: the provider may have had to change the node's.
+        return node.request(references, self._seed)
 
     @property
     def record(self) -> EditRecord:
@@ -138,6 +176,12 @@ class NodeResult:
     def keep_in_memory(self, data: bytes) -> None:
         """Hold the image bytes here: the store could not keep them."""
         self._data = data
+        self._memory_only = True
+
+    @property
+    def in_memory_only(self) -> bool:
+        """Whether the image is held here only (the store could not keep it)."""
+        return self._memory_only
 
     @property
     def data(self) -> bytes:
@@ -417,6 +461,18 @@ class Run(Mapping[str, NodeResult]):
         from .display import run_html  # display renders runs; imported on use
 
         return run_html(self)
+
+
+def _reference_to(given: NodeResult | SourceNode) -> Reference:
+    """A source or an earlier result as an input of an edit (as the engine sent it: an
+    upstream result the store could not keep goes with its bytes)."""
+    if isinstance(given, SourceNode):
+        return given.reference()
+    return Reference(
+        hash=given.output_hash, media_type=given.media_type, source=given.name,
+        url=given.url, url_expires_at=given.url_expires_at,
+        data=given._data if given._memory_only else None,
+    )
 
 
 def _kept_from_starting(error: BaseException) -> bool:

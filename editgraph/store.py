@@ -8,6 +8,8 @@ directory holding anything else is refused rather than unpickled.
 
 from __future__ import annotations
 
+import atexit
+import collections
 import contextlib
 import functools
 import hashlib
@@ -19,7 +21,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +30,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import StoreError
-from .records import RECORD_VERSION, EditRecord
+from .records import RECORD_VERSION, EditRecord, RecordFacts
 from .requests import Submission
 
 __all__ = [
@@ -109,6 +111,14 @@ class Store(Protocol):
         """
         ...
 
+    def lookup(self, keys: Sequence[str]) -> dict[str, RecordFacts]:
+        """The verified hits among ``keys`` (what ``get_verified_record`` would serve,
+        as the facts a cached result needs), read together; misses are absent.
+
+        Damaged entries are misses, removed and counted in ``repaired``, as there.
+        """
+        ...
+
     @property
     def repaired(self) -> int:
         """Damaged records and images this store object has removed so far."""
@@ -149,6 +159,11 @@ class Store(Protocol):
 
     def get_history(self, name: str, graph: str = DEFAULT_GRAPH) -> EditRecord | None:
         """The record of the edit ``name`` of ``graph`` last ran (or was served) as."""
+        ...
+
+    def history_keys(self, names: Sequence[str], graph: str = DEFAULT_GRAPH) -> dict[str, str]:
+        """For each of ``names`` with a history in ``graph``, the key of the record it
+        names (``get_history(name, graph).key``), read together."""
         ...
 
     def put_history(self, name: str, record: EditRecord, graph: str = DEFAULT_GRAPH) -> None:
@@ -270,8 +285,14 @@ def _is_damaged(text: Any) -> bool:
 
 
 def _history_name(graph: str, node: str) -> str:
-    """The index entry of one node of one graph (JSON: graph names are paths)."""
-    return _HISTORY + json.dumps([graph, node])
+    """The index entry of one node of one graph (JSON: graph names are paths).
+
+    Exactly ``json.dumps([graph, node])``, spelt out: a cached run names every node.
+    """
+    return f"{_HISTORY}[{_json_string(graph)}, {_json_string(node)}]"
+
+
+_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 def _boot_id() -> str | None:
@@ -296,13 +317,19 @@ def _lease_identity() -> dict[str, Any]:
     A pid names a process only on one host, since one boot, inside one pid namespace
     (two containers on one cache volume share the host name and boot id, not pids).
     """
+    pid = os.getpid()
+    if _MACHINE.get("pid") != pid:  # read once per process (a store opens per Graph)
+        _MACHINE.update(pid=pid, boot_id=_boot_id(), pid_ns=_pid_namespace())
     return {
         "owner": uuid.uuid4().hex,
         "host": socket.gethostname(),
-        "boot_id": _boot_id(),
-        "pid_ns": _pid_namespace(),
-        "pid": os.getpid(),
+        "boot_id": _MACHINE["boot_id"],
+        "pid_ns": _MACHINE["pid_ns"],
+        "pid": pid,
     }
+
+
+_MACHINE: dict[str, Any] = {}
 
 
 def _lease_owner(holder: Any) -> dict[str, Any]:
@@ -324,6 +351,79 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+#: Caches this process opened lately, by folder, most recent last (see _open_cache).
+_OPEN_CACHES: collections.OrderedDict[str, tuple[diskcache.Cache, tuple[int, ...]]] = (
+    collections.OrderedDict()
+)
+_OPEN_LIMIT = 4
+_OPEN_LOCK = threading.Lock()
+
+
+def _database_identity(directory: Path) -> tuple[int, int, int, int] | None:
+    """Which database file is at ``directory`` now, or None: its device, inode and last
+    change (a folder deleted and made anew may get the same inode number), and this
+    process."""
+    try:
+        found = os.stat(directory / diskcache.core.DBNAME)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino, found.st_ctime_ns, os.getpid()
+
+
+def _open_cache(directory: Path) -> diskcache.Cache:
+    """The diskcache of ``directory``, reusing the one this process opened lately.
+
+    Opening a diskcache costs milliseconds (about 60 statements to set it up, then
+    closing that connection checkpoints SQLite's write-ahead log); a notebook cell run
+    again makes a new Graph, and so a new store, each time. A folder whose database was
+    replaced or deleted since, or a forked child, opens anew.
+    """
+    folder = str(directory.resolve())
+    with _OPEN_LOCK:
+        kept = _OPEN_CACHES.get(folder)
+        if kept is not None:
+            if _database_identity(directory) == kept[1]:
+                _OPEN_CACHES.move_to_end(folder)
+                return kept[0]
+            del _OPEN_CACHES[folder]
+            kept[0]._editgraph_kept = False
+        cache = diskcache.Cache(
+            folder,
+            disk=_BytesAndTextDisk,
+            # editgraph prunes on request (`editgraph cache prune`): no eviction, and
+            # no culling scan on every write (an expired lease counts as absent).
+            eviction_policy="none",
+            cull_limit=0,
+        )
+        identity = _database_identity(directory)
+        if identity is not None:
+            cache._editgraph_kept = True
+            _OPEN_CACHES[folder] = (cache, identity)
+            while len(_OPEN_CACHES) > _OPEN_LIMIT:
+                _OPEN_CACHES.popitem(last=False)[1][0]._editgraph_kept = False
+    return cache
+
+
+def _release_cache(cache: diskcache.Cache) -> None:
+    """Close a dropped store's cache unless it is kept for the next store.
+
+    A finalizer: it may run in the middle of anything (a garbage collection inside
+    ``_open_cache`` included), so it takes no lock and reads one flag.
+    """
+    if not getattr(cache, "_editgraph_kept", False):
+        cache.close()
+
+
+@atexit.register
+def _close_open_caches() -> None:
+    with _OPEN_LOCK:
+        kept = [cache for cache, _ in _OPEN_CACHES.values()]
+        _OPEN_CACHES.clear()
+    for cache in kept:
+        cache._editgraph_kept = False
+        cache.close()
+
+
 class DiskStore:
     """The default store: one diskcache directory, safe for several processes at once."""
 
@@ -331,22 +431,16 @@ class DiskStore:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._cache = diskcache.Cache(
-                str(self.directory),
-                disk=_BytesAndTextDisk,
-                # editgraph prunes on request (`editgraph cache prune`): no eviction, and
-                # no culling scan on every write (an expired lease counts as absent).
-                eviction_policy="none",
-                cull_limit=0,
-            )
+            self._cache = _open_cache(self.directory)
         except _BACKEND_ERRORS as exc:
             raise StoreError(
                 f"cache directory {str(self.directory)!r} cannot be opened for writing "
                 f"({exc}); set EDITGRAPH_CACHE_DIR or pass cache_dir="
             ) from exc
         # A store dropped without close() (a Graph keeps one for its lifetime) still
-        # closes its database: Python 3.13 warns about unclosed sqlite3 connections.
-        self._closer = weakref.finalize(self, self._cache.close)
+        # closes its database, unless the folder's connection is kept for the next store
+        # (see _open_cache): Python 3.13 warns about unclosed sqlite3 connections.
+        self._closer = weakref.finalize(self, _release_cache, self._cache)
         self._leases_here: set[str] = set()
         self._leases_lock = threading.Lock()
         self._repaired = 0
@@ -397,6 +491,76 @@ class DiskStore:
             self._remove_damaged(_RECORD + key, expected=self._get(_RECORD + key))
             return None
         return record
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, RecordFacts]:
+        """The verified hits among ``keys``, read together; misses are absent.
+
+        One SELECT for the records and one for their images (a layer of a graph is
+        looked up at once); each image is read and checked against its hash, as
+        ``get_verified_record`` does. A record not in the current shape, or anything
+        damaged, goes through ``get_verified_record`` itself (migrated, or removed and
+        counted in ``repaired``).
+        """
+        unique = list(dict.fromkeys(keys))
+        rows = self._rows([_RECORD + key for key in unique])
+        found: dict[str, RecordFacts] = {}
+        slow: list[str] = []
+        users: dict[str, list[tuple[str, RecordFacts]]] = {}
+        for key in unique:
+            row = rows.get(_RECORD + key)
+            if row is None:
+                continue
+            text = self._fetch(row)
+            facts = None if text is None else RecordFacts.from_json(text)
+            if facts is None:
+                slow.append(key)
+            else:
+                users.setdefault(facts.output_hash, []).append((key, facts))
+        blobs = self._rows([_BLOB + content_hash for content_hash in users]) if users else {}
+        for content_hash, using in users.items():
+            row = blobs.get(_BLOB + content_hash)
+            data = None if row is None else self._fetch(row)
+            if type(data) is bytes and hashlib.sha256(data).hexdigest() == content_hash:
+                found.update(using)
+            else:  # gone or damaged: the slow read removes it and counts the repair
+                slow.extend(key for key, _ in using)
+        for key in slow:
+            record = self.get_verified_record(key)
+            if record is not None:
+                found[key] = RecordFacts.of(record)
+        return found
+
+    def _rows(self, names: Sequence[str]) -> dict[str, tuple[int, str | None, Any]]:
+        """The live rows (mode, filename, value) of ``names``, in one SELECT per 500.
+
+        diskcache has no multi-get; this reads its table as ``Cache.get`` does (str keys
+        are stored raw; an expired row is absent) and leaves decoding to ``_fetch``.
+        """
+        found: dict[str, tuple[int, str | None, Any]] = {}
+        now = time.time()
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            query = (
+                "SELECT key, mode, filename, value FROM Cache WHERE key IN "
+                f"({','.join('?' * len(chunk))}) AND raw = 1 "
+                "AND (expire_time IS NULL OR expire_time > ?)"
+            )
+            for name, mode, filename, value in self._select(query, (*chunk, now)):
+                found[name] = (mode, filename, value)
+        return found
+
+    def _select(self, query: str, parameters: Sequence[Any]) -> list[Any]:
+        """The rows of one SELECT on diskcache's table (its connection, this thread's)."""
+        return list(self._read(lambda: self._cache._sql(query, parameters).fetchall()))
+
+    def _fetch(self, row: tuple[int, str | None, Any]) -> Any:
+        """A row's value (a file's bytes when kept in a file); None when its file is gone."""
+        try:
+            return self._read(lambda: self._cache.disk.fetch(*row, False))
+        except StoreError as error:
+            if isinstance(error.__cause__, OSError):
+                return None
+            raise
 
     @property
     def repaired(self) -> int:
@@ -621,6 +785,59 @@ class DiskStore:
             return None
         text = self._get(_RECORD + legacy["key"])
         return None if text is None else _parse_record(text)
+
+    def history_keys(self, names: Sequence[str], graph: str = DEFAULT_GRAPH) -> dict[str, str]:
+        """For each of ``names`` with a history in ``graph``, the key of the record it
+        names, read together: the JSON ``key`` of each entry is read by SQLite, so no
+        record is parsed. An entry that is not inline JSON text goes through
+        ``get_history``."""
+        entries = {_history_name(graph, name): name for name in names}
+        found, slow = self._history_keys(entries)
+        if graph == DEFAULT_GRAPH:  # entries from before graphs were named
+            older = {_HISTORY + name: name for name in names
+                     if name not in found and name not in slow}
+            more, more_slow = self._history_keys(older) if older else ({}, [])
+            found.update(more)
+            slow += more_slow
+        for name in slow:
+            record = self.get_history(name, graph)
+            if record is not None:
+                found[name] = record.key
+        return found
+
+    def _history_keys(self, entries: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+        """The JSON ``key`` of each entry's text (by entry's node), and the nodes whose
+        entry SQLite cannot read that way (kept in a file, or no JSON support)."""
+        found: dict[str, str] = {}
+        slow: list[str] = []
+        names = list(entries)
+        now = time.time()
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            # The key is the first "key" member of the text: editgraph writes a record's
+            # own fields (node, kind, version, provider) before its key, and a string
+            # holds its quotes escaped. Text cut short (not ending in "}") counts as none.
+            key_at = "instr(value, '\"key\":\"') + 7"
+            query = (
+                "SELECT key, mode, CASE WHEN mode = ? AND typeof(value) = 'text' "
+                "AND substr(value, -1) = '}' AND instr(value, '\"key\":\"') > 0 "
+                f"THEN substr(value, {key_at}, instr(substr(value, {key_at}), '\"') - 1) END "
+                f"FROM Cache WHERE key IN ({','.join('?' * len(chunk))}) AND raw = 1 "
+                "AND (expire_time IS NULL OR expire_time > ?)"
+            )
+            try:
+                rows = self._select(query, (diskcache.core.MODE_RAW, *chunk, now))
+            except StoreError as error:
+                if "no such function" not in str(error):
+                    raise
+                slow += [entries[name] for name in chunk]  # an SQLite without JSON
+                continue
+            for name, mode, key in rows:
+                if mode != diskcache.core.MODE_RAW:
+                    slow.append(entries[name])
+                elif isinstance(key, str):
+                    found[entries[name]] = key
+        return found, slow
 
     def put_history(self, name: str, record: EditRecord, graph: str = DEFAULT_GRAPH) -> None:
         """Remember the record of the edit ``name`` of ``graph``, for ``plan``'s reasons."""

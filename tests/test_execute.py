@@ -449,3 +449,70 @@ def test_two_concurrent_runs_of_one_graph_generate_each_edit_once(tmp_path: Path
 
     runs = asyncio.run(both())
     assert sorted(run["blue"].cached for run in runs) == [False, True]
+
+
+# --------------------------------------------------------------------------- the cached path
+
+
+def test_a_rerun_reuses_keys_only_while_node_and_inputs_are_unchanged(tmp_path: Path) -> None:
+    """The graph's memo of keys never serves a stale key: a new input hash or another
+    provider gives the key a fresh request would have."""
+    graph = chain_graph(tmp_path / "cache", ["Make image 1 blue", "Make image 1 a night scene"])
+    first = graph.run(provider=CountingProvider(), progress=False)
+    again = graph.run(provider=CountingProvider(), progress=False)
+    assert [r.key for r in again.values()] == [r.key for r in first.values()]
+    assert all(r.cached for r in again.values())
+    # Another provider: other keys, generated again.
+    other = CountingProvider("other")
+    moved = graph.run(provider=other, progress=False)
+    assert other.nodes == ["e1", "e2"] and moved["e1"].key != first["e1"].key
+    # e1's cached output disappears and comes back as other bytes: e2's key follows it.
+    store = DiskStore(tmp_path / "cache")
+    with store.batch():
+        store._cache.delete(f"record:{first['e1'].key}")
+    changed = CountingProvider(image_for=lambda request: BLUE)
+    rerun = graph.run(provider=changed, progress=False)
+    assert rerun["e1"].output_hash != first["e1"].output_hash
+    assert rerun["e2"].key != first["e2"].key and changed.nodes == ["e1", "e2"]
+    store.close()
+
+
+def test_results_build_the_exact_request_on_demand(tmp_path: Path) -> None:
+    """A result's request (generated or cached) is the one the provider was sent (but
+    for the bytes the engine attaches to its references when sending)."""
+    graph = chain_graph(tmp_path / "cache", ["Make image 1 blue", "Make image 1 a night scene"])
+    provider = CountingProvider()
+    made = graph.run(provider=provider, progress=False)
+    cached = graph.run(provider=provider, progress=False)
+    sent = {request.node: request for request in provider.calls}
+    for run in (made, cached):
+        for name, result in run.items():
+            assert result.request.model_dump() == sent[name].model_dump()
+            assert result.request.references[0].url == sent[name].references[0].url
+    assert cached["e2"].record == made["e2"].record.model_copy(
+        update={"created_at": cached["e2"].created_at})
+
+
+def test_a_finished_run_holds_under_3_kb_per_edit(tmp_path: Path) -> None:
+    """A Run of 300 edits holds < 3 KB per edit (its results build requests on demand)."""
+    import gc
+    import tracemalloc
+
+    graph = eg.Graph(cache_dir=tmp_path / "cache")
+    source = graph.image(RED, name="car")
+    previous = source
+    for index in range(300):
+        previous = graph.edit(f"Make image 1 tone {index} {source if index % 10 == 0 else previous}",
+                              name=f"n{index}")
+    provider = CountingProvider()
+    tracemalloc.start()
+    try:
+        for _ in ("generated", "cached"):
+            run = graph.run(provider=provider, progress=False)
+            gc.collect()
+            with_run = tracemalloc.get_traced_memory()[0]
+            del run
+            gc.collect()
+            assert (with_run - tracemalloc.get_traced_memory()[0]) / 300 < 3000
+    finally:
+        tracemalloc.stop()

@@ -22,7 +22,7 @@ from PIL import Image
 
 import editgraph as eg
 from editgraph.errors import StoreError
-from editgraph.records import RECORD_VERSION, EditRecord
+from editgraph.records import _RECORD_FIELDS, RECORD_VERSION, EditRecord, RecordFacts
 from editgraph.store import LEASE_SECONDS, DiskStore, default_cache_dir
 
 
@@ -756,3 +756,92 @@ def test_submission_journal_round_trip(store: DiskStore) -> None:
     store.delete_journal("k1")
     assert store.get_journal("k1") is None
     assert [e.key for e in store.journal_entries()] == ["k2"]
+
+
+# --------------------------------------------------------------------------- batched lookups
+
+
+def test_lookup_serves_verified_hits_and_repairs_a_damaged_one(
+    store: DiskStore, plain: diskcache.Cache
+) -> None:
+    """lookup: good entries hit; a flipped image is a miss, removed with its record."""
+    good = [keep(store, f"k{n}", png((n, 0, 0))) for n in range(3)]
+    bad = keep(store, "bad", png((9, 9, 9)))
+    plain.set(f"blob:{bad.output_hash}", b"flipped")
+    found = store.lookup(["k0", "k1", "bad", "k2", "absent", "k1"])
+    assert sorted(found) == ["k0", "k1", "k2"]
+    assert [found[r.key].output_hash for r in good] == [r.output_hash for r in good]
+    assert "record:bad" not in plain and f"blob:{bad.output_hash}" not in plain
+    assert store.repaired == 2 and store.lookup(["bad"]) == {}
+
+
+def test_lookup_reads_records_migrated_or_kept_in_files(
+    store: DiskStore, plain: diskcache.Cache
+) -> None:
+    """A 0.1.0 record and a record too large for a row (kept in a file) are hits too."""
+    old = keep(store, "old", png((1, 1, 1)))
+    legacy = {k: v for k, v in old.model_dump(mode="json").items()
+              if k not in ("schema_version", "model", "prompt", "parameters", "references")}
+    legacy["request"] = {"model": old.model, "prompt": old.prompt, **old.parameters}
+    plain.set("record:old", json.dumps(legacy))
+    big = keep(store, "big", png((2, 2, 2)), prompt="Make image 1 blue " + "x" * 40_000)
+    found = store.lookup(["old", "big"])
+    assert found["old"].output_hash == old.output_hash
+    assert found["big"].output_hash == big.output_hash and store.repaired == 0
+
+
+@pytest.mark.parametrize("change", [
+    {"width": "wide"}, {"width": 1.5}, {"parameters": []}, {"created_at": 1e300},
+    {"references": [{"hash": "h", "media_type": "image/png"}]}, {"schema_version": 3},
+    {"kind": "other"}, {"elapsed": "fast"},
+])
+def test_record_facts_accept_only_what_editrecord_accepts(change: dict[str, Any]) -> None:
+    """RecordFacts.from_json refuses every record EditRecord refuses (the slow path decides)."""
+    data = png((3, 3, 3))
+    text = json.dumps({**make_record("k", data).model_dump(mode="json"), **change})
+    with pytest.raises(ValueError):
+        EditRecord.model_validate_json(text)
+    assert RecordFacts.from_json(text) is None
+
+
+def test_record_facts_match_the_record() -> None:
+    """The facts of a record's JSON are the facts of the validated record."""
+    record = make_record("k", png((4, 4, 4)), url="https://x.example/1", url_expires_at=5.0)
+    text = record.model_dump_json()
+    assert RecordFacts.from_json(text) == RecordFacts.of(record)
+    schema: Any = _RECORD_FIELDS.core_schema
+    while schema["type"] != "typed-dict":
+        schema = schema.get("schema") or schema["definitions"][0]
+    required = {name for name, field in schema["fields"].items() if field.get("required", True)}
+    record_required = {n for n, field in EditRecord.model_fields.items() if field.is_required()}
+    assert set(schema["fields"]) == set(EditRecord.model_fields)
+    assert required == record_required | {"schema_version"}  # only ever stricter
+
+
+def test_history_keys_read_every_kind_of_entry(
+    store: DiskStore, plain: diskcache.Cache
+) -> None:
+    """history_keys agrees with get_history: named graphs, unnamed (older) entries, none."""
+    store.put_history("blue", make_history("k1"), graph="/recipes/a.py")
+    store.put_history("blue", make_history("k2"))
+    plain.set("history:night", make_history("k3").model_dump_json())  # before graph names
+    plain.set(f"history:{json.dumps(['__main__', 'cut'])}", '{"key": "trunc')
+    assert store.history_keys(["blue", "night", "cut", "none"]) == {"blue": "k2", "night": "k3"}
+    assert store.history_keys(["blue", "night"], graph="/recipes/a.py") == {"blue": "k1"}
+
+
+def test_a_folder_opened_again_reuses_its_connection_until_it_is_replaced(
+    tmp_path: Path,
+) -> None:
+    """A second store on a folder shares the first's diskcache; a deleted folder opens anew."""
+    import shutil
+
+    first = DiskStore(tmp_path / "cache")
+    keep(first, "k1", png((5, 5, 5)))
+    second = DiskStore(tmp_path / "cache")
+    assert second._cache is first._cache and second.get_record("k1") is not None
+    del first, second
+    shutil.rmtree(tmp_path / "cache")
+    third = DiskStore(tmp_path / "cache")
+    assert third.get_record("k1") is None and third.stats().records == 0
+    third.close()

@@ -28,14 +28,14 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import platformdirs
 
 from ..errors import StoreError
-from ..records import RECORD_VERSION, EditRecord
+from ..records import RECORD_VERSION, EditRecord, RecordFacts
 from ..store import (
     LEASE_SECONDS,
     CacheStats,
@@ -399,6 +399,16 @@ class S3Store:
             return self.get_record(key)
         return record
 
+    def lookup(self, keys: Sequence[str]) -> dict[str, RecordFacts]:
+        """The verified hits among ``keys``: ``get_verified_record`` for each (its
+        local cache answers first, so a re-run on this machine reads no bucket)."""
+        found: dict[str, RecordFacts] = {}
+        for key in dict.fromkeys(keys):
+            record = self.get_verified_record(key)
+            if record is not None:
+                found[key] = RecordFacts.of(record)
+        return found
+
     def put_record(self, record: EditRecord) -> None:
         """Keep ``record`` here and in the bucket; a readable record already there wins
         (an unreadable one is replaced, or the key would be paid for on every run)."""
@@ -552,6 +562,15 @@ class S3Store:
             return None
         self.local.put_history(local_name, history)
         return history
+
+    def history_keys(self, names: Sequence[str], graph: str = DEFAULT_GRAPH) -> dict[str, str]:
+        """For each of ``names`` with a history in ``graph``, the key it names."""
+        found: dict[str, str] = {}
+        for name in names:
+            record = self.get_history(name, graph)
+            if record is not None:
+                found[name] = record.key
+        return found
 
     def put_history(self, name: str, record: EditRecord, graph: str = DEFAULT_GRAPH) -> None:
         """Remember the record node ``name`` of ``graph`` last ran as (last writer wins)."""
