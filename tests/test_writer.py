@@ -381,3 +381,28 @@ def test_a_store_is_not_kept_alive_by_its_writer(tmp_path: Path) -> None:
     del store
     gc.collect()
     assert gone() is None
+
+
+def test_a_cached_rerun_starts_no_writer_thread(tmp_path: Path) -> None:
+    """A re-run served from the cache commits its bookkeeping in one transaction of its
+    own thread: no writer thread is started for it, and the history still lands."""
+    store = CountingStore(tmp_path / "cache")
+    wide_graph(store, 4).run(provider=CountingProvider())
+    writer = StoreWriter.of(store)
+    commits_before = writer.commits
+    store.records_per_commit.clear()
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def watched(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        real_start(thread)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(threading.Thread, "start", watched)
+        run = wide_graph(store, 4).run(provider=CountingProvider())
+    assert all(result.cached for result in run.values())
+    assert not [name for name in started if name.startswith("editgraph writer")]
+    assert writer.commits == commits_before  # nothing went through the thread
+    assert len(store.records_per_commit) == 1  # plan's history, in one commit
+    writer.release()

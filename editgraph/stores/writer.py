@@ -172,35 +172,39 @@ class StoreWriter:
                     pass
 
     def _commit(self, store: Store, writes: list[_Write]) -> None:
-        """Stage each write, then run them all in one transaction; when that fails,
-        each one again in its own."""
-        live = []
-        for write in writes:
-            if write.stage is not None:
-                try:
-                    write.staged = write.stage()
-                except Exception as error:  # noqa: BLE001 - handed to its caller
-                    write.error = error
-                    continue
-            live.append(write)
-        if not live:
-            return
-        try:
-            self.commits += 1
-            with store.batch():
-                for write in live:
-                    _run(write)
-        except Exception:  # noqa: BLE001 - the commit failed: retry each write on its own
-            # (disk full, I/O error): one write that cannot be kept must not discard the
-            # other finished results queued with it.
+        self.commits += _commit(store, writes)
+
+
+def _commit(store: Store, writes: list[_Write]) -> int:
+    """Stage each write, then run them all in one transaction; when that fails, each one
+    again in its own. The number of transactions opened."""
+    live = []
+    for write in writes:
+        if write.stage is not None:
+            try:
+                write.staged = write.stage()
+            except Exception as error:  # noqa: BLE001 - handed to its caller
+                write.error = error
+                continue
+        live.append(write)
+    if not live:
+        return 0
+    try:
+        with store.batch():
             for write in live:
-                write.result, write.error = None, None
-                try:
-                    self.commits += 1
-                    with store.batch():
-                        _run(write)
-                except Exception as error:  # noqa: BLE001 - handed to its caller
-                    write.result, write.error = None, error
+                _run(write)
+        return 1
+    except Exception:  # noqa: BLE001 - the commit failed: retry each write on its own
+        # (disk full, I/O error): one write that cannot be kept must not discard the
+        # other finished results queued with it.
+        for write in live:
+            write.result, write.error = None, None
+            try:
+                with store.batch():
+                    _run(write)
+            except Exception as error:  # noqa: BLE001 - handed to its caller
+                write.result, write.error = None, error
+        return 1 + len(live)
 
 
 _pool: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
@@ -358,6 +362,16 @@ class Writes:
         """Wait (without blocking the loop) until every write is committed, then give
         the writer back. Cancelled meanwhile, it still waits, blocking, and re-raises:
         nothing queued is left behind."""
+        group = self._group
+        if self._writer is None and group is not None and not self._hashing:
+            # Nothing of this run went to the writer thread (a cached re-run): its last
+            # bookkeeping is committed here rather than starting a thread for it.
+            self._group = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            _commit(self._store, group.writes)
+            _resolve(group)
         self.hand_over(wait_for_hashes=False)
         futures = [future for group in self._sent for future in group.futures]
         try:
