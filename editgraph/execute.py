@@ -19,6 +19,7 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -136,6 +137,11 @@ class _Engine:
     journaled: set[str] = field(default_factory=set)  # keys with a journal entry to clear
     billed_not_delivered: list[Submission] = field(default_factory=list)
     uncached: dict[str, str] = field(default_factory=dict)
+    #: Bytes of results made in this run, by node, handed to the edits that take them as
+    #: references instead of being read back from the store; dropped once the last of
+    #: those edits has been decided (``consumers`` counts them down).
+    fresh: dict[str, bytes] = field(default_factory=dict)
+    consumers: Counter[str] = field(default_factory=Counter)
     committed: float = 0.0
     saved: float = 0.0
     # Interrupts: the signal that asked to drain; the edits being generated (paid for)
@@ -172,6 +178,8 @@ class _Engine:
         self.writes = Writes(self.store)
         self.load = self.store.get_blob  # one bound method for every result
         self.by_name = {node.name: node for node in self.edits}
+        self.consumers = Counter(name for node in self.edits for name in node.references
+                                 if name in self.by_name)
         heartbeat = asyncio.ensure_future(self._renew_leases())
         tasks = []
         try:
@@ -270,13 +278,34 @@ class _Engine:
                 references.append(source.reference())
                 continue
             upstream = self.done[name]
+            # A result made in this run is handed over from memory (it was hashed as it
+            # arrived); one the store could not keep is only in memory.
+            data = self.fresh.get(name)
+            if data is None and name in self.uncached:
+                data = upstream.data
             references.append(Reference(
                 hash=upstream.output_hash, media_type=upstream.media_type, source=name,
-                url=upstream.url, url_expires_at=upstream.url_expires_at,
-                # An upstream result the store could not keep is only in memory.
-                data=upstream.data if upstream.name in self.uncached else None,
+                url=upstream.url, url_expires_at=upstream.url_expires_at, data=data,
             ))
         return references
+
+    def _decided(self, node: _Node) -> None:
+        """``node`` no longer needs its inputs' bytes: let go of those no other edit of
+        the run still waits for."""
+        for name in node.references:
+            left = self.consumers.get(name)
+            if left is None:
+                continue
+            if left <= 1:
+                del self.consumers[name]
+                self.fresh.pop(name, None)
+            else:
+                self.consumers[name] = left - 1
+
+    def _hand_on(self, node: _Node, data: bytes) -> None:
+        """Keep a result just made for the edits of this run that take it."""
+        if self.consumers.get(node.name):
+            self.fresh[node.name] = data
 
     def _failed_input(self, node: _Node) -> str | None:
         return next((name for name in node.references if name in self.failed), None)
@@ -307,6 +336,7 @@ class _Engine:
             failed_input = self._failed_input(node)
             if failed_input is not None:
                 self._fail(node, InputFailedError(node.name, failed_input))
+                self._decided(node)
                 continue
             inputs = self._inputs(node)
             keyed.append((node, inputs, self._keyed(node, _hashes(inputs))))
@@ -322,9 +352,10 @@ class _Engine:
                 request = (node.request(references) if isinstance(node, OpNode)
                            else node.request(references, known[4]))
                 misses.append((node, (request, known[3])))
-                continue
-            self._finish(node, NodeResult(facts, node=node, inputs=inputs, cached=True,
-                                          load=self.load))
+            else:
+                self._finish(node, NodeResult(facts, node=node, inputs=inputs, cached=True,
+                                              load=self.load))
+            self._decided(node)
         return misses
 
     def _resolve_now(self, node: _Node) -> tuple[_Request, str] | None:
@@ -416,6 +447,7 @@ class _Engine:
         )
         await self.writes.submit(lambda: self._keep_output(record, data),
                                  stage=lambda: stage_blob(self.store, record.output_hash, data))
+        self._hand_on(node, data)
         return self._result(request, record, cached=False)
 
     def _keep_output(self, record: EditRecord, data: bytes) -> EditRecord:
@@ -508,6 +540,7 @@ class _Engine:
                     result = self._result(request, record, cached=False)
                     result.keep_in_memory(image.data)
                     return result
+                self._hand_on(node, image.data)
                 return self._result(request, record, cached=False)
             finally:
                 if key in self.held:

@@ -406,3 +406,33 @@ def test_a_cached_rerun_starts_no_writer_thread(tmp_path: Path) -> None:
     assert writer.commits == commits_before  # nothing went through the thread
     assert len(store.records_per_commit) == 1  # plan's history, in one commit
     writer.release()
+
+
+class ReadCountingStore(DiskStore):
+    """A real DiskStore that counts the blobs read back from it."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.blob_reads: list[str] = []
+
+    def get_blob(self, content_hash: str) -> bytes:
+        self.blob_reads.append(content_hash)
+        return super().get_blob(content_hash)
+
+
+def test_results_made_in_a_run_reach_their_dependents_from_memory(tmp_path: Path) -> None:
+    """An edit's references made earlier in the same run are handed over as they were
+    hashed, not read back from the store (each 1 MB read is a read and a sha256)."""
+    store = ReadCountingStore(tmp_path / "cache")
+    graph = eg.Graph(cache_dir=store)
+    car = graph.image(RED, name="car")
+    first = graph.edit(f"Paint {car} blue", name="first")
+    left = graph.edit(f"Shade {first} left", name="left")
+    graph.edit(f"Shade {first} right", name="right")
+    graph.edit(f"Join {left} and {first}", name="joined")
+    provider = CountingProvider()
+    run = graph.run(provider=provider)
+    assert sorted(provider.nodes) == ["first", "joined", "left", "right"]
+    assert store.blob_reads == []
+    sent = {request.node: request for request in provider.calls}
+    assert sent["joined"].references[1].data == run["first"].data
