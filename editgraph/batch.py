@@ -43,7 +43,7 @@ from .recipe import Recipe
 from .records import RECORD_VERSION
 from .requests import EditRequest, GeneratedImage
 from .runs import Run
-from .store import Store
+from .store import DiskStore, Store
 from .stores.base import CacheLocation, open_store
 
 if TYPE_CHECKING:  # the cluster glue needs the extra `cluster`; imported on use
@@ -886,6 +886,8 @@ async def _abatch_items(
     remote: tuple[ClusterPool, ItemTask] | None,
 ) -> Batch:
     moderated = {} if retry_moderated else _earlier_statuses(folder / JOURNAL)
+    if isinstance(store, DiskStore):
+        store.bound_memory()  # flat in the number of items (SQLite's cache and map)
     shown: BatchProgress = progress or _Silent()
     window = max(2, concurrency)
     interrupt = interrupt or BatchInterrupt()

@@ -453,6 +453,14 @@ class DiskStore:
         """Close the underlying database connection (it reopens if the store is used again)."""
         self._cache.close()
 
+    def bound_memory(self, cache_kib: int = 4096) -> None:
+        """Hold SQLite's memory for this thread's connection to about ``cache_kib`` KiB of
+        page cache and no memory map, so a long pass (a batch of 100,000 items) stays
+        flat in memory instead of growing to the defaults' 32 MB cache + 64 MB map.
+        Per connection: not kept in the directory, other users keep the defaults."""
+        self._cache.reset("sqlite_mmap_size", 0, update=False)
+        self._cache.reset("sqlite_cache_size", -cache_kib, update=False)
+
     # records and blobs
 
     def get_record(self, key: str) -> EditRecord | None:
