@@ -630,6 +630,15 @@ def _budget_refusal(state: _Pass, estimate: float) -> str | None:
             f"${state.budget:.2f} budget is left")
 
 
+def _build(recipe: Recipe, entry: _Input) -> Graph:
+    """The item's graph. Each item is its own instance of the recipe, so plan's history
+    (what a node last ran as) is kept per item: a cached pass finds every node as it
+    was, rather than each item overwriting one entry for the whole batch."""
+    graph = recipe.build(entry.values, option="item")
+    graph.name = f"{graph.name}#{entry.id}"
+    return graph
+
+
 def _folder_current(folder: Path, run: Run) -> bool:
     """Whether ``folder`` already holds what saving ``run`` would write: its manifest
     lists exactly the run's edits, each finished under the same key and file name, and
@@ -641,9 +650,11 @@ def _folder_current(folder: Path, run: Run) -> bool:
     """
     if run.failures or len(run) != len(run.nodes):
         return False
+    where = os.fspath(folder)
+    manifest = os.path.join(where, "manifest.json")
     try:
-        written = os.stat(folder / "manifest.json").st_mtime_ns
-        with open(folder / "manifest.json", "rb") as handle:
+        with open(manifest, "rb") as handle:
+            written = os.fstat(handle.fileno()).st_mtime_ns
             listed = json.loads(handle.read())
         edits = listed["edits"]
         if listed.get("schema_version") != RECORD_VERSION or len(edits) != len(run.nodes):
@@ -652,7 +663,7 @@ def _folder_current(folder: Path, run: Run) -> bool:
             result = run[name]
             if (entry.get("node") != name or entry.get("status") not in ("done", "cached")
                     or entry.get("key") != result.key or entry.get("file") != result.filename
-                    or os.stat(folder / result.filename).st_mtime_ns > written):
+                    or os.stat(os.path.join(where, result.filename)).st_mtime_ns > written):
                 return False
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return False
@@ -676,7 +687,7 @@ async def _run_item(
     finished edits are cached and its folder says what did not run)."""
     finished = _Finisher(entry)
     try:
-        graph = recipe.build(entry.values, option="item")
+        graph = _build(recipe, entry)
         # Only a budget needs the estimate up front; without one the run alone decides.
         estimate = (0.0 if state.budget is None
                     else graph.plan(provider=provider, cache_dir=store).estimated_cost)
@@ -731,7 +742,7 @@ async def _run_item_on_cluster(
     estimate = 0.0
     if state.budget is not None:
         try:
-            graph = recipe.build(entry.values, option="item")
+            graph = _build(recipe, entry)
             estimate = graph.plan(provider=provider, cache_dir=store).estimated_cost
         except EditGraphError as exc:
             return finished("failed", error=str(exc))
@@ -1051,7 +1062,7 @@ def plan_batch(
             break
         items += 1
         try:
-            graph = loaded.build({**dict(settings or {}), **entry.values}, option="item")
+            graph = _build(loaded, _Input(entry.id, {**dict(settings or {}), **entry.values}))
             planned = graph.plan(provider=chosen, cache_dir=store)
         except EditGraphError as exc:
             invalid_count += 1
