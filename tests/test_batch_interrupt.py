@@ -66,7 +66,7 @@ def test_an_interrupt_drains_inside_items_and_the_rerun_pays_only_the_rest(
         billed = collections.Counter(entry["prompt"] for entry in fake.billed)
     # Six items of two edits each, every one paid exactly once over both passes.
     assert len(fake.billed) == 12 and set(billed.values()) == {6}, billed
-    assert sorted(line["id"] for line in journal(tmp_path / "out")) == sorted(ITEMS)
+    assert sorted(str(line["id"]) for line in journal(tmp_path / "out")) == sorted(ITEMS)
 
 
 def test_a_second_ctrl_c_abandons_the_batch_at_once_naming_what_may_be_billed(
