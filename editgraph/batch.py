@@ -43,6 +43,7 @@ from .recipe import Recipe
 from .records import RECORD_VERSION
 from .requests import EditRequest, GeneratedImage
 from .runs import Run
+from .sources import SourceMemo, prepared_sources
 from .store import DiskStore, Store
 from .stores.base import CacheLocation, open_store
 
@@ -896,9 +897,38 @@ async def _abatch_items(
     interrupt: BatchInterrupt | None,
     remote: tuple[ClusterPool, ItemTask] | None,
 ) -> Batch:
-    moderated = {} if retry_moderated else _earlier_statuses(folder / JOURNAL)
     if isinstance(store, DiskStore):
         store.bound_memory()  # flat in the number of items (SQLite's cache and map)
+    # A source shared by items (a model photo, a logo, a repeated input) is decoded once.
+    memo = prepared_sources.set(SourceMemo())
+    try:
+        return await _stream_items(
+            loaded, items, base_settings, folder, shared, store, concurrency=concurrency,
+            budget=budget, retry_moderated=retry_moderated, limit=limit, progress=progress,
+            stop=stop, interrupt=interrupt, remote=remote,
+        )
+    finally:
+        prepared_sources.reset(memo)
+
+
+async def _stream_items(
+    loaded: Recipe,
+    items: Iterator[_Input],
+    base_settings: dict[str, Any],
+    folder: Path,
+    shared: _SharedProvider,
+    store: Store,
+    *,
+    concurrency: int,
+    budget: float | None,
+    retry_moderated: bool,
+    limit: int | None,
+    progress: BatchProgress | None,
+    stop: asyncio.Event | None,
+    interrupt: BatchInterrupt | None,
+    remote: tuple[ClusterPool, ItemTask] | None,
+) -> Batch:
+    moderated = {} if retry_moderated else _earlier_statuses(folder / JOURNAL)
     shown: BatchProgress = progress or _Silent()
     window = max(2, concurrency)
     interrupt = interrupt or BatchInterrupt()
@@ -1057,20 +1087,24 @@ def plan_batch(
     items = invalid_count = cached = to_run = 0
     cost = 0.0
     invalid: dict[str, str] = {}
-    for entry in read_items(inputs, loaded, param):
-        if limit is not None and items >= limit:
-            break
-        items += 1
-        try:
-            graph = _build(loaded, _Input(entry.id, {**dict(settings or {}), **entry.values}))
-            planned = graph.plan(provider=chosen, cache_dir=store)
-        except EditGraphError as exc:
-            invalid_count += 1
-            if len(invalid) < 20:
-                invalid[entry.id] = str(exc)
-            continue
-        cached += len(planned.cached)
-        to_run += len(planned.to_run)
-        cost += planned.estimated_cost
+    memo = prepared_sources.set(SourceMemo())  # a shared source is decoded once
+    try:
+        for entry in read_items(inputs, loaded, param):
+            if limit is not None and items >= limit:
+                break
+            items += 1
+            try:
+                graph = _build(loaded, _Input(entry.id, {**dict(settings or {}), **entry.values}))
+                planned = graph.plan(provider=chosen, cache_dir=store)
+            except EditGraphError as exc:
+                invalid_count += 1
+                if len(invalid) < 20:
+                    invalid[entry.id] = str(exc)
+                continue
+            cached += len(planned.cached)
+            to_run += len(planned.to_run)
+            cost += planned.estimated_cost
+    finally:
+        prepared_sources.reset(memo)
     return BatchPlan(items=items, items_invalid=invalid_count, invalid=invalid, edits_cached=cached, edits_to_run=to_run,
                      estimated_cost=round(cost, 6))

@@ -3,6 +3,7 @@ plan's history is kept per item, and the report and SQLite memory do not grow pe
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -11,10 +12,13 @@ from pathlib import Path
 
 import pytest
 from edit_providers import CountingProvider
+from PIL import Image
 from test_batch import COLOURS, image_folder, journal, write_recipe
 
 import editgraph as eg
+from editgraph.errors import GraphError
 from editgraph.report import write_batch_report
+from editgraph.sources import SourceMemo, prepare_source, prepared_sources
 from editgraph.store import DiskStore
 
 
@@ -187,7 +191,30 @@ def test_a_long_pass_holds_sqlite_memory_flat(tmp_path: Path) -> None:
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get(
         "PYTHONPATH", "")])}
     child = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(tmp_path), "4000"],
-                           capture_output=True, text=True, env=environment, timeout=600)
+                           capture_output=True, text=True, env=environment, timeout=600,
+                           check=False)
     assert child.returncode == 0, child.stderr
     per_item = float(child.stdout.strip().splitlines()[-1])
     assert per_item < 1024, f"RSS grew {per_item:.0f} bytes per item"
+
+
+def test_a_source_memo_answers_as_a_full_decode_does(tmp_path: Path) -> None:
+    """Within prepared_sources: the same bytes give the same bytes and media type (a BMP
+    its PNG), a pixel limit is keyed apart, and a bad image still fails under its own
+    name every time."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(buffer, "BMP")
+    bmp = buffer.getvalue()
+    plain = prepare_source(bmp, "a", "a.bmp")
+    token = prepared_sources.set(SourceMemo(size=2))
+    try:
+        assert prepare_source(bmp, "a", "a.bmp") == plain
+        assert prepare_source(bmp, "b", "b.bmp") == plain  # from the memo
+        assert plain[1] == "image/png" and plain[0] != bmp
+        with pytest.raises(GraphError, match="more than max_source_pixels"):
+            prepare_source(bmp, "c", "c.bmp", max_pixels=100)
+        for name in ("d", "e"):
+            with pytest.raises(GraphError, match=f"source '{name}'"):
+                prepare_source(b"not an image", name, f"{name}.png")
+    finally:
+        prepared_sources.reset(token)
