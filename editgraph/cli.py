@@ -697,9 +697,9 @@ def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
             ))
     except asyncio.CancelledError:
         in_flight = sorted(display.in_flight)
-        _err.print(f"abandoned: {_plural(len(in_flight), 'item')} in flight "
-                   f"({', '.join(in_flight) or 'none'}); every finished item and edit is "
-                   "kept — run again to continue", soft_wrap=True)
+        _err.print(f"{_plural(len(in_flight), 'item')} in flight "
+                   f"({', '.join(in_flight) or 'none'}) abandoned; every finished item and "
+                   "edit is kept — run again to continue", soft_wrap=True)
         sys.exit(130)
     except EditGraphError as exc:
         _fail(str(exc))

@@ -87,3 +87,28 @@ def test_a_second_ctrl_c_abandons_the_batch_at_once_naming_what_may_be_billed(
     abandoned = next(line for line in command.lines if line.startswith("abandoned: "))
     assert "may have been billed" in abandoned
     assert "p0/cutout" in abandoned and "p1/cutout" in abandoned, abandoned
+
+
+BATCH_SCRIPT = """
+import sys
+import editgraph as eg
+result = eg.batch(sys.argv[1], sys.argv[2], out=sys.argv[3], cache=sys.argv[4], concurrency=2)
+s = result.summary
+print("summary", s.interrupted, s.items, s.in_flight, s.unfinished, s.not_started, flush=True)
+"""
+
+
+def test_eg_batch_in_a_script_drains_inside_items_too(tmp_path: Path) -> None:
+    """eg.batch() in a script's main thread takes SIGINT itself: the two cut-outs in
+    flight finish, nothing starts after, and the summary counts 2 stopped, 4 not started."""
+    inputs = image_folder(tmp_path / "in", ITEMS)
+    recipe = write_recipe(tmp_path)
+    with FakeTogether(api_key=TEST_KEY, latency=2.0) as fake:
+        command = Command([sys.executable, "-c", BATCH_SCRIPT, str(recipe), str(inputs),
+                           str(tmp_path / "out"), str(tmp_path / "cache")], env=child_env(fake))
+        wait_until(lambda: len(fake.requests) == 2 or command.process.poll() is not None,
+                   "two edits in flight")
+        command.process.send_signal(signal.SIGINT)
+        assert command.finish() == 0, command.output
+        assert len(fake.requests) == 2 and len(fake.billed) == 2
+    assert "summary True 0 2 2 4" in command.output, command.output
