@@ -402,7 +402,8 @@ class BatchInterrupt:
     def item(self, item_id: str) -> Drain:
         """A new item's drain (drained at once if the batch already is)."""
         drain = self._drains[item_id] = Drain()
-        if self.signal_number is not None:
+        if self.signal_number is not None:  # started before the signal, runs after it
+            self.in_flight_items += 1
             drain.start(self.signal_number)
         return drain
 
