@@ -7,6 +7,7 @@ import concurrent.futures
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -183,11 +184,9 @@ def test_the_batch_store_holds_sqlite_memory_small(tmp_path: Path) -> None:
             assert pool.submit(pragmas).result() == (0, -4096)
     finally:
         store.close()
-    other = DiskStore(tmp_path / "cache")
-    try:
-        assert other._cache._con.execute("PRAGMA mmap_size").fetchone()[0] == 2**26
-    finally:
-        other.close()
+    with sqlite3.connect(tmp_path / "cache" / "cache.db") as database:
+        kept = dict(database.execute("SELECT key, value FROM Settings").fetchall())
+    assert kept["sqlite_mmap_size"] == 2**26 and kept["sqlite_cache_size"] == 8192
 
 
 @pytest.mark.slow
