@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import (
+    batch,
     building,
     client_cpu,
     critical_path,
@@ -316,6 +317,29 @@ def _loop_lag_rows(root: Path, sizes: Sizes) -> list[Row]:
     ]
 
 
+def _batch_rows(root: Path, sizes: Sizes) -> list[Row]:
+    """Batches: the cached pass per item against its floor, and peak RSS by size."""
+    quick = sizes.throughput_edits < FULL.throughput_edits
+    items, counts = (100, (1_000, 4_000)) if quick else (300, (2_000, 20_000))
+    per_item, floor = batch.cached_pass(root / "batch", items, repeats=sizes.repeats)
+    peaks = [batch.peak_memory(count) for count in counts]
+    small, large = peaks[0]["peak_mb"], peaks[-1]["peak_mb"]
+    growth_kb = (large - small) * 1024 / (counts[-1] - counts[0])
+    projected = large + growth_kb * (100_000 - counts[-1]) / 1024
+    return [
+        Row(f"batch, fully cached pass, ms per item ({items} one-edit items)",
+            f"{per_item:.3f}", "<= 1", _verdict(per_item <= 1), f"{per_item / floor:.1f}x "
+            "the floor: a hand-written loop (read + hash the input, one diskcache read, "
+            "write the file, append a journal line), interleaved", floor=f"{floor:.3f}"),
+        Row(f"batch peak RSS, MB, {counts[-1]:,} one-edit items (instant provider)",
+            f"{large:.0f}", "< 400 at 100,000", _verdict(projected < 400),
+            f"{small:.0f} MB at {counts[0]:,}: {growth_kb:.2f} KB per item more, "
+            f"{projected:.0f} MB projected at 100,000 (python -m benchmarks.batch --full "
+            f"measures it); {peaks[-1]['seconds'] / counts[-1] * 1000:.2f} ms "
+            "per item"),
+    ]
+
+
 def _timed(section: Callable[[], list[Row]], timings: dict[str, float], name: str) -> list[Row]:
     started = time.perf_counter()
     rows = section()
@@ -360,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += _timed(_rewriting_rows, timings, "rewriting")
         rows += _timed(lambda: _fake_cpu_rows(sizes), timings, "fake CPU")
         rows += _timed(lambda: _loop_lag_rows(root, sizes), timings, "loop lag")
+        rows += _timed(lambda: _batch_rows(root, sizes), timings, "batch")
     print(f"editgraph benchmarks{' (--quick)' if args.quick else ''}: Python "
           f"{platform.python_version()}, {os.cpu_count()} CPUs, {platform.platform()}")
     print_table(rows)

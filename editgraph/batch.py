@@ -11,12 +11,16 @@ moderated ones unless asked to retry them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import glob as globbing
 import json
+import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
@@ -29,14 +33,18 @@ from .errors import (
     GraphError,
     ModerationError,
     RunError,
+    RunInterrupted,
 )
+from .execute import Drain
 from .graph import Graph
 from .names import folded, name_problem, portable_stem, shown_name
 from .providers.base import Provider
 from .recipe import Recipe
+from .records import RECORD_VERSION
 from .requests import EditRequest, GeneratedImage
 from .runs import Run
-from .store import Store
+from .sources import SourceMemo, prepared_sources
+from .store import DiskStore, Store
 from .stores.base import CacheLocation, open_store
 
 if TYPE_CHECKING:  # the cluster glue needs the extra `cluster`; imported on use
@@ -44,6 +52,7 @@ if TYPE_CHECKING:  # the cluster glue needs the extra `cluster`; imported on use
 
 __all__ = [
     "Batch",
+    "BatchInterrupt",
     "BatchItem",
     "BatchSummary",
     "IMAGE_SUFFIXES",
@@ -67,6 +76,10 @@ REPORT = "batch.html"
 
 #: ``rate`` counts provider calls started per this many seconds (``--rate`` is per minute).
 RATE_PERIOD = 60.0
+
+#: Interrupt notices (draining, abandoning); the command shows them as they happen.
+_interrupt_log = logging.getLogger("editgraph.interrupt")
+_DRAIN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class BatchItem(BaseModel):
@@ -105,6 +118,12 @@ class BatchSummary(BaseModel):
     elapsed: float
     out: str
     interrupted: bool = False
+    #: After an interrupt: the signal, the items running when it came, and those of
+    #: them stopped between edits (their finished edits are cached and saved, no
+    #: journal line: a re-run finishes them).
+    signal_number: int | None = None
+    in_flight: int = 0
+    unfinished: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -351,6 +370,91 @@ def _stem_of(values: Mapping[str, Any]) -> str | None:
 # ---------------------------------------------------------------------------- running
 
 
+class BatchInterrupt:
+    """A batch's interrupt, shared by every item's run: ``start`` (the first SIGINT or
+    SIGTERM) drains them all at once: no new edit starts in any item and no new item
+    starts; edits being generated finish and are cached. ``calling`` names those edits
+    (``item/edit``), possibly billed should the batch be abandoned."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+        self.in_flight_items = 0
+        self._drains: dict[str, Drain] = {}
+
+    @property
+    def started(self) -> bool:
+        return self.signal_number is not None
+
+    def start(self, signal_number: int) -> None:
+        """Drain every running item (at most once)."""
+        if self.signal_number is not None:
+            return
+        self.signal_number = signal_number
+        self.in_flight_items = len(self._drains)
+        for drain in self._drains.values():
+            drain.start(signal_number)
+
+    def calling(self) -> list[str]:
+        """The edits being generated now, as ``item/edit``."""
+        return [f"{item}/{name}" for item, drain in self._drains.items()
+                for name in drain.calling]
+
+    def item(self, item_id: str) -> Drain:
+        """A new item's drain (drained at once if the batch already is)."""
+        drain = self._drains[item_id] = Drain()
+        if self.signal_number is not None:  # started before the signal, runs after it
+            self.in_flight_items += 1
+            drain.start(self.signal_number)
+        return drain
+
+    def ended(self, item_id: str) -> None:
+        self._drains.pop(item_id, None)
+
+
+@contextlib.contextmanager
+def _drain_on_signals(interrupt: BatchInterrupt) -> Iterator[None]:
+    """While a batch runs in the main thread: the first SIGINT or SIGTERM drains every
+    item, a second SIGINT abandons the batch (cancels it) naming the edits that may be
+    billed. Earlier handlers come back after; a signal the caller already handles on this
+    loop is left to the caller."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_signal(signal_number: int) -> None:
+        if not interrupt.started:
+            interrupt.start(signal_number)
+            calling = interrupt.calling()
+            _interrupt_log.warning(
+                "interrupted: no new item or edit starts; finishing %d edit(s) in flight "
+                "(%s). Press Ctrl-C again to abandon them (they may still be billed).",
+                len(calling), ", ".join(calling) or "none",
+            )
+        elif signal_number == signal.SIGINT and task is not None:
+            _interrupt_log.warning("abandoned: %s may have been billed without a result",
+                                   ", ".join(interrupt.calling()) or "no edit")
+            task.cancel()
+
+    previous = {number: signal.getsignal(number) for number in _DRAIN_SIGNALS}
+    installed = []
+    try:
+        for number in _DRAIN_SIGNALS:
+            if getattr(previous[number], "__module__", None) == "asyncio.unix_events":
+                continue  # the caller's loop handles it
+            try:
+                loop.add_signal_handler(number, on_signal, number)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue
+            installed.append(number)
+        yield
+    finally:
+        for number in installed:
+            loop.remove_signal_handler(number)
+            signal.signal(number, previous[number])
+
+
 class _SharedProvider:
     """The batch's provider behind one bound: at most ``limit`` calls at once, batch-wide,
     and at most ``rate`` calls reaching the service in any rolling minute (each call
@@ -404,9 +508,9 @@ class _Pass:
     cached: int = 0
     cost: float = 0.0
     reserved: float = 0.0
-    draining: bool = False
-    interrupted: bool = False
+    interrupt: BatchInterrupt = field(default_factory=BatchInterrupt)
     not_started: int = 0
+    unfinished: int = 0
 
     def record(self, item: BatchItem) -> None:
         self.journal.write(item.model_dump_json().encode() + b"\n")
@@ -420,7 +524,9 @@ class _Pass:
         return BatchSummary(
             items=self.items, **self.counts, not_started=self.not_started, cached=self.cached,
             cost=self.cost, elapsed=round(time.monotonic() - self.started, 3),
-            out=str(self.out), interrupted=self.interrupted,
+            out=str(self.out), interrupted=self.interrupt.started,
+            signal_number=self.interrupt.signal_number,
+            in_flight=self.interrupt.in_flight_items, unfinished=self.unfinished,
         )
 
 
@@ -526,6 +632,46 @@ def _budget_refusal(state: _Pass, estimate: float) -> str | None:
             f"${state.budget:.2f} budget is left")
 
 
+def _build(recipe: Recipe, entry: _Input) -> Graph:
+    """The item's graph. Each item is its own instance of the recipe, so plan's history
+    (what a node last ran as) is kept per item: a cached pass finds every node as it
+    was, rather than each item overwriting one entry for the whole batch."""
+    graph = recipe.build(entry.values, option="item")
+    graph.name = f"{graph.name}#{entry.id}"
+    return graph
+
+
+def _folder_current(folder: Path, run: Run) -> bool:
+    """Whether ``folder`` already holds what saving ``run`` would write: its manifest
+    lists exactly the run's edits, each finished under the same key and file name, and
+    every file is there, none changed since the manifest was written (no newer than it).
+
+    Then saving is skipped: the files are the same bytes (an image and its embedded
+    record are fixed by its key), and the manifest stays the record of the pass that
+    made them. Reads one small file and stats the images; anything unexpected is False.
+    """
+    if run.failures or len(run) != len(run.nodes):
+        return False
+    where = os.fspath(folder)
+    manifest = os.path.join(where, "manifest.json")
+    try:
+        with open(manifest, "rb") as handle:
+            written = os.fstat(handle.fileno()).st_mtime_ns
+            listed = json.loads(handle.read())
+        edits = listed["edits"]
+        if listed.get("schema_version") != RECORD_VERSION or len(edits) != len(run.nodes):
+            return False
+        for entry, name in zip(edits, run.nodes, strict=True):
+            result = run[name]
+            if (entry.get("node") != name or entry.get("status") not in ("done", "cached")
+                    or entry.get("key") != result.key or entry.get("file") != result.filename
+                    or os.stat(os.path.join(where, result.filename)).st_mtime_ns > written):
+                return False
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return False
+    return True
+
+
 def _cannot_write(folder: Path, error: OSError) -> str:
     return f"cannot write {folder}: {error.strerror or error}; every result is cached"
 
@@ -538,10 +684,12 @@ async def _run_item(
     provider: _SharedProvider,
     store: Store,
     concurrency: int,
-) -> BatchItem:
+) -> BatchItem | None:
+    """The item's outcome; None when an interrupt stopped it between edits (its
+    finished edits are cached and its folder says what did not run)."""
     finished = _Finisher(entry)
     try:
-        graph = recipe.build(entry.values, option="item")
+        graph = _build(recipe, entry)
         # Only a budget needs the estimate up front; without one the run alone decides.
         estimate = (0.0 if state.budget is None
                     else graph.plan(provider=provider, cache_dir=store).estimated_cost)
@@ -552,18 +700,23 @@ async def _run_item(
         return finished("skipped", error=refusal)
     state.reserved += estimate
     try:
-        run, failures = await _arun(graph, provider, store, concurrency)
+        run, failures = await _arun(graph, provider, store, concurrency,
+                                    state.interrupt.item(entry.id))
     finally:
         state.reserved -= estimate
+        state.interrupt.ended(entry.id)
     folder = state.out / entry.id
     outputs: dict[str, str] = {}
     save_error = None
     if run is not None:
         try:
-            run.save(folder)
-            outputs = {name: _relative(folder / run[name].filename, state.out) for name in run}
+            if not _folder_current(folder, run):
+                run.save(folder)
+            outputs = {name: f"{entry.id}/{run[name].filename}" for name in run}
         except OSError as exc:
             save_error = _cannot_write(folder, exc)
+        if run.not_run and run.interrupted is not None:
+            return None  # unfinished: no journal line, a re-run finishes it
     status: Status = "done"
     if failures:
         status = "moderated" if _moderated(failures) else "failed"
@@ -591,7 +744,7 @@ async def _run_item_on_cluster(
     estimate = 0.0
     if state.budget is not None:
         try:
-            graph = recipe.build(entry.values, option="item")
+            graph = _build(recipe, entry)
             estimate = graph.plan(provider=provider, cache_dir=store).estimated_cost
         except EditGraphError as exc:
             return finished("failed", error=str(exc))
@@ -622,10 +775,14 @@ async def _arun(
     provider: _SharedProvider,
     store: Store,
     concurrency: int,
+    drain: Drain | None = None,
 ) -> tuple[Run | None, dict[str, BaseException]]:
     try:
         run = await graph.arun(provider=provider, cache_dir=store, concurrency=concurrency,
-                               progress=False)
+                               progress=False, drain=drain)
+    except RunInterrupted as exc:
+        assert isinstance(exc.run, Run)
+        return exc.run, dict(exc.run.failures)
     except RunError as exc:
         partial = exc.run if isinstance(exc.run, Run) else None
         return partial, dict(exc.failures)
@@ -652,11 +809,15 @@ async def abatch(
     limit: int | None = None,
     progress: BatchProgress | None = None,
     stop: asyncio.Event | None = None,
+    interrupt: BatchInterrupt | None = None,
 ) -> Batch:
     """``eg.batch`` for async code; ``stop`` set by the caller drains the pass.
 
-    When ``stop`` is set, no new item starts; the items in flight finish and are
-    recorded, and the summary counts the rest as not started.
+    The first SIGINT or SIGTERM (or ``stop`` set, or ``interrupt`` started by the caller)
+    drains the pass: no new item and no new edit starts; the edits in flight finish and
+    are cached, items that finish are recorded, items stopped between edits are saved
+    as far as they got; the summary counts items finished, in flight and not started.
+    A second SIGINT abandons the pass (cancels it), naming the edits that may be billed.
     """
     loaded = _recipe(recipe)
     if concurrency < 1:
@@ -689,14 +850,14 @@ async def abatch(
             return await _abatch_items(
                 loaded, items, base_settings, folder, shared, open_store(cache),
                 concurrency=concurrency, budget=budget, retry_moderated=retry_moderated,
-                limit=limit, progress=progress, stop=stop,
+                limit=limit, progress=progress, stop=stop, interrupt=interrupt,
                 remote=(pool, _task_template(loaded, cache, shared, concurrency, max_inflight,
                                              rate)),
             )
     return await _abatch_items(
         loaded, items, base_settings, folder, shared, open_store(cache),
         concurrency=concurrency, budget=budget, retry_moderated=retry_moderated, limit=limit,
-        progress=progress, stop=stop, remote=None,
+        progress=progress, stop=stop, interrupt=interrupt, remote=None,
     )
 
 
@@ -734,15 +895,53 @@ async def _abatch_items(
     limit: int | None,
     progress: BatchProgress | None,
     stop: asyncio.Event | None,
+    interrupt: BatchInterrupt | None,
+    remote: tuple[ClusterPool, ItemTask] | None,
+) -> Batch:
+    if isinstance(store, DiskStore):
+        store.bound_memory()  # flat in the number of items (SQLite's cache and map)
+    # A source shared by items (a model photo, a logo, a repeated input) is decoded once.
+    memo = prepared_sources.set(SourceMemo())
+    try:
+        return await _stream_items(
+            loaded, items, base_settings, folder, shared, store, concurrency=concurrency,
+            budget=budget, retry_moderated=retry_moderated, limit=limit, progress=progress,
+            stop=stop, interrupt=interrupt, remote=remote,
+        )
+    finally:
+        prepared_sources.reset(memo)
+
+
+async def _stream_items(
+    loaded: Recipe,
+    items: Iterator[_Input],
+    base_settings: dict[str, Any],
+    folder: Path,
+    shared: _SharedProvider,
+    store: Store,
+    *,
+    concurrency: int,
+    budget: float | None,
+    retry_moderated: bool,
+    limit: int | None,
+    progress: BatchProgress | None,
+    stop: asyncio.Event | None,
+    interrupt: BatchInterrupt | None,
     remote: tuple[ClusterPool, ItemTask] | None,
 ) -> Batch:
     moderated = {} if retry_moderated else _earlier_statuses(folder / JOURNAL)
     shown: BatchProgress = progress or _Silent()
     window = max(2, concurrency)
-    with open(folder / JOURNAL, "ab") as journal:
+    interrupt = interrupt or BatchInterrupt()
+    watcher = None
+    if stop is not None:
+        watcher = asyncio.ensure_future(stop.wait())
+        watcher.add_done_callback(
+            lambda waited: None if waited.cancelled() else interrupt.start(signal.SIGINT))
+    with open(folder / JOURNAL, "ab") as journal, _drain_on_signals(interrupt):
         start = journal.tell()
-        state = _Pass(out=folder, journal=journal, budget=budget)
-        running: set[asyncio.Task[BatchItem]] = set()
+        state = _Pass(out=folder, journal=journal, budget=budget, interrupt=interrupt)
+        running: set[asyncio.Task[BatchItem | None]] = set()
 
         async def drain(block: bool) -> None:
             if not running:
@@ -753,14 +952,16 @@ async def _abatch_items(
             for task in done:
                 running.discard(task)
                 item = task.result()
+                if item is None:
+                    state.unfinished += 1
+                    continue
                 state.record(item)
                 shown.finished(item, state.counts["failed"] + state.counts["moderated"],
                                state.cost)
 
         count = 0
         for entry in items:
-            if stop is not None and stop.is_set():
-                state.interrupted = True
+            if interrupt.started:
                 state.not_started += 1 + sum(1 for _ in items)
                 break
             if limit is not None and count >= limit:
@@ -783,11 +984,11 @@ async def _abatch_items(
                 continue
             while len(running) >= window:
                 await drain(block=True)
-            if stop is not None and stop.is_set():
-                state.interrupted = True
+            if interrupt.started:
                 state.not_started += 1 + sum(1 for _ in items)
                 break
             shown.started(entry.id)
+            work: Coroutine[Any, Any, BatchItem | None]
             if remote is not None:
                 work = _run_item_on_cluster(
                     loaded, _Input(entry.id, values), state, pool=remote[0],
@@ -797,6 +998,8 @@ async def _abatch_items(
                                  store=store, concurrency=concurrency)
             running.add(asyncio.ensure_future(work))
         await drain(block=False)
+    if watcher is not None:
+        watcher.cancel()
     summary = state.summary()
     _write_report_quietly(folder)
     return Batch(folder, start, summary)
@@ -885,20 +1088,24 @@ def plan_batch(
     items = invalid_count = cached = to_run = 0
     cost = 0.0
     invalid: dict[str, str] = {}
-    for entry in read_items(inputs, loaded, param):
-        if limit is not None and items >= limit:
-            break
-        items += 1
-        try:
-            graph = loaded.build({**dict(settings or {}), **entry.values}, option="item")
-            planned = graph.plan(provider=chosen, cache_dir=store)
-        except EditGraphError as exc:
-            invalid_count += 1
-            if len(invalid) < 20:
-                invalid[entry.id] = str(exc)
-            continue
-        cached += len(planned.cached)
-        to_run += len(planned.to_run)
-        cost += planned.estimated_cost
+    memo = prepared_sources.set(SourceMemo())  # a shared source is decoded once
+    try:
+        for entry in read_items(inputs, loaded, param):
+            if limit is not None and items >= limit:
+                break
+            items += 1
+            try:
+                graph = _build(loaded, _Input(entry.id, {**dict(settings or {}), **entry.values}))
+                planned = graph.plan(provider=chosen, cache_dir=store)
+            except EditGraphError as exc:
+                invalid_count += 1
+                if len(invalid) < 20:
+                    invalid[entry.id] = str(exc)
+                continue
+            cached += len(planned.cached)
+            to_run += len(planned.to_run)
+            cost += planned.estimated_cost
+    finally:
+        prepared_sources.reset(memo)
     return BatchPlan(items=items, items_invalid=invalid_count, invalid=invalid, edits_cached=cached, edits_to_run=to_run,
                      estimated_cost=round(cost, 6))

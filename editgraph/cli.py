@@ -53,7 +53,7 @@ from .stores.base import is_s3, open_store
 from .stores.s3 import S3Store
 
 if TYPE_CHECKING:
-    from .batch import Batch, BatchItem
+    from .batch import BatchItem
 
 __all__ = ["main"]
 
@@ -685,43 +685,21 @@ def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
         _check_cluster(cluster, cache_dir)
     total = count_items(over, limit)
     display = _BatchDisplay(total, enabled=_err.is_terminal)
-    stop = asyncio.Event()
-    signals: list[int] = []
-
-    async def go() -> Batch:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-
-        def interrupted(number: int) -> None:
-            signals.append(number)
-            if len(signals) == 1 and number in (signal.SIGINT, signal.SIGTERM):
-                stop.set()
-                display.note("interrupted: no new item starts; the items in flight finish "
-                             "and are saved (Ctrl-C again to abandon them)")
-            elif task is not None:
-                task.cancel()
-
-        for number in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(number, interrupted, number)
-        try:
-            return await abatch(
-                recipe, over, param=param, settings=settings, out=out_dir, provider=chosen,
-                cache=cache_dir, concurrency=concurrency, budget=budget, limit=limit,
-                retry_moderated=retry_moderated, progress=display, stop=stop,
-                cluster=cluster, max_inflight=max_inflight, rate=rate,
-            )
-        finally:
-            for number in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(number)
-
+    # The batch takes SIGINT/SIGTERM itself (its notices reach stderr through the
+    # interrupt log): the first drains every item at the edit level, a second abandons.
     try:
         with display:
-            result = asyncio.run(go())
+            result = asyncio.run(abatch(
+                recipe, over, param=param, settings=settings, out=out_dir, provider=chosen,
+                cache=cache_dir, concurrency=concurrency, budget=budget, limit=limit,
+                retry_moderated=retry_moderated, progress=display,
+                cluster=cluster, max_inflight=max_inflight, rate=rate,
+            ))
     except asyncio.CancelledError:
         in_flight = sorted(display.in_flight)
-        _err.print(f"abandoned: {_plural(len(in_flight), 'item')} in flight "
-                   f"({', '.join(in_flight) or 'none'}) may have been billed; every finished "
-                   "item is kept — run again to continue", soft_wrap=True)
+        _err.print(f"{_plural(len(in_flight), 'item')} in flight "
+                   f"({', '.join(in_flight) or 'none'}) abandoned; every finished item and "
+                   "edit is kept — run again to continue", soft_wrap=True)
         sys.exit(130)
     except EditGraphError as exc:
         _fail(str(exc))
@@ -742,9 +720,13 @@ def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
             _err.print(Text.assemble((item.status, "red"), f" {item.id}: {item.error}"),
                        soft_wrap=True)
     if summary.interrupted:
-        _out.print(f"interrupted: {summary.not_started} items did not start — run again to "
-                   "continue (finished items are free)", soft_wrap=True)
-        sys.exit(143 if signals and signals[0] == signal.SIGTERM else 130)
+        _out.print(
+            f"interrupted: {_plural(summary.items, 'item')} finished "
+            f"({summary.in_flight - summary.unfinished} of the {summary.in_flight} in flight "
+            f"among them), {summary.unfinished} stopped between edits (their finished edits "
+            f"are cached and saved), {summary.not_started} did not start — run again to "
+            "continue (finished items and edits are free)", soft_wrap=True)
+        sys.exit(128 + (summary.signal_number or signal.SIGINT))
     sys.exit(summary.exit_code)
 
 

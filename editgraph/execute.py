@@ -44,7 +44,9 @@ from .runs import NodeResult, Run
 from .store import DEFAULT_GRAPH, LEASE_SECONDS, JournalEntry, Store
 from .stores.writer import Writes, stage_blob
 
-__all__ = ["OP_PROVIDER", "Progress", "ResumeOutcome", "execute", "resume_journal", "run_sync"]
+__all__ = [
+    "OP_PROVIDER", "Drain", "Progress", "ResumeOutcome", "execute", "resume_journal", "run_sync",
+]
 
 logger = logging.getLogger("editgraph")
 
@@ -72,6 +74,38 @@ class Progress(Protocol):
     def advance(self, name: str, cached: bool) -> None:
         """One more edit finished (or failed)."""
         ...
+
+
+class Drain:
+    """A caller's handle on one run's interrupt, for a caller that takes SIGINT/SIGTERM
+    itself (a batch passes one to each item's run): ``start`` drains the run as a first
+    Ctrl-C would (no new edit starts; those being generated finish and are cached),
+    whether it comes before or during the run; ``calling`` names the edits being
+    generated now (possibly billed, should the caller abandon the run)."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+        self._engine: _Engine | None = None
+
+    def start(self, signal_number: int) -> None:
+        """Drain the run (at most once); the caller announces it."""
+        if self.signal_number is None:
+            self.signal_number = signal_number
+            if self._engine is not None:
+                self._engine.drain(signal_number, announce=False)
+
+    @property
+    def calling(self) -> list[str]:
+        """The edits being generated now, in graph order."""
+        engine = self._engine
+        if engine is None:
+            return []
+        return [node.name for node in engine.edits if node.name in engine.calling]
+
+    def _attach(self, engine: _Engine) -> None:
+        self._engine = engine
+        if self.signal_number is not None:
+            engine.drain(self.signal_number, announce=False)
 
 
 class _StoreJournal:
@@ -157,15 +191,16 @@ class _Engine:
     unused_leases: set[str] = field(default_factory=set)
     dependents: dict[str, list[_Node]] | None = None
 
-    def drain(self, signal_number: int) -> None:
+    def drain(self, signal_number: int, *, announce: bool = True) -> None:
         """Start no new edit; let the ones being generated finish and be cached."""
         self.interrupted = signal_number
         self.in_flight = [node.name for node in self.edits if node.name in self.calling]
-        _interrupt_log.warning(
-            "interrupted: finishing %d edit(s) in flight (%s); no new edit starts. "
-            "Press Ctrl-C again to abandon them (they may still be billed).",
-            len(self.in_flight), ", ".join(self.in_flight) or "none",
-        )
+        if announce:
+            _interrupt_log.warning(
+                "interrupted: finishing %d edit(s) in flight (%s); no new edit starts. "
+                "Press Ctrl-C again to abandon them (they may still be billed).",
+                len(self.in_flight), ", ".join(self.in_flight) or "none",
+            )
 
     def _check_draining(self, node: EditNode) -> None:
         if self.interrupted is not None:
@@ -752,6 +787,7 @@ async def execute(
     journaled_only: bool = False,
     graph: str = DEFAULT_GRAPH,
     keys: dict[str, Any] | None = None,
+    drain: Drain | None = None,
 ) -> Run:
     """Run ``edits`` (in topological order) of the graph named ``graph``; the run's
     ``failures`` maps each edit that failed to its error.
@@ -759,20 +795,24 @@ async def execute(
     ``journaled_only`` (``editgraph resume``) finishes the tasks the submission journal
     holds and starts no new generation. ``keys`` is the graph's memo of its nodes' keys
     (kept by the caller from run to run; an entry is used only for the same node object
-    with the same inputs).
+    with the same inputs). ``drain``: the caller's handle on interrupting this run (it
+    then takes the signals itself).
     """
     engine = _Engine(
         edits=edits, sources=sources, provider=provider, store=store,
         concurrency=concurrency, cache_only=cache_only, budget=budget, progress=progress,
         journaled_only=journaled_only, graph=graph, keys={} if keys is None else keys,
     )
+    if drain is not None:
+        drain._attach(engine)
     repaired_before = store.repaired
     session = getattr(provider, "session", None)
     listener = getattr(progress, "update", None)
     with progress_to(listener if callable(listener) else None):
         async with session() if callable(session) else contextlib.nullcontext():
             work = asyncio.ensure_future(engine.run())
-            with _drain_on_signals(engine, work):
+            # A caller holding a drain takes the signals itself.
+            with _drain_on_signals(engine, work) if drain is None else contextlib.nullcontext():
                 try:
                     await work
                 except asyncio.CancelledError:

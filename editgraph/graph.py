@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import ops
 from .errors import GraphError
-from .execute import execute, run_sync
+from .execute import Drain, execute, run_sync
 from .keys import content_hash
 from .models import MAX_PROMPT_CHARS, ModelSpec, resolve_model
 from .names import folded, name_problem, shown_name
@@ -785,6 +785,7 @@ class Graph:
         budget: float | None = None,
         progress: bool | None = None,
         journaled_only: bool = False,
+        drain: Drain | None = None,
     ) -> Run:
         """Run every edit not already cached; raise RunError if any failed.
 
@@ -796,6 +797,7 @@ class Graph:
         Ctrl-C (SIGINT) or SIGTERM drains the run: no new edit starts, the edits in
         flight finish and are cached, then ``eg.RunInterrupted`` (a KeyboardInterrupt)
         is raised with ``.run`` holding what finished. A second Ctrl-C abandons at once.
+        A caller that takes the signals itself (a batch) passes ``drain`` instead.
         """
         from .errors import BudgetError, RunError, RunInterrupted
         from .progress import progress_bar
@@ -820,7 +822,7 @@ class Graph:
                 ),
                 cache_only=cache_only, budget=budget, progress=bar, notice=notice,
                 journaled_only=journaled_only,
-                graph=self.name, keys=self._keys,
+                graph=self.name, keys=self._keys, drain=drain,
             )
         if run.interrupted is not None:
             raise RunInterrupted(run, run.interrupted)

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup, escape
+
 from .display import templates, thumbnail_uri
 from .drawing import DrawnEdge, DrawnNode, draw_dag
 from .redact import redact
@@ -171,61 +173,96 @@ def write_batch_report(folder: Path, path: Path | None = None) -> Path:
 
     One row per item (its latest status over every pass): the input beside its outputs,
     linked as the files in the folder, and the error of an item that did not finish.
+    Memory is one small integer per item (where its latest line starts, its status
+    and whether it was cached), whatever the number of items and passes; the page is
+    written as it renders.
     """
     folder = Path(folder)
     absolute = os.path.abspath(folder)
-    latest: dict[str, str] = {}
+    journal_path = folder / "batch.jsonl"
+    # item id -> offset of its latest line * 16 + status index * 2 + cached; the first
+    # line of an id keeps its place (dicts keep insertion order), the latest wins.
+    latest: dict[str, int] = {}
+    counts = [0] * (len(_STATUSES) + 1)
+    cached = 0
     spent = 0.0
-    with open(folder / "batch.jsonl", encoding="utf-8") as journal:
+    with open(journal_path, "rb") as journal:
+        offset = 0
         for line in journal:
+            here, offset = offset, offset + len(line)
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue  # a line cut short by a crash
-            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                latest[entry["id"]] = line  # the latest pass wins; the first keeps the place
-                spent += _number(entry.get("cost"))
-    totals = {"count": len(latest), "done": 0, "failed": 0, "moderated": 0, "skipped": 0,
-              "cached": 0, "spent": spent}
-    for line in latest.values():
-        entry = json.loads(line)
-        status = entry.get("status")
-        if status in totals:
-            totals[status] += 1
-        totals["cached"] += bool(entry.get("cached"))
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+                continue
+            spent += _number(entry.get("cost"))
+            status = _STATUSES.get(entry.get("status"), len(_STATUSES))  # type: ignore[arg-type]
+            packed = here * 16 + status * 2 + bool(entry.get("cached"))
+            earlier = latest.get(entry["id"])
+            if earlier is not None:
+                counts[(earlier >> 1) & 7] -= 1
+                cached -= earlier & 1
+            latest[entry["id"]] = packed
+            counts[status] += 1
+            cached += packed & 1
+    totals: dict[str, float] = {"count": len(latest), "cached": cached, "spent": spent}
+    totals.update({name: counts[index] for name, index in _STATUSES.items()})
 
-    def rows() -> Iterator[dict[str, Any]]:
-        for line in latest.values():
-            entry = json.loads(line)
-            inputs = entry.get("inputs") or {}
-            yield {
-                "id": entry["id"],
-                "status": entry.get("status"),
-                "cached": entry.get("cached"),
-                "cost": _number(entry.get("cost")),
-                "error": entry.get("error"),
-                "input_links": [
-                    (name, _link(absolute, value)) for name, value in inputs.items()
-                    if isinstance(value, str) and Path(value).suffix.lower() in _IMAGE_SUFFIXES
-                ],
-                "output_links": [
-                    (name, _link(absolute, os.path.join(absolute, value)))
-                    for name, value in (entry.get("outputs") or {}).items()
-                    if isinstance(value, str)
-                ],
-            }
+    def rows() -> Iterator[Markup]:
+        with open(journal_path, "rb") as journal:
+            for number, packed in enumerate(latest.values(), 1):
+                journal.seek(packed >> 4)
+                yield _batch_row(number, json.loads(journal.readline()), absolute)
 
     chunks = templates.get_template("batch.html.j2").generate(
         title=f"editgraph batch · {folder.resolve().name}",
         made=_when(datetime.datetime.now(datetime.timezone.utc).timestamp()),
         folder=str(folder),
         totals=totals,
-        items=rows(),
+        rows=rows(),
     )
     target = Path(path if path is not None else folder / "batch.html")
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(target, (chunk.encode("utf-8") for chunk in chunks))  # streamed
     return target
+
+
+#: An item's statuses, as packed in ``write_batch_report`` (any other counts as none).
+_STATUSES = {"done": 0, "failed": 1, "moderated": 2, "skipped": 3}
+
+
+def _batch_row(number: int, entry: dict[str, Any], absolute: str) -> Markup:
+    """One item's row of ``batch.html``: every value escaped (ids, paths, errors are
+    text). Built directly rather than by a template loop: a page may have 100,000 rows."""
+    status = escape(entry.get("status"))
+    inputs = entry.get("inputs") or {}
+    outputs = entry.get("outputs") or {}
+    figures_in = "".join(
+        _figure(name, _link(absolute, value)) for name, value in inputs.items()
+        if isinstance(value, str) and os.path.splitext(value)[1].lower() in _IMAGE_SUFFIXES
+    )
+    figures_out = "".join(
+        _figure(name, _output_link(absolute, value))
+        for name, value in outputs.items() if isinstance(value, str)
+    )
+    error = entry.get("error")
+    return Markup(
+        f'<tr id="item-{number}" class="item {status}">\n'
+        f'<td><strong>{escape(entry["id"])}</strong><br>'
+        f'<span class="status {status}">{status}</span>'
+        + (' <span class="muted">cached</span>' if entry.get("cached") else "")
+        + f'<div class="muted">${_number(entry.get("cost")):.4f}</div></td>\n'
+        f"<td>{figures_in}</td>\n<td>"
+        + (f'<div class="error">{escape(error)}</div>' if error else "")
+        + f'<div class="outputs">{figures_out}</div></td>\n</tr>'
+    )
+
+
+def _figure(name: str, link: str) -> str:
+    name = escape(name)
+    return (f'<figure><img loading="lazy" alt="{name}" src="{escape(link)}">'
+            f"<figcaption>{name}</figcaption></figure>")
 
 
 def _number(value: object) -> float:
@@ -242,7 +279,14 @@ def _link(folder: str, file: str) -> str:
         relative = os.path.relpath(target, folder)
     except ValueError:
         return Path(target).as_uri()
-    return urllib.parse.quote(Path(relative).as_posix())
+    return urllib.parse.quote(relative.replace(os.sep, "/"))
+
+
+def _output_link(folder: str, file: str) -> str:
+    """A link to ``file``, given relative to ``folder`` (as the journal lists outputs)."""
+    if not os.path.isabs(file) and ".." not in file.replace(os.sep, "/").split("/"):
+        return urllib.parse.quote(os.path.normpath(file).replace(os.sep, "/"))
+    return _link(folder, os.path.join(folder, file))
 
 
 def _write(path: Path, page: str) -> Path:

@@ -11,6 +11,7 @@ JPEG, PNG and WebP) are converted to PNG, and the hash is of what is sent.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import io
 import os
 import re
@@ -41,7 +42,9 @@ __all__ = [
     "URL_SCHEME",
     "check_image",
     "fetch",
+    "SourceMemo",
     "prepare_source",
+    "prepared_sources",
     "read_source",
     "safe_stem",
     "source_root",
@@ -62,6 +65,29 @@ source_root: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "source_root", default=None
 )
 
+
+class SourceMemo:
+    """The last ``size`` sources checked, by content: (hash, pixel limit) -> (converted
+    bytes, or None when sent as they are; media type)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._entries: dict[tuple[bytes, int | None], tuple[bytes | None, str]] = {}
+
+    def get(self, key: tuple[bytes, int | None]) -> tuple[bytes | None, str] | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple[bytes, int | None], value: tuple[bytes | None, str]) -> None:
+        if len(self._entries) >= self.size:
+            del self._entries[next(iter(self._entries))]  # the oldest
+        self._entries[key] = value
+
+
+#: When set (a batch sets it for its pass), bytes already checked are not decoded again:
+#: the same bytes give the same answer.
+prepared_sources: contextvars.ContextVar[SourceMemo | None] = contextvars.ContextVar(
+    "prepared_sources", default=None
+)
 
 URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
 
@@ -175,7 +201,24 @@ def prepare_source(
     GraphError naming the source when it is empty, not an image, larger than
     ``max_pixels`` (None: no limit but Pillow's) or flagged by Pillow as a decompression
     bomb. JPEG, PNG and WebP are kept as they are; any other format is converted to PNG.
+    Within ``prepared_sources`` (a batch), bytes already checked are not decoded again.
     """
+    memo = prepared_sources.get()
+    if memo is None or not data:
+        return _prepare(data, name, described, max_pixels)
+    key = (hashlib.sha256(data).digest(), max_pixels)
+    known = memo.get(key)
+    if known is None:
+        sent, media_type = _prepare(data, name, described, max_pixels)
+        memo.put(key, (None if sent is data else sent, media_type))
+        return sent, media_type
+    converted, media_type = known
+    return (data if converted is None else converted), media_type
+
+
+def _prepare(
+    data: bytes, name: str, described: str, max_pixels: int | None
+) -> tuple[bytes, str]:
     if not data:
         raise GraphError(f"source {name!r}: {described} is empty (0 bytes)")
     declared = declared_size(data)

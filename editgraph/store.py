@@ -351,6 +351,31 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+class _Cache(diskcache.Cache):  # type: ignore[misc]
+    """diskcache's Cache whose connections (one per thread) also take ``pragmas``."""
+
+    pragmas: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def _con(self) -> sqlite3.Connection:
+        if not self.pragmas or getattr(self._local, "connecting", False):
+            # No bound asked, or diskcache's own setup of a new connection (inside).
+            inner: sqlite3.Connection = super()._con
+            return inner
+        self._local.connecting = True
+        try:
+            con: sqlite3.Connection = super()._con  # then diskcache's settings are applied
+        finally:
+            self._local.connecting = False
+        applied = getattr(self._local, "bounded", None)
+        if self.pragmas and (applied is None or applied[0] is not con
+                             or applied[1] != self.pragmas):
+            for name, value in self.pragmas:
+                con.execute(f"PRAGMA {name} = {int(value)}").fetchall()
+            self._local.bounded = (con, self.pragmas)
+        return con
+
+
 #: Caches this process opened lately, by folder, most recent last (see _open_cache).
 _OPEN_CACHES: collections.OrderedDict[str, tuple[diskcache.Cache, tuple[int, ...]]] = (
     collections.OrderedDict()
@@ -387,7 +412,7 @@ def _open_cache(directory: Path) -> diskcache.Cache:
                 return kept[0]
             del _OPEN_CACHES[folder]
             kept[0]._editgraph_kept = False
-        cache = diskcache.Cache(
+        cache = _Cache(
             folder,
             disk=_BytesAndTextDisk,
             # editgraph prunes on request (`editgraph cache prune`): no eviction, and
@@ -452,6 +477,14 @@ class DiskStore:
     def close(self) -> None:
         """Close the underlying database connection (it reopens if the store is used again)."""
         self._cache.close()
+
+    def bound_memory(self, cache_kib: int = 4096) -> None:
+        """Hold SQLite's memory to about ``cache_kib`` KiB of page cache and no memory map
+        in every connection of this store (one per thread: the writer thread's too), so a
+        long pass (a batch of 100,000 items) stays flat in memory instead of growing to
+        the defaults' 32 MB cache + 64 MB map. Not kept in the directory: other processes
+        keep the defaults (stores of this process share the open cache, and the bound)."""
+        self._cache.pragmas = (("mmap_size", 0), ("cache_size", -cache_kib))
 
     # records and blobs
 

@@ -86,7 +86,7 @@ def test_a_folder_gives_one_item_per_image_with_folders_and_a_journal(tmp_path: 
                                 "lifestyle": f"{item.id}/lifestyle.png"}
         assert (tmp_path / "out" / item.id / "manifest.json").is_file()
         assert (tmp_path / "out" / item.outputs["lifestyle"]).is_file()
-    assert sorted(line["id"] for line in journal(tmp_path / "out")) == ["blue", "green", "red"]
+    assert sorted(str(line["id"]) for line in journal(tmp_path / "out")) == ["blue", "green", "red"]
     assert len(provider.calls) == 6
     assert (tmp_path / "out" / "batch.html").is_file()
 
