@@ -19,7 +19,6 @@ import asyncio
 import hashlib
 import io
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from PIL import Image
 import editgraph as eg
 
 from .interleave import interleaved
+from .memory import peak_rss_mb
 
 RECIPE = '''
 from pathlib import Path
@@ -126,7 +126,7 @@ def _memory_child(count: int) -> None:
                           provider=InstantProvider(), cache=root / "cache", concurrency=16)
         elapsed = time.perf_counter() - started
         assert result.summary.done == count, result.summary
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mb = peak_rss_mb()
         print(json.dumps({"items": count, "peak_mb": peak_mb, "seconds": elapsed}))
 
 
