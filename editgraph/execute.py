@@ -62,7 +62,12 @@ _Request = EditRequest | OpRequest
 #: estimated cost).
 _Keyed = tuple[_Node, str, tuple[str, ...], str, int, float]
 
-logger = logging.getLogger("editgraph")
+#: At most this many bytes, and as many results as the run has slots, of results made
+#: in a run are held for the edits that take them (beyond, the oldest are read back
+#: from the store): what a wide graph waiting for slots holds stays bounded, whatever
+#: its width.
+FRESH_BYTES = 32 * 1024 * 1024
+
 #: Interrupt notices; the command shows them, a script sees them on stderr.
 _interrupt_log = logging.getLogger("editgraph.interrupt")
 _DRAIN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -171,11 +176,14 @@ class _Engine:
     journaled: set[str] = field(default_factory=set)  # keys with a journal entry to clear
     billed_not_delivered: list[Submission] = field(default_factory=list)
     uncached: dict[str, str] = field(default_factory=dict)
-    #: Bytes of results made in this run, by node, handed to the edits that take them as
-    #: references instead of being read back from the store; dropped once the last of
-    #: those edits has been decided (``consumers`` counts them down).
-    fresh: dict[str, bytes] = field(default_factory=dict)
+    #: Results made in this run (node -> hash, bytes), handed to the edits that take
+    #: them as references instead of being read back and hashed again from the store;
+    #: dropped once the last of those edits has taken them or been decided otherwise
+    #: (``consumers`` counts them down), and the oldest first past ``FRESH_BYTES``.
+    fresh: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    fresh_bytes: int = 0
     consumers: Counter[str] = field(default_factory=Counter)
+    decided: set[str] = field(default_factory=set)
     committed: float = 0.0
     saved: float = 0.0
     # Interrupts: the signal that asked to drain; the edits being generated (paid for)
@@ -313,34 +321,55 @@ class _Engine:
                 references.append(source.reference())
                 continue
             upstream = self.done[name]
-            # A result made in this run is handed over from memory (it was hashed as it
-            # arrived); one the store could not keep is only in memory.
-            data = self.fresh.get(name)
-            if data is None and name in self.uncached:
-                data = upstream.data
             references.append(Reference(
                 hash=upstream.output_hash, media_type=upstream.media_type, source=name,
-                url=upstream.url, url_expires_at=upstream.url_expires_at, data=data,
+                url=upstream.url, url_expires_at=upstream.url_expires_at,
+                # An upstream result the store could not keep is only in memory.
+                data=upstream.data if upstream.name in self.uncached else None,
             ))
         return references
 
+    def _bytes_of(self, reference: Reference) -> bytes:
+        """A reference's bytes: attached, made in this run (hashed as they arrived), or
+        read from the store (verified there)."""
+        if reference.data is not None:
+            return reference.data
+        kept = self.fresh.get(reference.source or "")
+        if kept is not None and kept[0] == reference.hash:
+            return kept[1]
+        return self.store.get_blob(reference.hash)
+
     def _decided(self, node: _Node) -> None:
-        """``node`` no longer needs its inputs' bytes: let go of those no other edit of
-        the run still waits for."""
+        """``node`` has its inputs' bytes, or will never need them: let go of those no
+        other edit of the run still waits for (once per node)."""
+        if node.name in self.decided:
+            return
+        self.decided.add(node.name)
         for name in node.references:
             left = self.consumers.get(name)
             if left is None:
                 continue
             if left <= 1:
                 del self.consumers[name]
-                self.fresh.pop(name, None)
+                self._drop_fresh(name)
             else:
                 self.consumers[name] = left - 1
 
-    def _hand_on(self, node: _Node, data: bytes) -> None:
-        """Keep a result just made for the edits of this run that take it."""
-        if self.consumers.get(node.name):
-            self.fresh[node.name] = data
+    def _hand_on(self, node: _Node, output_hash: str, data: bytes) -> None:
+        """Keep a result just made for the edits of this run that take it, within
+        ``FRESH_BYTES`` and one per slot (the oldest go first: those are read from the
+        store)."""
+        if not self.consumers.get(node.name):
+            return
+        self.fresh[node.name] = (output_hash, data)
+        self.fresh_bytes += len(data)
+        while self.fresh_bytes > FRESH_BYTES or len(self.fresh) > self.concurrency:
+            self._drop_fresh(next(iter(self.fresh)))
+
+    def _drop_fresh(self, name: str) -> None:
+        kept = self.fresh.pop(name, None)
+        if kept is not None:
+            self.fresh_bytes -= len(kept[1])
 
     def _failed_input(self, node: _Node) -> str | None:
         return next((name for name in node.references if name in self.failed), None)
@@ -390,7 +419,7 @@ class _Engine:
             else:
                 self._finish(node, NodeResult(facts, node=node, inputs=inputs, cached=True,
                                               load=self.load))
-            self._decided(node)
+                self._decided(node)
         return misses
 
     def _resolve_now(self, node: _Node) -> tuple[_Request, str] | None:
@@ -450,6 +479,7 @@ class _Engine:
         except Exception as error:  # noqa: BLE001 - a node's failure is recorded, not raised
             self._fail(node, error)
         finally:
+            self._decided(node)  # ended without taking its inputs' bytes (or did)
             self.pending[node.name].set_result(None)
 
     async def _apply_op(self, node: OpNode, request: OpRequest, key: str) -> NodeResult:
@@ -458,10 +488,8 @@ class _Engine:
         No slot, lease or rate limiter: an op is free and deterministic, so two
         processes racing on one key at worst compute the same bytes twice.
         """
-        inputs = [
-            reference.data if reference.data is not None else self.store.get_blob(reference.hash)
-            for reference in request.references
-        ]
+        inputs = [self._bytes_of(reference) for reference in request.references]
+        self._decided(node)
         started = time.perf_counter()
 
         def render() -> tuple[bytes, str, int, int]:
@@ -482,7 +510,7 @@ class _Engine:
         )
         await self.writes.submit(lambda: self._keep_output(record, data),
                                  stage=lambda: stage_blob(self.store, record.output_hash, data))
-        self._hand_on(node, data)
+        self._hand_on(node, output_hash, data)
         return self._result(request, record, cached=False)
 
     def _keep_output(self, record: EditRecord, data: bytes) -> EditRecord:
@@ -536,6 +564,7 @@ class _Engine:
             try:
                 self._check_draining(node)
                 sent = self._with_bytes(request)
+                self._decided(node)
                 cost = node.estimate_cost(self.provider.name)
                 if self.budget is not None and self.committed + cost > self.budget + 1e-9:
                     raise BudgetError(
@@ -575,7 +604,7 @@ class _Engine:
                     result = self._result(request, record, cached=False)
                     result.keep_in_memory(image.data)
                     return result
-                self._hand_on(node, image.data)
+                self._hand_on(node, record.output_hash, image.data)
                 return self._result(request, record, cached=False)
             finally:
                 if key in self.held:
@@ -609,7 +638,7 @@ class _Engine:
             return request
         references = tuple(
             reference if reference.data is not None
-            else reference.model_copy(update={"data": self.store.get_blob(reference.hash)})
+            else reference.model_copy(update={"data": self._bytes_of(reference)})
             for reference in request.references
         )
         return request.model_copy(update={"references": references})
