@@ -14,7 +14,6 @@ import random
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image, ImageDraw, ImageFont
 
+from . import _faults
 from ._server import LoopbackServer, Request, Response, Router, json_response, text_response
 
 __all__ = ["FakeBFL"]
@@ -75,8 +75,6 @@ _EXTENSIONS: Final[dict[str, str]] = {"jpeg": "jpg", "png": "png", "webp": "webp
 _MODERATE_OUTPUT: Final = "[moderate-output]"
 _MODERATE_REQUEST: Final = "[moderate-request]"
 
-_FaultKind = Literal["500", "503", "429", "drop_before", "drop_after"]
-_FAULT_KINDS: Final[tuple[_FaultKind, ...]] = ("500", "503", "429", "drop_before", "drop_after")
 _PollFault = Literal["500", "503", "drop"]
 _POLL_FAULTS: Final[tuple[_PollFault, ...]] = ("500", "503", "drop")
 
@@ -118,13 +116,6 @@ def _invalid(field: str, message: str, kind: str = "value_error") -> _ApiError:
 
 
 @dataclass(frozen=True)
-class _ScheduledFailure:
-    status: int
-    retry_after: float | None
-    message: str | None
-
-
-@dataclass(frozen=True)
 class _StoredFile:
     data: bytes
     media_type: str
@@ -159,12 +150,6 @@ class _Task:
     sample_url: str | None = None
     delivered_at: float | None = None
     polls: int = field(default=0)
-
-
-def _format_seconds(seconds: float) -> str:
-    if float(seconds).is_integer():
-        return str(int(seconds))
-    return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
 def _megapixels(width: int, height: int) -> int:
@@ -237,14 +222,9 @@ class FakeBFL(LoopbackServer):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(port)
-        if latency < 0:
-            raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
-        if url_ttl < 0:
-            raise ValueError(f"url_ttl must be >= 0 seconds, got {url_ttl!r}")
+        _faults.check_settings(latency=latency, url_ttl=url_ttl, fault_rate=fault_rate)
         if max_active < 1:
             raise ValueError(f"max_active must be >= 1, got {max_active!r}")
-        if not 0.0 <= fault_rate <= 1.0:
-            raise ValueError(f"fault_rate must be between 0 and 1, got {fault_rate!r}")
         self.api_key = api_key
         self.latency = latency
         self.url_ttl = url_ttl
@@ -259,12 +239,12 @@ class FakeBFL(LoopbackServer):
         self._requests: list[dict[str, Any]] = []
         self._billed: list[dict[str, Any]] = []
         self._polls: list[str] = []
-        self._scheduled: deque[_ScheduledFailure] = deque()
+        self._scheduled = _faults.FailureQueue()
         self._tasks: dict[str, _Task] = {}
 
         # Touched only on the server's event loop thread.
-        self._fault_rng = random.Random(fault_seed)
-        self._poll_fault_rng = random.Random(f"poll-{fault_seed}")
+        self._fault_draws = _faults.FaultDraws[_faults.FaultKind](fault_seed, _faults.FAULT_KINDS)
+        self._poll_faults = _faults.FaultDraws[_PollFault](f"poll-{fault_seed}", _POLL_FAULTS)
         self._files: dict[str, _StoredFile] = {}
 
 
@@ -313,13 +293,7 @@ class FakeBFL(LoopbackServer):
         ``retry_after`` (seconds) is sent as ``Retry-After``; ``message`` replaces the
         default ``detail``. Calls queue in order.
         """
-        if not 400 <= status <= 599:
-            raise ValueError(f"status must be an HTTP error status (400-599), got {status!r}")
-        if times < 1:
-            raise ValueError(f"times must be >= 1, got {times!r}")
-        failure = _ScheduledFailure(status=status, retry_after=retry_after, message=message)
-        with self._lock:
-            self._scheduled.extend([failure] * times)
+        self._scheduled.add(_faults.ScheduledFailure(status, retry_after, message), times)
 
     # -- server thread ---------------------------------------------------------------
 
@@ -356,9 +330,9 @@ class FakeBFL(LoopbackServer):
             thumbnails = await asyncio.to_thread(_decode_references, references, submission)
             submission = _sized(submission, thumbnails)
             self._check_capacity()
-            fault = self._draw_fault()
+            fault = self._fault_draws.draw(self.fault_rate)
             if fault == "drop_before":
-                return _drop_connection(request)
+                return _faults.drop_connection(request)
             if fault in ("500", "503", "429"):
                 raise _ApiError(int(fault), headers={"Retry-After": "1"} if fault == "429" else None)
             reference_hashes = [hashlib.sha256(data).hexdigest() for data in references]
@@ -380,7 +354,7 @@ class FakeBFL(LoopbackServer):
                 "request": body,
             })
         if fault == "drop_after":
-            return _drop_connection(request)
+            return _faults.drop_connection(request)
         answer: dict[str, Any] = {"id": task.id, "cost": cost, "input_mp": input_mp,
                                   "output_mp": output_mp}
         if body.get("webhook_url"):
@@ -399,9 +373,9 @@ class FakeBFL(LoopbackServer):
         task_id = request.query.get("id", "")
         with self._lock:
             self._polls.append(task_id)
-        fault = self._draw_poll_fault()
+        fault = self._poll_faults.draw(self.fault_rate)
         if fault == "drop":
-            return _drop_connection(request)
+            return _faults.drop_connection(request)
         if fault is not None:
             return _ApiError(int(fault)).to_response()
         return json_response(self._task_status(task_id))
@@ -423,23 +397,14 @@ class FakeBFL(LoopbackServer):
     # -- steps -----------------------------------------------------------------------
 
     def _check_api_key(self, request: Request) -> None:
-        if self.api_key is None:
-            return
-        given = request.headers.get("x-key")
-        if not given:
-            raise _ApiError(403)
-        if given != self.api_key:
-            raise _ApiError(401)
+        refusal = _faults.key_refusal(self.api_key, request.header("x-key"), missing_status=403)
+        if refusal is not None:
+            raise _ApiError(refusal)
 
     def _take_scheduled_failure(self) -> None:
-        with self._lock:
-            failure = self._scheduled.popleft() if self._scheduled else None
-        if failure is None:
-            return
-        headers = {}
-        if failure.retry_after is not None:
-            headers["Retry-After"] = _format_seconds(failure.retry_after)
-        raise _ApiError(failure.status, failure.message, headers=headers)
+        failure = self._scheduled.take()
+        if failure is not None:
+            raise _ApiError(failure.status, failure.message, headers=failure.headers())
 
     def _reference_bytes(self, field_name: str, value: str) -> bytes:
         """The bytes of one reference: raw base64, or one of the fake's fresh result URLs."""
@@ -473,18 +438,8 @@ class FakeBFL(LoopbackServer):
             429,
             f"You have exceeded the number of active tasks ({self.max_active}). "
             "Wait for a task to finish before submitting another.",
-            headers={"Retry-After": _format_seconds(round(wait, 3))},
+            headers={"Retry-After": _faults.format_seconds(round(wait, 3))},
         )
-
-    def _draw_fault(self) -> _FaultKind | None:
-        roll = self._fault_rng.random()
-        kind = _FAULT_KINDS[self._fault_rng.randrange(len(_FAULT_KINDS))]
-        return kind if roll < self.fault_rate else None
-
-    def _draw_poll_fault(self) -> _PollFault | None:
-        roll = self._poll_fault_rng.random()
-        kind = _POLL_FAULTS[self._poll_fault_rng.randrange(len(_POLL_FAULTS))]
-        return kind if roll < self.fault_rate else None
 
     def _create_task(self, submission: _Submission, image: bytes, body: dict[str, Any]) -> _Task:
         now = self._clock()
@@ -712,9 +667,3 @@ def _render(
     else:
         image.save(out, format="JPEG", quality=70)
     return out.getvalue()
-
-
-def _drop_connection(request: Request) -> Response:
-    """Close the connection without answering; the server then discards the response."""
-    request.abort()
-    return Response(500)

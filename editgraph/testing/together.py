@@ -15,7 +15,7 @@ import re
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -24,6 +24,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 import aiohttp
 from PIL import Image, ImageDraw, ImageFont
 
+from . import _faults
 from ._server import LoopbackServer, Request, Response, Router, json_response, text_response
 
 __all__ = ["FakeTogether"]
@@ -69,9 +70,6 @@ _HONOURED_KEYS: Final[dict[str, tuple[str, ...]]] = {
 # Encoded results kept for repeated requests, and references' tiles by content hash.
 _RENDER_CACHE_BYTES: Final = 64 * 1024**2
 _TILE_CACHE_ENTRIES: Final = 256
-
-_FaultKind = Literal["500", "503", "429", "drop_before", "drop_after"]
-_FAULT_KINDS: Final[tuple[_FaultKind, ...]] = ("500", "503", "429", "drop_before", "drop_after")
 
 # (type, code, message) of the service's error body for each status it answers.
 _ERROR_DEFAULTS: Final[dict[int, tuple[str, str | None, str]]] = {
@@ -149,16 +147,6 @@ class _ApiError(Exception):
 
 
 @dataclass(frozen=True)
-class _ScheduledFailure:
-    """One queued answer from `fail_next`."""
-
-    status: int
-    retry_after: float | None
-    message: str | None
-    ratelimit_reset: float | None = None
-
-
-@dataclass(frozen=True)
 class _StoredFile:
     """A result image the fake hosts at one of its URLs."""
 
@@ -188,13 +176,6 @@ def _new_id() -> str:
     """A fresh response id in the service's dashed style."""
     raw = uuid.uuid4().hex
     return f"{raw[:7]}-{raw[7:13]}-{raw[13:29]}-FAKE"
-
-
-def _format_seconds(seconds: float) -> str:
-    """Seconds for a Retry-After header: integral values plain, others to the millisecond."""
-    if float(seconds).is_integer():
-        return str(int(seconds))
-    return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
 class FakeTogether(LoopbackServer):
@@ -291,14 +272,9 @@ class FakeTogether(LoopbackServer):
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if latency < 0:
-            raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
-        if url_ttl < 0:
-            raise ValueError(f"url_ttl must be >= 0 seconds, got {url_ttl!r}")
+        _faults.check_settings(latency=latency, url_ttl=url_ttl, fault_rate=fault_rate)
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError(f"rate_limit must be > 0 requests per minute or None, got {rate_limit!r}")
-        if not 0.0 <= fault_rate <= 1.0:
-            raise ValueError(f"fault_rate must be between 0 and 1, got {fault_rate!r}")
         super().__init__(port)
         if honour not in _HONOURED_KEYS:
             raise ValueError(
@@ -317,13 +293,13 @@ class FakeTogether(LoopbackServer):
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
         self._billed: list[dict[str, Any]] = []
-        self._scheduled: deque[_ScheduledFailure] = deque()
+        self._scheduled = _faults.FailureQueue()
         self._in_flight = 0
         self._peak_in_flight = 0
         self._arrivals: list[float] = []
 
         # Touched only on the server's event loop thread.
-        self._fault_rng = random.Random(fault_seed)
+        self._fault_draws = _faults.FaultDraws[_faults.FaultKind](fault_seed, _faults.FAULT_KINDS)
         self._files: OrderedDict[str, _StoredFile] = OrderedDict()
         self._bucket_tokens: float | None = None
         self._bucket_updated = 0.0
@@ -386,15 +362,7 @@ class FakeTogether(LoopbackServer):
         (seconds) as ``x-ratelimit-reset``, the header Together documents; ``message``
         replaces the default message of the error body. Calls queue in order.
         """
-        if not 400 <= status <= 599:
-            raise ValueError(f"status must be an HTTP error status (400-599), got {status!r}")
-        if times < 1:
-            raise ValueError(f"times must be >= 1, got {times!r}")
-        failure = _ScheduledFailure(
-            status=status, retry_after=retry_after, message=message, ratelimit_reset=ratelimit_reset
-        )
-        with self._lock:
-            self._scheduled.extend([failure] * times)
+        self._scheduled.add(_faults.ScheduledFailure(status, retry_after, message, ratelimit_reset), times)
 
     # -- server thread ---------------------------------------------------------------
 
@@ -448,9 +416,9 @@ class FakeTogether(LoopbackServer):
             ]
             reference_hashes = [hashlib.sha256(data).hexdigest() for data in references]
             tiles = await self._tiles_of(references, reference_hashes, generation.references)
-            fault = self._draw_fault()
+            fault = self._fault_draws.draw(self.fault_rate)
             if fault == "drop_before":
-                return _drop_connection(request)
+                return _faults.drop_connection(request)
             if fault in ("500", "503", "429"):
                 raise _ApiError(int(fault))
             if self.latency:
@@ -463,7 +431,7 @@ class FakeTogether(LoopbackServer):
         response_id = _new_id()
         self._bill(response_id, generation, body, images)
         if fault == "drop_after":
-            return _drop_connection(request)
+            return _faults.drop_connection(request)
         return json_response(
             {
                 "id": response_id,
@@ -555,22 +523,15 @@ class FakeTogether(LoopbackServer):
     # -- steps of a generation -------------------------------------------------------
 
     def _check_api_key(self, request: Request) -> None:
-        if self.api_key is None:
-            return
-        if request.header("Authorization") != f"Bearer {self.api_key}":
-            raise _ApiError(401)
+        scheme, _, token = request.header("Authorization").partition(" ")
+        refusal = _faults.key_refusal(self.api_key, token if scheme == "Bearer" else "")
+        if refusal is not None:
+            raise _ApiError(refusal)
 
     def _take_scheduled_failure(self) -> None:
-        with self._lock:
-            failure = self._scheduled.popleft() if self._scheduled else None
-        if failure is None:
-            return
-        headers = {}
-        if failure.retry_after is not None:
-            headers["Retry-After"] = _format_seconds(failure.retry_after)
-        if failure.ratelimit_reset is not None:
-            headers["x-ratelimit-reset"] = _format_seconds(failure.ratelimit_reset)
-        raise _ApiError(failure.status, failure.message, headers=headers)
+        failure = self._scheduled.take()
+        if failure is not None:
+            raise _ApiError(failure.status, failure.message, headers=failure.headers())
 
     def _take_rate_limit_token(self) -> None:
         if self.rate_limit is None:
@@ -593,9 +554,9 @@ class FakeTogether(LoopbackServer):
             429,
             f"Rate limit of {self.rate_limit:g} requests per minute exceeded; retry in {wait_ms} ms.",
             headers={
-                "Retry-After": _format_seconds(wait_ms / 1000),
+                "Retry-After": _faults.format_seconds(wait_ms / 1000),
                 "retry-after-ms": str(wait_ms),
-                "x-ratelimit-reset": _format_seconds(wait_ms / 1000),
+                "x-ratelimit-reset": _faults.format_seconds(wait_ms / 1000),
             },
         )
 
@@ -661,12 +622,6 @@ class FakeTogether(LoopbackServer):
                 f"{type(exc).__name__}.",
                 param=field,
             ) from exc
-
-    def _draw_fault(self) -> _FaultKind | None:
-        # Always two draws per generation, so the stream stays aligned with arrival order.
-        roll = self._fault_rng.random()
-        kind = _FAULT_KINDS[self._fault_rng.randrange(len(_FAULT_KINDS))]
-        return kind if roll < self.fault_rate else None
 
     def _bill(
         self,
@@ -1268,9 +1223,3 @@ def _spliced_jpeg(
                 bottom[at : at + _TILE_CELLS] = _closed_each(blocks, bottom_start + at, total)
         parts += bottom
     return b"".join(parts)
-
-
-def _drop_connection(request: Request) -> Response:
-    """Close the connection without answering; the server then discards the response."""
-    request.abort()
-    return Response(500)
