@@ -10,16 +10,25 @@ the two agree on what "too large" means.
 redirects, each hop over http(s) only and refused when it points at a loopback, private
 or link-local address (unless the service itself lives on one), the body read with the
 cap. The providers add retries and one deadline around it (``providers._http``).
+
+Each hop's host name is resolved once, every address it resolves to is checked, and the
+connection goes to one of those addresses (the URL's host replaced by it; ``Host`` and
+TLS's server name stay the name's): a name whose DNS answers change between the check
+and the connection (DNS rebinding) cannot lead the download to an internal address.
+Through a proxy from the environment the proxy connects, and resolves the name itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import urllib.parse
+import urllib.request
 import zlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 import httpx
 
@@ -29,10 +38,12 @@ __all__ = [
     "BodyTooLarge",
     "CappedBody",
     "DownloadError",
+    "Resolve",
     "UnreadableEncoding",
     "fetch_once",
     "is_internal_host",
     "read_capped",
+    "system_addresses",
 ]
 
 #: Default cap on a downloaded image (a result, or a URL source), compressed or not.
@@ -152,26 +163,37 @@ class DownloadError(Exception):
         self.headers = headers if headers is not None else httpx.Headers()
 
 
+#: Resolves a host name for a port to its IP addresses (the system resolver by default):
+#: the one resolution a download's check and its connection share.
+Resolve = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def system_addresses(host: str, port: int) -> list[str]:
+    """``host``'s addresses from the system resolver, in its order, each once."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
 async def fetch_once(
-    client: httpx.AsyncClient, url: str, *, limit: int, internal_ok: bool
+    client: httpx.AsyncClient, url: str, *, limit: int, internal_ok: bool,
+    resolve: Resolve = system_addresses,
 ) -> bytes:
     """GET ``url`` once, following at most ``MAX_REDIRECTS`` checked redirects.
 
     No credentials are added (a result URL is public and may be on another host).
     ``internal_ok``: whether loopback, private and link-local targets are allowed (the
-    service itself is on one: tests, private gateways). Raises ``DownloadError``.
+    service itself is on one: tests, private gateways). ``resolve``: how a host name
+    becomes addresses; each hop connects only to addresses it returned and that were
+    checked. Raises ``DownloadError``.
     """
     for _ in range(MAX_REDIRECTS + 1):
-        problem = await unsafe_url(url, internal_ok=internal_ok)
-        if problem is not None:
-            raise DownloadError(problem)
+        hop = await _checked_hop(url, internal_ok=internal_ok, resolve=resolve)
         try:
-            async with client.stream(
-                "GET", url, follow_redirects=False, headers=_DOWNLOAD_HEADERS
-            ) as response:
+            async with contextlib.AsyncExitStack() as stack:
+                response = await _open(stack, client, hop)
                 status = response.status_code
                 if response.is_redirect and "location" in response.headers:
-                    url = urllib.parse.urljoin(str(response.url), response.headers["location"])
+                    url = urllib.parse.urljoin(url, response.headers["location"])
                     continue
                 if status == 429 or status >= 500:
                     raise DownloadError(f"download answered {status}", status=status,
@@ -192,24 +214,102 @@ async def fetch_once(
     raise DownloadError(f"more than {MAX_REDIRECTS} redirects")
 
 
-async def unsafe_url(url: str, *, internal_ok: bool) -> str | None:
-    """Why ``url`` must not be fetched, or None when it may be."""
+@dataclass(frozen=True)
+class _Hop:
+    """One request of a download: its URL, and the checked addresses to connect to (none:
+    connect by the URL as it is, an IP literal or a name a proxy resolves)."""
+
+    url: str
+    addresses: tuple[str, ...] = ()
+
+
+async def _checked_hop(url: str, *, internal_ok: bool, resolve: Resolve) -> _Hop:
+    """Where ``url`` may be fetched from; ``DownloadError`` when it must not be."""
     try:
         parts = urllib.parse.urlsplit(url)
         host = parts.hostname
         port = parts.port
     except ValueError:
-        return "the result URL is malformed"
+        raise DownloadError("the result URL is malformed") from None
     if parts.scheme not in ("http", "https"):
-        return f"the result URL's scheme {parts.scheme!r} is not http or https"
+        raise DownloadError(f"the result URL's scheme {parts.scheme!r} is not http or https")
     if not host:
-        return "the result URL has no host"
-    if not internal_ok and await is_internal_host(host, port):
-        return (
-            f"the result URL's host {host!r} is a loopback, private or link-local "
-            "address, and the service is not"
+        raise DownloadError("the result URL has no host")
+    refused = DownloadError(
+        f"the result URL's host {host!r} is a loopback, private or link-local address, "
+        "and the service is not"
+    )
+    host = host.strip("[]")
+    if _ip_literal(host):
+        if not internal_ok and _is_internal_address(host):
+            raise refused
+        return _Hop(url)
+    if not internal_ok and _is_localhost_name(host):
+        raise refused
+    proxied = _proxied(parts.scheme, host)
+    if internal_ok and proxied:
+        return _Hop(url)
+    try:
+        addresses = await resolve(host, port or (443 if parts.scheme == "https" else 80))
+    except (OSError, UnicodeError):
+        addresses = []
+    if not internal_ok and any(_is_internal_address(address) for address in addresses):
+        raise refused
+    if proxied:
+        return _Hop(url)  # the proxy connects: it resolves the name (again) itself
+    if not addresses:
+        raise DownloadError(f"the result URL's host {host!r} does not resolve", retryable=True)
+    return _Hop(url, tuple(addresses))
+
+
+async def _open(
+    stack: contextlib.AsyncExitStack, client: httpx.AsyncClient, hop: _Hop
+) -> httpx.Response:
+    """The streamed answer to ``hop``'s GET, from the first of its addresses that accepts a
+    connection (a failed connect sent nothing, so the next address is safe to try)."""
+    if not hop.addresses:
+        return await stack.enter_async_context(
+            client.stream("GET", hop.url, follow_redirects=False, headers=_DOWNLOAD_HEADERS)
         )
-    return None
+    url = httpx.URL(hop.url)
+    headers = {**_DOWNLOAD_HEADERS, "Host": url.netloc.decode("ascii")}
+    # TLS checks the certificate against the name, not the address connected to.
+    extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
+    for address in hop.addresses[:-1]:
+        try:
+            return await stack.enter_async_context(client.stream(
+                "GET", url.copy_with(host=address), follow_redirects=False, headers=headers,
+                extensions=extensions,
+            ))
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            continue
+    return await stack.enter_async_context(client.stream(
+        "GET", url.copy_with(host=hop.addresses[-1]), follow_redirects=False, headers=headers,
+        extensions=extensions,
+    ))
+
+
+def _proxied(scheme: str, host: str) -> bool:
+    """Whether a proxy from the environment carries requests for ``scheme://host``, as
+    httpx decides it (the providers' clients then go through httpx's own transport)."""
+    proxies = urllib.request.getproxies()
+    if scheme not in proxies and "all" not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(host)
+
+
+def _ip_literal(host: str) -> bool:
+    """Whether ``host`` (brackets stripped) is an IP address, not a name."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _is_localhost_name(host: str) -> bool:
+    """``localhost`` and names under it, internal by name whatever DNS says (RFC 6761)."""
+    return host.lower() == "localhost" or host.lower().endswith(".localhost")
 
 
 def _is_internal_address(address: str) -> bool:
@@ -230,18 +330,12 @@ async def is_internal_host(host: str, port: int | None) -> bool:
     (or goes through a proxy, which resolves it) on its own.
     """
     host = host.strip("[]")
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        pass
-    else:
+    if _ip_literal(host):
         return _is_internal_address(host)
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+    if _is_localhost_name(host):
         return True
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port or 443, type=socket.SOCK_STREAM
-        )
+        addresses = await system_addresses(host, port or 443)
     except (OSError, UnicodeError):
         return False
-    return any(_is_internal_address(str(info[4][0])) for info in infos)
+    return any(_is_internal_address(address) for address in addresses)
