@@ -379,6 +379,8 @@ class BatchInterrupt:
     def __init__(self) -> None:
         self.signal_number: int | None = None
         self.in_flight_items = 0
+        #: Set by a second SIGINT: the edits then in flight (``item/edit``), maybe billed.
+        self.abandoned: list[str] | None = None
         self._drains: dict[str, Drain] = {}
 
     @property
@@ -433,8 +435,9 @@ def _drain_on_signals(interrupt: BatchInterrupt) -> Iterator[None]:
                 len(calling), ", ".join(calling) or "none",
             )
         elif signal_number == signal.SIGINT and task is not None:
+            interrupt.abandoned = interrupt.calling()
             _interrupt_log.warning("abandoned: %s may have been billed without a result",
-                                   ", ".join(interrupt.calling()) or "no edit")
+                                   ", ".join(interrupt.abandoned) or "no edit")
             task.cancel()
 
     previous = {number: signal.getsignal(number) for number in _DRAIN_SIGNALS}
@@ -946,9 +949,18 @@ async def _stream_items(
         async def drain(block: bool) -> None:
             if not running:
                 return
-            done, _ = await asyncio.wait(
-                running, return_when=asyncio.FIRST_COMPLETED if block else asyncio.ALL_COMPLETED
-            )
+            try:
+                done, _ = await asyncio.wait(
+                    running,
+                    return_when=asyncio.FIRST_COMPLETED if block else asyncio.ALL_COMPLETED,
+                )
+            except asyncio.CancelledError:
+                # Abandoned: each item's run unwinds now, while the loop runs, rather than
+                # all of their tasks at once at asyncio.run's shutdown.
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+                raise
             for task in done:
                 running.discard(task)
                 item = task.result()
@@ -1025,10 +1037,24 @@ def batch(
     processes, ``cluster="tcp://host:8786"`` on an existing scheduler (extra ``cluster``;
     then ``cache`` must be ``s3://…``); ``max_inflight`` and ``rate`` then hold across
     all workers. See docs/scale-out.md.
+
+    Ctrl-C drains as ``abatch`` says; a second Ctrl-C raises ``KeyboardInterrupt`` naming
+    the edits (``item/edit``) that may have been billed.
     """
     from .execute import run_sync
 
-    return run_sync(abatch(recipe, inputs, **options))
+    interrupt = options["interrupt"] = options.get("interrupt") or BatchInterrupt()
+    try:
+        return run_sync(abatch(recipe, inputs, **options))
+    except asyncio.CancelledError:
+        if interrupt.abandoned is None:
+            raise
+        # As the command ends: what may be billed, and no asyncio traceback.
+        raise KeyboardInterrupt(
+            f"batch abandoned: {', '.join(interrupt.abandoned) or 'no edit'} may have been "
+            "billed without a result; every finished item and edit is kept: run again to "
+            "continue"
+        ) from None
 
 
 def _recipe(recipe: str | os.PathLike[str] | Callable[..., Graph]) -> Recipe:

@@ -86,6 +86,7 @@ def test_a_second_ctrl_c_abandons_the_batch_at_once_naming_what_may_be_billed(
     assert took < 8.0, f"took {took:.1f} s to abandon: it waited for the edits in flight"
     abandoned = next(line for line in command.lines if line.startswith("abandoned: "))
     assert "may have been billed" in abandoned
+    assert "Traceback" not in command.output, command.output
     assert "p0/cutout" in abandoned and "p1/cutout" in abandoned, abandoned
 
 
@@ -112,3 +113,32 @@ def test_eg_batch_in_a_script_drains_inside_items_too(tmp_path: Path) -> None:
         assert command.finish() == 0, command.output
         assert len(fake.requests) == 2 and len(fake.billed) == 2
     assert "summary True 0 2 2 4" in command.output, command.output
+
+
+def test_a_second_ctrl_c_in_eg_batch_ends_as_a_keyboard_interrupt_naming_the_edits(
+    tmp_path: Path,
+) -> None:
+    """eg.batch() in a script, second SIGINT: it ends at once by KeyboardInterrupt whose
+    message names each item/edit that may be billed; no CancelledError is shown."""
+    inputs = image_folder(tmp_path / "in", ITEMS)
+    recipe = write_recipe(tmp_path)
+    with FakeTogether(api_key=TEST_KEY, latency=8.0) as fake:
+        command = Command([sys.executable, "-c", BATCH_SCRIPT, str(recipe), str(inputs),
+                           str(tmp_path / "out"), str(tmp_path / "cache")], env=child_env(fake))
+        wait_until(lambda: len(fake.requests) == 2 or command.process.poll() is not None,
+                   "two edits in flight")
+        command.process.send_signal(signal.SIGINT)
+        command.wait_for_line("interrupted: no new item or edit starts")
+        started = time.monotonic()
+        command.process.send_signal(signal.SIGINT)
+        code = command.finish()
+        took = time.monotonic() - started
+        assert not fake.billed, "the in-flight edits had already finished"
+    assert code in (-signal.SIGINT, 130), command.output
+    assert took < 8.0, f"took {took:.1f} s to abandon: it waited for the edits in flight"
+    assert "CancelledError" not in command.output, command.output
+    assert command.output.count("Traceback") == 1, command.output  # the KeyboardInterrupt's
+    assert "summary" not in command.output, "eg.batch returned after an abandon"
+    ended = command.lines[-1]
+    assert ended.startswith("KeyboardInterrupt: batch abandoned: "), command.output
+    assert "p0/cutout" in ended and "p1/cutout" in ended and "may have been billed" in ended
