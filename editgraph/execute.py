@@ -130,12 +130,16 @@ class _StoreJournal:
         self._engine.resumed.add(self._request.node)
         return entry.submission
 
-    def record(self, submission: Submission) -> None:
+    async def record(self, submission: Submission) -> None:
         self._engine.journaled.add(self._key)
-        self._engine.store.put_journal(JournalEntry(
+        entry = JournalEntry(
             key=self._key, provider=self._engine.provider.name, submission=submission,
             request=self._request.model_dump(mode="json"),
-        ))
+        )
+        # In the writer thread's next commit, off the loop; awaited, so the task is
+        # journaled before its first poll.
+        store = self._engine.store
+        await self._engine.writes.submit(functools.partial(store.put_journal, entry))
 
     def abandon(self, submission: Submission, reason: str) -> None:
         logger.warning("node %r: BFL task %s was billed but not delivered (%s)",

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import logging
+import threading
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -184,7 +185,7 @@ def test_submission_journals_the_estimate_by_bfls_formula(fake: FakeBFL) -> None
         def find(self) -> None:
             return None
 
-        def record(self, submission: Any) -> None:
+        async def record(self, submission: Any) -> None:
             self.recorded.append(submission)
 
         def abandon(self, submission: Any, reason: str) -> None:
@@ -439,6 +440,37 @@ def test_a_journaled_task_is_polled_on_the_next_run_not_resubmitted(tmp_path: Pa
                                                      "Make image 1 a night scene"]
     assert result.resumed == {"blue"} and result["blue"].cost == pytest.approx(0.045)
     assert list(eg.store.DiskStore(store_dir).journal_entries()) == []
+
+
+class WatchedStore(eg.store.DiskStore):
+    """A DiskStore that notes, for each journal write, its thread and what FakeBFL had
+    been asked by then (the seam a test store exercises, as diskcache's tests do)."""
+
+    def __init__(self, directory: Path, fake: FakeBFL) -> None:
+        super().__init__(directory)
+        self.fake = fake
+        self.journaled: list[tuple[str, str, bool]] = []
+
+    def put_journal(self, entry: Any) -> None:
+        super().put_journal(entry)
+        polled = entry.submission.task_id in self.fake.polls
+        self.journaled.append((entry.submission.node, threading.current_thread().name, polled))
+
+
+def test_a_submission_is_journaled_off_the_event_loop_before_its_first_poll(
+    tmp_path: Path,
+) -> None:
+    """The journal write runs in the store's writer thread, not the loop's, and is
+    committed before the task's first poll."""
+    with FakeBFL(api_key=KEY) as fake:
+        store = WatchedStore(tmp_path / "cache", fake)
+        graph = two_edit_graph(tmp_path / "unused")
+        graph.run(provider=provider_for(fake), cache_dir=store)
+    loop_thread = threading.current_thread().name
+    assert [node for node, _, _ in store.journaled] == ["blue", "night"]
+    assert all(thread != loop_thread for _, thread, _ in store.journaled), store.journaled
+    assert not any(polled for _, _, polled in store.journaled), "polled before journaled"
+    assert list(store.journal_entries()) == []
 
 
 def test_a_journaled_task_past_result_ttl_is_billed_not_delivered(tmp_path: Path) -> None:

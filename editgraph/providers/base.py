@@ -66,8 +66,9 @@ class SubmissionJournal(Protocol):
         """The task journaled for this edit, if any."""
         ...
 
-    def record(self, submission: Submission) -> None:
-        """Journal a task just submitted (durably, before its first poll)."""
+    async def record(self, submission: Submission) -> None:
+        """Journal a task just submitted: durably committed when this returns, so before
+        its first poll (the store's write may happen off the event loop)."""
         ...
 
     def abandon(self, submission: Submission, reason: str) -> None:

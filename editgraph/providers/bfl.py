@@ -294,7 +294,7 @@ class BFL:
                 else:
                     submission = await self._submit(client, request, spec, seed, state)
                     if journal is not None:
-                        journal.record(submission)
+                        await journal.record(submission)
                 cost += submission.cost or 0.0
                 try:
                     return await self._collect(client, request, submission, state, cost)
