@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
+from PIL import Image, ImageStat
 
 from editgraph.testing import FakeBFL
 
@@ -259,3 +259,55 @@ def test_output_size_follows_the_first_reference_when_not_given(fake: FakeBFL, c
     """Without width and height the output takes the first input's size (multiples of 16)."""
     result = ready_result(client, submit(client, fake, input_image=png_b64((1, 2, 3), (200, 130))))
     assert decode(client.get(result["sample"]).content).size == (192, 128)
+
+
+def result_image(client: httpx.Client, fake: FakeBFL, **body: Any) -> tuple[bytes, Image.Image]:
+    """The bytes and decoded picture of one submission's result."""
+    data = client.get(ready_result(client, submit(client, fake, **body))["sample"]).content
+    return data, decode(data)
+
+
+def test_jpeg_results_are_joined_whole_and_show_the_request_and_reference(
+    fake: FakeBFL, client: httpx.Client
+) -> None:
+    """A 1024 x 768 JPEG result decodes whole and ends in EOI; its caption band differs
+    per request and its bottom-left tile has the reference's average colour."""
+    reference = png_b64((30, 160, 220), (256, 192))
+    answers = [result_image(client, fake, seed=seed, width=1024, height=768,
+                            input_image=reference) for seed in (1, 2)]
+    assert all(data.endswith(b"\xff\xd9") for data, _ in answers)
+    assert [(image.format, image.size) for _, image in answers] == [("JPEG", (1024, 768))] * 2
+    bands = [image.crop((0, 0, 1024, 32)).tobytes() for _, image in answers]
+    assert bands[0] != bands[1]  # the swatches carry the request's digest
+    for _, image in answers:
+        tile = ImageStat.Stat(image.convert("RGB").crop((12, 768 - 36, 52, 768 - 12))).mean
+        assert all(abs(a - b) < 40 for a, b in zip(tile, (30, 160, 220))), tile
+
+
+def test_every_format_and_size_shows_the_same_request_differently(
+    fake: FakeBFL, client: httpx.Client
+) -> None:
+    """JPEG, PNG and WebP, from 64 x 64 up: the result has the asked size and format, and
+    another prompt gives other pixels (the digest shows even where no caption fits)."""
+    for output_format in ("jpeg", "png", "webp"):
+        for width, height in ((64, 64), (128, 80), (320, 256)):
+            pictures = [
+                result_image(client, fake, prompt=prompt, width=width, height=height,
+                             output_format=output_format, input_image=png_b64((9, 200, 9)))[1]
+                for prompt in ("a red fox", "a grey wolf")
+            ]
+            assert [image.size for image in pictures] == [(width, height)] * 2
+            assert pictures[0].format == {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}[
+                output_format]
+            assert pictures[0].tobytes() != pictures[1].tobytes(), (output_format, width, height)
+
+
+def test_a_result_sent_back_as_a_reference_gives_the_same_result_each_time(
+    fake: FakeBFL, client: httpx.Client
+) -> None:
+    """Chaining: a result URL as the next input works, and twice gives the same bytes."""
+    first = ready_result(client, submit(client, fake, seed=4, width=512, height=384))
+    chained = [result_image(client, fake, seed=5, width=512, height=384,
+                            input_image=first["sample"])[0] for _ in range(2)]
+    assert chained[0] == chained[1]
+    assert decode(chained[0]).size == (512, 384)

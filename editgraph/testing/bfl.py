@@ -6,11 +6,10 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+import functools
 import hashlib
-import io
 import json
 import math
-import random
 import threading
 import time
 import uuid
@@ -19,9 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from PIL import Image, ImageDraw, ImageFont
-
-from . import _faults
+from . import _faults, _pictures
 from ._server import LoopbackServer, Request, Response, Router, json_response, text_response
 
 __all__ = ["FakeBFL"]
@@ -246,6 +243,7 @@ class FakeBFL(LoopbackServer):
         self._fault_draws = _faults.FaultDraws[_faults.FaultKind](fault_seed, _faults.FAULT_KINDS)
         self._poll_faults = _faults.FaultDraws[_PollFault](f"poll-{fault_seed}", _POLL_FAULTS)
         self._files: dict[str, _StoredFile] = {}
+        self._tiles = _pictures.ReferenceTiles()
 
 
     # -- public state ----------------------------------------------------------------
@@ -327,20 +325,19 @@ class FakeBFL(LoopbackServer):
             submission = _validate(model, endpoint, body)
             references = [self._reference_bytes(field_name, value)
                           for field_name, value in submission.references]
-            thumbnails = await asyncio.to_thread(_decode_references, references, submission)
-            submission = _sized(submission, thumbnails)
+            reference_hashes = [hashlib.sha256(data).hexdigest() for data in references]
+            tiles, sizes = await self._tiles_of(references, reference_hashes, submission)
+            submission = _sized(submission, sizes)
             self._check_capacity()
             fault = self._fault_draws.draw(self.fault_rate)
             if fault == "drop_before":
                 return _faults.drop_connection(request)
             if fault in ("500", "503", "429"):
                 raise _ApiError(int(fault), headers={"Retry-After": "1"} if fault == "429" else None)
-            reference_hashes = [hashlib.sha256(data).hexdigest() for data in references]
-            image = await asyncio.to_thread(_render, submission, reference_hashes,
-                                            [thumb for thumb, _ in thumbnails])
+            image = await self._render(submission, reference_hashes, tiles)
         except _ApiError as err:
             return err.to_response()
-        input_mp = sum(_megapixels(*size) for _, size in thumbnails)
+        input_mp = sum(_megapixels(*size) for size in sizes)
         output_mp = _megapixels(submission.width, submission.height)
         cost = round(endpoint.first_mp_cents + (output_mp - 1) * endpoint.extra_mp_cents
                      + input_mp * endpoint.extra_mp_cents, 4)
@@ -395,6 +392,41 @@ class FakeBFL(LoopbackServer):
         return Response(200, stored.data, stored.media_type)
 
     # -- steps -----------------------------------------------------------------------
+
+    async def _tiles_of(
+        self, references: Sequence[bytes], hashes: Sequence[str], submission: _Submission
+    ) -> tuple[list[_pictures.Tile], list[tuple[int, int]]]:
+        """Each reference decoded once per content hash (a 422 naming its field if it is no
+        image): the tiles a result shows, and the references' pixel sizes."""
+        try:
+            known = await self._tiles.of(references, hashes)
+        except _pictures.UnreadableImage as exc:
+            raise _invalid(submission.references[exc.index][0],
+                           f"Could not read the image: {exc}") from exc
+        return [tile for tile, _ in known], [size for _, size in known]
+
+    async def _render(
+        self, submission: _Submission, reference_hashes: Sequence[str],
+        tiles: Sequence[_pictures.Tile],
+    ) -> bytes:
+        """The result's bytes, deterministic in the submission and its references' bytes:
+        joined from encoded blocks here when it can be, else drawn in a worker thread."""
+        key = _pictures.render_key({
+            "model": submission.model, "prompt": submission.prompt, "width": submission.width,
+            "height": submission.height, "seed": submission.seed, "steps": submission.steps,
+            "guidance": submission.guidance, "output_format": submission.output_format,
+            "references": list(reference_hashes),
+        })
+        width, height = submission.width, submission.height
+        output_format = submission.output_format
+        draw = functools.partial(_pictures.render, width, height, output_format,
+                                 submission.prompt, key, tiles)
+        quick = _pictures.is_quick(width, height, output_format, key, tiles)
+        image = draw() if quick else await asyncio.to_thread(draw)
+        # The result will likely come back as a reference: its tile is known already.
+        self._tiles.remember(hashlib.sha256(image).hexdigest(),
+                             _pictures.result_tile(width, height, key), (width, height))
+        return image
 
     def _check_api_key(self, request: Request) -> None:
         refusal = _faults.key_refusal(self.api_key, request.header("x-key"), missing_status=403)
@@ -553,14 +585,13 @@ def _validate(model: str, endpoint: _Endpoint, body: dict[str, Any]) -> _Submiss
                        references=tuple(references))
 
 
-def _sized(submission: _Submission, thumbnails: Sequence[tuple[Image.Image, tuple[int, int]]]
-           ) -> _Submission:
+def _sized(submission: _Submission, sizes: Sequence[tuple[int, int]]) -> _Submission:
     """The submission with its output size settled: as asked, else the first input's, else
     1024 x 768 (rounded down to multiples of 16 and at most 4 MP)."""
     if submission.width and submission.height:
         return submission
-    if thumbnails:
-        width, height = thumbnails[0][1]
+    if sizes:
+        width, height = sizes[0]
         scale = min(1.0, math.sqrt(_MAX_PIXELS / (width * height)))
         width = max(_MIN_SIDE, int(width * scale) // _SIZE_MULTIPLE * _SIZE_MULTIPLE)
         height = max(_MIN_SIDE, int(height * scale) // _SIZE_MULTIPLE * _SIZE_MULTIPLE)
@@ -588,82 +619,5 @@ def _optional_number(body: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def _decode_references(
-    references: Sequence[bytes], submission: _Submission
-) -> list[tuple[Image.Image, tuple[int, int]]]:
-    """Each reference fully decoded (a 422 naming its field if it is no image): a
-    thumbnail and its full pixel size."""
-    decoded = []
-    for data, (field_name, _) in zip(references, submission.references):
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                size = image.size
-                image.draft("RGB", (64, 64))
-                image.load()
-                thumbnail = image.convert("RGB")
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-            raise _invalid(field_name, f"Could not read the image: {exc}") from exc
-        thumbnail.thumbnail((64, 64))
-        decoded.append((thumbnail, size))
-    return decoded
-
-
 def _shorten(url: str, limit: int = 60) -> str:
     return url if len(url) <= limit else url[: limit - 3] + "..."
-
-
-# -- rendering -------------------------------------------------------------------------
-
-
-def _render(
-    submission: _Submission, reference_hashes: Sequence[str], thumbnails: Sequence[Image.Image]
-) -> bytes:
-    """Cheap, varied, deterministic picture: gradient, shapes, reference thumbnails, prompt."""
-    inputs = {
-        "model": submission.model, "prompt": submission.prompt, "width": submission.width,
-        "height": submission.height, "seed": submission.seed, "steps": submission.steps,
-        "guidance": submission.guidance, "output_format": submission.output_format,
-        "references": list(reference_hashes),
-    }
-    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).digest()
-    rng = random.Random(digest)
-
-    def colour() -> tuple[int, int, int]:
-        return (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-
-    width, height = submission.width, submission.height
-    scale = 96 / max(width, height)
-    small = (max(1, round(width * scale)), max(1, round(height * scale)))
-    gradient = rng.choice([Image.linear_gradient, Image.radial_gradient])("L")
-    mask = gradient.rotate(rng.choice([0, 90, 180, 270])).resize(small)
-    canvas = Image.composite(Image.new("RGB", small, colour()), Image.new("RGB", small, colour()), mask)
-    draw = ImageDraw.Draw(canvas)
-    for _ in range(rng.randint(3, 7)):
-        xs = sorted(rng.randrange(small[0] + 1) for _ in range(2))
-        ys = sorted(rng.randrange(small[1] + 1) for _ in range(2))
-        if rng.randrange(2):
-            draw.ellipse((xs[0], ys[0], xs[1], ys[1]), fill=colour())
-        else:
-            draw.rectangle((xs[0], ys[0], xs[1], ys[1]), fill=colour())
-    side = max(4, small[1] // 4)
-    left = 1
-    for thumbnail in thumbnails:
-        tile = thumbnail.copy()
-        tile.thumbnail((side, side))
-        canvas.paste(tile, (left, small[1] - tile.height - 1))
-        left += tile.width + 1
-    image = canvas.resize((width, height), Image.Resampling.BILINEAR)
-    font_size = max(10, height // 28)
-    caption = submission.prompt.encode("ascii", "replace").decode("ascii")[:80]
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 0, width, font_size * 2), fill=(0, 0, 0))
-    draw.text((font_size // 2, font_size // 2), caption, fill=(255, 255, 255),
-              font=ImageFont.load_default(size=font_size))
-    out = io.BytesIO()
-    if submission.output_format == "png":
-        image.save(out, format="PNG", compress_level=1)
-    elif submission.output_format == "webp":
-        image.save(out, format="WEBP", quality=70, method=0)
-    else:
-        image.save(out, format="JPEG", quality=70)
-    return out.getvalue()

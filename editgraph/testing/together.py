@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import functools
 import hashlib
-import io
 import json
 import math
-import random
-import re
 import threading
 import time
 import uuid
@@ -22,9 +18,8 @@ from typing import Any, Final, Literal
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import aiohttp
-from PIL import Image, ImageDraw, ImageFont
 
-from . import _faults
+from . import _faults, _pictures
 from ._server import LoopbackServer, Request, Response, Router, json_response, text_response
 
 __all__ = ["FakeTogether"]
@@ -305,7 +300,7 @@ class FakeTogether(LoopbackServer):
         self._bucket_updated = 0.0
         self._renders: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
         self._render_bytes = 0
-        self._tiles: OrderedDict[str, _Tile] = OrderedDict()
+        self._tiles = _pictures.ReferenceTiles(_TILE_CACHE_ENTRIES)
         self._session: aiohttp.ClientSession | None = None
 
 
@@ -362,7 +357,8 @@ class FakeTogether(LoopbackServer):
         (seconds) as ``x-ratelimit-reset``, the header Together documents; ``message``
         replaces the default message of the error body. Calls queue in order.
         """
-        self._scheduled.add(_faults.ScheduledFailure(status, retry_after, message, ratelimit_reset), times)
+        failure = _faults.ScheduledFailure(status, retry_after, message, ratelimit_reset)
+        self._scheduled.add(failure, times)
 
     # -- server thread ---------------------------------------------------------------
 
@@ -449,49 +445,42 @@ class FakeTogether(LoopbackServer):
         references: Sequence[bytes],
         hashes: Sequence[str],
         fields: Sequence[tuple[str, str]],
-    ) -> list[_Tile]:
-        """Each reference decoded (a 400 naming it if it is no image), as the tile a result
-        shows.
-
-        Decoded once per content hash: a chain of edits sends the same upstream bytes
-        again and again.
-        """
-        missing = [
-            (position, data, field, url)
-            for position, (data, digest, (field, url)) in enumerate(
-                zip(references, hashes, fields), start=1
-            )
-            if digest not in self._tiles
-        ]
-        if missing:
-            decoded = await asyncio.to_thread(_decode_references, missing)
-            for (position, _, _, _), tile in zip(missing, decoded):
-                self._tiles[hashes[position - 1]] = tile
-        result = []
-        for digest in hashes:
-            self._tiles.move_to_end(digest)
-            result.append(self._tiles[digest])
-        while len(self._tiles) > _TILE_CACHE_ENTRIES:
-            self._tiles.popitem(last=False)
-        return result
+    ) -> list[_pictures.Tile]:
+        """Each reference decoded once per content hash (a 400 naming it if it is no image),
+        as the tile a result shows."""
+        try:
+            return [tile for tile, _ in await self._tiles.of(references, hashes)]
+        except _pictures.UnreadableImage as exc:
+            field, url = fields[exc.index]
+            raise _ApiError(
+                400,
+                f"Reference image {exc.index + 1} ({_shorten(url)}) is not a readable image: "
+                f"{exc}",
+                param=field,
+            ) from exc
 
     async def _images(
         self,
         generation: _Generation,
         reference_hashes: Sequence[str],
-        tiles: Sequence[_Tile],
+        tiles: Sequence[_pictures.Tile],
     ) -> list[tuple[bytes, str]]:
         """The ``n`` encoded images of a generation and their sha256, each drawn once per
         distinct request."""
         keys = [_render_key(generation, reference_hashes, index) for index in range(generation.n)]
         missing = [index for index, key in enumerate(keys) if key not in self._renders]
         if missing:
+            width, height, output_format = (generation.width, generation.height,
+                                            generation.output_format)
+
             def draw() -> list[bytes]:
-                return [_render(generation, keys[index], tiles) for index in missing]
+                return [_pictures.render(width, height, output_format, generation.prompt,
+                                         keys[index], tiles) for index in missing]
 
             # A JPEG joined from blocks already encoded takes about 0.05 ms: done here, as a
             # thread hop would cost more; anything that draws or encodes in a worker thread.
-            quick = all(_is_quick(generation, keys[index], tiles) for index in missing)
+            quick = all(_pictures.is_quick(width, height, output_format, keys[index], tiles)
+                        for index in missing)
             drawn = draw() if quick else await asyncio.to_thread(draw)
             for index, image in zip(missing, drawn):
                 if keys[index] not in self._renders:
@@ -500,9 +489,8 @@ class FakeTogether(LoopbackServer):
                     self._render_bytes += len(image)
                     # A later request will likely send this result back as a reference: its
                     # tile is its base's, known without decoding it.
-                    self._tiles[digest] = _base_tile(
-                        generation.width, generation.height, _look(keys[index])
-                    )
+                    self._tiles.remember(digest, _pictures.result_tile(width, height, keys[index]),
+                                         (width, height))
         images = []
         for key in keys:
             self._renders.move_to_end(key)
@@ -856,29 +844,6 @@ def _decode_data_uri(uri: str, field: str, position: int) -> bytes:
     return unquote_to_bytes(payload)
 
 
-def _decode_references(references: Sequence[tuple[int, bytes, str, str]]) -> list[_Tile]:
-    """Decode each (position, bytes, field, url) fully (a 400 naming it if it is no image),
-    as the tile a result shows, encoded."""
-    tiles: list[_Tile] = []
-    for position, data, field, url in references:
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.draft("RGB", (64, 64))
-                image.load()
-                thumbnail = image.convert("RGB")
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-            raise _ApiError(
-                400,
-                f"Reference image {position} ({_shorten(url)}) is not a readable image: {exc}",
-                param=field,
-            ) from exc
-        thumbnail.thumbnail((64, 64))
-        tile = _Tile(thumbnail)
-        tile.scan()
-        tiles.append(tile)
-    return tiles
-
-
 def _shorten(url: str, limit: int = 60) -> str:
     return url if len(url) <= limit else url[: limit - 3] + "..."
 
@@ -888,7 +853,7 @@ def _shorten(url: str, limit: int = 60) -> str:
 
 def _render_key(generation: _Generation, reference_hashes: Sequence[str], index: int) -> str:
     """Hex digest of everything that decides image ``index`` of a generation."""
-    inputs = {
+    return _pictures.render_key({
         "model": generation.model,
         "prompt": generation.prompt,
         "width": generation.width,
@@ -899,327 +864,4 @@ def _render_key(generation: _Generation, reference_hashes: Sequence[str], index:
         "output_format": generation.output_format,
         "references": list(reference_hashes),
         "index": index,
-    }
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-# A picture is a base (gradient and shapes: one of _LOOKS per size, drawn once) under a
-# caption band (the prompt in 16-pixel character cells, then cells coloured by 144 bits
-# of the request's digest, so any change of the request shows) and, with references,
-# their thumbnails in 64-pixel cells along the bottom.
-#
-# Why cells of 16 pixels: a JPEG at 4:2:0 is coded in 16 x 16 blocks (MCUs), and with a
-# restart marker after every block, each block's bytes stand alone and can be moved to
-# any place of a scan coded with the same tables. So each base, one sheet of character
-# cells, one sheet of colour cells and each reference's tile are encoded once, and a JPEG
-# answer is only joined from those bytes: about 0.05 ms, where encoding the two bands it
-# changes cost about 0.3 ms and a whole 1024 x 768 encode several. PNG answers (and a
-# JPEG whose pieces would not fit) are drawn and encoded whole from the same cells, so
-# both formats show the same picture.
-_LOOKS: Final = 16
-_CELL: Final = 16  # one JPEG block (MCU) at 4:2:0 subsampling
-_TILE_CELLS: Final = 4  # a reference's tile: 4 x 4 cells
-_TILE: Final = _TILE_CELLS * _CELL
-_SWATCHES: Final = 8  # colour cells per caption row, at the right
-_PALETTE_LEVELS: Final = 8  # per channel: 512 colours, 9 bits of the digest per cell
-_JPEG_QUALITY: Final = 70
-_FIRST_GLYPH, _END_GLYPH = 32, 127  # printable ASCII; the glyph sheet's cell i is byte 32 + i
-# Bytes outside it read as "?".
-_PRINTABLE: Final = bytes(
-    code if _FIRST_GLYPH <= code < _END_GLYPH else ord("?") for code in range(256)
-)
-_RESTART: Final = re.compile(rb"\xff[\xd0-\xd7]")
-_MARKERS: Final = tuple(bytes((0xFF, 0xD0 + index)) for index in range(8))
-_END_OF_IMAGE: Final = b"\xff\xd9"
-
-def _look(key: str) -> int:
-    """Which base a render key draws on."""
-    return int(key[:2], 16) % _LOOKS
-
-
-@dataclass(frozen=True)
-class _Scan:
-    """A baseline JPEG with a restart marker after every block, cut into its blocks."""
-
-    header: bytes  # SOI up to and including the start of scan
-    tables: bytes  # quantisation and Huffman tables: blocks move only between equal ones
-    blocks: tuple[bytes, ...]  # each block's entropy-coded bytes, in raster order
-
-
-def _encoded_scan(image: Image.Image) -> _Scan | None:
-    """``image`` as a JPEG cut into its blocks; None if the encoder did not cut it so."""
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=_JPEG_QUALITY, subsampling="4:2:0",
-               restart_marker_blocks=1)
-    data = out.getvalue()
-    position, tables = 2, []
-    while position + 4 <= len(data) and data[position] == 0xFF:
-        marker = data[position + 1]
-        length = int.from_bytes(data[position + 2 : position + 4], "big")
-        if marker in (0xC4, 0xDB):  # Huffman and quantisation tables
-            tables.append(data[position : position + 2 + length])
-        position += 2 + length
-        if marker == 0xDA:  # start of scan: the entropy-coded blocks follow
-            blocks = tuple(_RESTART.split(data[position : data.rindex(_END_OF_IMAGE)]))
-            if len(blocks) != (image.width // _CELL) * (image.height // _CELL):
-                return None
-            return _Scan(data[:position], b"".join(tables), blocks)
-    return None
-
-
-def _closed_each(blocks: Sequence[bytes], first: int, total: int) -> list[bytes]:
-    """Blocks numbered ``first``... each followed by its restart marker, the image's last
-    block by the end-of-image marker."""
-    pieces = [block + _MARKERS[index & 7] for index, block in enumerate(blocks, start=first)]
-    if first + len(blocks) == total:
-        pieces[-1] = blocks[-1] + _END_OF_IMAGE
-    return pieces
-
-
-def _closed(blocks: Sequence[bytes], first: int, total: int) -> bytes:
-    """``_closed_each``, joined."""
-    return b"".join(_closed_each(blocks, first, total))
-
-
-class _Tile:
-    """A reference as a result shows it: its thumbnail on a black 64 x 64 cell."""
-
-    def __init__(self, thumbnail: Image.Image) -> None:
-        small = thumbnail.copy()
-        small.thumbnail((_TILE - 8, _TILE - 8))
-        self.image = Image.new("RGB", (_TILE, _TILE))
-        self.image.paste(small, (4, _TILE - small.height - 4))
-        self._scan: _Scan | None = None
-
-    @property
-    def is_encoded(self) -> bool:
-        return self._scan is not None
-
-    def scan(self) -> _Scan | None:
-        """Its 16 blocks, encoded on first use."""
-        if self._scan is None:
-            self._scan = _encoded_scan(self.image)
-        return self._scan
-
-
-@dataclass(frozen=True)
-class _Caption:
-    """The caption band: the prompt's bytes (one per cell, on both rows), then a blank
-    cell, then on each row ``_SWATCHES`` palette colours from the digest."""
-
-    text: bytes
-    colours: tuple[int, ...]  # 2 x _SWATCHES: the top row's, then the bottom row's
-
-
-def _caption(width: int, prompt: str, digest: bytes) -> _Caption:
-    columns = width // _CELL
-    text = prompt.encode("ascii", "replace").translate(_PRINTABLE)[: columns - _SWATCHES - 1]
-    bits = int.from_bytes(digest, "big")
-    return _Caption(
-        text.ljust(columns - _SWATCHES),
-        tuple((bits >> (9 * index)) & 0x1FF for index in range(2 * _SWATCHES)),
-    )
-
-
-def _render(generation: _Generation, key: str, tiles: Sequence[_Tile]) -> bytes:
-    """Cheap, varied, deterministic picture: a base, the prompt, digest colours, references."""
-    width, height = generation.width, generation.height
-    look = _look(key)
-    caption = _caption(width, generation.prompt, bytes.fromhex(key))
-    tiles = tiles[: width // _TILE]
-    if generation.output_format == "jpeg":
-        spliced = _spliced_jpeg(width, height, look, caption, tiles)
-        if spliced is not None:
-            return spliced
-    image = _base_picture(width, height, look).copy()
-    glyphs, palette = _glyph_sheet(), _palette_sheet()
-    for row in range(2):
-        top = row * _CELL
-        for column, code in enumerate(caption.text):
-            left = (code - _FIRST_GLYPH) * _CELL
-            image.paste(glyphs.crop((left, top, left + _CELL, top + _CELL)), (column * _CELL, top))
-        for offset, colour in enumerate(caption.colours[row * _SWATCHES : (row + 1) * _SWATCHES]):
-            cell = palette.crop((colour * _CELL, 0, (colour + 1) * _CELL, _CELL))
-            image.paste(cell, ((len(caption.text) + offset) * _CELL, top))
-    for index, tile in enumerate(tiles):
-        image.paste(tile.image, (index * _TILE, height - _TILE))
-    out = io.BytesIO()
-    if generation.output_format == "png":
-        image.save(out, format="PNG", compress_level=1)
-    else:
-        image.save(out, format="JPEG", quality=_JPEG_QUALITY)
-    return out.getvalue()
-
-
-@functools.lru_cache(maxsize=2 * _LOOKS)
-def _base_picture(width: int, height: int, look: int) -> Image.Image:
-    """Look ``look`` of a ``width`` x ``height`` base: a gradient and a few shapes."""
-    rng = random.Random(look)
-
-    def colour() -> tuple[int, int, int]:
-        return (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-
-    # Draw small, then scale up.
-    scale = 96 / max(width, height)
-    small = (max(1, round(width * scale)), max(1, round(height * scale)))
-    gradient = rng.choice([Image.linear_gradient, Image.radial_gradient])("L")
-    mask = gradient.rotate(rng.choice([0, 90, 180, 270])).resize(small)
-    canvas = Image.composite(Image.new("RGB", small, colour()), Image.new("RGB", small, colour()), mask)
-    draw = ImageDraw.Draw(canvas)
-    for _ in range(rng.randint(3, 7)):
-        xs = sorted(rng.randrange(small[0] + 1) for _ in range(2))
-        ys = sorted(rng.randrange(small[1] + 1) for _ in range(2))
-        box = (xs[0], ys[0], xs[1], ys[1])
-        shape = rng.randrange(3)
-        if shape == 0:
-            draw.ellipse(box, fill=colour())
-        elif shape == 1:
-            draw.rectangle(box, fill=colour())
-        else:
-            draw.polygon([(rng.randrange(small[0]), rng.randrange(small[1])) for _ in range(3)], fill=colour())
-    return canvas.resize((width, height), Image.Resampling.BILINEAR)
-
-
-@functools.lru_cache(maxsize=1)
-def _glyph_sheet() -> Image.Image:
-    """White printable ASCII on black, one character per 16 x 32 cell, left to right."""
-    # Pillow's bitmap font drawn at half size and doubled: legible 22-pixel text.
-    half = Image.new("L", ((_END_GLYPH - _FIRST_GLYPH) * _CELL // 2, _CELL), 0)
-    draw = ImageDraw.Draw(half)
-    font = ImageFont.load_default_imagefont()
-    for code in range(_FIRST_GLYPH, _END_GLYPH):
-        draw.text(((code - _FIRST_GLYPH) * _CELL // 2 + 1, 2), chr(code), fill=255, font=font)
-    return half.resize((half.width * 2, 2 * _CELL), Image.Resampling.NEAREST).convert("RGB")
-
-
-@functools.lru_cache(maxsize=1)
-def _palette_sheet() -> Image.Image:
-    """The 512 colours of the digest cells, one 16 x 16 cell each, left to right."""
-    levels = [round(level * 255 / (_PALETTE_LEVELS - 1)) for level in range(_PALETTE_LEVELS)]
-    sheet = Image.new("RGB", (_PALETTE_LEVELS**3 * _CELL, _CELL))
-    draw = ImageDraw.Draw(sheet)
-    for index in range(_PALETTE_LEVELS**3):
-        red, green, blue = index >> 6, (index >> 3) & 7, index & 7
-        fill = (levels[red], levels[green], levels[blue])
-        draw.rectangle((index * _CELL, 0, (index + 1) * _CELL - 1, _CELL - 1), fill=fill)
-    return sheet
-
-
-@dataclass(frozen=True)
-class _EncodedBase:
-    """A base's blocks, and the rows an answer takes unchanged, already joined."""
-
-    scan: _Scan
-    middle: bytes  # the rows between the caption band and the tiles' band
-    bottom: bytes  # the tiles' band without tiles, ending the image
-    closed_bottom: tuple[bytes, ...]  # the same blocks one by one, each with its marker
-
-
-@functools.lru_cache(maxsize=2 * _LOOKS)
-def _encoded_base(width: int, height: int, look: int) -> _EncodedBase | None:
-    scan = _encoded_scan(_base_picture(width, height, look))
-    _ENCODED_BASES.add((width, height, look))
-    if scan is None:
-        return None
-    columns, total = width // _CELL, len(scan.blocks)
-    middle_start, bottom_start = 2 * columns, total - _TILE_CELLS * columns
-    closed_bottom = _closed_each(scan.blocks[bottom_start:], bottom_start, total)
-    return _EncodedBase(
-        scan,
-        _closed(scan.blocks[middle_start:bottom_start], middle_start, total),
-        b"".join(closed_bottom),
-        tuple(closed_bottom),
-    )
-
-
-# Which bases _encoded_base has made (a hint only: the cache may have dropped one since).
-_ENCODED_BASES: set[tuple[int, int, int]] = set()
-
-
-@dataclass(frozen=True)
-class _Sheets:
-    """The glyph and palette cells' blocks, each already followed by each of the 8 restart
-    markers (a block's marker depends on its place): joining a caption is then lookups."""
-
-    tables: bytes
-    #: glyphs[marker][row][byte]: the top (row 0) or bottom (row 1) half of that character.
-    glyphs: tuple[tuple[tuple[bytes, ...], ...], ...]
-    #: palette[marker][colour]
-    palette: tuple[tuple[bytes, ...], ...]
-
-
-@functools.lru_cache(maxsize=1)
-def _sheet_blocks() -> _Sheets | None:
-    """The glyph and palette sheets' blocks, encoded once."""
-    glyphs, palette = _encoded_scan(_glyph_sheet()), _encoded_scan(_palette_sheet())
-    if glyphs is None or palette is None or glyphs.tables != palette.tables:
-        return None
-    width = _END_GLYPH - _FIRST_GLYPH
-    blank = _MARKERS[0]  # never used: _PRINTABLE maps every byte into the sheet
-    return _Sheets(
-        glyphs.tables,
-        tuple(
-            tuple(
-                tuple(
-                    glyphs.blocks[row * width + code - _FIRST_GLYPH] + marker
-                    if _FIRST_GLYPH <= code < _END_GLYPH else blank
-                    for code in range(256)
-                )
-                for row in range(2)
-            )
-            for marker in _MARKERS
-        ),
-        tuple(tuple(block + marker for block in palette.blocks) for marker in _MARKERS),
-    )
-
-
-def _is_quick(generation: _Generation, key: str, tiles: Sequence[_Tile]) -> bool:
-    """Whether a render is only joining bytes already encoded (no drawing, no encoding)."""
-    return (
-        generation.output_format == "jpeg"
-        and (generation.width, generation.height, _look(key)) in _ENCODED_BASES
-        and _sheet_blocks.cache_info().currsize == 1
-        and all(tile.is_encoded for tile in tiles[: generation.width // _TILE])
-    )
-
-
-@functools.lru_cache(maxsize=2 * _LOOKS)
-def _base_tile(width: int, height: int, look: int) -> _Tile:
-    """The tile of a result on base ``look``: its base's thumbnail (no decoding needed)."""
-    thumbnail = _base_picture(width, height, look).copy()
-    thumbnail.thumbnail((64, 64))
-    return _Tile(thumbnail)
-
-
-def _spliced_jpeg(
-    width: int, height: int, look: int, caption: _Caption, tiles: Sequence[_Tile]
-) -> bytes | None:
-    """The answer joined from encoded blocks; None if some pieces were coded differently."""
-    base, sheets = _encoded_base(width, height, look), _sheet_blocks()
-    if base is None or sheets is None or sheets.tables != base.scan.tables:
-        return None
-    columns, total = width // _CELL, len(base.scan.blocks)
-    parts = [base.scan.header]
-    for row in range(2):
-        start = row * columns
-        parts += [sheets.glyphs[(start + column) & 7][row][code]
-                  for column, code in enumerate(caption.text)]
-        start += len(caption.text)
-        parts += [sheets.palette[(start + offset) & 7][colour]
-                  for offset, colour in enumerate(caption.colours[row * _SWATCHES : (row + 1) * _SWATCHES])]
-    parts.append(base.middle)
-    if not tiles:
-        parts.append(base.bottom)
-    else:
-        bottom_start = total - _TILE_CELLS * columns
-        bottom = list(base.closed_bottom)
-        for position, tile in enumerate(tiles):
-            scan = tile.scan()
-            if scan is None or scan.tables != base.scan.tables:
-                return None
-            for row in range(_TILE_CELLS):
-                at = row * columns + position * _TILE_CELLS
-                blocks = scan.blocks[row * _TILE_CELLS : (row + 1) * _TILE_CELLS]
-                bottom[at : at + _TILE_CELLS] = _closed_each(blocks, bottom_start + at, total)
-        parts += bottom
-    return b"".join(parts)
+    })
