@@ -45,7 +45,8 @@ from .store import DEFAULT_GRAPH, LEASE_SECONDS, JournalEntry, Store
 from .stores.writer import Writes, stage_blob
 
 __all__ = [
-    "OP_PROVIDER", "Drain", "Progress", "ResumeOutcome", "execute", "resume_journal", "run_sync",
+    "OP_PROVIDER", "Drain", "Progress", "ResumeOutcome", "execute", "resume_journal",
+    "run_draining", "run_sync",
 ]
 
 logger = logging.getLogger("editgraph")
@@ -91,6 +92,8 @@ class Drain:
     def __init__(self) -> None:
         self.signal_number: int | None = None
         self._engine: _Engine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._work: asyncio.Future[None] | None = None
 
     def start(self, signal_number: int) -> None:
         """Drain the run (at most once); the caller announces it."""
@@ -109,8 +112,28 @@ class Drain:
 
     def _attach(self, engine: _Engine) -> None:
         self._engine = engine
+        self._loop = asyncio.get_running_loop()
         if self.signal_number is not None:
             engine.drain(self.signal_number, announce=False)
+
+    def _interrupt_from_thread(self) -> None:
+        """A Ctrl-C seen by another thread (a notebook's): the first drains the run and
+        says so, as the run's own handler would; a second abandons it."""
+        loop = self._loop
+        if loop is None:  # the run has not started: it starts drained
+            self.signal_number = signal.SIGINT
+            return
+        loop.call_soon_threadsafe(self._interrupt)
+
+    def _interrupt(self) -> None:
+        engine, work = self._engine, self._work
+        if engine is None or work is None:
+            return
+        if engine.interrupted is None:
+            self.signal_number = signal.SIGINT
+            engine.drain(signal.SIGINT)
+        else:
+            _abandon(engine, work)
 
 
 class _StoreJournal:
@@ -844,6 +867,8 @@ async def execute(
     with progress_to(listener if callable(listener) else None):
         async with session() if callable(session) else contextlib.nullcontext():
             work = asyncio.ensure_future(engine.run())
+            if drain is not None:
+                drain._work = work
             # A caller holding a drain takes the signals itself.
             with _drain_on_signals(engine, work) if drain is None else contextlib.nullcontext():
                 try:
@@ -956,13 +981,7 @@ def _drain_on_signals(engine: _Engine, work: asyncio.Future[None]) -> Iterator[N
         if engine.interrupted is None:
             engine.drain(signal_number)
         elif signal_number == signal.SIGINT:
-            engine.in_flight = [node.name for node in engine.edits if node.name in engine.calling]
-            _interrupt_log.warning(
-                "abandoned: %s may have been billed without a result",
-                ", ".join(engine.in_flight) or "no edit",
-            )
-            engine.abandoned = True
-            work.cancel()
+            _abandon(engine, work)
 
     handler = _DrainHandler(loop, on_signal)
     previous = {number: signal.getsignal(number) for number in _DRAIN_SIGNALS}
@@ -982,6 +1001,19 @@ def _drain_on_signals(engine: _Engine, work: asyncio.Future[None]) -> Iterator[N
             signal.signal(number, previous[number])
 
 
+def _abandon(engine: _Engine, work: asyncio.Future[None]) -> None:
+    """A second Ctrl-C: stop the run at once, naming the edits that may be billed."""
+    if engine.abandoned:
+        return
+    engine.in_flight = [node.name for node in engine.edits if node.name in engine.calling]
+    _interrupt_log.warning(
+        "abandoned: %s may have been billed without a result",
+        ", ".join(engine.in_flight) or "no edit",
+    )
+    engine.abandoned = True
+    work.cancel()
+
+
 def _hashes(inputs: Sequence[NodeResult | SourceNode]) -> tuple[str, ...]:
     """The content hashes of these sources and results, in order."""
     return tuple(given.hash if isinstance(given, SourceNode) else given.output_hash
@@ -998,6 +1030,31 @@ def _quietly(future: asyncio.Future[Any]) -> None:
     """Mark a write's failure as heard (it needs no caller)."""
     if not future.cancelled():
         future.exception()
+
+
+def run_draining(run: Callable[[Drain | None], Coroutine[Any, Any, T]]) -> T:
+    """``run_sync`` of a run (``run(drain)`` makes its coroutine) that Ctrl-C drains in a
+    notebook too.
+
+    Inside a running loop (a notebook cell) the run works in a worker thread, where no
+    signal reaches it; the notebook's interrupt arrives here as a KeyboardInterrupt. The
+    first then drains the run as Ctrl-C does in a script (no new edit starts, those in
+    flight finish and are cached, then ``RunInterrupted``), a second abandons it.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run(None))  # the run takes the signals itself
+    drain = Drain()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(asyncio.run, run(drain))
+        while True:
+            try:
+                return future.result()
+            except KeyboardInterrupt:
+                if future.done():
+                    raise
+                drain._interrupt_from_thread()
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:

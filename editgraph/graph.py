@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import ops
 from .errors import GraphError
-from .execute import Drain, execute, run_sync
+from .execute import Drain, execute, run_draining
 from .keys import content_hash
 from .models import MAX_PROMPT_CHARS, ModelSpec, resolve_model
 from .names import folded, name_problem, shown_name
@@ -841,10 +841,12 @@ class Graph:
         progress: bool | None = None,
         journaled_only: bool = False,
     ) -> Run:
-        """Synchronous ``arun``; also works inside a running event loop (Jupyter)."""
-        return run_sync(self.arun(provider, cache_dir, concurrency, cache_only=cache_only,
-                                  budget=budget, progress=progress,
-                                  journaled_only=journaled_only))
+        """Synchronous ``arun``; also works inside a running event loop (Jupyter), where
+        the notebook's interrupt drains the run as Ctrl-C does."""
+        return run_draining(lambda drain: self.arun(
+            provider, cache_dir, concurrency, cache_only=cache_only, budget=budget,
+            progress=progress, journaled_only=journaled_only, drain=drain,
+        ))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._dag)

@@ -96,3 +96,92 @@ def test_report_provenance_and_replay(executed: tuple[Any, Path]) -> None:
     replayed = "".join(output.get("data", {}).get("text/plain", "")
                        for output in cells[11].outputs)
     assert "cached=['final-1']" in replayed and "mismatches={}" in replayed
+
+
+# -- interrupts in a kernel ------------------------------------------------------------
+
+SIX_EDITS = """
+import editgraph as eg
+g = eg.Graph(width=256, height=256, concurrency=2)
+car = g.image("car.png")
+for index in range(6):
+    g.edit(f"Paint {car} in shade {index}", name=f"shade{index}")
+try:
+    run = CALL
+except eg.RunInterrupted as exc:
+    print("stopped", exc.run.abandoned, sorted(exc.run), exc.run.not_run, flush=True)
+    raise
+"""
+
+
+def interrupted_cell(tmp_path: Path, call: str, interrupts: int) -> tuple[dict[str, Any], str, int]:
+    """Run six two-at-a-time edits by ``call`` in a real kernel against FakeTogether; once
+    two are in flight, interrupt the kernel ``interrupts`` times (the second after the
+    first's notice). Returns the cell's reply, everything it printed, and the fake's
+    generation requests."""
+    import os
+    import queue
+    import time
+
+    from jupyter_client.manager import start_new_kernel
+    from PIL import Image
+
+    from editgraph.testing import FakeTogether
+
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "car.png")
+    with FakeTogether(api_key="nb-key", latency=3.0) as fake:
+        env = {name: value for name, value in os.environ.items() if "proxy" not in name.lower()}
+        env.update(TOGETHER_API_KEY="nb-key", TOGETHER_BASE_URL=fake.base_url,
+                   EDITGRAPH_CACHE_DIR=str(tmp_path / "cache"))
+        manager, client = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
+        printed: list[str] = []
+
+        def read_until(done: Any, seconds: float = 60.0) -> None:
+            end = time.monotonic() + seconds
+            while not done():
+                assert time.monotonic() < end, f"timed out; printed: {printed}"
+                try:
+                    message = client.get_iopub_msg(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if message["msg_type"] == "stream":
+                    printed.append(message["content"]["text"])
+
+        try:
+            cell = client.execute(SIX_EDITS.replace("CALL", call))
+            read_until(lambda: len(fake.requests) >= 2)
+            manager.interrupt_kernel()
+            if interrupts > 1:
+                read_until(lambda: "interrupted:" in "".join(printed))
+                manager.interrupt_kernel()
+            reply = client.get_shell_msg(timeout=60)
+            while reply["parent_header"].get("msg_id") != cell:
+                reply = client.get_shell_msg(timeout=60)
+            client.execute("print('end of output', flush=True)")
+            read_until(lambda: "end of output" in "".join(printed))
+        finally:
+            client.stop_channels()
+            manager.shutdown_kernel(now=True)
+        return reply["content"], "".join(printed), len(fake.requests)
+
+
+@pytest.mark.parametrize("call", ["g.run()", "await g.arun()"])
+def test_a_notebook_interrupt_drains_the_run(tmp_path: Path, call: str) -> None:
+    """Interrupting the kernel during g.run() (a worker thread) or await g.arun() (the
+    kernel's loop): the two edits in flight finish and are kept, none starts after, and
+    the cell ends with RunInterrupted."""
+    reply, printed, requests = interrupted_cell(tmp_path, call, interrupts=1)
+    assert reply["status"] == "error" and reply["ename"] == "RunInterrupted", reply
+    assert requests == 2, printed
+    assert "interrupted: finishing 2 edit(s) in flight (shade0, shade1)" in printed
+    assert ("stopped False ['shade0', 'shade1'] ['shade2', 'shade3', 'shade4', 'shade5']"
+            in printed), printed
+
+
+def test_a_second_notebook_interrupt_abandons_g_run(tmp_path: Path) -> None:
+    """A second interrupt during g.run() abandons at once, naming what may be billed."""
+    reply, printed, requests = interrupted_cell(tmp_path, "g.run()", interrupts=2)
+    assert reply["status"] == "error" and reply["ename"] == "RunInterrupted", reply
+    assert requests == 2
+    assert "abandoned: shade0, shade1 may have been billed without a result" in printed
+    assert "stopped True [] " in printed, printed
