@@ -99,16 +99,23 @@ print("summary", s.interrupted, s.items, s.in_flight, s.unfinished, s.not_starte
 """
 
 
+def start_script(tmp_path: Path, fake: FakeTogether) -> Command:
+    """BATCH_SCRIPT over the six items against ``fake``; returns once two cut-outs are
+    being generated."""
+    inputs = image_folder(tmp_path / "in", ITEMS)
+    recipe = write_recipe(tmp_path)
+    command = Command([sys.executable, "-c", BATCH_SCRIPT, str(recipe), str(inputs),
+                       str(tmp_path / "out"), str(tmp_path / "cache")], env=child_env(fake))
+    wait_until(lambda: len(fake.requests) == 2 or command.process.poll() is not None,
+               "two edits in flight")
+    return command
+
+
 def test_eg_batch_in_a_script_drains_inside_items_too(tmp_path: Path) -> None:
     """eg.batch() in a script's main thread takes SIGINT itself: the two cut-outs in
     flight finish, nothing starts after, and the summary counts 2 stopped, 4 not started."""
-    inputs = image_folder(tmp_path / "in", ITEMS)
-    recipe = write_recipe(tmp_path)
     with FakeTogether(api_key=TEST_KEY, latency=2.0) as fake:
-        command = Command([sys.executable, "-c", BATCH_SCRIPT, str(recipe), str(inputs),
-                           str(tmp_path / "out"), str(tmp_path / "cache")], env=child_env(fake))
-        wait_until(lambda: len(fake.requests) == 2 or command.process.poll() is not None,
-                   "two edits in flight")
+        command = start_script(tmp_path, fake)
         command.process.send_signal(signal.SIGINT)
         assert command.finish() == 0, command.output
         assert len(fake.requests) == 2 and len(fake.billed) == 2
@@ -120,13 +127,8 @@ def test_a_second_ctrl_c_in_eg_batch_ends_as_a_keyboard_interrupt_naming_the_edi
 ) -> None:
     """eg.batch() in a script, second SIGINT: it ends at once by KeyboardInterrupt whose
     message names each item/edit that may be billed; no CancelledError is shown."""
-    inputs = image_folder(tmp_path / "in", ITEMS)
-    recipe = write_recipe(tmp_path)
     with FakeTogether(api_key=TEST_KEY, latency=8.0) as fake:
-        command = Command([sys.executable, "-c", BATCH_SCRIPT, str(recipe), str(inputs),
-                           str(tmp_path / "out"), str(tmp_path / "cache")], env=child_env(fake))
-        wait_until(lambda: len(fake.requests) == 2 or command.process.poll() is not None,
-                   "two edits in flight")
+        command = start_script(tmp_path, fake)
         command.process.send_signal(signal.SIGINT)
         command.wait_for_line("interrupted: no new item or edit starts")
         started = time.monotonic()
