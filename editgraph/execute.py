@@ -14,12 +14,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import importlib
 import io
 import logging
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -72,6 +72,21 @@ FRESH_BYTES = 32 * 1024 * 1024
 #: Interrupt notices; the command shows them, a script sees them on stderr.
 _interrupt_log = logging.getLogger("editgraph.interrupt")
 _DRAIN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _raw_signal_functions() -> tuple[Callable[[int], Any], Callable[[int, Any], Any]]:
+    """``signal.getsignal`` and ``signal.signal`` without their enum conversion of the
+    handler: a handler that is no enum costs a failed enum lookup whose message holds
+    the handler's repr, and asyncio.run's SIGINT handler holds its main task (whose repr
+    walks the task's coroutine): 13 us a call inside a run, 0.1 us without."""
+    try:
+        raw: Any = importlib.import_module("_signal")
+        return raw.getsignal, raw.signal
+    except (ImportError, AttributeError):  # not CPython
+        return signal.getsignal, signal.signal
+
+
+_getsignal, _setsignal = _raw_signal_functions()
 
 
 class Progress(Protocol):
@@ -209,7 +224,7 @@ class _Engine:
     #: (``consumers`` counts them down), and the oldest first past ``FRESH_BYTES``.
     fresh: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     fresh_bytes: int = 0
-    consumers: Counter[str] = field(default_factory=Counter)
+    consumers: dict[str, int] = field(default_factory=dict)
     decided: set[str] = field(default_factory=set)
     committed: float = 0.0
     saved: float = 0.0
@@ -248,8 +263,11 @@ class _Engine:
         self.writes = Writes(self.store)
         self.load = self.store.get_blob  # one bound method for every result
         self.by_name = {node.name: node for node in self.edits}
-        self.consumers = Counter(name for node in self.edits for name in node.references
-                                 if name in self.by_name)
+        consumers = self.consumers
+        for node in self.edits:
+            for name in node.references:
+                if name in self.by_name:
+                    consumers[name] = consumers.get(name, 0) + 1
         heartbeat = asyncio.ensure_future(self._renew_leases())
         tasks = []
         try:
@@ -258,12 +276,15 @@ class _Engine:
             # slot or the rate limiter. The others become tasks, started in the graph's
             # order once every layer is decided.
             started: dict[str, tuple[_Request, str] | None] = {}
+            pending = self.pending
             for layer in self._layers():
                 ready = []
                 for node in layer:
-                    if any(name in self.pending for name in node.references):
-                        self.pending[node.name] = loop.create_future()
-                        started[node.name] = None
+                    for name in node.references:
+                        if name in pending:  # an input not known yet: a task waits
+                            pending[node.name] = loop.create_future()
+                            started[node.name] = None
+                            break
                     else:
                         ready.append(node)
                 for node, prepared in self._resolve_many(ready):
@@ -310,7 +331,11 @@ class _Engine:
         depth: dict[str, int] = {}
         layers: list[list[_Node]] = []
         for node in self.edits:
-            level = 1 + max((depth.get(name, -1) for name in node.references), default=-1)
+            level = 0
+            for name in node.references:
+                above = depth.get(name)
+                if above is not None and above >= level:
+                    level = above + 1
             depth[node.name] = level
             if level == len(layers):
                 layers.append([])
@@ -423,19 +448,32 @@ class _Engine:
         known, or fail them for a failed input; return the others with their request
         and key, to be generated."""
         keyed: list[tuple[_Node, list[NodeResult | SourceNode], _Keyed]] = []
+        sources, done = self.sources, self.done
         for node in nodes:
-            failed_input = self._failed_input(node)
-            if failed_input is not None:
-                self._fail(node, InputFailedError(node.name, failed_input))
-                self._decided(node)
-                continue
-            inputs = self._inputs(node)
-            keyed.append((node, inputs, self._keyed(node, _hashes(inputs))))
+            if self.failed:
+                failed_input = self._failed_input(node)
+                if failed_input is not None:
+                    self._fail(node, InputFailedError(node.name, failed_input))
+                    self._decided(node)
+                    continue
+            inputs: list[NodeResult | SourceNode] = []
+            hashes = []
+            for name in node.references:  # _inputs and _hashes, inline: the hot path
+                source = sources.get(name)
+                if source is None:
+                    upstream = done[name]
+                    inputs.append(upstream)
+                    hashes.append(upstream.output_hash)
+                else:
+                    inputs.append(source)
+                    hashes.append(source.hash)
+            keyed.append((node, inputs, self._keyed(node, tuple(hashes))))
         if not keyed:
             return []
         # Verified: a damaged entry is a miss (removed by the store), never a result.
         hits = self.store.lookup([known[3] for _, _, known in keyed])
         misses = []
+        load = self.load
         for node, inputs, known in keyed:
             facts = hits.get(known[3])
             if facts is None:
@@ -445,7 +483,7 @@ class _Engine:
                 misses.append((node, (request, known[3])))
             else:
                 self._finish(node, NodeResult(facts, node=node, inputs=inputs, cached=True,
-                                              load=self.load))
+                                              load=load), saved=known[5])
                 self._decided(node)
         return misses
 
@@ -464,12 +502,15 @@ class _Engine:
         return NodeResult(record, node=node, inputs=self._inputs(node), cached=cached,
                           load=self.load)
 
-    def _finish(self, node: _Node, result: NodeResult) -> None:
+    def _finish(self, node: _Node, result: NodeResult, *, saved: float | None = None) -> None:
+        """``node`` is done (``saved``: a cache hit's estimated cost, when known)."""
         self.done[node.name] = result
         if result.cached:
-            known = self.keys.get(node.name)
-            self.saved += (known[5] if known is not None and known[0] is node
-                           else node.estimate_cost(self.provider.name))
+            if saved is None:
+                known = self.keys.get(node.name)
+                saved = (known[5] if known is not None and known[0] is node
+                         else node.estimate_cost(self.provider.name))
+            self.saved += saved
         else:  # a cached one is compared with its history at the end
             self.ran[node.name] = result
         if self.progress is not None:
@@ -984,21 +1025,21 @@ def _drain_on_signals(engine: _Engine, work: asyncio.Future[None]) -> Iterator[N
             _abandon(engine, work)
 
     handler = _DrainHandler(loop, on_signal)
-    previous = {number: signal.getsignal(number) for number in _DRAIN_SIGNALS}
+    previous = {number: _getsignal(number) for number in _DRAIN_SIGNALS}
     installed = []
     try:
         for number in _DRAIN_SIGNALS:
             if _handled_by_a_loop(previous[number]):
                 continue  # the caller's loop handles it (a batch drains its own items)
             try:
-                signal.signal(number, handler)
+                _setsignal(number, handler)
             except (OSError, RuntimeError, ValueError):
                 continue  # no signal handling here
             installed.append(number)
         yield
     finally:
         for number in installed:
-            signal.signal(number, previous[number])
+            _setsignal(number, previous[number])
 
 
 def _abandon(engine: _Engine, work: asyncio.Future[None]) -> None:

@@ -57,6 +57,19 @@ _HISTORY = "history:"
 _JOURNAL = "journal:"
 _SAVED = "stats:saved_microdollars"
 
+_MODE_RAW = diskcache.core.MODE_RAW
+
+
+@functools.lru_cache(maxsize=64)
+def _rows_query(count: int) -> str:
+    """The SELECT of ``count`` names' live rows (see ``DiskStore._rows``)."""
+    return (
+        "SELECT key, mode, filename, value FROM Cache WHERE key IN "
+        f"({','.join('?' * count)}) AND raw = 1 "
+        "AND (expire_time IS NULL OR expire_time > ?)"
+    )
+
+
 #: What diskcache and sqlite raise when the directory cannot be read or written
 #: (diskcache.Timeout: the database stayed locked by another process).
 _BACKEND_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
@@ -295,6 +308,48 @@ def _history_name(graph: str, node: str) -> str:
 _json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
+def _history_key(text: str) -> str | None:
+    """The ``key`` of a history entry's JSON text; None when it has none, or the text is
+    cut short (not ending in "}"). It is the first "key" member: editgraph writes a
+    record's own fields (node, kind, version, provider) before its key, and a string
+    holds its quotes escaped."""
+    if not text.endswith("}"):
+        return None
+    start = text.find('"key":"')
+    if start < 0:
+        return None
+    start += 7
+    end = text.find('"', start)
+    return None if end < 0 else text[start:end]
+
+
+#: Not read yet (``None`` in a memo: read, and no history).
+_UNREAD: Any = object()
+#: Graphs whose history keys a store remembers (a batch runs many graphs).
+_HISTORY_MEMO_GRAPHS = 4
+
+
+class _HistoryMemo:
+    """History keys read through one connection, with that connection's stamp then.
+
+    SQLite's ``data_version`` changes when any other connection (another process, or
+    this store's writer thread) commits, and ``total_changes`` counts the rows this
+    connection changed itself: while both stay as they were, the database did not
+    change, and the keys stand. The one write a cached re-run makes (the spend saved,
+    not history) moves the stamp along (``DiskStore.add_saved``)."""
+
+    __slots__ = ("keys", "stamp")
+
+    def __init__(self, stamp: tuple[sqlite3.Connection, int, int]) -> None:
+        self.stamp = stamp
+        self.keys: dict[str, str | None] = {}
+
+    def holds(self, stamp: tuple[sqlite3.Connection, int, int]) -> bool:
+        """Whether nothing changed from ``self.stamp`` to ``stamp``."""
+        return (stamp[0] is self.stamp[0] and stamp[1] == self.stamp[1]
+                and stamp[2] == self.stamp[2])
+
+
 def _boot_id() -> str | None:
     """This machine's boot id (Linux), or None where there is none to read."""
     try:
@@ -470,6 +525,11 @@ class DiskStore:
         self._leases_lock = threading.Lock()
         self._repaired = 0
         self._identity = _lease_identity()
+        #: Per graph, what ``history_keys`` last read and when (see ``_HistoryMemo``),
+        #: most recent last.
+        self._history_memo: collections.OrderedDict[str, _HistoryMemo] = (
+            collections.OrderedDict()
+        )
 
     def __repr__(self) -> str:
         return f"DiskStore({str(self.directory)!r})"
@@ -534,52 +594,50 @@ class DiskStore:
         damaged, goes through ``get_verified_record`` itself (migrated, or removed and
         counted in ``repaired``).
         """
-        unique = list(dict.fromkeys(keys))
-        rows = self._rows([_RECORD + key for key in unique])
+        names = {_RECORD + key: key for key in keys}
         found: dict[str, RecordFacts] = {}
         slow: list[str] = []
         users: dict[str, list[tuple[str, RecordFacts]]] = {}
-        for key in unique:
-            row = rows.get(_RECORD + key)
-            if row is None:
-                continue
-            text = self._fetch(row)
-            facts = None if text is None else RecordFacts.from_json(text)
+        from_json = RecordFacts.from_json
+        for name, mode, filename, value in self._rows(list(names)):
+            text = value if mode == _MODE_RAW else self._fetch((mode, filename, value))
+            facts = None if text is None else from_json(text)
             if facts is None:
-                slow.append(key)
+                slow.append(names[name])
+                continue
+            using = users.get(facts.output_hash)
+            if using is None:
+                users[facts.output_hash] = [(names[name], facts)]
             else:
-                users.setdefault(facts.output_hash, []).append((key, facts))
-        blobs = self._rows([_BLOB + content_hash for content_hash in users]) if users else {}
-        for content_hash, using in users.items():
-            row = blobs.get(_BLOB + content_hash)
-            data = None if row is None else self._fetch(row)
-            if type(data) is bytes and hashlib.sha256(data).hexdigest() == content_hash:
-                found.update(using)
-            else:  # gone or damaged: the slow read removes it and counts the repair
-                slow.extend(key for key, _ in using)
+                using.append((names[name], facts))
+        if users:
+            sha256 = hashlib.sha256
+            for name, mode, filename, value in self._rows([_BLOB + h for h in users]):
+                data = value if mode == _MODE_RAW else self._fetch((mode, filename, value))
+                content_hash = name[len(_BLOB):]
+                if type(data) is bytes and sha256(data).hexdigest() == content_hash:
+                    found.update(users.pop(content_hash))
+            for using in users.values():  # gone or damaged: the slow read removes it
+                slow.extend(key for key, _ in using)  # and counts the repair
         for key in slow:
             record = self.get_verified_record(key)
             if record is not None:
                 found[key] = RecordFacts.of(record)
         return found
 
-    def _rows(self, names: Sequence[str]) -> dict[str, tuple[int, str | None, Any]]:
-        """The live rows (mode, filename, value) of ``names``, in one SELECT per 500.
+    def _rows(self, names: Sequence[str]) -> list[tuple[str, int, str | None, Any]]:
+        """The live rows (name, mode, filename, value) of ``names``, in one SELECT per
+        500.
 
         diskcache has no multi-get; this reads its table as ``Cache.get`` does (str keys
-        are stored raw; an expired row is absent) and leaves decoding to ``_fetch``.
+        are stored raw; an expired row is absent) and leaves decoding a value kept in a
+        file to ``_fetch`` (one kept in the row is the value itself).
         """
-        found: dict[str, tuple[int, str | None, Any]] = {}
+        found: list[tuple[str, int, str | None, Any]] = []
         now = time.time()
         for start in range(0, len(names), 500):
             chunk = names[start : start + 500]
-            query = (
-                "SELECT key, mode, filename, value FROM Cache WHERE key IN "
-                f"({','.join('?' * len(chunk))}) AND raw = 1 "
-                "AND (expire_time IS NULL OR expire_time > ?)"
-            )
-            for name, mode, filename, value in self._select(query, (*chunk, now)):
-                found[name] = (mode, filename, value)
+            found += self._select(_rows_query(len(chunk)), (*chunk, now))
         return found
 
     def _select(self, query: str, parameters: Sequence[Any]) -> list[Any]:
@@ -821,9 +879,40 @@ class DiskStore:
 
     def history_keys(self, names: Sequence[str], graph: str = DEFAULT_GRAPH) -> dict[str, str]:
         """For each of ``names`` with a history in ``graph``, the key of the record it
-        names, read together: the JSON ``key`` of each entry is read by SQLite, so no
-        record is parsed. An entry that is not inline JSON text goes through
-        ``get_history``."""
+        names, read together (the key is cut from each entry's text: no record is
+        parsed). An entry that is not inline text goes through ``get_history``.
+
+        What was read for ``graph`` is not read again while the database provably did
+        not change since (see ``_HistoryMemo``): a cached re-run compares a thousand
+        edits with their history without reading a thousand entries."""
+        stamp = self._stamp()
+        memo = self._history_memo.get(graph)
+        if memo is None or stamp is None or not memo.holds(stamp):
+            memo = None if stamp is None else _HistoryMemo(stamp)
+        found: dict[str, str] = {}
+        unread: list[str] = []
+        known = memo.keys if memo is not None else {}
+        for name in names:
+            key = known.get(name, _UNREAD)
+            if key is _UNREAD:
+                unread.append(name)
+            elif key is not None:
+                found[name] = key
+        if unread:
+            read = self._read_history_keys(unread, graph)
+            found.update(read)
+            if memo is not None:
+                for name in unread:
+                    known[name] = read.get(name)
+        if memo is not None:
+            self._history_memo[graph] = memo
+            self._history_memo.move_to_end(graph)
+            while len(self._history_memo) > _HISTORY_MEMO_GRAPHS:
+                self._history_memo.popitem(last=False)
+        return found
+
+    def _read_history_keys(self, names: Sequence[str], graph: str) -> dict[str, str]:
+        """``history_keys`` read from the database."""
         entries = {_history_name(graph, name): name for name in names}
         found, slow = self._history_keys(entries)
         if graph == DEFAULT_GRAPH:  # entries from before graphs were named
@@ -839,38 +928,41 @@ class DiskStore:
         return found
 
     def _history_keys(self, entries: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-        """The JSON ``key`` of each entry's text (by entry's node), and the nodes whose
-        entry SQLite cannot read that way (kept in a file, or no JSON support)."""
+        """The ``key`` of each entry's text (by entry's node; see ``_history_key``), and
+        the nodes whose entry is not inline text (kept in a file)."""
         found: dict[str, str] = {}
         slow: list[str] = []
         names = list(entries)
         now = time.time()
         for start in range(0, len(names), 500):
             chunk = names[start : start + 500]
-            # The key is the first "key" member of the text: editgraph writes a record's
-            # own fields (node, kind, version, provider) before its key, and a string
-            # holds its quotes escaped. Text cut short (not ending in "}") counts as none.
-            key_at = "instr(value, '\"key\":\"') + 7"
             query = (
-                "SELECT key, mode, CASE WHEN mode = ? AND typeof(value) = 'text' "
-                "AND substr(value, -1) = '}' AND instr(value, '\"key\":\"') > 0 "
-                f"THEN substr(value, {key_at}, instr(substr(value, {key_at}), '\"') - 1) END "
+                "SELECT key, mode, CASE WHEN typeof(value) = 'text' THEN value END "
                 f"FROM Cache WHERE key IN ({','.join('?' * len(chunk))}) AND raw = 1 "
                 "AND (expire_time IS NULL OR expire_time > ?)"
             )
-            try:
-                rows = self._select(query, (diskcache.core.MODE_RAW, *chunk, now))
-            except StoreError as error:
-                if "no such function" not in str(error):
-                    raise
-                slow += [entries[name] for name in chunk]  # an SQLite without JSON
-                continue
-            for name, mode, key in rows:
+            for name, mode, text in self._select(query, (*chunk, now)):
                 if mode != diskcache.core.MODE_RAW:
                     slow.append(entries[name])
-                elif isinstance(key, str):
-                    found[entries[name]] = key
+                elif text is not None:
+                    key = _history_key(text)
+                    if key is not None:
+                        found[entries[name]] = key
         return found, slow
+
+    def _stamp(self) -> tuple[sqlite3.Connection, int, int] | None:
+        """This thread's connection, SQLite's count of commits by any other connection
+        (``data_version``) and the rows this one changed itself (``total_changes``);
+        None when they cannot be read, or inside a transaction (which may roll back
+        what is read)."""
+        try:
+            con: sqlite3.Connection = self._cache._con
+            if con.in_transaction:
+                return None
+            (version,) = con.execute("PRAGMA data_version").fetchone()
+            return con, int(version), con.total_changes
+        except _BACKEND_ERRORS:
+            return None
 
     def put_history(self, name: str, record: EditRecord, graph: str = DEFAULT_GRAPH) -> None:
         """Remember the record of the edit ``name`` of ``graph``, for ``plan``'s reasons."""
@@ -888,7 +980,14 @@ class DiskStore:
                     current = int(self._cache.get(_SAVED, "0"))
                     self._cache.set(_SAVED, str(current + microdollars))
 
+            con = self._read(lambda: self._cache._con)
+            before = con.total_changes
             self._write(add)
+            # Not history: this connection's memos still hold (see _HistoryMemo).
+            after = con.total_changes
+            for memo in self._history_memo.values():
+                if memo.stamp[0] is con and memo.stamp[2] == before:
+                    memo.stamp = (con, memo.stamp[1], after)
 
     # the submission journal
 

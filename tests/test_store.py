@@ -830,6 +830,43 @@ def test_history_keys_read_every_kind_of_entry(
     assert store.history_keys(["blue", "night"], graph="/recipes/a.py") == {"blue": "k1"}
 
 
+def test_history_keys_read_again_see_every_change(
+    store: DiskStore, plain: diskcache.Cache, open_store: Callable[..., DiskStore]
+) -> None:
+    """history_keys read again see a change by another connection, by another store on
+    the folder (the same connection), by this store and by a clear."""
+    store.put_history("blue", make_history("k1"))
+    assert store.history_keys(["blue", "night"]) == {"blue": "k1"}
+    store.add_saved(0.25)
+    assert store.history_keys(["blue", "night"]) == {"blue": "k1"}
+    plain.set(HISTORY_BLUE, make_history("k2").model_dump_json())  # another connection
+    assert store.history_keys(["blue", "night"]) == {"blue": "k2"}
+    open_store().put_history("night", make_history("k3"))  # the same connection
+    assert store.history_keys(["blue", "night"]) == {"blue": "k2", "night": "k3"}
+    store.put_history("blue", make_history("k4"))
+    assert store.history_keys(["blue", "night"]) == {"blue": "k4", "night": "k3"}
+    store.clear()
+    assert store.history_keys(["blue", "night"]) == {}
+
+
+def test_history_keys_are_not_read_again_while_nothing_changed(store: DiskStore) -> None:
+    """A second read of unchanged history (the spend saved added between) runs no
+    SELECT of history entries; a name not read before is read."""
+    store.put_history("blue", make_history("k1"))
+    assert store.history_keys(["blue"]) == {"blue": "k1"}
+    store.add_saved(0.25)
+    statements: list[str] = []
+    connection = store._cache._con
+    connection.set_trace_callback(statements.append)
+    try:
+        assert store.history_keys(["blue"]) == {"blue": "k1"}
+        assert not [s for s in statements if "SELECT" in s and "history:" in s]
+        assert store.history_keys(["blue", "night"]) == {"blue": "k1"}
+        assert [s for s in statements if "SELECT" in s and "history:" in s]
+    finally:
+        connection.set_trace_callback(None)
+
+
 def test_a_folder_opened_again_reuses_its_connection_until_it_is_replaced(
     tmp_path: Path,
 ) -> None:
