@@ -212,6 +212,8 @@ class _Engine:
     pending: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     inflight: dict[str, tuple[str, asyncio.Future[NodeResult]]] = field(default_factory=dict)
     ran: dict[str, NodeResult] = field(default_factory=dict)  # history to write
+    #: Edits whose history went into the commit of their result (not written again).
+    history_kept: set[str] = field(default_factory=set)
     held: set[str] = field(default_factory=set)
     journaled_only: bool = False
     resumed: set[str] = field(default_factory=set)
@@ -240,6 +242,9 @@ class _Engine:
     leased_ahead: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
     unused_leases: set[str] = field(default_factory=set)
     dependents: dict[str, list[_Node]] | None = None
+    #: Edits whose inputs just became known, resolved together (``_resolve_soon``).
+    to_resolve: list[tuple[_Node, asyncio.Future[tuple[_Request, str] | None]]] = field(
+        default_factory=list)
 
     def drain(self, signal_number: int, *, announce: bool = True) -> None:
         """Start no new edit; let the ones being generated finish and be cached."""
@@ -301,13 +306,16 @@ class _Engine:
                 await asyncio.gather(*tasks)
         finally:
             heartbeat.cancel()
-            # Bookkeeping for `plan` is written once, off the critical path. When the
-            # store cannot take it (disk full), the results still stand: say so, go on.
+            # Bookkeeping for `plan` is written once, off the critical path (a generated
+            # edit's history went in with its result). When the store cannot take it
+            # (disk full), the results still stand: say so, go on.
             try:
                 self._compare_history()
             except StoreError as error:  # then the history of cached edits stays as it was
                 logger.warning("plan's history of this run was not compared: %s", error)
-            ran, saved = list(self.ran.items()), self.saved
+            ran = [(name, result) for name, result in self.ran.items()
+                   if name not in self.history_kept]
+            saved = self.saved
             if self.leased_ahead or self.unused_leases:
                 self.writes.submit(self._release_unused_leases).add_done_callback(_quietly)
             if ran or saved:  # one commit, none when nothing changed
@@ -494,6 +502,40 @@ class _Engine:
             return prepared
         return None
 
+    def _resolve_soon(self, node: _Node) -> asyncio.Future[tuple[_Request, str] | None]:
+        """``_resolve_now`` for ``node``, together with every other edit whose inputs
+        became known in this turn of the loop (the dependents of a group of results
+        committed together): one lookup for all, and the first of them no longer waits
+        for the others' lookups to reach its provider call."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[_Request, str] | None] = loop.create_future()
+        if not self.to_resolve:
+            loop.call_soon(self._resolve_batch)
+        self.to_resolve.append((node, future))
+        return future
+
+    def _resolve_batch(self) -> None:
+        batch, self.to_resolve = self.to_resolve, []
+        batch = [(node, future) for node, future in batch if not future.done()]
+        try:
+            prepared = {node.name: ready
+                        for node, ready in self._resolve_many([node for node, _ in batch])}
+        except Exception:  # noqa: BLE001 - then each edit alone, so each fails alone
+            for node, future in batch:
+                if future.done():
+                    continue
+                if node.name in self.done or node.name in self.failed:
+                    future.set_result(None)  # decided before the error
+                    continue
+                try:
+                    future.set_result(self._resolve_now(node))
+                except Exception as error:  # noqa: BLE001 - that edit's own failure
+                    future.set_exception(error)
+            return
+        for node, future in batch:
+            if not future.done():
+                future.set_result(prepared.get(node.name))
+
     def _result(self, request: _Request, record: EditRecord, *, cached: bool) -> NodeResult:
         node = self.by_name.get(request.node)
         if node is None:  # not an edit of this run's graph: keep the request itself
@@ -531,7 +573,7 @@ class _Engine:
             if any(name in self.not_run for name in node.references):
                 raise _NotStarted(node.name)
             if prepared is None:
-                prepared = self._resolve_now(node)
+                prepared = await self._resolve_soon(node)
             if prepared is None:
                 pass
             elif isinstance(node, OpNode):
@@ -656,8 +698,10 @@ class _Engine:
                 # The image, the record that points at it and the lease's release, in one
                 # commit: a crash leaves either nothing or a complete, usable result. The
                 # blob file is written by the writer thread before that transaction.
+                # The node's history for ``plan`` joins it: nothing is left to write
+                # for it at the end of the run.
                 kept = self.writes.submit(
-                    lambda: self._keep(record, image.data),
+                    lambda: self._keep(record, image.data, history=node.name),
                     stage=lambda: stage_blob(self.store, record.output_hash, image.data),
                 )
                 # The leases of the edits this result completes join the same commit: a
@@ -672,6 +716,7 @@ class _Engine:
                     result = self._result(request, record, cached=False)
                     result.keep_in_memory(image.data)
                     return result
+                self.history_kept.add(node.name)
                 self._hand_on(node, record.output_hash, image.data)
                 return self._result(request, record, cached=False)
             finally:
@@ -744,10 +789,13 @@ class _Engine:
             ) from error
         return content_hash(image.data), width, height, media_type
 
-    def _keep(self, record: EditRecord, data: bytes) -> EditRecord:
-        """Store an image and its record, then let go of the key's lease."""
+    def _keep(self, record: EditRecord, data: bytes, *, history: str | None = None) -> EditRecord:
+        """Store an image and its record (and, given a node name, the node's history),
+        then let go of the key's lease."""
         self.store.put_blob(record.output_hash, data)
         self.store.put_record(record)
+        if history is not None:
+            self.store.put_history(history, record, self.graph)
         if record.key in self.journaled:  # delivered: nothing left to resume
             self.store.delete_journal(record.key)
             self.journaled.discard(record.key)
