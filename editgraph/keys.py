@@ -99,9 +99,19 @@ def _material(
 
 def _digest(material: dict[str, Any]) -> str:
     """sha256 of ``material``'s canonical JSON, already checked to have one."""
-    return content_hash(json.dumps(
+    return content_hash(_text(material).encode())
+
+
+def _text(material: dict[str, Any]) -> str:
+    """``material``'s canonical JSON text, already checked to have one."""
+    return json.dumps(
         material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode())
+    )
+
+
+#: How the canonical JSON of a key's material ends when its seed is None: "seed" sorts
+#: last of its members.
+_UNSEEDED_END = '"seed":null}'
 
 
 def derive_seed(unseeded_key: str) -> int:
@@ -113,8 +123,8 @@ def request_key(node: EditNode, reference_hashes: Sequence[str], provider: str) 
     """The cache key and seed of ``node`` given its references' content hashes.
 
     An edit without a seed gets one derived from the key it would have without one.
-    The material is checked for a canonical form once (the seeded key differs from the
-    unseeded one by an int).
+    The material is checked for a canonical form once, and written as JSON once: the
+    seeded text differs from the unseeded one by its last member, the seed, an int.
     """
     parameters = {k: v for k, v in node.parameters.items() if k != "seed"}
     seed = node.parameters.get("seed")
@@ -122,7 +132,11 @@ def request_key(node: EditNode, reference_hashes: Sequence[str], provider: str) 
                          reference_hashes)
     _check_canonical(material, "value")
     if seed is None:
-        seed = derive_seed(_digest(material))
+        unseeded = _text(material)
+        seed = derive_seed(content_hash(unseeded.encode()))
+        if unseeded.endswith(_UNSEEDED_END):
+            seeded = f"{unseeded[:-5]}{seed}}}"  # "null}" -> "<seed>}"
+            return content_hash(seeded.encode()), seed
     elif type(seed) is not int:
         _check_canonical(seed, "value.seed")
     material["seed"] = seed

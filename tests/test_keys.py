@@ -21,7 +21,10 @@ from editgraph.keys import (
     content_hash,
     derive_seed,
     edit_key,
+    request_key,
 )
+from editgraph.models import resolve_model
+from editgraph.nodes import EditNode
 
 
 def png(colour: tuple[int, int, int]) -> bytes:
@@ -366,3 +369,28 @@ def test_request_references_carry_content_hashes(tmp_path: Path) -> None:
     assert [r.hash for r in run["pair"].request.references] == [
         hashlib.sha256(GREEN).hexdigest(), hashlib.sha256(RED).hexdigest()
     ]
+
+
+@given(
+    st.text(),
+    st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(), st.booleans(),
+                                                   st.none(), st.floats(allow_nan=False,
+                                                                        allow_infinity=False))),
+    st.lists(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64), max_size=3),
+)
+def test_request_key_matches_the_key_of_its_material(
+    prompt: str, parameters: dict[str, Any], hashes: list[str]
+) -> None:
+    """request_key (one JSON text, the seed spliced into it) gives the key and seed that
+    edit_key gives for the material written out in full, unseeded then seeded."""
+    spec = resolve_model("flux.2-pro")
+    node = EditNode(name="n", model=spec, prompt=prompt, references=(),
+                    parameters={k: v for k, v in parameters.items() if k != "seed"})
+    unseeded = edit_key(provider="p", model=spec.id, prompt=prompt, parameters=node.parameters,
+                        seed=None, reference_hashes=hashes)
+    seed = derive_seed(unseeded)
+    assert request_key(node, hashes, "p") == (
+        edit_key(provider="p", model=spec.id, prompt=prompt, parameters=node.parameters,
+                 seed=seed, reference_hashes=hashes),
+        seed,
+    )
