@@ -243,6 +243,8 @@ class _Engine:
     leased_ahead: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
     unused_leases: set[str] = field(default_factory=set)
     dependents: dict[str, list[_Node]] | None = None
+    #: Results made and queued for their commit, not through it yet: node -> hash.
+    finishing: dict[str, str] = field(default_factory=dict)
     #: Edits whose inputs just became known, resolved together (``_resolve_soon``).
     to_resolve: list[tuple[_Node, asyncio.Future[tuple[_Request, str] | None]]] = field(
         default_factory=list)
@@ -707,7 +709,8 @@ class _Engine:
                 )
                 # The leases of the edits this result completes join the same commit: a
                 # chain pays one commit per link, not two.
-                self._lease_ahead(node, request, record)
+                self.finishing[node.name] = record.output_hash
+                self._lease_ahead(node)
                 try:
                     await kept
                 except StoreError as error:
@@ -721,6 +724,7 @@ class _Engine:
                 self._hand_on(node, record.output_hash, image.data)
                 return self._result(request, record, cached=False)
             finally:
+                self.finishing.pop(node.name, None)
                 if key in self.held:
                     self.held.discard(key)
                     released = self.writes.submit(lambda: self.store.release_lease(key))
@@ -828,11 +832,12 @@ class _Engine:
         for node in missing:
             self.store.put_blob(node.hash, node.data)
 
-    def _lease_ahead(self, node: EditNode, request: EditRequest, record: EditRecord) -> None:
-        """Queue, with ``node``'s result, the leases of the edits it is the last input
-        of (their keys are known now). Taken in the same commit, before anything
-        downstream can spend; a lease not used in the end is given back with the run's
-        last writes."""
+    def _lease_ahead(self, node: EditNode) -> None:
+        """Queue, with ``node``'s result, the leases of the edits whose inputs are all
+        made now (their keys are known): ``node`` is their last input, or their others
+        are being kept too (results that finish together). Taken in the same commit,
+        before anything downstream can spend; a lease not used in the end is given back
+        with the run's last writes."""
         if self.interrupted is not None or self.cache_only or self.journaled_only:
             return
         if self.dependents is None:
@@ -843,24 +848,36 @@ class _Engine:
         waiting = self.dependents.get(node.name, ())
         if not waiting:
             return
-        self.done[node.name] = self._result(request, record, cached=False)
-        try:
-            for dependent in waiting:
-                if not isinstance(dependent, EditNode) or any(
-                    name != node.name and name not in self.sources and name not in self.done
-                    for name in dependent.references
-                ):
-                    continue
-                try:
-                    key = self._keyed(dependent, self._input_hashes(dependent))[3]
-                except Exception:  # noqa: BLE001, S112 - the edit itself will say what is wrong
-                    continue
-                if key not in self.leased_ahead:
-                    ahead = self.writes.submit(functools.partial(self._acquire_ahead, key))
-                    ahead.add_done_callback(_quietly)
-                    self.leased_ahead[key] = ahead
-        finally:
-            del self.done[node.name]  # finished only once its commit is through
+        for dependent in waiting:
+            if not isinstance(dependent, EditNode):
+                continue
+            hashes = self._made_hashes(dependent)
+            if hashes is None:
+                continue
+            try:
+                key = self._keyed(dependent, hashes)[3]
+            except Exception:  # noqa: BLE001, S112 - the edit itself will say what is wrong
+                continue
+            if key not in self.leased_ahead:
+                ahead = self.writes.submit(functools.partial(self._acquire_ahead, key))
+                ahead.add_done_callback(_quietly)
+                self.leased_ahead[key] = ahead
+
+    def _made_hashes(self, node: _Node) -> tuple[str, ...] | None:
+        """The hashes of ``node``'s inputs when every one is made (a source, a finished
+        result, or one being kept now); else None."""
+        hashes = []
+        for name in node.references:
+            source = self.sources.get(name)
+            if source is not None:
+                hashes.append(source.hash)
+                continue
+            done = self.done.get(name)
+            made = done.output_hash if done is not None else self.finishing.get(name)
+            if made is None:
+                return None
+            hashes.append(made)
+        return tuple(hashes)
 
     def _acquire_ahead(self, key: str) -> bool:
         """In the writer thread: take a lease ahead; remember it until it is used."""

@@ -90,6 +90,23 @@ def test_a_layer_that_finishes_together_is_one_commit(tmp_path: Path) -> None:
     assert not writer_threads()
 
 
+def test_an_edit_of_two_results_made_together_is_leased_in_their_commit(
+    tmp_path: Path,
+) -> None:
+    """The lease of an edit that takes two results finishing together joins their commit:
+    it does not wait for a commit of its own before its call."""
+    store = CountingStore(tmp_path / "cache")
+    graph = eg.Graph(cache_dir=store, concurrency=4)
+    car = graph.image(RED, name="car")
+    left = graph.edit(f"Paint {car} red", name="left")
+    right = graph.edit(f"Paint {car} blue", name="right")
+    graph.edit(f"Put {left} beside {right}", name="both")
+    run = graph.run(provider=TogetherProvider(2))
+    assert len(run) == 3
+    # Sources and two leases; both results and the third edit's lease; the third result.
+    assert store.records_per_commit == [0, 2, 1]
+
+
 def test_a_deep_chain_pays_one_commit_per_link(tmp_path: Path) -> None:
     """Each link's lease is taken in the commit that keeps the link before it."""
     store = CountingStore(tmp_path / "cache")
