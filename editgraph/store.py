@@ -64,24 +64,10 @@ _MODE_RAW = diskcache.core.MODE_RAW
 def _rows_query(count: int) -> str:
     """The SELECT of ``count`` names' live rows (see ``DiskStore._rows``)."""
     return (
-        "SELECT rowid, key, mode, filename, value FROM Cache WHERE key IN "
+        "SELECT key, mode, filename, value FROM Cache WHERE key IN "
         f"({','.join('?' * count)}) AND raw = 1 "
         "AND (expire_time IS NULL OR expire_time > ?)"
     )
-
-
-@functools.lru_cache(maxsize=64)
-def _rowid_query(count: int) -> str:
-    """The SELECT of ``count`` row ids' live rows (see ``DiskStore._rows``)."""
-    return (
-        "SELECT rowid, key, mode, filename, value FROM Cache WHERE rowid IN "
-        f"({','.join('?' * count)}) AND raw = 1 "
-        "AND (expire_time IS NULL OR expire_time > ?)"
-    )
-
-
-#: Row ids a store remembers by name (see ``DiskStore._rows``): a few MB at most.
-_ROWIDS_KEPT = 50_000
 
 
 #: What diskcache and sqlite raise when the directory cannot be read or written
@@ -539,8 +525,6 @@ class DiskStore:
         self._leases_lock = threading.Lock()
         self._repaired = 0
         self._identity = _lease_identity()
-        #: The row id each name was last read at (see ``_rows``).
-        self._rowids: dict[str, int] = {}
         #: Per graph, what ``history_keys`` last read and when (see ``_HistoryMemo``),
         #: most recent last.
         self._history_memo: collections.OrderedDict[str, _HistoryMemo] = (
@@ -647,37 +631,13 @@ class DiskStore:
 
         diskcache has no multi-get; this reads its table as ``Cache.get`` does (str keys
         are stored raw; an expired row is absent) and leaves decoding a value kept in a
-        file to ``_fetch`` (one kept in the row is the value itself). A name read before
-        is read by its row id, remembered then (one B-tree instead of the key's index
-        and then the table), and counts only when the row there still has that name;
-        the others are read by name.
+        file to ``_fetch`` (one kept in the row is the value itself).
         """
-        rowids = self._rowids
         found: list[tuple[str, int, str | None, Any]] = []
         now = time.time()
-        rest: Sequence[str] = names
-        known = [rowids[name] for name in names if name in rowids]
-        if known:
-            wanted = set(names)
-            got: set[str] = set()
-            for start in range(0, len(known), 500):
-                ids = known[start : start + 500]
-                for rowid, name, mode, filename, value in self._select(
-                    _rowid_query(len(ids)), (*ids, now)
-                ):
-                    if name in wanted and rowids.get(name) == rowid:
-                        found.append((name, mode, filename, value))
-                        got.add(name)
-            rest = [name for name in names if name not in got]
-        if len(rowids) + len(rest) > _ROWIDS_KEPT:
-            rowids.clear()
-        for start in range(0, len(rest), 500):
-            chunk = rest[start : start + 500]
-            for rowid, name, mode, filename, value in self._select(
-                _rows_query(len(chunk)), (*chunk, now)
-            ):
-                rowids[name] = rowid
-                found.append((name, mode, filename, value))
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            found += self._select(_rows_query(len(chunk)), (*chunk, now))
         return found
 
     def _select(self, query: str, parameters: Sequence[Any]) -> list[Any]:

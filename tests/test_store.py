@@ -830,22 +830,6 @@ def test_history_keys_read_every_kind_of_entry(
     assert store.history_keys(["blue", "night"], graph="/recipes/a.py") == {"blue": "k1"}
 
 
-def test_lookup_again_finds_each_record_where_it_is_now(
-    store: DiskStore, plain: diskcache.Cache
-) -> None:
-    """A record looked up once, then removed (its row taken by another entry), is a miss;
-    written anew at another row, it is found again."""
-    data = png((6, 6, 6))
-    keep(store, "k1", data)
-    assert set(store.lookup(["k1"])) == {"k1"}
-    assert plain.delete("record:k1")
-    keep(store, "k2", png((7, 7, 7)))  # its image takes the row k1's record had
-    assert store.lookup(["k1", "k2"]).keys() == {"k2"}
-    keep(store, "k1", data)
-    assert store.lookup(["k1", "k2"]).keys() == {"k1", "k2"}
-    assert store.lookup(["k1"])["k1"].output_hash == sha(data)
-
-
 def test_history_keys_read_again_see_every_change(
     store: DiskStore, plain: diskcache.Cache, open_store: Callable[..., DiskStore]
 ) -> None:
