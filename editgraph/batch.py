@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
+import PIL
 from pydantic import BaseModel, ConfigDict
 
 from .errors import (
@@ -34,6 +35,7 @@ from .errors import (
     ModerationError,
     RunError,
     RunInterrupted,
+    StoreError,
 )
 from .execute import Drain
 from .graph import Graph
@@ -79,6 +81,7 @@ RATE_PERIOD = 60.0
 
 #: Interrupt notices (draining, abandoning); the command shows them as they happen.
 _interrupt_log = logging.getLogger("editgraph.interrupt")
+logger = logging.getLogger("editgraph")
 _DRAIN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -850,14 +853,14 @@ async def abatch(
         from .cluster import open_pool
 
         async with open_pool(cluster, cache, items_per_worker=max(2, concurrency)) as pool:
-            return await _abatch_items(
+            return await _stream_items(
                 loaded, items, base_settings, folder, shared, open_store(cache),
                 concurrency=concurrency, budget=budget, retry_moderated=retry_moderated,
                 limit=limit, progress=progress, stop=stop, interrupt=interrupt,
                 remote=(pool, _task_template(loaded, cache, shared, concurrency, max_inflight,
                                              rate)),
             )
-    return await _abatch_items(
+    return await _stream_items(
         loaded, items, base_settings, folder, shared, open_store(cache),
         concurrency=concurrency, budget=budget, retry_moderated=retry_moderated, limit=limit,
         progress=progress, stop=stop, interrupt=interrupt, remote=None,
@@ -882,37 +885,6 @@ def _task_template(
                       rate=rate),
         concurrency=concurrency,
     )
-
-
-async def _abatch_items(
-    loaded: Recipe,
-    items: Iterator[_Input],
-    base_settings: dict[str, Any],
-    folder: Path,
-    shared: _SharedProvider,
-    store: Store,
-    *,
-    concurrency: int,
-    budget: float | None,
-    retry_moderated: bool,
-    limit: int | None,
-    progress: BatchProgress | None,
-    stop: asyncio.Event | None,
-    interrupt: BatchInterrupt | None,
-    remote: tuple[ClusterPool, ItemTask] | None,
-) -> Batch:
-    if isinstance(store, DiskStore):
-        store.bound_memory()  # flat in the number of items (SQLite's cache and map)
-    # A source shared by items (a model photo, a logo, a repeated input) is decoded once.
-    memo = prepared_sources.set(SourceMemo())
-    try:
-        return await _stream_items(
-            loaded, items, base_settings, folder, shared, store, concurrency=concurrency,
-            budget=budget, retry_moderated=retry_moderated, limit=limit, progress=progress,
-            stop=stop, interrupt=interrupt, remote=remote,
-        )
-    finally:
-        prepared_sources.reset(memo)
 
 
 async def _stream_items(
@@ -941,7 +913,8 @@ async def _stream_items(
         watcher = asyncio.ensure_future(stop.wait())
         watcher.add_done_callback(
             lambda waited: None if waited.cancelled() else interrupt.start(signal.SIGINT))
-    with open(folder / JOURNAL, "ab") as journal, _drain_on_signals(interrupt):
+    with (_pass_store(store) as commit, open(folder / JOURNAL, "ab") as journal,
+          _drain_on_signals(interrupt)):
         start = journal.tell()
         state = _Pass(out=folder, journal=journal, budget=budget, interrupt=interrupt)
         running: set[asyncio.Task[BatchItem | None]] = set()
@@ -961,12 +934,17 @@ async def _stream_items(
                     task.cancel()
                 await asyncio.gather(*running, return_exceptions=True)
                 raise
+            finished = []
             for task in done:
                 running.discard(task)
                 item = task.result()
                 if item is None:
                     state.unfinished += 1
-                    continue
+                else:
+                    finished.append(item)
+            if finished:
+                commit()  # what the store held for these items, before their lines
+            for item in finished:
                 state.record(item)
                 shown.finished(item, state.counts["failed"] + state.counts["moderated"],
                                state.cost)
@@ -1015,6 +993,87 @@ async def _stream_items(
     summary = state.summary()
     _write_report_quietly(folder)
     return Batch(folder, start, summary)
+
+
+@contextlib.contextmanager
+def _pass_store(store: Store) -> Iterator[Callable[[], None]]:
+    """The store as one pass uses it; yields the commit to make before journal lines.
+
+    A disk store holds SQLite's memory small (flat in the number of items) and holds
+    the spend cache hits saved, and the sources checked, for one commit per group of
+    items finishing together rather than one per item; at the end what is held is
+    committed and the store's defaults come back (the open cache is shared by every
+    store of the process). Sources shared by items are decoded once per pass, and an
+    input checked on an earlier pass (the same bytes, the same limits) not again.
+    """
+    disk = store if isinstance(store, DiskStore) else None
+    checked = _CheckedSources(store)
+    token = prepared_sources.set(checked)
+
+    def commit() -> None:
+        if disk is None:
+            return
+        try:
+            disk.commit_held(checked.learned())
+        except StoreError as error:  # bookkeeping only: every result is committed
+            logger.warning("batch: the cache's saved total was not updated: %s", error)
+
+    if disk is not None:
+        disk.bound_memory()
+        disk.hold_saved()
+    try:
+        yield commit
+    finally:
+        prepared_sources.reset(token)
+        if disk is not None:
+            commit()
+            disk.hold_saved(False)
+            disk.bound_memory(None)
+
+
+class _CheckedSources(SourceMemo):
+    """A pass's memo of checked sources, kept in a disk store across passes too.
+
+    Bytes sent as they are (JPEG, PNG, WebP) whose full decode passed under a pixel
+    limit are noted in the store by their hash, size and limit (and Pillow's version);
+    a later pass reads them, hashes them and finds the note instead of decoding them
+    again. A changed file has another hash and is decoded again; a bad one never gets a
+    note (it raised), so it fails every time with its own message.
+    """
+
+    def __init__(self, store: Store, size: int = 64, *, learn: bool = True) -> None:
+        super().__init__(size)
+        self._store = store if isinstance(store, DiskStore) else None
+        self._learn = learn
+        self._learned: dict[str, str] = {}
+
+    def get(self, key: tuple[bytes, int | None]) -> tuple[bytes | None, str] | None:
+        found = super().get(key)
+        if found is not None or self._store is None:
+            return found
+        try:
+            media_type = self._store.note(_checked_note(key))
+        except StoreError:
+            return None
+        if media_type is None:
+            return None
+        super().put(key, (None, media_type))
+        return None, media_type
+
+    def put(self, key: tuple[bytes, int | None], value: tuple[bytes | None, str]) -> None:
+        super().put(key, value)
+        if self._store is not None and self._learn and value[0] is None:
+            self._learned[_checked_note(key)] = value[1]
+
+    def learned(self) -> dict[str, str]:
+        """The notes of sources checked since the last call (for the store to keep)."""
+        learned, self._learned = self._learned, {}
+        return learned
+
+
+def _checked_note(key: tuple[bytes, int | None]) -> str:
+    digest, max_pixels = key
+    return f"source-checked:{PIL.__version__}:{max_pixels}:{digest.hex()}"
 
 
 def batch(
@@ -1114,7 +1173,8 @@ def plan_batch(
     items = invalid_count = cached = to_run = 0
     cost = 0.0
     invalid: dict[str, str] = {}
-    memo = prepared_sources.set(SourceMemo())  # a shared source is decoded once
+    # A shared source is decoded once; one an earlier pass checked, not at all.
+    memo = prepared_sources.set(_CheckedSources(store, learn=False))
     try:
         for entry in read_items(inputs, loaded, param):
             if limit is not None and items >= limit:

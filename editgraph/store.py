@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,6 +56,7 @@ _LEASE = "lease:"
 _HISTORY = "history:"
 _JOURNAL = "journal:"
 _SAVED = "stats:saved_microdollars"
+_NOTE = "note:"
 
 #: What diskcache and sqlite raise when the directory cannot be read or written
 #: (diskcache.Timeout: the database stayed locked by another process).
@@ -375,6 +376,17 @@ class _Cache(diskcache.Cache):  # type: ignore[misc]
             self._local.bounded = (con, self.pragmas)
         return con
 
+    def unbound(self) -> None:
+        """Drop ``pragmas``: this thread's connection gets diskcache's settings back now;
+        a thread's connection made later has them anyway."""
+        if not self.pragmas:
+            return
+        self.pragmas = ()
+        con: sqlite3.Connection = super()._con
+        for name in ("mmap_size", "cache_size"):
+            con.execute(f"PRAGMA {name} = {int(getattr(self, 'sqlite_' + name))}").fetchall()
+        self._local.bounded = None
+
 
 #: Caches this process opened lately, by folder, most recent last (see _open_cache).
 _OPEN_CACHES: collections.OrderedDict[str, tuple[diskcache.Cache, tuple[int, ...]]] = (
@@ -470,6 +482,9 @@ class DiskStore:
         self._leases_lock = threading.Lock()
         self._repaired = 0
         self._identity = _lease_identity()
+        #: While a batch holds them (``hold_saved``): microdollars ``add_saved`` was given
+        #: and not committed yet; None: ``add_saved`` commits at once.
+        self._held_saved: int | None = None
 
     def __repr__(self) -> str:
         return f"DiskStore({str(self.directory)!r})"
@@ -478,13 +493,17 @@ class DiskStore:
         """Close the underlying database connection (it reopens if the store is used again)."""
         self._cache.close()
 
-    def bound_memory(self, cache_kib: int = 4096) -> None:
+    def bound_memory(self, cache_kib: int | None = 4096) -> None:
         """Hold SQLite's memory to about ``cache_kib`` KiB of page cache and no memory map
         in every connection of this store (one per thread: the writer thread's too), so a
         long pass (a batch of 100,000 items) stays flat in memory instead of growing to
         the defaults' 32 MB cache + 64 MB map. Not kept in the directory: other processes
-        keep the defaults (stores of this process share the open cache, and the bound)."""
-        self._cache.pragmas = (("mmap_size", 0), ("cache_size", -cache_kib))
+        keep the defaults. Stores of this process share the open cache, and the bound:
+        ``None`` gives back diskcache's defaults (a batch does as it ends)."""
+        if cache_kib is None:
+            self._cache.unbound()
+        else:
+            self._cache.pragmas = (("mmap_size", 0), ("cache_size", -cache_kib))
 
     # records and blobs
 
@@ -879,16 +898,58 @@ class DiskStore:
         )
 
     def add_saved(self, usd: float) -> None:
-        """Add to the running total of spend that cache hits saved."""
+        """Add to the running total of spend that cache hits saved (held in memory
+        until ``commit_held`` while a batch holds it, see ``hold_saved``)."""
         if usd > 0:
             microdollars = round(usd * 1_000_000)
+            with self._leases_lock:
+                if self._held_saved is not None:
+                    self._held_saved += microdollars
+                    return
+            self._write(lambda: self._add_saved(microdollars))
 
-            def add() -> None:
-                with self._cache.transact():
-                    current = int(self._cache.get(_SAVED, "0"))
-                    self._cache.set(_SAVED, str(current + microdollars))
+    def _add_saved(self, microdollars: int) -> None:
+        with self._cache.transact():
+            current = int(self._cache.get(_SAVED, "0"))
+            self._cache.set(_SAVED, str(current + microdollars))
 
-            self._write(add)
+    def hold_saved(self, hold: bool = True) -> None:
+        """Hold what ``add_saved`` adds in memory, for ``commit_held`` to write many items'
+        worth in one transaction (a cached batch pass: one commit per group of items
+        rather than one each); ``hold=False`` writes what is held and stops holding."""
+        if not hold:
+            self.commit_held()
+        with self._leases_lock:
+            self._held_saved = (self._held_saved or 0) if hold else None
+
+    def commit_held(self, notes: Mapping[str, str] | None = None) -> None:
+        """Commit, in one transaction, the saved spend held so far and ``notes`` (small
+        facts kept under ``note:<name>``, read with ``note``); none when there is none."""
+        with self._leases_lock:
+            held, self._held_saved = (self._held_saved or 0,
+                                      None if self._held_saved is None else 0)
+        if not held and not notes:
+            return
+
+        def commit() -> None:
+            with self._cache.transact():
+                if held:
+                    self._add_saved(held)
+                for name, value in (notes or {}).items():
+                    self._cache.set(_NOTE + name, value)
+
+        try:
+            self._write(commit)
+        except StoreError:
+            with self._leases_lock:  # kept for the next commit
+                if self._held_saved is not None:
+                    self._held_saved += held
+            raise
+
+    def note(self, name: str) -> str | None:
+        """The note ``commit_held`` kept under ``name``, or None."""
+        value = self._get(_NOTE + name)
+        return value if isinstance(value, str) else None
 
     # the submission journal
 
