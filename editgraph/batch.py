@@ -518,9 +518,11 @@ class _Pass:
     not_started: int = 0
     unfinished: int = 0
 
-    def record(self, item: BatchItem) -> None:
+    def record(self, item: BatchItem, *, flush: bool = True) -> None:
+        """Count ``item`` and append its line (flushed, unless the caller flushes a group)."""
         self.journal.write(item.model_dump_json().encode() + b"\n")
-        self.journal.flush()
+        if flush:
+            self.journal.flush()
         self.items += 1
         self.counts[item.status] += 1
         self.cached += item.cached
@@ -942,10 +944,13 @@ async def _stream_items(
                     state.unfinished += 1
                 else:
                     finished.append(item)
-            if finished:
-                commit()  # what the store held for these items, before their lines
+            if not finished:
+                return
+            commit()  # what the store held for these items, before their lines
             for item in finished:
-                state.record(item)
+                state.record(item, flush=False)
+            journal.flush()  # the group's lines, in one write
+            for item in finished:
                 shown.finished(item, state.counts["failed"] + state.counts["moderated"],
                                state.cost)
 

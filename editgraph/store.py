@@ -23,7 +23,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import diskcache
 import platformdirs
@@ -359,6 +359,13 @@ class _Cache(diskcache.Cache):  # type: ignore[misc]
 
     @property
     def _con(self) -> sqlite3.Connection:
+        local = self._local
+        applied = getattr(local, "bounded", None)
+        if (applied is not None and applied[1] is self.pragmas
+                and getattr(local, "con", None) is applied[0]
+                and getattr(local, "pid", None) == os.getpid()):
+            # This thread's connection, bounded already: the path of every statement.
+            return cast(sqlite3.Connection, applied[0])
         if not self.pragmas or getattr(self._local, "connecting", False):
             # No bound asked, or diskcache's own setup of a new connection (inside).
             inner: sqlite3.Connection = super()._con
