@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 import PIL
+import PIL.Image
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import from_json  # twice as fast as json.loads: lines, manifests
 
@@ -674,9 +675,10 @@ def _folder_current(folder: Path, run: Run) -> bool:
             return False
         for entry, name in zip(edits, run.nodes, strict=True):
             result = run[name]
+            file = result.filename
             if (entry.get("node") != name or entry.get("status") not in ("done", "cached")
-                    or entry.get("key") != result.key or entry.get("file") != result.filename
-                    or os.stat(os.path.join(where, result.filename)).st_mtime_ns > written):
+                    or entry.get("key") != result.key or entry.get("file") != file
+                    or os.stat(os.path.join(where, file)).st_mtime_ns > written):
                 return False
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return False
@@ -1043,10 +1045,10 @@ class _CheckedSources(SourceMemo):
     """A pass's memo of checked sources, kept in a disk store across passes too.
 
     Bytes sent as they are (JPEG, PNG, WebP) whose full decode passed under a pixel
-    limit are noted in the store by their hash, size and limit (and Pillow's version);
-    a later pass reads them, hashes them and finds the note instead of decoding them
-    again. A changed file has another hash and is decoded again; a bad one never gets a
-    note (it raised), so it fails every time with its own message.
+    limit are noted in the store by their hash and that limit (and Pillow's version and
+    bomb limit); a later pass reads them, hashes them and finds the note instead of
+    decoding them again. A changed file has another hash and is decoded again; a bad
+    one never gets a note (it raised), so it fails every time with its own message.
     """
 
     def __init__(self, store: Store, size: int = 64, *, learn: bool = True) -> None:
@@ -1081,7 +1083,9 @@ class _CheckedSources(SourceMemo):
 
 def _checked_note(key: tuple[bytes, int | None]) -> str:
     digest, max_pixels = key
-    return f"source-checked:{PIL.__version__}:{max_pixels}:{digest.hex()}"
+    # Pillow's version and its own bomb limit decide too (a limit the caller lowers).
+    return (f"source-checked:{PIL.__version__}:{PIL.Image.MAX_IMAGE_PIXELS}:{max_pixels}:"
+            f"{digest.hex()}")
 
 
 def batch(

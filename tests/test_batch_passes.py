@@ -233,7 +233,7 @@ def test_a_source_memo_answers_as_a_full_decode_does(tmp_path: Path) -> None:
 def test_a_batch_gives_the_shared_cache_its_memory_defaults_back(tmp_path: Path) -> None:
     """bound_memory holds for the pass only: afterwards a store of the same folder (the
     process shares the open cache) maps and caches as diskcache sets it."""
-    recipe, inputs, out, provider = two_passes(tmp_path)
+    two_passes(tmp_path)
     store = DiskStore(tmp_path / "cache")
     try:
         connection = store._cache._con
@@ -285,7 +285,7 @@ def test_an_input_checked_on_an_earlier_pass_is_not_decoded_again_unless_changed
     """A pass notes in the cache each input it fully decoded (by content); a later pass
     that reads the same bytes trusts the note. A changed file (other bytes) is decoded
     again, and a file that fails never gets a note: it fails with its error each pass."""
-    from editgraph.batch import _CheckedSources, _checked_note
+    from editgraph.batch import _checked_note, _CheckedSources
 
     recipe, inputs, out, provider = two_passes(tmp_path)
     store = DiskStore(tmp_path / "cache")
