@@ -1037,8 +1037,10 @@ def _pass_store(store: Store) -> Iterator[Callable[[], None]]:
         prepared_sources.reset(token)
         if disk is not None:
             commit()
-            disk.hold_saved(False)
-            disk.bound_memory(None)
+            with contextlib.suppress(StoreError):  # commit() said why; bookkeeping only
+                disk.hold_saved(False)
+            with contextlib.suppress(StoreError):  # the connection is gone: nothing held
+                disk.bound_memory(None)
 
 
 class _CheckedSources(SourceMemo):

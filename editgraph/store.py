@@ -508,7 +508,7 @@ class DiskStore:
         keep the defaults. Stores of this process share the open cache, and the bound:
         ``None`` gives back diskcache's defaults (a batch does as it ends)."""
         if cache_kib is None:
-            self._cache.unbound()
+            self._read(self._cache.unbound)
         else:
             self._cache.pragmas = (("mmap_size", 0), ("cache_size", -cache_kib))
 
@@ -924,10 +924,12 @@ class DiskStore:
         """Hold what ``add_saved`` adds in memory, for ``commit_held`` to write many items'
         worth in one transaction (a cached batch pass: one commit per group of items
         rather than one each); ``hold=False`` writes what is held and stops holding."""
-        if not hold:
-            self.commit_held()
-        with self._leases_lock:
-            self._held_saved = (self._held_saved or 0) if hold else None
+        try:
+            if not hold:
+                self.commit_held()
+        finally:
+            with self._leases_lock:
+                self._held_saved = (self._held_saved or 0) if hold else None
 
     def commit_held(self, notes: Mapping[str, str] | None = None) -> None:
         """Commit, in one transaction, the saved spend held so far and ``notes`` (small
