@@ -597,7 +597,7 @@ def _earlier_statuses(journal: Path) -> dict[str, str]:
             if not moderated and b"moderated" not in line and b"\\u" not in line:
                 continue  # neither moderated nor able to clear an earlier moderation
             try:
-                entry = from_json(line)
+                entry = from_json(line, cache_strings="keys")
             except ValueError:
                 continue  # a line cut short by a crash: the item runs again
             if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
@@ -669,7 +669,7 @@ def _folder_current(folder: Path, run: Run) -> bool:
     try:
         with open(manifest, "rb") as handle:
             written = os.fstat(handle.fileno()).st_mtime_ns
-            listed = from_json(handle.read())
+            listed = from_json(handle.read(), cache_strings="keys")
         edits = listed["edits"]
         if listed.get("schema_version") != RECORD_VERSION or len(edits) != len(run.nodes):
             return False
