@@ -6,6 +6,9 @@
   second pass is timed per item. Beside it, interleaved run by run, the floor: a
   hand-written loop doing only what a cached item cannot avoid (read the input, hash it,
   one diskcache read of the record, write the output file, append a journal line).
+- ``--against TREE``: the cached pass of this checkout (B) and of the editgraph in TREE
+  (A, e.g. ``git worktree add --detach ../base main``), each in a child process, passes
+  interleaved round by round; wall and CPU per item and the B/A ratios.
 - Memory: a child process runs a batch of N one-edit items (an instant provider, one
   small input, a distinct prompt per item) and reports its peak RSS; flat in N means
   the batch streams. 2,000 and 20,000 items by default; ``--full`` adds 100,000 (the
@@ -19,12 +22,13 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import diskcache
@@ -32,7 +36,7 @@ from PIL import Image
 
 import editgraph as eg
 
-from .interleave import interleaved
+from .interleave import interleaved, ratio
 from .memory import peak_rss_mb
 
 RECIPE = '''
@@ -109,6 +113,91 @@ def cached_pass(root: Path, items: int, repeats: int = 3) -> tuple[float, float]
             statistics.median(figures["floor"]) / items * 1000)
 
 
+#: One side of ``--against``: a child that imports editgraph from the tree on its
+#: PYTHONPATH, fills a cached batch, then runs one timed pass per line on stdin.
+_PASS_CHILD = """
+import asyncio, hashlib, io, json, sys, tempfile, time
+from pathlib import Path
+from PIL import Image
+import editgraph as eg
+
+class Instant:
+    name = "instant"
+    async def generate(self, request):
+        await asyncio.sleep(0)
+        digest = hashlib.sha256(request.prompt.encode()).digest()
+        buffer = io.BytesIO()
+        Image.new("RGB", (16, 16), tuple(digest[:3])).save(buffer, "PNG")
+        return eg.GeneratedImage(buffer.getvalue(), "image/png")
+
+count, root = int(sys.argv[1]), Path(sys.argv[2])
+inputs = root / "inputs"
+inputs.mkdir()
+for number in range(count):
+    colour = (number % 256, (number // 256) % 256, 77)
+    Image.new("RGB", (32, 24), colour).save(inputs / f"item{number:05d}.png")
+recipe = root / "recipe.py"
+recipe.write_text(sys.stdin.readline().encode().decode("unicode_escape"))
+options = dict(out=root / "out", provider=Instant(), cache=root / "cache")
+eg.batch(recipe, inputs, **options)
+print(json.dumps({"editgraph": eg.__file__}), flush=True)
+for line in sys.stdin:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = eg.batch(recipe, inputs, **options)
+    assert result.summary.cached == count, result.summary
+    print(json.dumps({"wall": (time.perf_counter() - wall) / count * 1000,
+                      "cpu": (time.process_time() - cpu) / count * 1000}), flush=True)
+"""
+
+
+def against(tree: Path, items: int, rounds: int = 7) -> dict[str, dict[str, float]]:
+    """The cached pass of this checkout (B) against the editgraph in ``tree`` (A: a
+    worktree of another commit), each in its own child process, passes interleaved
+    round by round: medians of wall and CPU ms per item, and the medians of the
+    round-by-round ratios B / A."""
+    here = Path(__file__).resolve().parent.parent
+    children = {}
+    with tempfile.TemporaryDirectory() as temporary:
+        for side, checkout in (("A", tree.resolve()), ("B", here)):
+            (Path(temporary) / side).mkdir()
+            child = subprocess.Popen(
+                [sys.executable, "-c", _PASS_CHILD, str(items), str(Path(temporary) / side)],
+                env={**os.environ, "PYTHONPATH": str(checkout)}, cwd=temporary,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, text=True,
+            )
+            assert child.stdin is not None and child.stdout is not None
+            child.stdin.write(RECIPE.encode("unicode_escape").decode() + "\n")
+            child.stdin.flush()
+            children[side] = child
+        for side, child in children.items():
+            assert child.stdout is not None
+            loaded = json.loads(child.stdout.readline())["editgraph"]
+            assert loaded.startswith(str(tree.resolve() if side == "A" else here)), loaded
+
+        def one(side: str) -> Callable[[], float]:
+            def measure() -> float:
+                child = children[side]
+                assert child.stdin is not None and child.stdout is not None
+                child.stdin.write("go\n")
+                child.stdin.flush()
+                figures.setdefault(side, []).append(json.loads(child.stdout.readline()))
+                return 0.0
+            return measure
+
+        figures: dict[str, list[dict[str, float]]] = {}
+        interleaved({"A": one("A"), "B": one("B")}, rounds)
+        for child in children.values():
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait()
+    summary = {side: {name: statistics.median(f[name] for f in figures[side])
+                      for name in ("wall", "cpu")} for side in ("A", "B")}
+    summary["B/A"] = {name: ratio([f[name] for f in figures["B"]],
+                                  [f[name] for f in figures["A"]]) for name in ("wall", "cpu")}
+    return summary
+
+
 def _rows(photo: str, count: int) -> Iterator[dict[str, object]]:
     for number in range(count):
         yield {"photo": Path(photo), "colour": f"#{number:06x}"}
@@ -146,10 +235,21 @@ def main() -> None:
     parser.add_argument("--memory-items", type=int, nargs="*", default=[2000, 20000])
     parser.add_argument("--full", action="store_true",
                         help="also measure the target's size, 100,000 items")
+    parser.add_argument("--against", type=Path, default=None, metavar="TREE",
+                        help="only the cached pass, A/B against the editgraph in TREE (a "
+                        "worktree of another commit), in child processes, interleaved")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.memory_child is not None:
         _memory_child(arguments.memory_child)
+        return
+    if arguments.against is not None:
+        sides = against(arguments.against, arguments.items)
+        for side in ("A", "B"):
+            print(f"{side}: cached pass, {arguments.items} items: {sides[side]['wall']:.3f} "
+                  f"ms/item wall, {sides[side]['cpu']:.3f} ms/item CPU")
+        print(f"B/A (median of round-by-round ratios): wall {sides['B/A']['wall']:.3f}, "
+              f"CPU {sides['B/A']['cpu']:.3f}")
         return
     with tempfile.TemporaryDirectory() as temporary:
         ours, floor = cached_pass(Path(temporary), arguments.items)

@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
+import PIL
+import PIL.Image
 from pydantic import BaseModel, ConfigDict
+from pydantic_core import from_json  # twice as fast as json.loads: lines, manifests
 
 from .errors import (
     BudgetError,
@@ -34,6 +37,7 @@ from .errors import (
     ModerationError,
     RunError,
     RunInterrupted,
+    StoreError,
 )
 from .execute import Drain
 from .graph import Graph
@@ -79,6 +83,7 @@ RATE_PERIOD = 60.0
 
 #: Interrupt notices (draining, abandoning); the command shows them as they happen.
 _interrupt_log = logging.getLogger("editgraph.interrupt")
+logger = logging.getLogger("editgraph")
 _DRAIN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -515,9 +520,11 @@ class _Pass:
     not_started: int = 0
     unfinished: int = 0
 
-    def record(self, item: BatchItem) -> None:
+    def record(self, item: BatchItem, *, flush: bool = True) -> None:
+        """Count ``item`` and append its line (flushed, unless the caller flushes a group)."""
         self.journal.write(item.model_dump_json().encode() + b"\n")
-        self.journal.flush()
+        if flush:
+            self.journal.flush()
         self.items += 1
         self.counts[item.status] += 1
         self.cached += item.cached
@@ -587,8 +594,10 @@ def _earlier_statuses(journal: Path) -> dict[str, str]:
         return moderated
     with open(journal, "rb") as handle:
         for line in handle:
+            if not moderated and b"moderated" not in line and b"\\u" not in line:
+                continue  # neither moderated nor able to clear an earlier moderation
             try:
-                entry = json.loads(line)
+                entry = from_json(line, cache_strings="keys")
             except ValueError:
                 continue  # a line cut short by a crash: the item runs again
             if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
@@ -660,15 +669,16 @@ def _folder_current(folder: Path, run: Run) -> bool:
     try:
         with open(manifest, "rb") as handle:
             written = os.fstat(handle.fileno()).st_mtime_ns
-            listed = json.loads(handle.read())
+            listed = from_json(handle.read(), cache_strings="keys")
         edits = listed["edits"]
         if listed.get("schema_version") != RECORD_VERSION or len(edits) != len(run.nodes):
             return False
         for entry, name in zip(edits, run.nodes, strict=True):
             result = run[name]
+            file = result.filename
             if (entry.get("node") != name or entry.get("status") not in ("done", "cached")
-                    or entry.get("key") != result.key or entry.get("file") != result.filename
-                    or os.stat(os.path.join(where, result.filename)).st_mtime_ns > written):
+                    or entry.get("key") != result.key or entry.get("file") != file
+                    or os.stat(os.path.join(where, file)).st_mtime_ns > written):
                 return False
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return False
@@ -850,14 +860,14 @@ async def abatch(
         from .cluster import open_pool
 
         async with open_pool(cluster, cache, items_per_worker=max(2, concurrency)) as pool:
-            return await _abatch_items(
+            return await _stream_items(
                 loaded, items, base_settings, folder, shared, open_store(cache),
                 concurrency=concurrency, budget=budget, retry_moderated=retry_moderated,
                 limit=limit, progress=progress, stop=stop, interrupt=interrupt,
                 remote=(pool, _task_template(loaded, cache, shared, concurrency, max_inflight,
                                              rate)),
             )
-    return await _abatch_items(
+    return await _stream_items(
         loaded, items, base_settings, folder, shared, open_store(cache),
         concurrency=concurrency, budget=budget, retry_moderated=retry_moderated, limit=limit,
         progress=progress, stop=stop, interrupt=interrupt, remote=None,
@@ -882,37 +892,6 @@ def _task_template(
                       rate=rate),
         concurrency=concurrency,
     )
-
-
-async def _abatch_items(
-    loaded: Recipe,
-    items: Iterator[_Input],
-    base_settings: dict[str, Any],
-    folder: Path,
-    shared: _SharedProvider,
-    store: Store,
-    *,
-    concurrency: int,
-    budget: float | None,
-    retry_moderated: bool,
-    limit: int | None,
-    progress: BatchProgress | None,
-    stop: asyncio.Event | None,
-    interrupt: BatchInterrupt | None,
-    remote: tuple[ClusterPool, ItemTask] | None,
-) -> Batch:
-    if isinstance(store, DiskStore):
-        store.bound_memory()  # flat in the number of items (SQLite's cache and map)
-    # A source shared by items (a model photo, a logo, a repeated input) is decoded once.
-    memo = prepared_sources.set(SourceMemo())
-    try:
-        return await _stream_items(
-            loaded, items, base_settings, folder, shared, store, concurrency=concurrency,
-            budget=budget, retry_moderated=retry_moderated, limit=limit, progress=progress,
-            stop=stop, interrupt=interrupt, remote=remote,
-        )
-    finally:
-        prepared_sources.reset(memo)
 
 
 async def _stream_items(
@@ -941,7 +920,8 @@ async def _stream_items(
         watcher = asyncio.ensure_future(stop.wait())
         watcher.add_done_callback(
             lambda waited: None if waited.cancelled() else interrupt.start(signal.SIGINT))
-    with open(folder / JOURNAL, "ab") as journal, _drain_on_signals(interrupt):
+    with (_pass_store(store) as commit, open(folder / JOURNAL, "ab") as journal,
+          _drain_on_signals(interrupt)):
         start = journal.tell()
         state = _Pass(out=folder, journal=journal, budget=budget, interrupt=interrupt)
         running: set[asyncio.Task[BatchItem | None]] = set()
@@ -961,13 +941,21 @@ async def _stream_items(
                     task.cancel()
                 await asyncio.gather(*running, return_exceptions=True)
                 raise
+            finished = []
             for task in done:
                 running.discard(task)
                 item = task.result()
                 if item is None:
                     state.unfinished += 1
-                    continue
-                state.record(item)
+                else:
+                    finished.append(item)
+            if not finished:
+                return
+            commit()  # what the store held for these items, before their lines
+            for item in finished:
+                state.record(item, flush=False)
+            journal.flush()  # the group's lines, in one write
+            for item in finished:
                 shown.finished(item, state.counts["failed"] + state.counts["moderated"],
                                state.cost)
 
@@ -1015,6 +1003,91 @@ async def _stream_items(
     summary = state.summary()
     _write_report_quietly(folder)
     return Batch(folder, start, summary)
+
+
+@contextlib.contextmanager
+def _pass_store(store: Store) -> Iterator[Callable[[], None]]:
+    """The store as one pass uses it; yields the commit to make before journal lines.
+
+    A disk store holds SQLite's memory small (flat in the number of items) and holds
+    the spend cache hits saved, and the sources checked, for one commit per group of
+    items finishing together rather than one per item; at the end what is held is
+    committed and the store's defaults come back (the open cache is shared by every
+    store of the process). Sources shared by items are decoded once per pass, and an
+    input checked on an earlier pass (the same bytes, the same limits) not again.
+    """
+    disk = store if isinstance(store, DiskStore) else None
+    checked = _CheckedSources(store)
+    token = prepared_sources.set(checked)
+
+    def commit() -> None:
+        if disk is None:
+            return
+        try:
+            disk.commit_held(checked.learned())
+        except StoreError as error:  # bookkeeping only: every result is committed
+            logger.warning("batch: the cache's saved total was not updated: %s", error)
+
+    if disk is not None:
+        disk.bound_memory()
+        disk.hold_saved()
+    try:
+        yield commit
+    finally:
+        prepared_sources.reset(token)
+        if disk is not None:
+            commit()
+            with contextlib.suppress(StoreError):  # commit() said why; bookkeeping only
+                disk.hold_saved(False)
+            with contextlib.suppress(StoreError):  # the connection is gone: nothing held
+                disk.bound_memory(None)
+
+
+class _CheckedSources(SourceMemo):
+    """A pass's memo of checked sources, kept in a disk store across passes too.
+
+    Bytes sent as they are (JPEG, PNG, WebP) whose full decode passed under a pixel
+    limit are noted in the store by their hash and that limit (and Pillow's version and
+    bomb limit); a later pass reads them, hashes them and finds the note instead of
+    decoding them again. A changed file has another hash and is decoded again; a bad
+    one never gets a note (it raised), so it fails every time with its own message.
+    """
+
+    def __init__(self, store: Store, size: int = 64, *, learn: bool = True) -> None:
+        super().__init__(size)
+        self._store = store if isinstance(store, DiskStore) else None
+        self._learn = learn
+        self._learned: dict[str, str] = {}
+
+    def get(self, key: tuple[bytes, int | None]) -> tuple[bytes | None, str] | None:
+        found = super().get(key)
+        if found is not None or self._store is None:
+            return found
+        try:
+            media_type = self._store.note(_checked_note(key))
+        except StoreError:
+            return None
+        if media_type is None:
+            return None
+        super().put(key, (None, media_type))
+        return None, media_type
+
+    def put(self, key: tuple[bytes, int | None], value: tuple[bytes | None, str]) -> None:
+        super().put(key, value)
+        if self._store is not None and self._learn and value[0] is None:
+            self._learned[_checked_note(key)] = value[1]
+
+    def learned(self) -> dict[str, str]:
+        """The notes of sources checked since the last call (for the store to keep)."""
+        learned, self._learned = self._learned, {}
+        return learned
+
+
+def _checked_note(key: tuple[bytes, int | None]) -> str:
+    digest, max_pixels = key
+    # Pillow's version and its own bomb limit decide too (a limit the caller lowers).
+    return (f"source-checked:{PIL.__version__}:{PIL.Image.MAX_IMAGE_PIXELS}:{max_pixels}:"
+            f"{digest.hex()}")
 
 
 def batch(
@@ -1114,7 +1187,8 @@ def plan_batch(
     items = invalid_count = cached = to_run = 0
     cost = 0.0
     invalid: dict[str, str] = {}
-    memo = prepared_sources.set(SourceMemo())  # a shared source is decoded once
+    # A shared source is decoded once; one an earlier pass checked, not at all.
+    memo = prepared_sources.set(_CheckedSources(store, learn=False))
     try:
         for entry in read_items(inputs, loaded, param):
             if limit is not None and items >= limit:

@@ -20,18 +20,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from . import ops
 from .errors import GraphError
 from .execute import Drain, execute, run_draining
-from .keys import content_hash
 from .models import MAX_PROMPT_CHARS, ModelSpec, resolve_model
 from .names import folded, name_problem, shown_name
 from .nodes import EditNode, OpNode, SourceNode
 from .ops import MAX_FEATHER, Operation
+from .pixels import declared_size
 from .plan import Plan, make_plan
 from .prompts import RewrittenPrompt, StructuredPrompt, reference_token, rewrite_prompt
 from .providers.base import Provider, check_edit
 from .providers.registry import default_provider
 from .regions import crop_box, mask_area, model_size
 from .runs import Run
-from .sources import DEFAULT_MAX_SOURCE_PIXELS, prepare_source, read_source
+from .sources import DEFAULT_MAX_SOURCE_PIXELS, prepare_source, read_source, source_hash
 from .store import DEFAULT_GRAPH, Store
 from .stores.base import CacheLocation, open_store
 
@@ -255,7 +255,7 @@ class Graph:
         )
         if sent is not data:
             data, url = sent, None  # converted: what is sent is the PNG, not the URL
-        digest = content_hash(data)
+        digest = source_hash(data)
         self._sources[name] = SourceNode(
             name=name, hash=digest, media_type=media_type, source=described, data=data, url=url
         )
@@ -414,8 +414,12 @@ class Graph:
                 elif item.references:
                     sizes.extend(self._input_sizes(item.references[:1]))
             elif ref in self._sources:
-                with Image.open(io.BytesIO(self._sources[ref].data)) as image:  # header only
-                    sizes.append(image.size)
+                data = self._sources[ref].data
+                size = declared_size(data)  # the header, read by hand: a cached pass's cost
+                if size is None:
+                    with Image.open(io.BytesIO(data)) as image:  # header only
+                        size = image.size
+                sizes.append(size)
         return tuple(sizes)
 
     def _input_name(self, ref: object, node: str) -> str:

@@ -10,7 +10,6 @@ prompt or name that contains HTML shows as text, and the page forbids scripts.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from markupsafe import Markup, escape
+from pydantic_core import from_json
 
 from .display import templates, thumbnail_uri
 from .drawing import DrawnEdge, DrawnNode, draw_dag
@@ -191,7 +191,7 @@ def write_batch_report(folder: Path, path: Path | None = None) -> Path:
         for line in journal:
             here, offset = offset, offset + len(line)
             try:
-                entry = json.loads(line)
+                entry = from_json(line, cache_strings="keys")
             except ValueError:
                 continue  # a line cut short by a crash
             if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
@@ -213,7 +213,8 @@ def write_batch_report(folder: Path, path: Path | None = None) -> Path:
         with open(journal_path, "rb") as journal:
             for number, packed in enumerate(latest.values(), 1):
                 journal.seek(packed >> 4)
-                yield _batch_row(number, json.loads(journal.readline()), absolute)
+                entry = from_json(journal.readline(), cache_strings="keys")
+                yield _batch_row(number, entry, absolute)
 
     chunks = templates.get_template("batch.html.j2").generate(
         title=f"editgraph batch · {folder.resolve().name}",

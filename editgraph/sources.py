@@ -47,6 +47,7 @@ __all__ = [
     "prepared_sources",
     "read_source",
     "safe_stem",
+    "source_hash",
     "source_root",
 ]
 
@@ -73,6 +74,8 @@ class SourceMemo:
     def __init__(self, size: int = 64) -> None:
         self.size = size
         self._entries: dict[tuple[bytes, int | None], tuple[bytes | None, str]] = {}
+        #: The bytes last prepared as they are, and their content hash (see source_hash).
+        self.last: tuple[bytes, str] | None = None
 
     def get(self, key: tuple[bytes, int | None]) -> tuple[bytes | None, str] | None:
         return self._entries.get(key)
@@ -206,14 +209,27 @@ def prepare_source(
     memo = prepared_sources.get()
     if memo is None or not data:
         return _prepare(data, name, described, max_pixels)
-    key = (hashlib.sha256(data).digest(), max_pixels)
+    digest = hashlib.sha256(data).digest()
+    key = (digest, max_pixels)
     known = memo.get(key)
     if known is None:
         sent, media_type = _prepare(data, name, described, max_pixels)
         memo.put(key, (None if sent is data else sent, media_type))
-        return sent, media_type
-    converted, media_type = known
-    return (data if converted is None else converted), media_type
+    else:
+        converted, media_type = known
+        sent = data if converted is None else converted
+    memo.last = (data, digest.hex()) if sent is data else None
+    return sent, media_type
+
+
+def source_hash(data: bytes) -> str:
+    """The content hash of ``data``; bytes ``prepare_source`` just hashed in a batch are
+    not hashed again (a large input costs one pass over its bytes)."""
+    memo = prepared_sources.get()
+    last = None if memo is None else memo.last
+    if last is not None and last[0] is data:
+        return last[1]
+    return hashlib.sha256(data).hexdigest()
 
 
 def _prepare(

@@ -21,9 +21,9 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import diskcache
 import platformdirs
@@ -56,6 +56,7 @@ _LEASE = "lease:"
 _HISTORY = "history:"
 _JOURNAL = "journal:"
 _SAVED = "stats:saved_microdollars"
+_NOTE = "note:"
 
 _MODE_RAW = diskcache.core.MODE_RAW
 
@@ -413,6 +414,13 @@ class _Cache(diskcache.Cache):  # type: ignore[misc]
 
     @property
     def _con(self) -> sqlite3.Connection:
+        local = self._local
+        applied = getattr(local, "bounded", None)
+        if (applied is not None and applied[1] is self.pragmas
+                and getattr(local, "con", None) is applied[0]
+                and getattr(local, "pid", None) == os.getpid()):
+            # This thread's connection, bounded already: the path of every statement.
+            return cast(sqlite3.Connection, applied[0])
         if not self.pragmas or getattr(self._local, "connecting", False):
             # No bound asked, or diskcache's own setup of a new connection (inside).
             inner: sqlite3.Connection = super()._con
@@ -429,6 +437,17 @@ class _Cache(diskcache.Cache):  # type: ignore[misc]
                 con.execute(f"PRAGMA {name} = {int(value)}").fetchall()
             self._local.bounded = (con, self.pragmas)
         return con
+
+    def unbound(self) -> None:
+        """Drop ``pragmas``: this thread's connection gets diskcache's settings back now;
+        a thread's connection made later has them anyway."""
+        if not self.pragmas:
+            return
+        self.pragmas = ()
+        con: sqlite3.Connection = super()._con
+        for name in ("mmap_size", "cache_size"):
+            con.execute(f"PRAGMA {name} = {int(getattr(self, 'sqlite_' + name))}").fetchall()
+        self._local.bounded = None
 
 
 #: Caches this process opened lately, by folder, most recent last (see _open_cache).
@@ -530,6 +549,9 @@ class DiskStore:
         self._history_memo: collections.OrderedDict[str, _HistoryMemo] = (
             collections.OrderedDict()
         )
+        #: While a batch holds them (``hold_saved``): microdollars ``add_saved`` was given
+        #: and not committed yet; None: ``add_saved`` commits at once.
+        self._held_saved: int | None = None
 
     def __repr__(self) -> str:
         return f"DiskStore({str(self.directory)!r})"
@@ -538,13 +560,17 @@ class DiskStore:
         """Close the underlying database connection (it reopens if the store is used again)."""
         self._cache.close()
 
-    def bound_memory(self, cache_kib: int = 4096) -> None:
+    def bound_memory(self, cache_kib: int | None = 4096) -> None:
         """Hold SQLite's memory to about ``cache_kib`` KiB of page cache and no memory map
         in every connection of this store (one per thread: the writer thread's too), so a
         long pass (a batch of 100,000 items) stays flat in memory instead of growing to
         the defaults' 32 MB cache + 64 MB map. Not kept in the directory: other processes
-        keep the defaults (stores of this process share the open cache, and the bound)."""
-        self._cache.pragmas = (("mmap_size", 0), ("cache_size", -cache_kib))
+        keep the defaults. Stores of this process share the open cache, and the bound:
+        ``None`` gives back diskcache's defaults (a batch does as it ends)."""
+        if cache_kib is None:
+            self._read(self._cache.unbound)
+        else:
+            self._cache.pragmas = (("mmap_size", 0), ("cache_size", -cache_kib))
 
     # records and blobs
 
@@ -971,23 +997,71 @@ class DiskStore:
         )
 
     def add_saved(self, usd: float) -> None:
-        """Add to the running total of spend that cache hits saved."""
+        """Add to the running total of spend that cache hits saved (held in memory
+        until ``commit_held`` while a batch holds it, see ``hold_saved``)."""
         if usd > 0:
             microdollars = round(usd * 1_000_000)
+            with self._leases_lock:
+                if self._held_saved is not None:
+                    self._held_saved += microdollars
+                    return
+            self._write_not_history(lambda: self._add_saved(microdollars))
 
-            def add() -> None:
-                with self._cache.transact():
-                    current = int(self._cache.get(_SAVED, "0"))
-                    self._cache.set(_SAVED, str(current + microdollars))
+    def _write_not_history(self, write: Callable[[], None]) -> None:
+        """``_write`` a change that is not history: this connection's history memos still
+        hold after it (see ``_HistoryMemo``)."""
+        con = self._read(lambda: self._cache._con)
+        before = con.total_changes
+        self._write(write)
+        after = con.total_changes
+        for memo in self._history_memo.values():
+            if memo.stamp[0] is con and memo.stamp[2] == before:
+                memo.stamp = (con, memo.stamp[1], after)
 
-            con = self._read(lambda: self._cache._con)
-            before = con.total_changes
-            self._write(add)
-            # Not history: this connection's memos still hold (see _HistoryMemo).
-            after = con.total_changes
-            for memo in self._history_memo.values():
-                if memo.stamp[0] is con and memo.stamp[2] == before:
-                    memo.stamp = (con, memo.stamp[1], after)
+    def _add_saved(self, microdollars: int) -> None:
+        with self._cache.transact():
+            current = int(self._cache.get(_SAVED, "0"))
+            self._cache.set(_SAVED, str(current + microdollars))
+
+    def hold_saved(self, hold: bool = True) -> None:
+        """Hold what ``add_saved`` adds in memory, for ``commit_held`` to write many items'
+        worth in one transaction (a cached batch pass: one commit per group of items
+        rather than one each); ``hold=False`` writes what is held and stops holding."""
+        try:
+            if not hold:
+                self.commit_held()
+        finally:
+            with self._leases_lock:
+                self._held_saved = (self._held_saved or 0) if hold else None
+
+    def commit_held(self, notes: Mapping[str, str] | None = None) -> None:
+        """Commit, in one transaction, the saved spend held so far and ``notes`` (small
+        facts kept under ``note:<name>``, read with ``note``); none when there is none."""
+        with self._leases_lock:
+            held, self._held_saved = (self._held_saved or 0,
+                                      None if self._held_saved is None else 0)
+        if not held and not notes:
+            return
+
+        def commit() -> None:
+            with self._cache.transact():
+                if held:
+                    self._add_saved(held)
+                for name, value in (notes or {}).items():
+                    self._cache.set(_NOTE + name, value)
+
+        try:
+            self._write_not_history(commit)
+        except StoreError:
+            with self._leases_lock:  # kept for the next commit
+                if self._held_saved is not None:
+                    self._held_saved += held
+            raise
+
+    def note(self, name: str) -> str | None:
+        """The note ``commit_held`` kept under ``name``, or None."""
+        value = self._get(_NOTE + name)
+        return value if isinstance(value, str) else None
 
     # the submission journal
 

@@ -4,6 +4,7 @@ plan's history is kept per item, and the report and SQLite memory do not grow pe
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import io
 import json
 import os
@@ -227,3 +228,91 @@ def test_a_source_memo_answers_as_a_full_decode_does(tmp_path: Path) -> None:
                 prepare_source(b"not an image", name, f"{name}.png")
     finally:
         prepared_sources.reset(token)
+
+
+def test_a_batch_gives_the_shared_cache_its_memory_defaults_back(tmp_path: Path) -> None:
+    """bound_memory holds for the pass only: afterwards a store of the same folder (the
+    process shares the open cache) maps and caches as diskcache sets it."""
+    two_passes(tmp_path)
+    store = DiskStore(tmp_path / "cache")
+    try:
+        connection = store._cache._con
+        assert connection.execute("PRAGMA mmap_size").fetchone()[0] == 2**26
+        assert connection.execute("PRAGMA cache_size").fetchone()[0] == 8192
+        store.bound_memory()
+        assert store._cache._con.execute("PRAGMA mmap_size").fetchone()[0] == 0
+        store.bound_memory(None)
+        assert store._cache._con.execute("PRAGMA mmap_size").fetchone()[0] == 2**26
+    finally:
+        store.close()
+
+
+def test_the_spend_a_cached_pass_saved_is_committed_before_each_line(tmp_path: Path) -> None:
+    """A cached pass holds the saved spend for one commit per group of items; when an
+    item's line is written (the progress hears of it after), the cache's total already
+    counts it, and the pass's total is every cached edit's cost."""
+    recipe, inputs, out, provider = two_passes(tmp_path)
+    store = DiskStore(tmp_path / "cache")
+    costs = [entry["cost"] for item in COLOURS for entry in
+             json.loads((out / item / "manifest.json").read_text())["edits"]]
+    per_item = sum(costs) / len(COLOURS)
+    before = store.stats().saved_usd
+    seen: list[tuple[int, float]] = []
+
+    class Watch:
+        def started(self, item_id: str) -> None:
+            """Nothing to see."""
+
+        def finished(self, item: eg.BatchItem, failed: int, spend: float) -> None:
+            """The journal's lines so far, and the cache's saved total now."""
+            lines = len((out / "batch.jsonl").read_bytes().splitlines())
+            seen.append((lines, store.stats().saved_usd - before))
+
+    try:
+        again = eg.batch(recipe, inputs, out=out, provider=provider,
+                         cache=tmp_path / "cache", progress=Watch())
+        assert again.summary.cached == 3 and per_item > 0
+        for lines, saved in seen:
+            assert saved >= (lines - 3) * per_item - 1e-6, seen
+        assert store.stats().saved_usd - before == pytest.approx(sum(costs))
+    finally:
+        store.close()
+
+
+def test_an_input_checked_on_an_earlier_pass_is_not_decoded_again_unless_changed(
+    tmp_path: Path,
+) -> None:
+    """A pass notes in the cache each input it fully decoded (by content); a later pass
+    that reads the same bytes trusts the note. A changed file (other bytes) is decoded
+    again, and a file that fails never gets a note: it fails with its error each pass."""
+    from editgraph.batch import _checked_note, _CheckedSources
+
+    recipe, inputs, out, provider = two_passes(tmp_path)
+    store = DiskStore(tmp_path / "cache")
+    try:
+        red = (inputs / "red.png").read_bytes()
+        key = (hashlib.sha256(red).digest(), eg.Graph().max_source_pixels)
+        assert store.note(_checked_note(key)) == "image/png"
+        # The note is what is trusted: bytes noted as checked are not decoded.
+        garbage = b"\x89PNG\r\n\x1a\n not decodable"
+        noted = (hashlib.sha256(garbage).digest(), 1000)
+        store.commit_held({_checked_note(noted): "image/png"})
+        token = prepared_sources.set(_CheckedSources(store))
+        try:
+            assert prepare_source(garbage, "g", "g.png", max_pixels=1000) == (
+                garbage, "image/png")
+            with pytest.raises(GraphError, match="not a readable image"):
+                prepare_source(garbage, "g", "g.png", max_pixels=2000)  # another limit
+        finally:
+            prepared_sources.reset(token)
+        # A changed file is checked again: truncated, it fails, twice, with no note.
+        (inputs / "red.png").write_bytes(red[: len(red) // 2])
+        for _ in range(2):
+            again = eg.batch(recipe, inputs, out=out, provider=provider,
+                             cache=tmp_path / "cache")
+            failed = {item.id: item.error for item in again if item.status == "failed"}
+            assert list(failed) == ["red"] and "red.png" in str(failed["red"])
+        cut = (hashlib.sha256(red[: len(red) // 2]).digest(), key[1])
+        assert store.note(_checked_note(cut)) is None
+    finally:
+        store.close()
