@@ -29,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from .errors import BudgetError, InputFailedError, OperationError, ProviderError, StoreError
 from .keys import content_hash, request_key
 from .nodes import EditNode, OpNode, SourceNode
+from .pixels import inspect_image
 from .providers.base import Provider, journal_for, progress_to
 from .records import EditRecord
 from .redact import redact
@@ -691,7 +692,15 @@ class _Engine:
 
     def _examine(self, name: str, image: GeneratedImage) -> tuple[str, int, int, str]:
         """A result's hash, pixel size and media type; ProviderError when its bytes are
-        not an image. Touches nothing shared: a worker thread may run it."""
+        not an image. Touches nothing shared: a worker thread may run it.
+
+        The size comes from the header as ``pixels.inspect_image`` reads it (what the
+        providers checked the result by), Pillow only for a header it cannot read:
+        Pillow's open reads every segment before the frame, a copy of any large comment
+        or metadata block."""
+        facts = inspect_image(image.data)
+        if facts is not None:
+            return content_hash(image.data), facts.width, facts.height, facts.media_type
         try:
             with Image.open(io.BytesIO(image.data)) as decoded:
                 width, height = decoded.size

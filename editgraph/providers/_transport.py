@@ -24,7 +24,9 @@ whatever the socket has (``iter_any``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -37,6 +39,10 @@ if TYPE_CHECKING:
     import aiohttp
 
 __all__ = ["AiohttpTransport", "DirectAnswer", "aiohttp_available", "new_transport"]
+
+#: httpx's logger: a request sent by ``AiohttpTransport.open`` is logged there as httpx
+#: logs one it sends (INFO ``HTTP Request: ...``), so the two paths read alike.
+_httpx_log = logging.getLogger("httpx")
 
 #: Idle connections kept per client (the engine runs up to its concurrency at once).
 MAX_KEEPALIVE = 64
@@ -120,6 +126,14 @@ class _AiohttpStream(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._response.release()
+
+
+def _shown(url: str) -> str:
+    """``url`` without any ``user:password@`` (what a log line may show)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 class DirectAnswer:
@@ -212,7 +226,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 **options,
             )
         try:
-            yield DirectAnswer(response)
+            answer = DirectAnswer(response)
+            if _httpx_log.isEnabledFor(logging.INFO):
+                version = response.version
+                _httpx_log.info(
+                    'HTTP Request: %s %s "%s %d %s"', method, _shown(url),
+                    f"HTTP/{version.major}.{version.minor}" if version else "HTTP/1.1",
+                    answer.status_code, answer.reason_phrase,
+                )
+            yield answer
         finally:
             response.release()
 
