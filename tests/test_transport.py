@@ -151,3 +151,54 @@ def test_without_aiohttp_the_together_provider_runs_on_httpcore(fake: FakeTogeth
     fallback, media_type, size = json.loads(done.stdout.strip().splitlines()[-1])
     assert fallback and media_type == "image/jpeg" and size > 0
     assert len(fake.billed) == 1
+
+
+def test_clients_hand_their_aiohttp_transport_to_the_hot_path_and_no_other_client() -> None:
+    """A client ``Clients`` built on aiohttp is sent through directly; an httpx client of
+    anyone else's goes through httpx, with nothing assumed about its transport."""
+    from editgraph.providers._http import Clients, direct_transport
+
+    async def scenario() -> tuple[bool, bool]:
+        async with Clients("t", 10.0, follow_redirects=False).new() as ours, \
+                httpx.AsyncClient(transport=AiohttpTransport(tls_context())) as theirs:
+            return (isinstance(direct_transport(ours), AiohttpTransport),
+                    direct_transport(theirs) is None)
+
+    assert asyncio.run(scenario()) == (True, True)
+
+
+def test_a_direct_answer_reads_a_chunked_body_within_its_cap() -> None:
+    """Without a declared length the body is fed piece by piece: whole under the cap,
+    BodyTooLarge past it."""
+    from editgraph.downloads import BodyTooLarge
+
+    async def scenario() -> tuple[bytes, bool]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             + b"".join(b"400\r\n" + bytes([65 + i]) * 1024 + b"\r\n"
+                                        for i in range(8)) + b"0\r\n\r\n")
+                await writer.drain()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        transport = AiohttpTransport(tls_context())
+        timeout = httpx.Timeout(10.0)
+        async with server:
+            try:
+                async with transport.open("GET", url, headers={}, timeout=timeout) as whole:
+                    body = await whole.read(8192)
+                async with transport.open("GET", url, headers={}, timeout=timeout) as capped:
+                    try:
+                        await capped.read(8191)
+                    except BodyTooLarge:
+                        refused = True
+                    else:
+                        refused = False
+            finally:
+                await transport.aclose()
+        return body, refused
+
+    body, refused = asyncio.run(scenario())
+    assert body == b"".join(bytes([65 + i]) * 1024 for i in range(8)) and refused

@@ -50,6 +50,7 @@ __all__ = [
     "retrying",
     "tls_context",
     "with_retries",
+    "within",
     "without_userinfo",
 ]
 
@@ -114,6 +115,19 @@ async def with_retries(
         with attempt:
             return await call()
     raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
+
+
+async def within(awaitable: Awaitable[T], seconds: float) -> T:
+    """``await awaitable`` within ``seconds``, else ``TimeoutError`` (it is cancelled).
+
+    ``asyncio.timeout`` where there is one (Python 3.11): ``wait_for`` runs the awaitable
+    in a task of its own, about 20 µs of CPU more, twice per edit.
+    """
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:  # Python 3.10
+        return await asyncio.wait_for(awaitable, seconds)
+    async with timeout(seconds):
+        return await awaitable
 
 
 def without_userinfo(url: str) -> str:
@@ -318,9 +332,7 @@ async def download_result(
         return fetch_once(client, url, limit=limit, internal_ok=internal_ok, opener=opener)
 
     try:
-        return await asyncio.wait_for(
-            with_retries(once, should_retry, attempts=DOWNLOAD_ATTEMPTS), timeout
-        )
+        return await within(with_retries(once, should_retry, attempts=DOWNLOAD_ATTEMPTS), timeout)
     except asyncio.TimeoutError as exc:
         raise DownloadTimedOut(f"did not finish within {timeout:g} s") from exc
 

@@ -68,6 +68,7 @@ from ._http import json_object as _json_object
 from ._http import make_error as _make_error
 from ._http import retry_after as _retry_after
 from ._http import with_retries as _with_retries
+from ._http import within as _within
 from ._http import without_userinfo as _without_userinfo
 from ._results import UnusableResult as _UnusableResult
 from ._results import verified_media_type as _verified_media_type
@@ -515,7 +516,7 @@ class Together:
             # One deadline for the whole answer, not a per-read timeout that a trickling
             # server can stretch forever.
             with _classified(state, self._shown_base_url, read_timeout):
-                response = await asyncio.wait_for(
+                response = await _within(
                     self._post(client, url, content, timeout),
                     read_timeout + min(10.0, self.timeout),
                 )
