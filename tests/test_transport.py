@@ -202,3 +202,47 @@ def test_a_direct_answer_reads_a_chunked_body_within_its_cap() -> None:
 
     body, refused = asyncio.run(scenario())
     assert body == b"".join(bytes([65 + i]) * 1024 for i in range(8)) and refused
+
+
+def test_a_redirected_generation_is_followed_as_httpx_follows_it() -> None:
+    """A 307 on the generation's POST (nothing acted on) is sent again through httpx and
+    followed there, as before the direct path: the image comes from the new location."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    import editgraph as eg
+    from editgraph.providers.together import Together
+    from editgraph.testing._server import LoopbackServer, Request, Response, Router, json_response
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(buffer, "PNG")
+    png = base64.b64encode(buffer.getvalue()).decode()
+    seen: list[str] = []
+
+    class Moved(LoopbackServer):
+        def _add_routes(self, router: Router) -> None:
+            router.add("POST", "/v1/images/generations", self._old)
+            router.add("POST", "/moved", self._new)
+
+        async def _old(self, request: Request) -> Response:
+            seen.append("old")
+            return Response(307, b"", None, {"Location": "/moved"})
+
+        async def _new(self, request: Request) -> Response:
+            seen.append(f"new {request.header('authorization')[:6]} {len(request.body)}")
+            return json_response({"data": [{"index": 0, "b64_json": png}]})
+
+    async def scenario(base_url: str) -> bytes:
+        provider = Together(api_key="k", base_url=base_url)
+        async with provider.session():
+            image = await provider.generate(eg.EditRequest(
+                node="n", model="black-forest-labs/FLUX.2-pro", prompt="p", width=64,
+                height=48, seed=1))
+        return image.data
+
+    with Moved() as server:
+        data = asyncio.run(scenario(server.base_url))
+    assert data == base64.b64decode(png)
+    assert seen[:2] == ["old", "old"] and seen[2].startswith("new Bearer") and len(seen) == 3

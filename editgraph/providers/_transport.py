@@ -19,6 +19,16 @@ aiohttp error maps onto the httpx exception that says the same thing about wheth
 request left (``aiohttp_errors``), and anything unknown maps to a read error (an unknown
 outcome) rather than to "not sent". It also reads bodies in 16 KB pieces; this one takes
 whatever the socket has (``iter_any``).
+
+The providers' hot path (a generation's POST, a result's GET) skips even httpx's client
+machinery when the client runs on this transport: ``AiohttpTransport.open`` sends one
+request straight through aiohttp and reads a body of declared length whole
+(``DirectAnswer``). httpx's request and URL models, header merges, cookie extraction,
+redirect loop and response stream were a third of the provider's CPU per edit with 1 MB
+results (4.4 -> 3.7 ms, then 2.4 ms with the other cuts, against 2.0 for aiohttp alone).
+Errors are the same httpx exceptions (``aiohttp_errors``), each request is logged on
+httpx's logger as httpx logs it, and a POST answered with a redirect is sent again through
+httpx, which follows it.
 """
 
 from __future__ import annotations

@@ -80,6 +80,9 @@ __all__ = ["DataURIHost", "ImageHost", "Together"]
 DEFAULT_BASE_URL = "https://api.together.ai"
 _GENERATIONS_PATH = "/v1/images/generations"
 
+#: Answers that redirect (with a Location), which httpx follows for the POST.
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
+
 #: An upstream result URL counts as fresh only while it has at least this many seconds
 #: left: the service fetches references some time after the request leaves.
 _URL_SAFETY_MARGIN = 30.0
@@ -554,11 +557,18 @@ class Together:
         if direct is not None:
             async with direct.open("POST", url, headers=self._post_headers(), content=content,
                                    timeout=timeout) as answer:
-                body = await self._read_answer(answer)
-            return httpx.Response(
-                answer.status_code, headers=_plain_headers(answer.headers), content=body,
-                extensions={"reason_phrase": answer.reason_phrase.encode("latin-1", "replace")},
-            )
+                redirected = (answer.status_code in _REDIRECTS
+                              and "location" in answer.headers)
+                if not redirected:
+                    body = await self._read_answer(answer)
+            if not redirected:
+                return httpx.Response(
+                    answer.status_code, headers=_plain_headers(answer.headers), content=body,
+                    extensions={"reason_phrase": answer.reason_phrase.encode("latin-1",
+                                                                             "replace")},
+                )
+            # A redirect (the request was not acted on): sent again through httpx,
+            # which follows it as the client is set to.
         async with client.stream(
             "POST", url, content=content, headers=self._headers(), timeout=timeout
         ) as streamed:
