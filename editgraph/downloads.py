@@ -27,20 +27,25 @@ import socket
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
 __all__ = [
     "DEFAULT_MAX_DOWNLOAD_BYTES",
     "MAX_REDIRECTS",
+    "Answer",
     "BodyTooLarge",
     "CappedBody",
     "DownloadError",
+    "Opener",
     "Resolve",
+    "StreamedAnswer",
     "UnreadableEncoding",
     "fetch_once",
+    "httpx_opener",
     "is_internal_host",
     "read_capped",
     "system_addresses",
@@ -56,6 +61,9 @@ ACCEPT_ENCODING = "gzip, deflate"
 MAX_REDIRECTS = 5
 
 _DOWNLOAD_HEADERS = {"Accept-Encoding": ACCEPT_ENCODING}
+
+#: The statuses that redirect (with a Location header), as httpx counts them.
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
 class BodyTooLarge(Exception):
@@ -174,9 +182,73 @@ async def system_addresses(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+class Answer(Protocol):
+    """One answer to a request, its body not read yet."""
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status."""
+        ...
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """The answer's headers."""
+        ...
+
+    async def read(self, limit: int) -> bytes:
+        """The decoded body; ``BodyTooLarge`` past ``limit`` bytes, ``UnreadableEncoding``
+        for an encoding that cannot be bounded; transport failures as httpx's errors."""
+        ...
+
+
+#: Sends one GET of a URL with these headers (and this TLS server name, when the URL
+#: names an address), redirects not followed; the answer is open for reading inside the
+#: context. ``fetch_once`` takes one (a transport's own, which skips httpx's client
+#: machinery), else uses an httpx client.
+Opener = Callable[
+    [str, Mapping[str, str], "str | None"], contextlib.AbstractAsyncContextManager[Answer]
+]
+
+
+class StreamedAnswer:
+    """An httpx streamed response as an ``Answer``."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    @property
+    def status_code(self) -> int:
+        return self._response.status_code
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self._response.headers
+
+    async def read(self, limit: int) -> bytes:
+        return await read_capped(self._response, limit)
+
+
+def httpx_opener(client: httpx.AsyncClient) -> Opener:
+    """The ``Opener`` of GETs through ``client`` (its transport, cookies, hooks)."""
+
+    @contextlib.asynccontextmanager
+    async def opened(
+        url: str, headers: Mapping[str, str], sni_hostname: str | None
+    ) -> AsyncIterator[Answer]:
+        extensions = {"sni_hostname": sni_hostname} if sni_hostname else None
+        async with client.stream(
+            "GET", url, follow_redirects=False, headers=headers, extensions=extensions
+        ) as response:
+            yield StreamedAnswer(response)
+
+    return opened
+
+
 async def fetch_once(
     client: httpx.AsyncClient, url: str, *, limit: int, internal_ok: bool,
-    resolve: Resolve = system_addresses,
+    resolve: Resolve = system_addresses, opener: Opener | None = None,
 ) -> bytes:
     """GET ``url`` once, following at most ``MAX_REDIRECTS`` checked redirects.
 
@@ -184,15 +256,17 @@ async def fetch_once(
     ``internal_ok``: whether loopback, private and link-local targets are allowed (the
     service itself is on one: tests, private gateways). ``resolve``: how a host name
     becomes addresses; each hop connects only to addresses it returned and that were
-    checked. Raises ``DownloadError``.
+    checked. ``opener``: how each GET is sent (default: through ``client``). Raises
+    ``DownloadError``.
     """
+    get = opener if opener is not None else httpx_opener(client)
     for _ in range(MAX_REDIRECTS + 1):
         hop = await _checked_hop(url, internal_ok=internal_ok, resolve=resolve)
         try:
             async with contextlib.AsyncExitStack() as stack:
-                response = await _open(stack, client, hop)
+                response = await _open(stack, get, hop)
                 status = response.status_code
-                if response.is_redirect and "location" in response.headers:
+                if status in _REDIRECTS and "location" in response.headers:
                     url = urllib.parse.urljoin(url, response.headers["location"])
                     continue
                 if status == 429 or status >= 500:
@@ -201,7 +275,7 @@ async def fetch_once(
                 if status != 200:
                     raise DownloadError(f"download answered {status}", status=status)
                 try:
-                    return await read_capped(response, limit)
+                    return await response.read(limit)
                 except BodyTooLarge as exc:
                     raise DownloadError(
                         f"the result is larger than {exc.limit} bytes (max_download_bytes)"
@@ -262,31 +336,23 @@ async def _checked_hop(url: str, *, internal_ok: bool, resolve: Resolve) -> _Hop
     return _Hop(url, tuple(addresses))
 
 
-async def _open(
-    stack: contextlib.AsyncExitStack, client: httpx.AsyncClient, hop: _Hop
-) -> httpx.Response:
-    """The streamed answer to ``hop``'s GET, from the first of its addresses that accepts a
+async def _open(stack: contextlib.AsyncExitStack, get: Opener, hop: _Hop) -> Answer:
+    """The answer to ``hop``'s GET, from the first of its addresses that accepts a
     connection (a failed connect sent nothing, so the next address is safe to try)."""
     if not hop.addresses:
-        return await stack.enter_async_context(
-            client.stream("GET", hop.url, follow_redirects=False, headers=_DOWNLOAD_HEADERS)
-        )
+        return await stack.enter_async_context(get(hop.url, _DOWNLOAD_HEADERS, None))
     url = httpx.URL(hop.url)
     headers = {**_DOWNLOAD_HEADERS, "Host": url.netloc.decode("ascii")}
     # TLS checks the certificate against the name, not the address connected to.
-    extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
+    sni_hostname = url.raw_host.decode("ascii") if url.scheme == "https" else None
     for address in hop.addresses[:-1]:
         try:
-            return await stack.enter_async_context(client.stream(
-                "GET", url.copy_with(host=address), follow_redirects=False, headers=headers,
-                extensions=extensions,
-            ))
+            return await stack.enter_async_context(
+                get(str(url.copy_with(host=address)), headers, sni_hostname))
         except (httpx.ConnectError, httpx.ConnectTimeout):
             continue
-    return await stack.enter_async_context(client.stream(
-        "GET", url.copy_with(host=hop.addresses[-1]), follow_redirects=False, headers=headers,
-        extensions=extensions,
-    ))
+    return await stack.enter_async_context(
+        get(str(url.copy_with(host=hop.addresses[-1])), headers, sni_hostname))
 
 
 def _proxied(scheme: str, host: str) -> bool:

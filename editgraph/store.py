@@ -13,6 +13,7 @@ import collections
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import os
 import socket
@@ -263,6 +264,33 @@ class _BytesAndTextDisk(diskcache.Disk):  # type: ignore[misc]
         if staged is not None:
             return staged
         return super().store(value, read, key=key)
+
+    def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> int:
+        """Write a value's file: bytes in one ``write``.
+
+        diskcache hands bytes over as ``io.BytesIO`` and writes whatever iterating it
+        yields, which is *lines*: a megabyte of JPEG (about 4,000 newline bytes) went out
+        in 4,000 small writes, 3.6-4.0 ms of CPU against 0.7-1.0 ms for one write. The
+        BytesIO's value is the bytes themselves (shared, not copied). Other values (text)
+        go through diskcache's own loop.
+        """
+        if not isinstance(iterator, io.BytesIO):
+            return int(super()._write(full_path, iterator, mode, encoding))
+        data = iterator.getvalue()
+        directory = os.path.dirname(full_path)
+        for attempt in range(1, 11):  # diskcache's retries: another cache may remove the
+            with contextlib.suppress(OSError):  # directory before the file is opened
+                os.makedirs(directory)
+            try:
+                writer = open(full_path, mode)  # noqa: SIM115 - closed just below
+            except OSError:
+                if attempt == 10:
+                    raise
+                continue
+            with writer:
+                writer.write(data)
+            return len(data)
+        raise AssertionError("unreachable: the tenth failure is raised")  # pragma: no cover
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if mode == diskcache.core.MODE_PICKLE:

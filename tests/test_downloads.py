@@ -7,13 +7,14 @@ import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 import trustme
 
 from editgraph.downloads import DownloadError, fetch_once
+from editgraph.providers import _http
 from editgraph.providers._transport import AiohttpTransport
 
 T = TypeVar("T")
@@ -100,17 +101,27 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
-@pytest.fixture(params=["aiohttp", "httpcore"])
+@pytest.fixture(params=["aiohttp", "httpcore", "direct"])
 def transport(request: pytest.FixtureRequest) -> str:
-    """Both transports the providers' clients may run on."""
+    """Both transports the providers' clients may run on, and the providers' hot path
+    straight through the aiohttp one (no httpx client machinery)."""
     return str(request.param)
 
 
 def new_client(transport: str, verify: ssl.SSLContext | None = None) -> httpx.AsyncClient:
     context = verify or ssl.create_default_context()
-    if transport == "aiohttp":
-        return httpx.AsyncClient(transport=AiohttpTransport(context), verify=context, timeout=5.0)
+    if transport in ("aiohttp", "direct"):
+        under = AiohttpTransport(context)
+        client = httpx.AsyncClient(transport=under, verify=context, timeout=5.0)
+        if transport == "direct":  # as providers._http.Clients registers its clients
+            _http._DIRECT[client] = under
+        return client
     return httpx.AsyncClient(verify=context, timeout=5.0, trust_env=False)
+
+
+async def fetch(client: httpx.AsyncClient, url: str, **options: Any) -> bytes:
+    """``fetch_once`` as a provider's download sends it through ``client``."""
+    return await fetch_once(client, url, opener=_http.opener_for(client), **options)
 
 
 async def serving(server: Server, tls: ssl.SSLContext | None = None) -> asyncio.Server:
@@ -133,7 +144,7 @@ def test_a_name_resolving_to_any_internal_address_is_refused_unconnected(
         resolver = Resolver({"files.example": [answer]})
         async with await serving(server), new_client(transport) as client:
             with pytest.raises(DownloadError) as caught:
-                await fetch_once(client, f"http://files.example:{server.port}/image",
+                await fetch(client, f"http://files.example:{server.port}/image",
                                  limit=LIMIT, internal_ok=False, resolve=resolver)
         return caught.value, server, resolver.calls
 
@@ -151,7 +162,7 @@ def test_the_connection_goes_to_the_address_that_was_resolved_once(transport: st
         # The second answer would send a second resolution to a port-less dead end.
         resolver = Resolver({"rebind.example": [["127.0.0.1"], ["127.0.0.2"]]})
         async with await serving(server), new_client(transport) as client:
-            body = await fetch_once(client, f"http://rebind.example:{server.port}/image",
+            body = await fetch(client, f"http://rebind.example:{server.port}/image",
                                     limit=LIMIT, internal_ok=True, resolve=resolver)
         return body, server, resolver.calls
 
@@ -169,7 +180,7 @@ def test_each_redirect_hop_is_resolved_and_connected_the_same_way(transport: str
         resolver = Resolver({"next.example": [["127.0.0.1"]]})
         async with await serving(server), new_client(transport) as client:
             server.redirect_to = f"http://next.example:{server.port}/moved"
-            body = await fetch_once(client, f"http://127.0.0.1:{server.port}/image",
+            body = await fetch(client, f"http://127.0.0.1:{server.port}/image",
                                     limit=LIMIT, internal_ok=True, resolve=resolver)
         return body, server, resolver.calls
 
@@ -187,7 +198,7 @@ def test_an_address_that_refuses_the_connection_passes_to_the_next_one(transport
         server = Server()
         resolver = Resolver({"two.example": [["127.0.0.2", "127.0.0.1"]]})
         async with await serving(server), new_client(transport) as client:
-            body = await fetch_once(client, f"http://two.example:{server.port}/image",
+            body = await fetch(client, f"http://two.example:{server.port}/image",
                                     limit=LIMIT, internal_ok=True, resolve=resolver)
         return body, server
 
@@ -201,7 +212,7 @@ def test_a_name_that_does_not_resolve_is_a_retryable_failure(transport: str) -> 
     async def scenario() -> DownloadError:
         async with new_client(transport) as client:
             with pytest.raises(DownloadError) as caught:
-                await fetch_once(client, "http://gone.example/image", limit=LIMIT,
+                await fetch(client, "http://gone.example/image", limit=LIMIT,
                                  internal_ok=True, resolve=Resolver({}))
         return caught.value
 
@@ -223,7 +234,7 @@ def test_https_to_the_resolved_address_checks_the_certificate_against_the_name(
         resolver = Resolver({"secure.example": [["127.0.0.1"]]})
         async with await serving(server, tls), new_client(transport, client_context(ca)) as client:
             try:
-                return await fetch_once(client, f"https://secure.example:{server.port}/image",
+                return await fetch(client, f"https://secure.example:{server.port}/image",
                                         limit=LIMIT, internal_ok=True, resolve=resolver), server
             except DownloadError as exc:
                 return exc, server

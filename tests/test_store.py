@@ -145,6 +145,35 @@ def test_large_blob_round_trip(store: DiskStore) -> None:
     assert store.get_blob(sha(data)) == data
 
 
+def test_a_large_blob_file_is_written_in_one_write_whole(
+    store: DiskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A megabyte full of newlines (diskcache wrote it line by line) goes to its file in
+    one write, staged or not, and comes back intact."""
+    writes: list[int] = []
+    real_open = open
+
+    class Counting(io.BufferedWriter):
+        def write(self, data: Any) -> int:
+            writes.append(len(data))
+            return super().write(data)
+
+    def counting_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if mode == "xb":
+            return Counting(real_open(path, "xb", buffering=0))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    data = b"\n".join(os.urandom(255) for _ in range(4096))
+    other = data + b"\n"
+    store.put_blob(sha(data), data)
+    store.stage_blob(sha(other), other)
+    store.put_blob(sha(other), other)
+    monkeypatch.undo()
+    assert writes == [len(data), len(other)]
+    assert store.get_blob(sha(data)) == data and store.get_blob(sha(other)) == other
+
+
 def test_missing_blob_is_a_store_error(store: DiskStore) -> None:
     """Asking for a hash the store never saw raises StoreError naming it."""
     with pytest.raises(StoreError, match="abcdef012345 is missing"):

@@ -151,3 +151,98 @@ def test_without_aiohttp_the_together_provider_runs_on_httpcore(fake: FakeTogeth
     fallback, media_type, size = json.loads(done.stdout.strip().splitlines()[-1])
     assert fallback and media_type == "image/jpeg" and size > 0
     assert len(fake.billed) == 1
+
+
+def test_clients_hand_their_aiohttp_transport_to_the_hot_path_and_no_other_client() -> None:
+    """A client ``Clients`` built on aiohttp is sent through directly; an httpx client of
+    anyone else's goes through httpx, with nothing assumed about its transport."""
+    from editgraph.providers._http import Clients, direct_transport
+
+    async def scenario() -> tuple[bool, bool]:
+        async with Clients("t", 10.0, follow_redirects=False).new() as ours, \
+                httpx.AsyncClient(transport=AiohttpTransport(tls_context())) as theirs:
+            return (isinstance(direct_transport(ours), AiohttpTransport),
+                    direct_transport(theirs) is None)
+
+    assert asyncio.run(scenario()) == (True, True)
+
+
+def test_a_direct_answer_reads_a_chunked_body_within_its_cap() -> None:
+    """Without a declared length the body is fed piece by piece: whole under the cap,
+    BodyTooLarge past it."""
+    from editgraph.downloads import BodyTooLarge
+
+    async def scenario() -> tuple[bytes, bool]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             + b"".join(b"400\r\n" + bytes([65 + i]) * 1024 + b"\r\n"
+                                        for i in range(8)) + b"0\r\n\r\n")
+                await writer.drain()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        transport = AiohttpTransport(tls_context())
+        timeout = httpx.Timeout(10.0)
+        async with server:
+            try:
+                async with transport.open("GET", url, headers={}, timeout=timeout) as whole:
+                    body = await whole.read(8192)
+                async with transport.open("GET", url, headers={}, timeout=timeout) as capped:
+                    try:
+                        await capped.read(8191)
+                    except BodyTooLarge:
+                        refused = True
+                    else:
+                        refused = False
+            finally:
+                await transport.aclose()
+        return body, refused
+
+    body, refused = asyncio.run(scenario())
+    assert body == b"".join(bytes([65 + i]) * 1024 for i in range(8)) and refused
+
+
+def test_a_redirected_generation_is_followed_as_httpx_follows_it() -> None:
+    """A 307 on the generation's POST (nothing acted on) is sent again through httpx and
+    followed there, as before the direct path: the image comes from the new location."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    import editgraph as eg
+    from editgraph.providers.together import Together
+    from editgraph.testing._server import LoopbackServer, Request, Response, Router, json_response
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(buffer, "PNG")
+    png = base64.b64encode(buffer.getvalue()).decode()
+    seen: list[str] = []
+
+    class Moved(LoopbackServer):
+        def _add_routes(self, router: Router) -> None:
+            router.add("POST", "/v1/images/generations", self._old)
+            router.add("POST", "/moved", self._new)
+
+        async def _old(self, request: Request) -> Response:
+            seen.append("old")
+            return Response(307, b"", None, {"Location": "/moved"})
+
+        async def _new(self, request: Request) -> Response:
+            seen.append(f"new {request.header('authorization')[:6]} {len(request.body)}")
+            return json_response({"data": [{"index": 0, "b64_json": png}]})
+
+    async def scenario(base_url: str) -> bytes:
+        provider = Together(api_key="k", base_url=base_url)
+        async with provider.session():
+            image = await provider.generate(eg.EditRequest(
+                node="n", model="black-forest-labs/FLUX.2-pro", prompt="p", width=64,
+                height=48, seed=1))
+        return image.data
+
+    with Moved() as server:
+        data = asyncio.run(scenario(server.base_url))
+    assert data == base64.b64decode(png)
+    assert seen[:2] == ["old", "old"] and seen[2].startswith("new Bearer") and len(seen) == 3

@@ -19,22 +19,40 @@ aiohttp error maps onto the httpx exception that says the same thing about wheth
 request left (``aiohttp_errors``), and anything unknown maps to a read error (an unknown
 outcome) rather than to "not sent". It also reads bodies in 16 KB pieces; this one takes
 whatever the socket has (``iter_any``).
+
+The providers' hot path (a generation's POST, a result's GET) skips even httpx's client
+machinery when the client runs on this transport: ``AiohttpTransport.open`` sends one
+request straight through aiohttp and reads a body of declared length whole
+(``DirectAnswer``). httpx's request and URL models, header merges, cookie extraction,
+redirect loop and response stream were a third of the provider's CPU per edit with 1 MB
+results (4.4 -> 3.7 ms, then 2.4 ms with the other cuts, against 2.0 for aiohttp alone).
+Errors are the same httpx exceptions (``aiohttp_errors``), each request is logged on
+httpx's logger as httpx logs it, and a POST answered with a redirect is sent again through
+httpx, which follows it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
+import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..downloads import BodyTooLarge, CappedBody
+
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["AiohttpTransport", "aiohttp_available", "new_transport"]
+__all__ = ["AiohttpTransport", "DirectAnswer", "aiohttp_available", "new_transport"]
+
+#: httpx's logger: a request sent by ``AiohttpTransport.open`` is logged there as httpx
+#: logs one it sends (INFO ``HTTP Request: ...``), so the two paths read alike.
+_httpx_log = logging.getLogger("httpx")
 
 #: Idle connections kept per client (the engine runs up to its concurrency at once).
 MAX_KEEPALIVE = 64
@@ -120,6 +138,53 @@ class _AiohttpStream(httpx.AsyncByteStream):
         self._response.release()
 
 
+def _shown(url: str) -> str:
+    """``url`` without any ``user:password@`` (what a log line may show)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+class DirectAnswer:
+    """An answer of ``AiohttpTransport.open``: status, headers (as httpx's), and the body
+    read whole within a cap (a ``downloads.Answer``)."""
+
+    __slots__ = ("_response", "headers", "status_code")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status_code: int = response.status
+        self.headers = httpx.Headers(list(response.raw_headers))
+
+    @property
+    def reason_phrase(self) -> str:
+        """The reason phrase the server sent ("" when none)."""
+        return self._response.reason or ""
+
+    async def read(self, limit: int) -> bytes:
+        """The decoded body; ``BodyTooLarge`` past ``limit`` bytes (declared, received or
+        decoded), ``UnreadableEncoding`` for an encoding that cannot be bounded.
+
+        A body of declared length, not encoded, is taken whole from aiohttp (its parser
+        stops at that length; one join of what arrived, no chunk-by-chunk loop); any
+        other is fed to ``CappedBody`` piece by piece.
+        """
+        body = CappedBody(self.headers, limit)  # a declared length past the cap fails here
+        content = self._response.content
+        with aiohttp_errors():
+            if body.encoding in ("", "identity") and self.headers.get(
+                "content-length", ""
+            ).isdigit():
+                data = await content.read()
+                if len(data) > limit:  # pragma: no cover - the parser keeps to the length
+                    raise BodyTooLarge(limit)
+                return data
+            async for chunk in content.iter_any():
+                body.feed(chunk)
+        return body.body()
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport over one aiohttp ``ClientSession`` (opened on first use, in the
     running event loop; closed with the client). Bodies stay encoded (httpx decodes)."""
@@ -140,6 +205,48 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         )
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self, method: str, url: str, *, headers: Mapping[str, str], timeout: httpx.Timeout,
+        content: bytes | None = None, sni_hostname: str | None = None,
+    ) -> AsyncIterator[DirectAnswer]:
+        """Send one request straight through aiohttp, without httpx's client machinery
+        (request and URL models, header merges, cookies, auth and redirect loops, the
+        response stream): what the providers' hot path sends, each header given here
+        (nothing is added but ``Host`` and ``Content-Length``), redirects not followed.
+        ``sni_hostname``: the name TLS checks the certificate against, when ``url`` names
+        an address (as httpx's ``sni_hostname`` extension). Errors are httpx's
+        (``aiohttp_errors``); the connection is released on exit."""
+        import aiohttp
+
+        if self._session is None:
+            self._session = self._open()
+        options: dict[str, Any] = {}
+        if sni_hostname:
+            options["server_hostname"] = sni_hostname
+        with aiohttp_errors():
+            response = await self._session.request(
+                method, url, headers=headers, data=content, allow_redirects=False,
+                compress=None,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=timeout.pool, sock_connect=timeout.connect,
+                    sock_read=timeout.read,
+                ),
+                **options,
+            )
+        try:
+            answer = DirectAnswer(response)
+            if _httpx_log.isEnabledFor(logging.INFO):
+                version = response.version
+                _httpx_log.info(
+                    'HTTP Request: %s %s "%s %d %s"', method, _shown(url),
+                    f"HTTP/{version.major}.{version.minor}" if version else "HTTP/1.1",
+                    answer.status_code, answer.reason_phrase,
+                )
+            yield answer
+        finally:
+            response.release()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through aiohttp; the body streams back to httpx."""

@@ -39,12 +39,15 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 from pydantic import SecretStr
 
+from .._version import USER_AGENT
 from ..downloads import (
+    ACCEPT_ENCODING,
     DEFAULT_MAX_DOWNLOAD_BYTES,
+    Answer,
     BodyTooLarge,
     DownloadError,
+    StreamedAnswer,
     UnreadableEncoding,
-    read_capped,
 )
 from ..errors import ConfigurationError, GraphError, ProviderError
 from ..models import CATALOGUE, ModelSpec
@@ -58,12 +61,14 @@ from ._http import RetryableStatus as _RetryableStatus
 from ._http import UnknownOutcome as _UnknownOutcome
 from ._http import billable_retry_policy as _billable_retry_policy
 from ._http import classified as _classified
+from ._http import direct_transport as _direct_transport
 from ._http import download_result as _download_result
 from ._http import internal_base as _internal_base
 from ._http import json_object as _json_object
 from ._http import make_error as _make_error
 from ._http import retry_after as _retry_after
 from ._http import with_retries as _with_retries
+from ._http import within as _within
 from ._http import without_userinfo as _without_userinfo
 from ._results import UnusableResult as _UnusableResult
 from ._results import verified_media_type as _verified_media_type
@@ -74,6 +79,9 @@ __all__ = ["DataURIHost", "ImageHost", "Together"]
 
 DEFAULT_BASE_URL = "https://api.together.ai"
 _GENERATIONS_PATH = "/v1/images/generations"
+
+#: Answers that redirect (with a Location), which httpx follows for the POST.
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 #: An upstream result URL counts as fresh only while it has at least this many seconds
 #: left: the service fetches references some time after the request leaves.
@@ -275,6 +283,7 @@ class Together:
         self.image_host: ImageHost = image_host if image_host is not None else DataURIHost()
         self.data_uris = data_uris
         self._governor = RateGovernor(rate_limit)
+        self._direct_headers: dict[str, str] | None = None  # built on first use
         self._clients = _Clients(
             f"together_session_{id(self)}", self.timeout, follow_redirects=True
         )
@@ -510,7 +519,7 @@ class Together:
             # One deadline for the whole answer, not a per-read timeout that a trickling
             # server can stretch forever.
             with _classified(state, self._shown_base_url, read_timeout):
-                response = await asyncio.wait_for(
+                response = await _within(
                     self._post(client, url, content, timeout),
                     read_timeout + min(10.0, self.timeout),
                 )
@@ -544,24 +553,50 @@ class Together:
         self, client: httpx.AsyncClient, url: str, content: bytes, timeout: httpx.Timeout
     ) -> httpx.Response:
         """POST the request and read the answer, held to a size cap, into a plain Response."""
+        direct = _direct_transport(client)
+        if direct is not None:
+            async with direct.open("POST", url, headers=self._post_headers(), content=content,
+                                   timeout=timeout) as answer:
+                redirected = (answer.status_code in _REDIRECTS
+                              and "location" in answer.headers)
+                if not redirected:
+                    body = await self._read_answer(answer)
+            if not redirected:
+                return httpx.Response(
+                    answer.status_code, headers=_plain_headers(answer.headers), content=body,
+                    extensions={"reason_phrase": answer.reason_phrase.encode("latin-1",
+                                                                             "replace")},
+                )
+            # A redirect (the request was not acted on): sent again through httpx,
+            # which follows it as the client is set to.
         async with client.stream(
             "POST", url, content=content, headers=self._headers(), timeout=timeout
         ) as streamed:
-            if streamed.is_success:
-                body = await read_capped(streamed, 2 * self.max_download_bytes)
-            else:
-                try:  # only the message of an error is used: a bounded read is plenty
-                    body = await read_capped(streamed, _ERROR_BODY_BYTES)
-                except (BodyTooLarge, UnreadableEncoding):
-                    body = b""
-        headers = [
-            (name, value)
-            for name, value in streamed.headers.multi_items()
-            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
-        ]
+            body = await self._read_answer(StreamedAnswer(streamed))
         return httpx.Response(
-            streamed.status_code, headers=headers, content=body, request=streamed.request
+            streamed.status_code, headers=_plain_headers(streamed.headers), content=body,
+            request=streamed.request,
         )
+
+    async def _read_answer(self, answer: Answer) -> bytes:
+        """A success's body within 2 x max_download_bytes; an error's, of which only the
+        message is used, within 64 KB (b"" when longer or unreadable)."""
+        if 200 <= answer.status_code < 300:
+            return await answer.read(2 * self.max_download_bytes)
+        try:
+            return await answer.read(_ERROR_BODY_BYTES)
+        except (BodyTooLarge, UnreadableEncoding):
+            return b""
+
+    def _post_headers(self) -> dict[str, str]:
+        """Every header of a generation sent straight through the transport: what the
+        httpx client would add (User-Agent, the encodings ``CappedBody`` bounds) and ours."""
+        headers = self._direct_headers
+        if headers is None:
+            headers = self._direct_headers = {
+                "User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING, **self._headers()
+            }
+        return headers
 
     def _judge(
         self, request: EditRequest, response: httpx.Response, state: _CallState
@@ -733,6 +768,16 @@ class Together:
     ) -> ProviderError:
         return _make_error(ProviderError, request, message, status, state, billed=billed,
                            shown=self._redact)
+
+
+def _plain_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
+    """``headers`` of an answer whose body is handed on decoded and whole: without the
+    ones that describe the body as sent."""
+    return [
+        (name, value)
+        for name, value in headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
 
 
 def _error_fields(response: httpx.Response) -> dict[str, Any]:

@@ -87,6 +87,15 @@ class Response:
     body: bytes = b""
     content_type: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: More of the body, written after ``body`` piece by piece and never joined: a large
+    #: buffer shared by many answers goes out as a ``memoryview`` of it, with no copy.
+    #: The server holds them until written; they must not change meanwhile.
+    tail: tuple[bytes | memoryview, ...] = ()
+
+    @property
+    def length(self) -> int:
+        """The body's length in bytes, ``tail`` included."""
+        return len(self.body) + sum(memoryview(piece).nbytes for piece in self.tail)
 
 
 def json_response(
@@ -232,14 +241,18 @@ class _Connection(asyncio.Protocol):
         lines = [b"HTTP/1.1 %d %s" % (response.status, reason)]
         if response.content_type is not None:
             lines.append(b"Content-Type: " + response.content_type.encode("latin-1"))
-        lines.append(b"Content-Length: %d" % len(response.body))
+        lines.append(b"Content-Length: %d" % response.length)
         for name, value in response.headers.items():
             lines.append(f"{name}: {value}".encode("latin-1"))
         if not keep_alive:
             lines.append(b"Connection: close")
         head = b"\r\n".join(lines) + b"\r\n\r\n"
-        if head_only or not response.body:
+        if head_only or not response.length:
             transport.write(head)
+        elif response.tail:
+            # uvloop's writelines keeps each piece as it is until sent (asyncio's joins
+            # them before Python 3.12: a copy, still correct).
+            transport.writelines((head + response.body, *response.tail))
         elif len(response.body) < 64 * 1024:
             transport.write(head + response.body)
         else:
