@@ -1,0 +1,177 @@
+"""Defects a hostile new user found from the outside (the QA pass): each test runs the
+command or the API as a user would, over real loopback HTTP and real temp dirs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from edit_providers import png_bytes
+
+import editgraph as eg
+from editgraph.cli import main
+from editgraph.testing import FakeBFL, FakeTogether
+
+pytestmark = pytest.mark.usefixtures("offline")
+
+
+def invoke(*args: str) -> Result:
+    """Run the command in-process, as click would from a shell."""
+    return CliRunner().invoke(main, list(args))
+
+
+def write_recipe(folder: Path, body: str, name: str = "tiny.py") -> Path:
+    """A recipe file with a small red source image next to it."""
+    (folder / "red.png").write_bytes(png_bytes((255, 0, 0)))
+    path = folder / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+TINY = """\
+    import editgraph as eg
+
+    def recipe(colour: str = "blue") -> eg.Graph:
+        g = eg.Graph()
+        g.edit(f"Paint {g.image('red.png')} {colour}", name="paint")
+        return g
+"""
+
+
+PHOTO = """\
+    import pathlib
+
+    import editgraph as eg
+
+    def recipe(photo: pathlib.Path = pathlib.Path("red.png")) -> eg.Graph:
+        g = eg.Graph()
+        g.edit(f"Paint {g.image(photo)} blue", name="paint")
+        return g
+"""
+
+
+def assert_bad_input(result: Result, *fragments: str) -> None:
+    """Exit 2 with a one-line error on stderr and no traceback."""
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith("error: "), message
+    assert len(message.splitlines()) == 1, message
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+@pytest.mark.parametrize("where", ["recipe", "import"])
+def test_a_recipe_that_calls_sys_exit_is_bad_input(tmp_path: Path, where: str) -> None:
+    """sys.exit() in a recipe (in recipe() or at import) is a one-line error, exit 2 - not a
+    silent exit 0 with nothing run."""
+    body = TINY.replace("        g = eg.Graph()", "        import sys; sys.exit(0)\n        g = eg.Graph()")
+    if where == "import":
+        body = "import sys\nsys.exit(3)\n" + textwrap.dedent(TINY)
+    recipe = write_recipe(tmp_path, body)
+    assert_bad_input(invoke("run", str(recipe)), "tiny.py", "SystemExit")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "batch"])
+def test_a_nan_budget_is_bad_input(tmp_path: Path, command: str) -> None:
+    """--budget nan is refused before anything runs (it compared false with every cost:
+    run spent without a limit, batch skipped every item and exited 0)."""
+    recipe = write_recipe(tmp_path, PHOTO)
+    extra = ["--over", "*.png"] if command == "batch" else []
+    result = invoke(command, str(recipe), *extra, "--budget", "nan")
+    assert result.exit_code == 2, result.output
+    assert "--budget" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_nan_or_negative_budget_is_refused_in_python(tmp_path: Path) -> None:
+    """g.run(budget=nan) and eg.batch(budget=nan) raise GraphError naming the budget."""
+    recipe = write_recipe(tmp_path, TINY)
+    graph = eg.Graph()
+    graph.edit(f"Paint {graph.image(png_bytes((1, 2, 3)), name='src')} red", name="paint")
+    for budget in (math.nan, -1.0):
+        with pytest.raises(eg.GraphError, match="budget"):
+            graph.run(budget=budget)
+        with pytest.raises(eg.GraphError, match="budget"):
+            eg.batch(recipe, [{"colour": "red"}], out=tmp_path / "b", budget=budget)
+
+
+def test_replay_does_not_write_the_default_graphs_history(tmp_path: Path) -> None:
+    """Replaying a recipe's run leaves the history of the default graph ("__main__", a
+    notebook's or script's) alone: plan there still says 'new' for a same-named node."""
+    recipe = write_recipe(tmp_path, TINY)
+    assert invoke("run", str(recipe), "--out", "out").exit_code == 0
+    assert invoke("replay", "out/manifest.json").exit_code == 0
+    graph = eg.Graph()
+    graph.edit(f"Make {graph.image(tmp_path / 'red.png')} green", name="paint")
+    reasons = graph.plan().reasons
+    assert reasons["paint"].startswith("new"), reasons
+
+
+def test_together_moderation_makes_a_moderated_batch_item(tmp_path: Path) -> None:
+    """A 422 whose message says the content was flagged is a ModerationError: the batch
+    item is 'moderated' (kept as is by the next pass), not 'failed' (retried and paid)."""
+    recipe = write_recipe(tmp_path, TINY)
+    with FakeTogether() as fake:
+        together = eg.providers.Together(api_key="test", base_url=fake.base_url)
+        fake.fail_next(422, message="Image flagged as NSFW by safety checker")
+        first = eg.batch(recipe, [{"colour": "red"}], out=tmp_path / "b", provider=together)
+        assert [item.status for item in first] == ["moderated"]
+        again = eg.batch(recipe, [{"colour": "red"}], out=tmp_path / "b", provider=together)
+        assert [item.status for item in again] == ["moderated"]
+        assert len(fake.requests) == 1 and fake.billed == []
+
+
+def test_a_moderated_bfl_edit_is_not_called_billed_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BFL's Content Moderated (one submit, one charge) is reported as possibly billed,
+    never as 'billed twice (an answer was lost and the request re-sent)'."""
+    recipe = write_recipe(tmp_path, TINY)
+    with FakeBFL() as fake:
+        monkeypatch.setenv("BFL_API_KEY", "bfl-test-key")
+        monkeypatch.setenv("BFL_BASE_URL", fake.base_url)
+        result = invoke("run", str(recipe), "--set", "colour=red [moderate-output]")
+        assert len(fake.requests) == 1
+    assert result.exit_code == 1, result.output
+    assert "re-sent" not in result.output
+    assert "possibly billed" in result.output and "paint" in result.output
+
+
+def test_one_edit_summary_is_singular(tmp_path: Path) -> None:
+    """The summary of a one-edit run says '1 edit' and '1 image', not '1 edits'."""
+    recipe = write_recipe(tmp_path, TINY)
+    result = invoke("run", str(recipe))
+    assert result.exit_code == 0, result.output
+    assert "1 edit: 1 run" in result.output and "(1 image + manifest.json)" in result.output
+
+
+def test_a_malformed_row_mid_batch_keeps_the_items_in_flight(tmp_path: Path) -> None:
+    """A JSONL line that is not JSON, read while earlier items are generating: those
+    items finish and are recorded in batch.jsonl (they were paid for), the command exits 2
+    with one line, and no traceback reaches the terminal."""
+    recipe = write_recipe(tmp_path, TINY)
+    rows = [json.dumps({"colour": f"shade {index}", "id": f"i{index}"}) for index in range(40)]
+    (tmp_path / "items.jsonl").write_text("\n".join([*rows, "not json"]) + "\n")
+    with FakeTogether(latency=0.3) as fake:
+        env = {**os.environ, "TOGETHER_API_KEY": "test", "TOGETHER_BASE_URL": fake.base_url}
+        done = subprocess.run(
+            [sys.executable, "-m", "editgraph", "batch", str(recipe), "--over", "items.jsonl",
+             "--out", "b", "--concurrency", "8"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )
+        billed = len(fake.billed)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "InvalidStateError" not in done.stderr, done.stderr
+    assert "line 41: not JSON" in done.stderr
+    lines = (tmp_path / "b" / "batch.jsonl").read_text().splitlines()
+    assert 0 < billed == len(lines)
+    assert {json.loads(line)["status"] for line in lines} == {"done"}
