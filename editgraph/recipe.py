@@ -42,8 +42,8 @@ def load_recipe(path: str | Path) -> types.ModuleType:
         raise RecipeError(
             f"recipe {str(file)!r}: syntax error at line {exc.lineno}: {exc.msg}"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported as such
-        sys.modules.pop(name, None)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code
+        sys.modules.pop(name, None)  # is reported as such, sys.exit() included
         raise RecipeError(
             f"recipe {str(file)!r}: failed to import: {type(exc).__name__}: {exc}"
         ) from exc
@@ -68,7 +68,7 @@ def recipe_from_source(source: str, label: str) -> types.ModuleType:
         raise RecipeError(
             f"recipe {label!r}: syntax error at line {exc.lineno}: {exc.msg}"
         ) from None
-    except Exception as exc:  # any failure of user code is reported as such
+    except (Exception, SystemExit) as exc:  # any failure of user code, sys.exit() included
         sys.modules.pop(name, None)
         raise RecipeError(f"recipe {label!r}: failed to import: {type(exc).__name__}: {exc}") from exc
     if not callable(getattr(module, "recipe", None)):
@@ -171,8 +171,8 @@ class Recipe:
             graph = self.function(**dict(values))
         except GraphError as exc:
             raise RecipeError(f"recipe {self.label!r}: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - any failure of user code is reported as such
-            raise RecipeError(
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code
+            raise RecipeError(  # is reported as such: sys.exit() must not end the command
                 f"recipe {self.label!r}: recipe() raised {type(exc).__name__}: {exc}"
             ) from exc
         finally:
