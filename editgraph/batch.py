@@ -835,7 +835,7 @@ async def abatch(
     loaded = _recipe(recipe)
     if concurrency < 1:
         raise GraphError(f"batch: concurrency must be at least 1, got {concurrency}")
-    if budget is not None and budget < 0:
+    if budget is not None and not budget >= 0:  # nan included
         raise GraphError(f"batch: budget must be at least 0, got {budget}")
     if max_inflight is not None and max_inflight < 1:
         raise GraphError(f"batch: max_inflight must be at least 1, got {max_inflight}")

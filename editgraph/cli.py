@@ -204,6 +204,21 @@ def _when(timestamp: float) -> str:
     return f"{made} ({_age(timestamp)})"
 
 
+class _Budget(click.FloatRange):
+    """USD, at least 0: ``nan`` is refused (it compares false with every cost, so it would
+    be no limit for ``run`` and skip every item of a batch)."""
+
+    def __init__(self) -> None:
+        super().__init__(min=0)
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        converted: float = super().convert(value, param, ctx)
+        if converted != converted:  # nan
+            self.fail(f"{value!r} is not a number of USD", param, ctx)
+        return converted
+
+
 def _plural(count: int, word: str) -> str:
     if word.endswith("y") and count != 1:
         return f"{count} {word[:-1]}ies"
@@ -304,7 +319,7 @@ def main(verbose: bool) -> None:
 @_provider_option
 @click.option("--concurrency", type=click.IntRange(min=1), default=None,
               help="Edits generating at once [default: 8].")
-@click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="USD",
+@click.option("--budget", type=_Budget(), default=None, metavar="USD",
               help="Refuse to start if the estimate exceeds USD; never spend past it.")
 @click.option("--cache-only", is_flag=True,
               help="Serve every edit from the cache; a miss is an error (for demos and CI).")
@@ -630,7 +645,7 @@ def _plan_batch(recipe: str, over: str, sets: tuple[str, ...], provider: str | N
 @_provider_option
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
               help="Edits generating at once, across all items.")
-@click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="USD",
+@click.option("--budget", type=_Budget(), default=None, metavar="USD",
               help="For the whole batch: an item starts only if its estimate fits in what "
                    "is left; the others are skipped.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",

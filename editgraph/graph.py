@@ -806,6 +806,8 @@ class Graph:
         from .errors import BudgetError, RunError, RunInterrupted
         from .progress import progress_bar
 
+        if budget is not None and not budget >= 0:  # nan included: it would be no limit
+            raise GraphError(f"budget: must be a number of USD, at least 0; got {budget}")
         chosen, notice = self._provider(provider)
         self._check_edits(chosen)
         store = self._open_store(cache_dir)
