@@ -92,7 +92,10 @@ def replay(
             provider_name = manifest.provider
         chosen = provider or _recorded_provider(provider_name)
         sources = _sources(inputs, edits, chosen.name, folder, store)
-        run = run_sync(execute(edits, sources, provider=chosen, store=store))
+        # A graph of its own for plan's history: the default graph ("__main__") is a
+        # script's or notebook's, whose same-named nodes a replay must not pose as.
+        run = run_sync(execute(edits, sources, provider=chosen, store=store,
+                               graph=f"replay {path.resolve()}"))
     finally:
         close = getattr(store, "close", None)
         if callable(close):
