@@ -49,7 +49,7 @@ from ..downloads import (
     StreamedAnswer,
     UnreadableEncoding,
 )
-from ..errors import ConfigurationError, GraphError, ProviderError
+from ..errors import ConfigurationError, GraphError, ModerationError, ProviderError
 from ..models import CATALOGUE, ModelSpec
 from ..redact import check_api_key, redact, register_secret
 from ..requests import EditRequest, GeneratedImage, Reference
@@ -624,7 +624,12 @@ class Together:
             )
         if status == 400 and error.get("param") == "reference_images":
             raise _ReferencesRejected(message)
-        raise self._error(request, self._explain(request, status, error, message), status, state)
+        explained = self._explain(request, status, error, message)
+        if status in (400, 422) and any(word in message.lower() for word in _MODERATION_WORDS):
+            # A moderation refusal: a batch keeps the item as `moderated`, not retried.
+            raise _make_error(ModerationError, request, explained, status, state, billed=False,
+                              shown=self._redact)
+        raise self._error(request, explained, status, state)
 
     def _explain(
         self, request: EditRequest, status: int, error: Mapping[str, Any], message: str
