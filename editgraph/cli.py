@@ -427,21 +427,27 @@ def _summary(result: Run, out_dir: Path) -> None:
     total = len(result) + len(result.failures)
     operations = sum(entry.record.kind == "op" for entry in manifest.finished_edits)
     counted = (f"{_plural(total - operations, 'edit')} and {_plural(operations, 'op')}"
-               if operations else f"{total} edits")
+               if operations else _plural(total, "edit"))
     spend = (f"cost ${manifest.estimated_cost:.2f} as charged"
              if any(entry.record.charged for entry in manifest.finished_edits if not entry.cached)
              else f"estimated cost ${manifest.estimated_cost:.2f}")
     _out.print(
         f"{counted}: {', '.join(parts)} · {spend} · wrote {out_dir}/ "
-        f"({len(result)} images + manifest.json)",
+        f"({_plural(len(result), 'image')} + manifest.json)",
         soft_wrap=True,
     )
-    if manifest.possibly_billed_twice:
-        _out.print(
-            "possibly billed twice (an answer was lost and the request re-sent): "
-            + ", ".join(manifest.possibly_billed_twice),
-            soft_wrap=True,
-        )
+    # A finished edit with an unknown outcome may have been paid twice; a failed edit that
+    # may have been billed (an answer lost, or a result withheld after generating) got
+    # no image for what it may have cost: each said as it is.
+    unfinished = set(result.failures)
+    twice = [name for name in manifest.possibly_billed_twice if name not in unfinished]
+    lost = [name for name in manifest.possibly_billed_twice if name in unfinished]
+    if twice:
+        _out.print("possibly billed twice (an answer was lost and the request re-sent): "
+                   + ", ".join(twice), soft_wrap=True)
+    if lost:
+        _out.print("possibly billed, no image delivered (see the error): " + ", ".join(lost),
+                   soft_wrap=True)
     for name, reason in result.uncached.items():
         _out.print(f"not cached: {name} ({reason}); its image is in {out_dir}/, and a later "
                    "run will generate it again", soft_wrap=True)
