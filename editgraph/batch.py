@@ -960,7 +960,8 @@ async def _stream_items(
                                state.cost)
 
         count = 0
-        for entry in items:
+        bad_input: list[Exception] = []
+        for entry in _until_error(items, bad_input):
             if interrupt.started:
                 state.not_started += 1 + sum(1 for _ in items)
                 break
@@ -1002,6 +1003,8 @@ async def _stream_items(
         watcher.cancel()
     summary = state.summary()
     _write_report_quietly(folder)
+    if bad_input:  # raised once the items already generating (paid for) are recorded
+        raise bad_input[0]
     return Batch(folder, start, summary)
 
 
@@ -1088,6 +1091,15 @@ def _checked_note(key: tuple[bytes, int | None]) -> str:
     # Pillow's version and its own bomb limit decide too (a limit the caller lowers).
     return (f"source-checked:{PIL.__version__}:{PIL.Image.MAX_IMAGE_PIXELS}:{max_pixels}:"
             f"{digest.hex()}")
+
+
+def _until_error(items: Iterable[_Input], errors: list[Exception]) -> Iterator[_Input]:
+    """``items`` until one cannot be read (a malformed row mid-stream): the error is kept
+    in ``errors`` for the caller to raise after draining, not raised among running items."""
+    try:
+        yield from items
+    except Exception as error:  # noqa: BLE001 - re-raised by the caller
+        errors.append(error)
 
 
 def batch(
