@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import math
 import re
 import signal
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console, ConsoleOptions, RenderableType
@@ -211,10 +212,10 @@ class _Budget(click.FloatRange):
     def __init__(self) -> None:
         super().__init__(min=0)
 
-    def convert(self, value: object, param: click.Parameter | None,
+    def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
         converted: float = super().convert(value, param, ctx)
-        if converted != converted:  # nan
+        if math.isnan(converted):
             self.fail(f"{value!r} is not a number of USD", param, ctx)
         return converted
 

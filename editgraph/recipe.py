@@ -42,7 +42,7 @@ def load_recipe(path: str | Path) -> types.ModuleType:
         raise RecipeError(
             f"recipe {str(file)!r}: syntax error at line {exc.lineno}: {exc.msg}"
         ) from None
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code
+    except (Exception, SystemExit) as exc:  # any failure of user code
         sys.modules.pop(name, None)  # is reported as such, sys.exit() included
         raise RecipeError(
             f"recipe {str(file)!r}: failed to import: {type(exc).__name__}: {exc}"
@@ -171,7 +171,7 @@ class Recipe:
             graph = self.function(**dict(values))
         except GraphError as exc:
             raise RecipeError(f"recipe {self.label!r}: {exc}") from exc
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code
+        except (Exception, SystemExit) as exc:  # any failure of user code
             raise RecipeError(  # is reported as such: sys.exit() must not end the command
                 f"recipe {self.label!r}: recipe() raised {type(exc).__name__}: {exc}"
             ) from exc
