@@ -3,6 +3,7 @@ command or the API as a user would, over real loopback HTTP and real temp dirs."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -175,3 +176,36 @@ def test_a_malformed_row_mid_batch_keeps_the_items_in_flight(tmp_path: Path) -> 
     lines = (tmp_path / "b" / "batch.jsonl").read_text().splitlines()
     assert 0 < billed == len(lines)
     assert {json.loads(line)["status"] for line in lines} == {"done"}
+
+
+class _Hanging:
+    """A user's provider whose generation never ends (the run is cancelled meanwhile)."""
+
+    name = "hanging"
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def generate(self, request: eg.EditRequest) -> eg.GeneratedImage:
+        self.started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never reached")
+
+
+def test_cancelling_a_run_raises_cancelled_error(tmp_path: Path) -> None:
+    """Cancelling ``g.arun()`` (asyncio.wait_for, a notebook's interrupt) while an edit
+    with a dependent is generating raises CancelledError, not InvalidStateError."""
+
+    async def cancel_mid_run() -> None:
+        graph = eg.Graph(cache_dir=tmp_path / "cache")
+        first = graph.edit(f"Paint {graph.image(png_bytes((1, 2, 3)), name='src')} red",
+                           name="first")
+        graph.edit(f"Paint {first} blue", name="second")
+        provider = _Hanging()
+        task = asyncio.ensure_future(graph.arun(provider=provider))
+        await provider.started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_mid_run())
