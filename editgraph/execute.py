@@ -593,7 +593,9 @@ class _Engine:
             self._fail(node, error)
         finally:
             self._decided(node)  # ended without taking its inputs' bytes (or did)
-            self.pending[node.name].set_result(None)
+            done = self.pending[node.name]
+            if not done.done():  # cancelled when a dependent awaiting it was (run cancelled)
+                done.set_result(None)
 
     async def _apply_op(self, node: OpNode, request: OpRequest, key: str) -> NodeResult:
         """Run a local operation in a worker thread and keep its PNG output.
