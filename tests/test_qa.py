@@ -209,3 +209,20 @@ def test_cancelling_a_run_raises_cancelled_error(tmp_path: Path) -> None:
             await task
 
     asyncio.run(cancel_mid_run())
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+def test_a_rate_limit_that_is_not_a_finite_number_is_refused(tmp_path: Path, value: float) -> None:
+    """rate_limit=inf made every edit fail ('float division by zero'), nan was no limit:
+    both are refused when the provider is made, and --rate / eg.batch(rate=) likewise."""
+    with pytest.raises(eg.ConfigurationError, match="rate_limit"):
+        eg.providers.Together(api_key="test", rate_limit=value)
+    with pytest.raises(eg.EditGraphError, match="rate_limit"):
+        eg.providers.BFL(api_key="test", rate_limit=value)
+    recipe = write_recipe(tmp_path, TINY)
+    with pytest.raises(eg.GraphError, match="rate"):
+        eg.batch(recipe, [{"colour": "red"}], out=tmp_path / "b", rate=value)
+    result = invoke("batch", str(recipe), "--over", "*.png", "--param", "colour",
+                    "--rate", str(value))
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "b").exists()
