@@ -16,6 +16,7 @@ import csv
 import glob as globbing
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -839,8 +840,8 @@ async def abatch(
         raise GraphError(f"batch: budget must be at least 0, got {budget}")
     if max_inflight is not None and max_inflight < 1:
         raise GraphError(f"batch: max_inflight must be at least 1, got {max_inflight}")
-    if rate is not None and not rate >= 1:
-        raise GraphError(f"batch: rate must be at least 1 call per minute, got {rate}")
+    if rate is not None and not 1 <= rate < math.inf:
+        raise GraphError(f"batch: rate must be a number of calls per minute, at least 1; got {rate}")
     if cluster is not None:
         if loaded.source is None:
             raise GraphError(

@@ -29,6 +29,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import math
 import os
 import time
 import urllib.parse
@@ -205,7 +206,7 @@ class BFL:
                 "BFL: timeout must be > 0, poll_interval and result_ttl >= 0 seconds, got "
                 f"{timeout!r}, {poll_interval!r}, {result_ttl!r}"
             )
-        if rate_limit is not None and rate_limit <= 0:
+        if rate_limit is not None and not 0 < rate_limit < math.inf:  # nan, inf refused
             raise GraphError(f"BFL: rate_limit must be requests per minute > 0, got {rate_limit!r}")
         if max_active < 1:
             raise GraphError(f"BFL: max_active must be >= 1, got {max_active!r}")

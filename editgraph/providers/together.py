@@ -30,6 +30,7 @@ import binascii
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -269,7 +270,7 @@ class Together:
             raise ConfigurationError(
                 f"Together: max_download_bytes must be a positive int, got {max_download_bytes!r}"
             )
-        if rate_limit is not None and rate_limit <= 0:
+        if rate_limit is not None and not 0 < rate_limit < math.inf:  # nan, inf refused
             raise ConfigurationError(
                 f"Together: rate_limit must be requests per minute > 0, got {rate_limit!r}"
             )
