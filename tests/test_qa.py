@@ -226,3 +226,20 @@ def test_a_rate_limit_that_is_not_a_finite_number_is_refused(tmp_path: Path, val
                     "--rate", str(value))
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("base", ["x", "ftp://127.0.0.1:1", "http://", "http://127.0.0.1:99999"])
+def test_a_base_url_that_is_no_http_url_is_refused_up_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base: str
+) -> None:
+    """A TOGETHER_BASE_URL / BFL_BASE_URL that is not an http(s) URL with a host and a
+    valid port is a ConfigurationError when the provider is made (exit 2, naming the
+    setting) - Together's failed every edit at run time ('UnsupportedProtocol', exit 1)."""
+    with pytest.raises(eg.ConfigurationError, match="base URL"):
+        eg.providers.Together(api_key="test", base_url=base)
+    with pytest.raises(eg.ConfigurationError, match="base URL"):
+        eg.providers.BFL(api_key="test", base_url=base)
+    recipe = write_recipe(tmp_path, TINY)
+    monkeypatch.setenv("TOGETHER_API_KEY", "test")
+    monkeypatch.setenv("TOGETHER_BASE_URL", base)
+    assert_bad_input(invoke("run", str(recipe)), "TOGETHER_BASE_URL")
