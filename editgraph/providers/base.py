@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -41,6 +42,21 @@ class Provider(Protocol):
     async def generate(self, request: EditRequest) -> GeneratedImage:
         """Generate the image ``request`` describes; raise on failure."""
         ...
+
+
+def base_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a provider's base URL (not http(s), no host, a port that is
+    no port), or None: said when the provider is made, not by every edit at run time."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https"):
+        return "it must start with http:// or https://"
+    if not parts.hostname:
+        return "it names no host"
+    return None
 
 
 def check_edit(

@@ -65,7 +65,7 @@ from ._http import (
     without_userinfo,
 )
 from ._results import UnusableResult, verified_media_type
-from .base import current_journal, report_progress
+from .base import base_url_problem, current_journal, report_progress
 from .ratelimit import RateGovernor
 from .registry import register
 
@@ -183,14 +183,17 @@ class BFL:
         if api_key is None:
             api_key, source = os.environ.get("BFL_API_KEY") or None, "BFL_API_KEY"
         self._api_key = _key_from(api_key, source)
+        setting = "base_url="
         if base_url is None:
+            setting = "BFL_BASE_URL"
             base_url = os.environ.get("BFL_BASE_URL") or DEFAULT_BASE_URL
         base_url = base_url.strip().rstrip("/")
         base_url = base_url.removesuffix("/v1")
-        if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
+        problem = base_url_problem(base_url)
+        if problem is not None:
             raise ConfigurationError(
-                f"BFL: the base URL must start with http:// or https://, got "
-                f"{without_userinfo(base_url)!r}"
+                f"BFL: the base URL ({setting}) {without_userinfo(base_url)!r} cannot be used: "
+                f"{problem}; e.g. {DEFAULT_BASE_URL}"
             )
         self.base_url = base_url
         self._shown_base_url = without_userinfo(base_url)

@@ -73,6 +73,7 @@ from ._http import within as _within
 from ._http import without_userinfo as _without_userinfo
 from ._results import UnusableResult as _UnusableResult
 from ._results import verified_media_type as _verified_media_type
+from .base import base_url_problem
 from .ratelimit import RateGovernor
 from .registry import register
 
@@ -249,11 +250,19 @@ class Together:
         key = check_api_key(api_key, source)
         register_secret(key)
         self._api_key = SecretStr(key)
+        setting = "base_url="
         if base_url is None:
+            setting = "TOGETHER_BASE_URL"
             base_url = os.environ.get("TOGETHER_BASE_URL") or DEFAULT_BASE_URL
         self.base_url = _without_api_version(base_url)
         # What messages and the repr show: no user:password@ from the URL.
         self._shown_base_url = _without_userinfo(self.base_url)
+        problem = base_url_problem(self.base_url)
+        if problem is not None:
+            raise ConfigurationError(
+                f"Together: the base URL ({setting}) {self._shown_base_url!r} cannot be "
+                f"used: {problem}; e.g. {DEFAULT_BASE_URL}"
+            )
         if max_retries < 0 or unknown_outcome_retries < 0:
             raise ConfigurationError(
                 f"Together: max_retries and unknown_outcome_retries must be >= 0, got "
