@@ -1159,9 +1159,9 @@ def replay(target: Path, verify: bool, provider: str | None, cache_dir: str | No
             _err.print(Text.assemble(("failed", "red"), f" {name}: {error}"), soft_wrap=True)
         sys.exit(1)
     except (BudgetError, ConfigurationError, GraphError, ProvenanceError, StoreError) as exc:
-        _fail(f"replay {target}: {exc}")
+        _fail(f"replay {target}: {str(exc).removeprefix('replay: ')}")
     except EditGraphError as exc:
-        _fail(f"replay {target}: {exc}", code=1)
+        _fail(f"replay {target}: {str(exc).removeprefix('replay: ')}", code=1)
     cached, generated = set(result.cached), set(result.generated)
     for name in result.edits:
         if name in result.mismatches:

@@ -243,3 +243,11 @@ def test_a_base_url_that_is_no_http_url_is_refused_up_front(
     monkeypatch.setenv("TOGETHER_API_KEY", "test")
     monkeypatch.setenv("TOGETHER_BASE_URL", base)
     assert_bad_input(invoke("run", str(recipe)), "TOGETHER_BASE_URL")
+
+
+def test_replay_of_an_image_without_a_record_says_replay_once(tmp_path: Path) -> None:
+    """The one-line error for an image with no editgraph record says 'replay' once."""
+    (tmp_path / "plain.png").write_bytes(png_bytes((9, 9, 9)))
+    result = invoke("replay", "plain.png")
+    assert_bad_input(result, "plain.png", "without an editgraph record")
+    assert result.stderr.count("replay") == 1, result.stderr
