@@ -251,3 +251,20 @@ def test_replay_of_an_image_without_a_record_says_replay_once(tmp_path: Path) ->
     result = invoke("replay", "plain.png")
     assert_bad_input(result, "plain.png", "without an editgraph record")
     assert result.stderr.count("replay") == 1, result.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(),
+                    reason="needs a POSIX FIFO and /dev/zero")
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_source_that_is_no_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    """A pipe named .png hung g.image() forever, and a link to /dev/zero read until memory
+    ran out: both are a one-line GraphError naming the source, at once."""
+    path = tmp_path / "photo.png"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    graph = eg.Graph()
+    with pytest.raises(eg.GraphError, match="source 'photo'.*not a regular file"):
+        graph.image(path)
