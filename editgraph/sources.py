@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import time
 import warnings
 from pathlib import Path
@@ -174,6 +175,10 @@ def read_source(
         if not path.is_absolute() and root is not None:
             path = root / path
         try:
+            if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():
+                # A pipe would block forever, a device (/dev/zero) read until memory ends.
+                raise GraphError(f"source {label!r}: {path} is not a regular file (a pipe, "
+                                 "device or socket); pass an image file")
             data = path.read_bytes()
         except FileNotFoundError:
             raise GraphError(f"source {label!r}: no such file: {path}") from None
