@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -268,3 +269,34 @@ def test_a_source_that_is_no_regular_file_is_refused(tmp_path: Path, kind: str) 
     graph = eg.Graph()
     with pytest.raises(eg.GraphError, match="source 'photo'.*not a regular file"):
         graph.image(path)
+
+
+# Found, not fixed here (they live in files other helpers are changing); strict xfails
+# that flip once fixed.
+
+
+@pytest.mark.xfail(strict=True, reason="QA D9: providers accept nan for their timeouts and retry counts")
+@pytest.mark.parametrize("setting", ["timeout", "result_url_ttl", "max_retries",
+                                     "unknown_outcome_retries"])
+def test_together_refuses_nan_settings(setting: str) -> None:
+    """A nan timeout, URL lifetime or retry count is refused when the provider is made."""
+    with pytest.raises(eg.ConfigurationError, match=setting):
+        settings: dict[str, Any] = {setting: math.nan}
+        eg.providers.Together(api_key="test", **settings)
+
+
+@pytest.mark.xfail(strict=True, reason="QA D10: a base URL with user:password@ fails every "
+                   "edit under the aiohttp transport ('Cannot combine AUTHORIZATION header')")
+def test_a_base_url_with_userinfo_is_refused_or_works(tmp_path: Path) -> None:
+    """TOGETHER_BASE_URL=http://user:pass@host is either refused when the provider is made
+    or used (the bearer key authenticates): never a failure of every edit at run time."""
+    graph = eg.Graph(cache_dir=tmp_path / "cache")
+    graph.edit(f"Paint {graph.image(png_bytes((4, 5, 6)), name='src')} red", name="paint")
+    with FakeTogether() as fake:
+        base = fake.base_url.replace("http://", "http://gateway:hunter2@")
+        try:
+            together = eg.providers.Together(api_key="test", base_url=base)
+        except eg.ConfigurationError:
+            return
+        run = graph.run(provider=together)
+    assert not run["paint"].cached
