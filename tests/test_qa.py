@@ -275,7 +275,6 @@ def test_a_source_that_is_no_regular_file_is_refused(tmp_path: Path, kind: str) 
 # that flip once fixed.
 
 
-@pytest.mark.xfail(strict=True, reason="QA D9: providers accept nan for their timeouts and retry counts")
 @pytest.mark.parametrize("setting", ["timeout", "result_url_ttl", "max_retries",
                                      "unknown_outcome_retries"])
 def test_together_refuses_nan_settings(setting: str) -> None:
@@ -285,8 +284,15 @@ def test_together_refuses_nan_settings(setting: str) -> None:
         eg.providers.Together(api_key="test", **settings)
 
 
-@pytest.mark.xfail(strict=True, reason="QA D10: a base URL with user:password@ fails every "
-                   "edit under the aiohttp transport ('Cannot combine AUTHORIZATION header')")
+@pytest.mark.parametrize("setting", ["timeout", "poll_interval", "result_ttl",
+                                     "moderation_retries"])
+def test_bfl_refuses_nan_settings(setting: str) -> None:
+    """A nan timeout, poll interval, result lifetime or retry count is refused by BFL."""
+    with pytest.raises(eg.GraphError, match=setting):
+        settings: dict[str, Any] = {setting: math.nan}
+        eg.providers.BFL(api_key="test", **settings)
+
+
 def test_a_base_url_with_userinfo_is_refused_or_works(tmp_path: Path) -> None:
     """TOGETHER_BASE_URL=http://user:pass@host is either refused when the provider is made
     or used (the bearer key authenticates): never a failure of every edit at run time."""

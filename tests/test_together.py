@@ -22,7 +22,7 @@ from PIL import Image
 from typing_extensions import Self
 
 import editgraph as eg
-from editgraph.errors import ProviderError
+from editgraph.errors import ConfigurationError, ProviderError
 from editgraph.models import CATALOGUE
 from editgraph.providers import DataURIHost, ImageHost, Provider, Together
 from editgraph.providers.together import _retry_after
@@ -679,11 +679,12 @@ def test_service_rate_limit_slows_the_run_without_losing_edits() -> None:
     assert elapsed >= 1.0  # 12 requests at 10/s from an empty bucket
 
 
-def test_repr_and_messages_hide_userinfo_in_the_base_url() -> None:
-    """A base URL with user:password@ shows without it in the repr."""
-    provider = Together(api_key="tgp_v1_" + "k" * 30, base_url="https://user:hunter2@example.com/")
-    assert "hunter2" not in repr(provider)
-    assert "https://example.com" in repr(provider)
+def test_a_base_url_with_userinfo_is_refused_without_showing_it() -> None:
+    """A base URL with user:password@ is refused when made; the message hides the password."""
+    with pytest.raises(ConfigurationError, match="user:password@") as caught:
+        Together(api_key="tgp_v1_" + "k" * 30, base_url="https://user:hunter2@example.com/")
+    assert "hunter2" not in str(caught.value)
+    assert "https://example.com" in str(caught.value)
 
 
 # --- fidelity: guidance names, base URLs, x-ratelimit-reset, data: URIs, prices ----------

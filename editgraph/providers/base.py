@@ -46,7 +46,7 @@ class Provider(Protocol):
 
 def base_url_problem(url: str) -> str | None:
     """Why ``url`` cannot be a provider's base URL (not http(s), no host, a port that is
-    no port), or None: said when the provider is made, not by every edit at run time."""
+    no port, a user:password@), or None: said when the provider is made, not by every edit at run time."""
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
@@ -56,6 +56,9 @@ def base_url_problem(url: str) -> str | None:
         return "it must start with http:// or https://"
     if not parts.hostname:
         return "it names no host"
+    if parts.username is not None or parts.password is not None:
+        # The API key is sent as a bearer token; a user:password@ cannot go beside it.
+        return "user:password@ cannot be sent beside the API key; remove it"
     return None
 
 

@@ -199,12 +199,13 @@ class BFL:
         self._shown_base_url = without_userinfo(base_url)
         if not 0 <= safety_tolerance <= 6:
             raise GraphError(f"BFL: safety_tolerance must be 0 to 6, got {safety_tolerance!r}")
-        if min(max_retries, unknown_outcome_retries, moderation_retries) < 0:
+        if not all(count >= 0 for count in (max_retries, unknown_outcome_retries,
+                                             moderation_retries)):  # nan refused too
             raise GraphError(
                 "BFL: max_retries, unknown_outcome_retries and moderation_retries must be "
                 f">= 0, got {max_retries!r}, {unknown_outcome_retries!r}, {moderation_retries!r}"
             )
-        if timeout <= 0 or poll_interval < 0 or result_ttl < 0:
+        if not (timeout > 0 and poll_interval >= 0 and result_ttl >= 0):  # nan refused too
             raise GraphError(
                 "BFL: timeout must be > 0, poll_interval and result_ttl >= 0 seconds, got "
                 f"{timeout!r}, {poll_interval!r}, {result_ttl!r}"

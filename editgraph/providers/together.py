@@ -263,12 +263,12 @@ class Together:
                 f"Together: the base URL ({setting}) {self._shown_base_url!r} cannot be "
                 f"used: {problem}; e.g. {DEFAULT_BASE_URL}"
             )
-        if max_retries < 0 or unknown_outcome_retries < 0:
+        if not (max_retries >= 0 and unknown_outcome_retries >= 0):  # nan refused too
             raise ConfigurationError(
                 f"Together: max_retries and unknown_outcome_retries must be >= 0, got "
                 f"{max_retries!r} and {unknown_outcome_retries!r}"
             )
-        if timeout <= 0 or result_url_ttl < 0:
+        if not (timeout > 0 and result_url_ttl >= 0):  # nan refused too
             raise ConfigurationError(
                 f"Together: timeout must be > 0 and result_url_ttl >= 0 seconds, got "
                 f"{timeout!r} and {result_url_ttl!r}"
