@@ -244,6 +244,10 @@ def read_items(
                 for match in globbing.glob(os.path.expanduser(text), recursive=True)
                 if Path(match).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(match)
             )
+            if not files:  # a typo more often than an empty catalogue
+                raise GraphError(
+                    f"batch: --over {text}: the pattern matches no JPEG, PNG or WebP file"
+                )
             rows = ((None, {name: _as(file, name in paths)}) for file in files)
         elif location.exists():
             raise GraphError(

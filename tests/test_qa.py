@@ -87,7 +87,7 @@ def test_a_nan_budget_is_bad_input(tmp_path: Path, command: str) -> None:
     """--budget nan is refused before anything runs (it compared false with every cost:
     run spent without a limit, batch skipped every item and exited 0)."""
     recipe = write_recipe(tmp_path, PHOTO)
-    extra = ["--over", "*.png"] if command == "batch" else []
+    extra = ["--over", str(tmp_path / "*.png")] if command == "batch" else []
     result = invoke(command, str(recipe), *extra, "--budget", "nan")
     assert result.exit_code == 2, result.output
     assert "--budget" in result.output and "Traceback" not in result.output
@@ -223,9 +223,10 @@ def test_a_rate_limit_that_is_not_a_finite_number_is_refused(tmp_path: Path, val
     recipe = write_recipe(tmp_path, TINY)
     with pytest.raises(eg.GraphError, match="rate"):
         eg.batch(recipe, [{"colour": "red"}], out=tmp_path / "b", rate=value)
-    result = invoke("batch", str(recipe), "--over", "*.png", "--param", "colour",
-                    "--rate", str(value))
+    result = invoke("batch", str(recipe), "--over", str(tmp_path / "*.png"), "--param",
+                    "colour", "--rate", str(value))
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "rate must be" in result.output, result.output
     assert not (tmp_path / "b").exists()
 
 
@@ -306,3 +307,15 @@ def test_a_base_url_with_userinfo_is_refused_or_works(tmp_path: Path) -> None:
             return
         run = graph.run(provider=together)
     assert not run["paint"].cached
+
+
+def test_a_glob_that_matches_nothing_is_bad_input(tmp_path: Path) -> None:
+    """--over with a pattern that matches no image is a one-line error naming it, exit 2,
+    not '0 items' and exit 0 (a typo more often than an empty catalogue)."""
+    recipe = write_recipe(tmp_path, PHOTO)
+    pattern = str(tmp_path / "photos" / "*.jpg")
+    result = invoke("batch", str(recipe), "--over", pattern, "--out", str(tmp_path / "b"))
+    assert_bad_input(result, "--over", pattern, "matches no")
+    assert not (tmp_path / "b").exists()
+    matched = invoke("plan", str(recipe), "--over", str(tmp_path / "*.png"))
+    assert matched.exit_code == 0, matched.output
