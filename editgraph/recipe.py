@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from .errors import GraphError, RecipeError
 from .graph import Graph
@@ -109,7 +109,10 @@ class Recipe:
         self.source: str | None = None
         self.parameters = recipe_parameters(function)
         self._model: type[BaseModel] = create_model(  # type: ignore[call-overload]
-            "recipe_parameters", **self.parameters
+            "recipe_parameters",
+            # nan compares false with every bound a recipe checks: refused, as inf is.
+            __config__=ConfigDict(allow_inf_nan=False),
+            **self.parameters,
         )
 
     @classmethod

@@ -319,3 +319,19 @@ def test_a_glob_that_matches_nothing_is_bad_input(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
     matched = invoke("plan", str(recipe), "--over", str(tmp_path / "*.png"))
     assert matched.exit_code == 0, matched.output
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_float_parameter_refuses_nan_and_infinity(tmp_path: Path, value: str) -> None:
+    """--set ratio=nan (or inf) is a one-line error naming the parameter, exit 2; a finite
+    number is taken."""
+    recipe = write_recipe(tmp_path, """\
+        import editgraph as eg
+
+        def recipe(ratio: float = 1.0) -> eg.Graph:
+            g = eg.Graph()
+            g.edit(f"Scale {g.image('red.png')} by {ratio}", name="scale")
+            return g
+    """)
+    assert_bad_input(invoke("plan", str(recipe), "--set", f"ratio={value}"), "ratio")
+    assert invoke("plan", str(recipe), "--set", "ratio=0.5").exit_code == 0
