@@ -113,11 +113,14 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _settings(pairs: tuple[str, ...]) -> dict[str, str]:
-    settings = {}
+    settings: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             _fail(f"--set {pair!r}: expected NAME=VALUE, e.g. --set colour=#2E4057")
+        if name.strip() in settings and settings[name.strip()] != value:
+            _fail(f"--set {name.strip()}: given twice ({settings[name.strip()]!r} and "
+                  f"{value!r}); pass it once")
         settings[name.strip()] = value
     return settings
 

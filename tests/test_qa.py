@@ -335,3 +335,13 @@ def test_a_float_parameter_refuses_nan_and_infinity(tmp_path: Path, value: str) 
     """)
     assert_bad_input(invoke("plan", str(recipe), "--set", f"ratio={value}"), "ratio")
     assert invoke("plan", str(recipe), "--set", "ratio=0.5").exit_code == 0
+
+
+def test_a_setting_given_twice_with_two_values_is_bad_input(tmp_path: Path) -> None:
+    """--set colour=red --set colour=green is refused naming colour (the last one won,
+    silently); the same value twice is taken."""
+    recipe = write_recipe(tmp_path, TINY)
+    assert_bad_input(invoke("plan", str(recipe), "--set", "colour=red", "--set",
+                            "colour=green"), "--set colour", "twice")
+    assert invoke("plan", str(recipe), "--set", "colour=red", "--set",
+                  "colour=red").exit_code == 0
