@@ -7,16 +7,14 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_checks import assert_bad_input, invoke, write_recipe
 from edit_providers import png_bytes
 
 import editgraph as eg
-from editgraph.cli import main
 from editgraph.keys import content_hash
 from editgraph.store import DiskStore
 from editgraph.testing import FakeTogether
@@ -26,19 +24,6 @@ NOTICE = "TOGETHER_API_KEY and BFL_API_KEY are not set"
 
 
 pytestmark = pytest.mark.usefixtures("offline")
-
-
-def invoke(*args: str, input: str | None = None) -> Result:
-    """Run the command in-process, as click would from a shell."""
-    return CliRunner().invoke(main, list(args), input=input)
-
-
-def write_recipe(folder: Path, body: str, name: str = "tiny.py") -> Path:
-    """A recipe file with a small red source image next to it."""
-    (folder / "red.png").write_bytes(png_bytes((255, 0, 0)))
-    path = folder / name
-    path.write_text(textwrap.dedent(body))
-    return path
 
 
 TINY = """\
@@ -51,20 +36,6 @@ TINY = """\
             previous = g.edit(f"Paint {previous} {colour}", name=f"step{index + 1}")
         return g
 """
-
-
-def assert_bad_input(result: Result, *fragments: str) -> None:
-    """Exit 2 with a one-line error message on stderr and no traceback."""
-    assert result.exit_code == 2, result.output
-    message = result.stderr.strip()
-    assert message.startswith("error: "), message
-    assert len(message.splitlines()) == 1, message
-    assert "Traceback" not in result.output
-    assert not isinstance(result.exception, Exception) or isinstance(
-        result.exception, SystemExit
-    )
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 def test_run_writes_images_and_manifest(tmp_path: Path) -> None:
