@@ -1199,7 +1199,7 @@ def plan_batch(
 ) -> BatchPlan:
     """Plan every item of a batch against the cache; calls no provider, spends nothing."""
     loaded = _recipe(recipe)
-    store = open_store(cache)
+    store = open_store(cache, create=False)  # a missing folder is read as empty, not made
     chosen = provider or _default_provider()
     items = invalid_count = cached = to_run = 0
     cost = 0.0

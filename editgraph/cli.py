@@ -50,6 +50,7 @@ from .requests import Submission
 from .runs import Run
 from .saved import write_atomically
 from .store import DiskStore
+from .stores.absent import AbsentStore
 from .stores.base import is_s3, open_store
 from .stores.s3 import S3Store
 
@@ -141,12 +142,15 @@ def _load(recipe: str, sets: tuple[str, ...]) -> Graph:
         _fail(str(exc))
 
 
-def _open_store(cache_dir: str | None) -> DiskStore | S3Store:
+def _open_store(cache_dir: str | None, *, create: bool = True
+                ) -> DiskStore | S3Store | AbsentStore:
+    """The store at --cache; ``create=False`` (the cache commands, which only read or
+    remove) reads a missing folder as an empty cache instead of making it."""
     try:
-        store = open_store(cache_dir)
+        store = open_store(cache_dir, create=create)
     except StoreError as exc:
         _fail(str(exc))
-    assert isinstance(store, (DiskStore, S3Store))
+    assert isinstance(store, (DiskStore, S3Store, AbsentStore))
     return store
 
 
@@ -919,7 +923,7 @@ def cache_info(cache_dir: str | None) -> None:
     Example:
       editgraph cache info
     """
-    store = _open_store(cache_dir)
+    store = _open_store(cache_dir, create=False)
     try:
         stats = store.stats()
         records = list(store.records())
@@ -984,7 +988,7 @@ def cache_prune(older_than: str | None, max_size: str | None, cache_dir: str | N
         except ValueError:
             _fail(f"--max-size {max_size!r}: expected a number and a unit B, KB, MB or "
                   "GB, e.g. 500MB")
-    store = _open_store(cache_dir)
+    store = _open_store(cache_dir, create=False)
     try:
         before = list(store.records())
         dropped = store.prune(older_than=seconds, max_bytes=max_bytes)
@@ -1037,7 +1041,7 @@ def cache_verify(repair: bool, cache_dir: str | None) -> None:
     Exit codes: 0 nothing damaged, or all of it removed with --repair; 1 damage found
     and left in place.
     """
-    store = _open_store(cache_dir)
+    store = _open_store(cache_dir, create=False)
     try:
         stats = store.stats()
         damage = store.verify(repair=repair)
@@ -1076,7 +1080,7 @@ def cache_clear(yes: bool, cache_dir: str | None) -> None:
       editgraph cache clear
       editgraph cache clear --yes       # in scripts
     """
-    store = _open_store(cache_dir)
+    store = _open_store(cache_dir, create=False)
     try:
         stats = store.stats()
         if not yes:
