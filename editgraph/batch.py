@@ -93,6 +93,10 @@ class BatchItem(BaseModel):
 
     ``outputs`` maps node name to the file written for it, relative to the batch's out
     folder; ``cached`` is true when no provider call was made for the item.
+    ``possibly_billed_twice`` names its edits that finished after an unknown outcome (an
+    answer lost and the request sent again: maybe paid twice), ``possibly_billed`` its
+    failed edits that may have been paid for without an image; its manifest lists both
+    under ``possibly_billed_twice``. ``batch.jsonl`` carries each only when it names any.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -106,6 +110,8 @@ class BatchItem(BaseModel):
     error: str | None = None
     elapsed: float = 0.0
     finished_at: float = 0.0
+    possibly_billed_twice: list[str] = []
+    possibly_billed: list[str] = []
 
 
 class BatchSummary(BaseModel):
@@ -123,6 +129,10 @@ class BatchSummary(BaseModel):
     cost: float
     elapsed: float
     out: str
+    #: Items with an edit that may have been paid for twice, and items with a failed edit
+    #: that may have been paid for (``BatchItem.possibly_billed_twice``, ``.possibly_billed``).
+    possibly_billed_twice: int = 0
+    possibly_billed: int = 0
     interrupted: bool = False
     #: After an interrupt: the signal, the items running when it came, and those of
     #: them stopped between edits (their finished edits are cached and saved, no
@@ -506,6 +516,16 @@ class _SharedProvider:
         return getattr(self.inner, name)
 
 
+#: What a journal line leaves out, by (any possibly billed twice, any possibly billed):
+#: the lists that are empty, as nearly every item's are.
+_QUIET: dict[tuple[bool, bool], set[str] | None] = {
+    (False, False): {"possibly_billed_twice", "possibly_billed"},
+    (True, False): {"possibly_billed"},
+    (False, True): {"possibly_billed_twice"},
+    (True, True): None,
+}
+
+
 @dataclass
 class _Pass:
     """The running state of one pass: counts, spend and the open journal."""
@@ -524,22 +544,29 @@ class _Pass:
     interrupt: BatchInterrupt = field(default_factory=BatchInterrupt)
     not_started: int = 0
     unfinished: int = 0
+    billed_twice: int = 0
+    billed: int = 0
 
     def record(self, item: BatchItem, *, flush: bool = True) -> None:
         """Count ``item`` and append its line (flushed, unless the caller flushes a group)."""
-        self.journal.write(item.model_dump_json().encode() + b"\n")
+        twice, billed = item.possibly_billed_twice, item.possibly_billed
+        quiet = _QUIET[bool(twice), bool(billed)]
+        self.journal.write(item.model_dump_json(exclude=quiet).encode() + b"\n")
         if flush:
             self.journal.flush()
         self.items += 1
         self.counts[item.status] += 1
         self.cached += item.cached
+        self.billed_twice += bool(twice)
+        self.billed += bool(billed)
         self.cost = round(self.cost + item.cost, 6)
 
     def summary(self) -> BatchSummary:
         return BatchSummary(
             items=self.items, **self.counts, not_started=self.not_started, cached=self.cached,
             cost=self.cost, elapsed=round(time.monotonic() - self.started, 3),
-            out=str(self.out), interrupted=self.interrupt.started,
+            out=str(self.out), possibly_billed_twice=self.billed_twice,
+            possibly_billed=self.billed, interrupted=self.interrupt.started,
             signal_number=self.interrupt.signal_number,
             in_flight=self.interrupt.in_flight_items, unfinished=self.unfinished,
         )
@@ -628,14 +655,29 @@ class _Finisher:
                          finished_at=time.time(), **fields)
 
     def conclude(self, status: Status, *, outputs: dict[str, str], cost: float, cached: bool,
-                 error: str | None, save_error: str | None) -> BatchItem:
+                 error: str | None, save_error: str | None,
+                 billed: tuple[list[str], list[str]] = ([], [])) -> BatchItem:
         """The item as its run ended: failed or moderated with the run's error, failed when
-        its files could not be written, else done."""
+        its files could not be written, else done; with its edits possibly billed twice
+        and its failed edits possibly billed (``billed``)."""
+        twice, once = billed
         if status != "done":
-            return self(status, outputs=outputs, cost=cost, error=error)
+            return self(status, outputs=outputs, cost=cost, error=error,
+                        possibly_billed_twice=twice, possibly_billed=once)
         if save_error:
-            return self("failed", outputs=outputs, cost=cost, error=save_error)
-        return self("done", outputs=outputs, cost=cost, cached=cached)
+            return self("failed", outputs=outputs, cost=cost, error=save_error,
+                        possibly_billed_twice=twice, possibly_billed=once)
+        return self("done", outputs=outputs, cost=cost, cached=cached,
+                    possibly_billed_twice=twice, possibly_billed=once)
+
+
+def _possibly_billed(run: Run | None, failures: Mapping[str, BaseException]
+                     ) -> tuple[list[str], list[str]]:
+    """The item's edits that finished after an unknown outcome (maybe paid twice), and
+    its failed edits that may have been paid for (as the run's summary tells them)."""
+    twice = [] if run is None else [name for name in run if run[name].unknown_outcomes]
+    once = [name for name, error in failures.items() if getattr(error, "possibly_billed", False)]
+    return twice, once
 
 
 def _budget_refusal(state: _Pass, estimate: float) -> str | None:
@@ -742,6 +784,7 @@ async def _run_item(
         status, outputs=outputs, cost=run.cost if run is not None else 0.0,
         cached=run is not None and not failures and all(run[name].cached for name in run),
         error=_first_error(failures) if failures else None, save_error=save_error,
+        billed=_possibly_billed(run, failures),
     )
 
 
@@ -784,8 +827,17 @@ async def _run_item_on_cluster(
             outputs = {name: _relative(folder / file, state.out) for name, file in written.items()}
         except OSError as exc:
             save_error = _cannot_write(folder, exc)
+    billed: tuple[list[str], list[str]] = ([], [])
+    if outcome.manifest is not None and not outcome.cached:
+        manifest = from_json(outcome.manifest)
+        failed = manifest.get("failures") or {}
+        listed = [name for name in manifest.get("possibly_billed_twice") or ()
+                  if isinstance(name, str)]
+        billed = ([name for name in listed if name not in failed],
+                  [name for name in listed if name in failed])
     return finished.conclude(outcome.status, outputs=outputs, cost=outcome.cost,
-                             cached=outcome.cached, error=outcome.error, save_error=save_error)
+                             cached=outcome.cached, error=outcome.error, save_error=save_error,
+                             billed=billed)
 
 
 async def _arun(

@@ -738,16 +738,31 @@ def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
         parts.append(f"{summary.moderated} moderated")
     if summary.skipped:
         parts.append(f"{summary.skipped} skipped (budget)")
+    if summary.possibly_billed_twice:
+        parts.append(f"{summary.possibly_billed_twice} possibly billed twice")
+    if summary.possibly_billed:
+        parts.append(f"{summary.possibly_billed} possibly billed without an image")
     _out.print(
         f"{_plural(summary.items, 'item')}: {', '.join(parts)} · {summary.cached} fully cached "
         f"· estimated cost ${summary.cost:.2f} · wrote {summary.out}/ (batch.jsonl, "
         "batch.html)",
         soft_wrap=True,
     )
+    twice: list[str] = []
+    lost: list[str] = []
     for item in result:
         if item.status in ("failed", "moderated"):
             _err.print(Text.assemble((item.status, "red"), f" {item.id}: {item.error}"),
                        soft_wrap=True)
+        twice.extend(f"{item.id}/{name}" for name in item.possibly_billed_twice)
+        lost.extend(f"{item.id}/{name}" for name in item.possibly_billed)
+    # As `run` says them (see _summary): maybe paid twice, or maybe paid with no image.
+    if twice:
+        _out.print("possibly billed twice (an answer was lost and the request re-sent): "
+                   + ", ".join(twice), soft_wrap=True)
+    if lost:
+        _out.print("possibly billed, no image delivered (see the error): " + ", ".join(lost),
+                   soft_wrap=True)
     if summary.interrupted:
         _out.print(
             f"interrupted: {_plural(summary.items, 'item')} finished "
