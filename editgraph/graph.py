@@ -249,7 +249,7 @@ class Graph:
         ``max_source_pixels`` is a GraphError. A format other than JPEG, PNG or WebP is
         converted to PNG (the hash is of the PNG, which is what is sent).
         """
-        data, described, url, stem = read_source(src, name)
+        data, described, url, stem = read_source(src, name, max_pixels=self.max_source_pixels)
         name = self._new_name(name, stem)
         sent, media_type = prepare_source(
             data, name, described, max_pixels=self.max_source_pixels
