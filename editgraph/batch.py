@@ -11,6 +11,7 @@ moderated ones unless asked to retry them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import csv
 import glob as globbing
@@ -402,6 +403,9 @@ class BatchInterrupt:
         #: Set by a second SIGINT: the edits then in flight (``item/edit``), maybe billed.
         self.abandoned: list[str] | None = None
         self._drains: dict[str, Drain] = {}
+        #: The pass's loop and task, while it runs (what a second SIGINT cancels).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
 
     @property
     def started(self) -> bool:
@@ -432,6 +436,39 @@ class BatchInterrupt:
     def ended(self, item_id: str) -> None:
         self._drains.pop(item_id, None)
 
+    def signalled(self, signal_number: int) -> None:
+        """A SIGINT or SIGTERM, on the pass's loop: the first drains every item and says
+        so; a second SIGINT abandons the pass (cancels it) naming what may be billed."""
+        if not self.started:
+            self.start(signal_number)
+            calling = self.calling()
+            _interrupt_log.warning(
+                "interrupted: no new item or edit starts; finishing %d edit(s) in flight "
+                "(%s). Press Ctrl-C again to abandon them (they may still be billed).",
+                len(calling), ", ".join(calling) or "none",
+            )
+        elif signal_number == signal.SIGINT and self._task is not None:
+            self.abandoned = self.calling()
+            _interrupt_log.warning("abandoned: %s may have been billed without a result",
+                                   ", ".join(self.abandoned) or "no edit")
+            self._task.cancel()
+
+    def interrupt_from_thread(self) -> None:
+        """A Ctrl-C seen by another thread (a notebook's, while the pass runs in a
+        worker thread no signal reaches): handled on the pass's loop as a SIGINT."""
+        loop = self._loop
+        if loop is None:  # not started yet: it starts drained
+            self.start(signal.SIGINT)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed: the pass has ended
+            loop.call_soon_threadsafe(self.signalled, signal.SIGINT)
+
+    def abandon_message(self) -> str:
+        """What a second Ctrl-C's KeyboardInterrupt says."""
+        return (f"batch abandoned: {', '.join(self.abandoned or []) or 'no edit'} may have "
+                "been billed without a result; every finished item and edit is kept: run "
+                "again to continue")
+
 
 @contextlib.contextmanager
 def _drain_on_signals(interrupt: BatchInterrupt) -> Iterator[None]:
@@ -439,27 +476,15 @@ def _drain_on_signals(interrupt: BatchInterrupt) -> Iterator[None]:
     item, a second SIGINT abandons the batch (cancels it) naming the edits that may be
     billed. Earlier handlers come back after; a signal the caller already handles on this
     loop is left to the caller."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-
-    def on_signal(signal_number: int) -> None:
-        if not interrupt.started:
-            interrupt.start(signal_number)
-            calling = interrupt.calling()
-            _interrupt_log.warning(
-                "interrupted: no new item or edit starts; finishing %d edit(s) in flight "
-                "(%s). Press Ctrl-C again to abandon them (they may still be billed).",
-                len(calling), ", ".join(calling) or "none",
-            )
-        elif signal_number == signal.SIGINT and task is not None:
-            interrupt.abandoned = interrupt.calling()
-            _interrupt_log.warning("abandoned: %s may have been billed without a result",
-                                   ", ".join(interrupt.abandoned) or "no edit")
-            task.cancel()
-
+    interrupt._loop, interrupt._task = loop, asyncio.current_task()
+    if threading.current_thread() is not threading.main_thread():
+        try:  # no signal reaches this thread: eg.batch passes on a notebook's interrupt
+            yield
+        finally:
+            interrupt._loop = interrupt._task = None
+        return
+    on_signal = interrupt.signalled
     previous = {number: signal.getsignal(number) for number in _DRAIN_SIGNALS}
     installed = []
     try:
@@ -473,6 +498,7 @@ def _drain_on_signals(interrupt: BatchInterrupt) -> Iterator[None]:
             installed.append(number)
         yield
     finally:
+        interrupt._loop = interrupt._task = None
         for number in installed:
             loop.remove_signal_handler(number)
             signal.signal(number, previous[number])
@@ -887,7 +913,8 @@ async def abatch(
     drains the pass: no new item and no new edit starts; the edits in flight finish and
     are cached, items that finish are recorded, items stopped between edits are saved
     as far as they got; the summary counts items finished, in flight and not started.
-    A second SIGINT abandons the pass (cancels it), naming the edits that may be billed.
+    A second SIGINT abandons the pass: it ends with a ``KeyboardInterrupt`` naming the
+    edits (``item/edit``) that may be billed.
     """
     loaded = _recipe(recipe)
     if concurrency < 1:
@@ -913,22 +940,29 @@ async def abatch(
     folder.mkdir(parents=True, exist_ok=True)
     chosen = provider or _default_provider()
     shared = _SharedProvider(chosen, max_inflight or concurrency, rate)
-    if cluster is not None:
-        from .cluster import open_pool
+    interrupt = interrupt or BatchInterrupt()
+    try:
+        if cluster is not None:
+            from .cluster import open_pool
 
-        async with open_pool(cluster, cache, items_per_worker=max(2, concurrency)) as pool:
-            return await _stream_items(
-                loaded, items, base_settings, folder, shared, open_store(cache),
-                concurrency=concurrency, budget=budget, retry_moderated=retry_moderated,
-                limit=limit, progress=progress, stop=stop, interrupt=interrupt,
-                remote=(pool, _task_template(loaded, cache, shared, concurrency, max_inflight,
-                                             rate)),
-            )
-    return await _stream_items(
-        loaded, items, base_settings, folder, shared, open_store(cache),
-        concurrency=concurrency, budget=budget, retry_moderated=retry_moderated, limit=limit,
-        progress=progress, stop=stop, interrupt=interrupt, remote=None,
-    )
+            async with open_pool(cluster, cache, items_per_worker=max(2, concurrency)) as pool:
+                return await _stream_items(
+                    loaded, items, base_settings, folder, shared, open_store(cache),
+                    concurrency=concurrency, budget=budget, retry_moderated=retry_moderated,
+                    limit=limit, progress=progress, stop=stop, interrupt=interrupt,
+                    remote=(pool, _task_template(loaded, cache, shared, concurrency,
+                                                 max_inflight, rate)),
+                )
+        return await _stream_items(
+            loaded, items, base_settings, folder, shared, open_store(cache),
+            concurrency=concurrency, budget=budget, retry_moderated=retry_moderated,
+            limit=limit, progress=progress, stop=stop, interrupt=interrupt, remote=None,
+        )
+    except asyncio.CancelledError:
+        if interrupt.abandoned is None:
+            raise  # cancelled by the caller, not abandoned by a second Ctrl-C
+        # As the command ends: what may be billed, and no CancelledError traceback.
+        raise KeyboardInterrupt(interrupt.abandon_message()) from None
 
 
 def _task_template(
@@ -1180,23 +1214,26 @@ def batch(
     then ``cache`` must be ``s3://…``); ``max_inflight`` and ``rate`` then hold across
     all workers. See docs/scale-out.md.
 
-    Ctrl-C drains as ``abatch`` says; a second Ctrl-C raises ``KeyboardInterrupt`` naming
-    the edits (``item/edit``) that may have been billed.
+    Ctrl-C drains as ``abatch`` says, in a script or a notebook; a second Ctrl-C raises
+    ``KeyboardInterrupt`` naming the edits (``item/edit``) that may have been billed.
     """
-    from .execute import run_sync
-
     interrupt = options["interrupt"] = options.get("interrupt") or BatchInterrupt()
     try:
-        return run_sync(abatch(recipe, inputs, **options))
-    except asyncio.CancelledError:
-        if interrupt.abandoned is None:
-            raise
-        # As the command ends: what may be billed, and no asyncio traceback.
-        raise KeyboardInterrupt(
-            f"batch abandoned: {', '.join(interrupt.abandoned) or 'no edit'} may have been "
-            "billed without a result; every finished item and edit is kept: run again to "
-            "continue"
-        ) from None
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(abatch(recipe, inputs, **options))  # takes the signals itself
+    # A loop runs in this thread (a notebook cell): the pass runs in a worker thread, where
+    # no signal reaches it, and the notebook's interrupt arrives here as KeyboardInterrupt:
+    # the first drains the pass, a second abandons it (as execute.run_draining does a run).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(asyncio.run, abatch(recipe, inputs, **options))
+        while True:
+            try:
+                return future.result()
+            except KeyboardInterrupt:
+                if future.done():
+                    raise
+                interrupt.interrupt_from_thread()
 
 
 def _recipe(recipe: str | os.PathLike[str] | Callable[..., Graph]) -> Recipe:

@@ -724,7 +724,7 @@ def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
                 retry_moderated=retry_moderated, progress=display,
                 cluster=cluster, max_inflight=max_inflight, rate=rate,
             ))
-    except asyncio.CancelledError:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # a second Ctrl-C abandoned it
         in_flight = sorted(display.in_flight)
         _err.print(f"{_plural(len(in_flight), 'item')} in flight "
                    f"({', '.join(in_flight) or 'none'}) abandoned; every finished item and "
