@@ -150,7 +150,10 @@ def interrupted_cell(tmp_path: Path, call: str, interrupts: int) -> tuple[dict[s
     for index in range(6):
         Image.new("RGB", (64, 48), (index * 40, 90, 30)).save(tmp_path / "in" / f"p{index}.png")
     code = BATCH_CELL if call == "eg.batch" else SIX_EDITS.replace("CALL", call)
-    with FakeTogether(api_key="nb-key", latency=3.0) as fake:
+    # Each generation takes 8 s: the interrupts (and the notice read between them) must
+    # land while the first two are in flight; 3 s was flaky on a loaded machine, where a
+    # late interrupt found them finished and two more started.
+    with FakeTogether(api_key="nb-key", latency=8.0) as fake:
         env = {name: value for name, value in os.environ.items() if "proxy" not in name.lower()}
         env.update(TOGETHER_API_KEY="nb-key", TOGETHER_BASE_URL=fake.base_url,
                    EDITGRAPH_CACHE_DIR=str(tmp_path / "cache"))
