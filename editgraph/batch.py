@@ -11,6 +11,7 @@ moderated ones unless asked to retry them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import csv
 import glob as globbing
@@ -93,6 +94,10 @@ class BatchItem(BaseModel):
 
     ``outputs`` maps node name to the file written for it, relative to the batch's out
     folder; ``cached`` is true when no provider call was made for the item.
+    ``possibly_billed_twice`` names its edits that finished after an unknown outcome (an
+    answer lost and the request sent again: maybe paid twice), ``possibly_billed`` its
+    failed edits that may have been paid for without an image; its manifest lists both
+    under ``possibly_billed_twice``. ``batch.jsonl`` carries each only when it names any.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -106,6 +111,8 @@ class BatchItem(BaseModel):
     error: str | None = None
     elapsed: float = 0.0
     finished_at: float = 0.0
+    possibly_billed_twice: list[str] = []
+    possibly_billed: list[str] = []
 
 
 class BatchSummary(BaseModel):
@@ -123,6 +130,10 @@ class BatchSummary(BaseModel):
     cost: float
     elapsed: float
     out: str
+    #: Items with an edit that may have been paid for twice, and items with a failed edit
+    #: that may have been paid for (``BatchItem.possibly_billed_twice``, ``.possibly_billed``).
+    possibly_billed_twice: int = 0
+    possibly_billed: int = 0
     interrupted: bool = False
     #: After an interrupt: the signal, the items running when it came, and those of
     #: them stopped between edits (their finished edits are cached and saved, no
@@ -392,6 +403,9 @@ class BatchInterrupt:
         #: Set by a second SIGINT: the edits then in flight (``item/edit``), maybe billed.
         self.abandoned: list[str] | None = None
         self._drains: dict[str, Drain] = {}
+        #: The pass's loop and task, while it runs (what a second SIGINT cancels).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
 
     @property
     def started(self) -> bool:
@@ -422,6 +436,39 @@ class BatchInterrupt:
     def ended(self, item_id: str) -> None:
         self._drains.pop(item_id, None)
 
+    def signalled(self, signal_number: int) -> None:
+        """A SIGINT or SIGTERM, on the pass's loop: the first drains every item and says
+        so; a second SIGINT abandons the pass (cancels it) naming what may be billed."""
+        if not self.started:
+            self.start(signal_number)
+            calling = self.calling()
+            _interrupt_log.warning(
+                "interrupted: no new item or edit starts; finishing %d edit(s) in flight "
+                "(%s). Press Ctrl-C again to abandon them (they may still be billed).",
+                len(calling), ", ".join(calling) or "none",
+            )
+        elif signal_number == signal.SIGINT and self._task is not None:
+            self.abandoned = self.calling()
+            _interrupt_log.warning("abandoned: %s may have been billed without a result",
+                                   ", ".join(self.abandoned) or "no edit")
+            self._task.cancel()
+
+    def interrupt_from_thread(self) -> None:
+        """A Ctrl-C seen by another thread (a notebook's, while the pass runs in a
+        worker thread no signal reaches): handled on the pass's loop as a SIGINT."""
+        loop = self._loop
+        if loop is None:  # not started yet: it starts drained
+            self.start(signal.SIGINT)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed: the pass has ended
+            loop.call_soon_threadsafe(self.signalled, signal.SIGINT)
+
+    def abandon_message(self) -> str:
+        """What a second Ctrl-C's KeyboardInterrupt says."""
+        return (f"batch abandoned: {', '.join(self.abandoned or []) or 'no edit'} may have "
+                "been billed without a result; every finished item and edit is kept: run "
+                "again to continue")
+
 
 @contextlib.contextmanager
 def _drain_on_signals(interrupt: BatchInterrupt) -> Iterator[None]:
@@ -429,27 +476,15 @@ def _drain_on_signals(interrupt: BatchInterrupt) -> Iterator[None]:
     item, a second SIGINT abandons the batch (cancels it) naming the edits that may be
     billed. Earlier handlers come back after; a signal the caller already handles on this
     loop is left to the caller."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-
-    def on_signal(signal_number: int) -> None:
-        if not interrupt.started:
-            interrupt.start(signal_number)
-            calling = interrupt.calling()
-            _interrupt_log.warning(
-                "interrupted: no new item or edit starts; finishing %d edit(s) in flight "
-                "(%s). Press Ctrl-C again to abandon them (they may still be billed).",
-                len(calling), ", ".join(calling) or "none",
-            )
-        elif signal_number == signal.SIGINT and task is not None:
-            interrupt.abandoned = interrupt.calling()
-            _interrupt_log.warning("abandoned: %s may have been billed without a result",
-                                   ", ".join(interrupt.abandoned) or "no edit")
-            task.cancel()
-
+    interrupt._loop, interrupt._task = loop, asyncio.current_task()
+    if threading.current_thread() is not threading.main_thread():
+        try:  # no signal reaches this thread: eg.batch passes on a notebook's interrupt
+            yield
+        finally:
+            interrupt._loop = interrupt._task = None
+        return
+    on_signal = interrupt.signalled
     previous = {number: signal.getsignal(number) for number in _DRAIN_SIGNALS}
     installed = []
     try:
@@ -463,6 +498,7 @@ def _drain_on_signals(interrupt: BatchInterrupt) -> Iterator[None]:
             installed.append(number)
         yield
     finally:
+        interrupt._loop = interrupt._task = None
         for number in installed:
             loop.remove_signal_handler(number)
             signal.signal(number, previous[number])
@@ -506,6 +542,16 @@ class _SharedProvider:
         return getattr(self.inner, name)
 
 
+#: What a journal line leaves out, by (any possibly billed twice, any possibly billed):
+#: the lists that are empty, as nearly every item's are.
+_QUIET: dict[tuple[bool, bool], set[str] | None] = {
+    (False, False): {"possibly_billed_twice", "possibly_billed"},
+    (True, False): {"possibly_billed"},
+    (False, True): {"possibly_billed_twice"},
+    (True, True): None,
+}
+
+
 @dataclass
 class _Pass:
     """The running state of one pass: counts, spend and the open journal."""
@@ -524,22 +570,29 @@ class _Pass:
     interrupt: BatchInterrupt = field(default_factory=BatchInterrupt)
     not_started: int = 0
     unfinished: int = 0
+    billed_twice: int = 0
+    billed: int = 0
 
     def record(self, item: BatchItem, *, flush: bool = True) -> None:
         """Count ``item`` and append its line (flushed, unless the caller flushes a group)."""
-        self.journal.write(item.model_dump_json().encode() + b"\n")
+        twice, billed = item.possibly_billed_twice, item.possibly_billed
+        quiet = _QUIET[bool(twice), bool(billed)]
+        self.journal.write(item.model_dump_json(exclude=quiet).encode() + b"\n")
         if flush:
             self.journal.flush()
         self.items += 1
         self.counts[item.status] += 1
         self.cached += item.cached
+        self.billed_twice += bool(twice)
+        self.billed += bool(billed)
         self.cost = round(self.cost + item.cost, 6)
 
     def summary(self) -> BatchSummary:
         return BatchSummary(
             items=self.items, **self.counts, not_started=self.not_started, cached=self.cached,
             cost=self.cost, elapsed=round(time.monotonic() - self.started, 3),
-            out=str(self.out), interrupted=self.interrupt.started,
+            out=str(self.out), possibly_billed_twice=self.billed_twice,
+            possibly_billed=self.billed, interrupted=self.interrupt.started,
             signal_number=self.interrupt.signal_number,
             in_flight=self.interrupt.in_flight_items, unfinished=self.unfinished,
         )
@@ -628,14 +681,29 @@ class _Finisher:
                          finished_at=time.time(), **fields)
 
     def conclude(self, status: Status, *, outputs: dict[str, str], cost: float, cached: bool,
-                 error: str | None, save_error: str | None) -> BatchItem:
+                 error: str | None, save_error: str | None,
+                 billed: tuple[list[str], list[str]] = ([], [])) -> BatchItem:
         """The item as its run ended: failed or moderated with the run's error, failed when
-        its files could not be written, else done."""
+        its files could not be written, else done; with its edits possibly billed twice
+        and its failed edits possibly billed (``billed``)."""
+        twice, once = billed
         if status != "done":
-            return self(status, outputs=outputs, cost=cost, error=error)
+            return self(status, outputs=outputs, cost=cost, error=error,
+                        possibly_billed_twice=twice, possibly_billed=once)
         if save_error:
-            return self("failed", outputs=outputs, cost=cost, error=save_error)
-        return self("done", outputs=outputs, cost=cost, cached=cached)
+            return self("failed", outputs=outputs, cost=cost, error=save_error,
+                        possibly_billed_twice=twice, possibly_billed=once)
+        return self("done", outputs=outputs, cost=cost, cached=cached,
+                    possibly_billed_twice=twice, possibly_billed=once)
+
+
+def _possibly_billed(run: Run | None, failures: Mapping[str, BaseException]
+                     ) -> tuple[list[str], list[str]]:
+    """The item's edits that finished after an unknown outcome (maybe paid twice), and
+    its failed edits that may have been paid for (as the run's summary tells them)."""
+    twice = [] if run is None else [name for name in run if run[name].unknown_outcomes]
+    once = [name for name, error in failures.items() if getattr(error, "possibly_billed", False)]
+    return twice, once
 
 
 def _budget_refusal(state: _Pass, estimate: float) -> str | None:
@@ -742,6 +810,7 @@ async def _run_item(
         status, outputs=outputs, cost=run.cost if run is not None else 0.0,
         cached=run is not None and not failures and all(run[name].cached for name in run),
         error=_first_error(failures) if failures else None, save_error=save_error,
+        billed=_possibly_billed(run, failures),
     )
 
 
@@ -784,8 +853,17 @@ async def _run_item_on_cluster(
             outputs = {name: _relative(folder / file, state.out) for name, file in written.items()}
         except OSError as exc:
             save_error = _cannot_write(folder, exc)
+    billed: tuple[list[str], list[str]] = ([], [])
+    if outcome.manifest is not None and not outcome.cached:
+        manifest = from_json(outcome.manifest)
+        failed = manifest.get("failures") or {}
+        listed = [name for name in manifest.get("possibly_billed_twice") or ()
+                  if isinstance(name, str)]
+        billed = ([name for name in listed if name not in failed],
+                  [name for name in listed if name in failed])
     return finished.conclude(outcome.status, outputs=outputs, cost=outcome.cost,
-                             cached=outcome.cached, error=outcome.error, save_error=save_error)
+                             cached=outcome.cached, error=outcome.error, save_error=save_error,
+                             billed=billed)
 
 
 async def _arun(
@@ -835,7 +913,8 @@ async def abatch(
     drains the pass: no new item and no new edit starts; the edits in flight finish and
     are cached, items that finish are recorded, items stopped between edits are saved
     as far as they got; the summary counts items finished, in flight and not started.
-    A second SIGINT abandons the pass (cancels it), naming the edits that may be billed.
+    A second SIGINT abandons the pass: it ends with a ``KeyboardInterrupt`` naming the
+    edits (``item/edit``) that may be billed.
     """
     loaded = _recipe(recipe)
     if concurrency < 1:
@@ -861,22 +940,29 @@ async def abatch(
     folder.mkdir(parents=True, exist_ok=True)
     chosen = provider or _default_provider()
     shared = _SharedProvider(chosen, max_inflight or concurrency, rate)
-    if cluster is not None:
-        from .cluster import open_pool
+    interrupt = interrupt or BatchInterrupt()
+    try:
+        if cluster is not None:
+            from .cluster import open_pool
 
-        async with open_pool(cluster, cache, items_per_worker=max(2, concurrency)) as pool:
-            return await _stream_items(
-                loaded, items, base_settings, folder, shared, open_store(cache),
-                concurrency=concurrency, budget=budget, retry_moderated=retry_moderated,
-                limit=limit, progress=progress, stop=stop, interrupt=interrupt,
-                remote=(pool, _task_template(loaded, cache, shared, concurrency, max_inflight,
-                                             rate)),
-            )
-    return await _stream_items(
-        loaded, items, base_settings, folder, shared, open_store(cache),
-        concurrency=concurrency, budget=budget, retry_moderated=retry_moderated, limit=limit,
-        progress=progress, stop=stop, interrupt=interrupt, remote=None,
-    )
+            async with open_pool(cluster, cache, items_per_worker=max(2, concurrency)) as pool:
+                return await _stream_items(
+                    loaded, items, base_settings, folder, shared, open_store(cache),
+                    concurrency=concurrency, budget=budget, retry_moderated=retry_moderated,
+                    limit=limit, progress=progress, stop=stop, interrupt=interrupt,
+                    remote=(pool, _task_template(loaded, cache, shared, concurrency,
+                                                 max_inflight, rate)),
+                )
+        return await _stream_items(
+            loaded, items, base_settings, folder, shared, open_store(cache),
+            concurrency=concurrency, budget=budget, retry_moderated=retry_moderated,
+            limit=limit, progress=progress, stop=stop, interrupt=interrupt, remote=None,
+        )
+    except asyncio.CancelledError:
+        if interrupt.abandoned is None:
+            raise  # cancelled by the caller, not abandoned by a second Ctrl-C
+        # As the command ends: what may be billed, and no CancelledError traceback.
+        raise KeyboardInterrupt(interrupt.abandon_message()) from None
 
 
 def _task_template(
@@ -1128,23 +1214,26 @@ def batch(
     then ``cache`` must be ``s3://…``); ``max_inflight`` and ``rate`` then hold across
     all workers. See docs/scale-out.md.
 
-    Ctrl-C drains as ``abatch`` says; a second Ctrl-C raises ``KeyboardInterrupt`` naming
-    the edits (``item/edit``) that may have been billed.
+    Ctrl-C drains as ``abatch`` says, in a script or a notebook; a second Ctrl-C raises
+    ``KeyboardInterrupt`` naming the edits (``item/edit``) that may have been billed.
     """
-    from .execute import run_sync
-
     interrupt = options["interrupt"] = options.get("interrupt") or BatchInterrupt()
     try:
-        return run_sync(abatch(recipe, inputs, **options))
-    except asyncio.CancelledError:
-        if interrupt.abandoned is None:
-            raise
-        # As the command ends: what may be billed, and no asyncio traceback.
-        raise KeyboardInterrupt(
-            f"batch abandoned: {', '.join(interrupt.abandoned) or 'no edit'} may have been "
-            "billed without a result; every finished item and edit is kept: run again to "
-            "continue"
-        ) from None
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(abatch(recipe, inputs, **options))  # takes the signals itself
+    # A loop runs in this thread (a notebook cell): the pass runs in a worker thread, where
+    # no signal reaches it, and the notebook's interrupt arrives here as KeyboardInterrupt:
+    # the first drains the pass, a second abandons it (as execute.run_draining does a run).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(asyncio.run, abatch(recipe, inputs, **options))
+        while True:
+            try:
+                return future.result()
+            except KeyboardInterrupt:
+                if future.done():
+                    raise
+                interrupt.interrupt_from_thread()
 
 
 def _recipe(recipe: str | os.PathLike[str] | Callable[..., Graph]) -> Recipe:
@@ -1199,7 +1288,7 @@ def plan_batch(
 ) -> BatchPlan:
     """Plan every item of a batch against the cache; calls no provider, spends nothing."""
     loaded = _recipe(recipe)
-    store = open_store(cache)
+    store = open_store(cache, create=False)  # a missing folder is read as empty, not made
     chosen = provider or _default_provider()
     items = invalid_count = cached = to_run = 0
     cost = 0.0

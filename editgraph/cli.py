@@ -50,6 +50,7 @@ from .requests import Submission
 from .runs import Run
 from .saved import write_atomically
 from .store import DiskStore
+from .stores.absent import AbsentStore
 from .stores.base import is_s3, open_store
 from .stores.s3 import S3Store
 
@@ -141,12 +142,15 @@ def _load(recipe: str, sets: tuple[str, ...]) -> Graph:
         _fail(str(exc))
 
 
-def _open_store(cache_dir: str | None) -> DiskStore | S3Store:
+def _open_store(cache_dir: str | None, *, create: bool = True
+                ) -> DiskStore | S3Store | AbsentStore:
+    """The store at --cache; ``create=False`` (the cache commands, which only read or
+    remove) reads a missing folder as an empty cache instead of making it."""
     try:
-        store = open_store(cache_dir)
+        store = open_store(cache_dir, create=create)
     except StoreError as exc:
         _fail(str(exc))
-    assert isinstance(store, (DiskStore, S3Store))
+    assert isinstance(store, (DiskStore, S3Store, AbsentStore))
     return store
 
 
@@ -720,7 +724,7 @@ def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
                 retry_moderated=retry_moderated, progress=display,
                 cluster=cluster, max_inflight=max_inflight, rate=rate,
             ))
-    except asyncio.CancelledError:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # a second Ctrl-C abandoned it
         in_flight = sorted(display.in_flight)
         _err.print(f"{_plural(len(in_flight), 'item')} in flight "
                    f"({', '.join(in_flight) or 'none'}) abandoned; every finished item and "
@@ -734,16 +738,31 @@ def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
         parts.append(f"{summary.moderated} moderated")
     if summary.skipped:
         parts.append(f"{summary.skipped} skipped (budget)")
+    if summary.possibly_billed_twice:
+        parts.append(f"{summary.possibly_billed_twice} possibly billed twice")
+    if summary.possibly_billed:
+        parts.append(f"{summary.possibly_billed} possibly billed without an image")
     _out.print(
         f"{_plural(summary.items, 'item')}: {', '.join(parts)} · {summary.cached} fully cached "
         f"· estimated cost ${summary.cost:.2f} · wrote {summary.out}/ (batch.jsonl, "
         "batch.html)",
         soft_wrap=True,
     )
+    twice: list[str] = []
+    lost: list[str] = []
     for item in result:
         if item.status in ("failed", "moderated"):
             _err.print(Text.assemble((item.status, "red"), f" {item.id}: {item.error}"),
                        soft_wrap=True)
+        twice.extend(f"{item.id}/{name}" for name in item.possibly_billed_twice)
+        lost.extend(f"{item.id}/{name}" for name in item.possibly_billed)
+    # As `run` says them (see _summary): maybe paid twice, or maybe paid with no image.
+    if twice:
+        _out.print("possibly billed twice (an answer was lost and the request re-sent): "
+                   + ", ".join(twice), soft_wrap=True)
+    if lost:
+        _out.print("possibly billed, no image delivered (see the error): " + ", ".join(lost),
+                   soft_wrap=True)
     if summary.interrupted:
         _out.print(
             f"interrupted: {_plural(summary.items, 'item')} finished "
@@ -919,7 +938,7 @@ def cache_info(cache_dir: str | None) -> None:
     Example:
       editgraph cache info
     """
-    store = _open_store(cache_dir)
+    store = _open_store(cache_dir, create=False)
     try:
         stats = store.stats()
         records = list(store.records())
@@ -984,7 +1003,7 @@ def cache_prune(older_than: str | None, max_size: str | None, cache_dir: str | N
         except ValueError:
             _fail(f"--max-size {max_size!r}: expected a number and a unit B, KB, MB or "
                   "GB, e.g. 500MB")
-    store = _open_store(cache_dir)
+    store = _open_store(cache_dir, create=False)
     try:
         before = list(store.records())
         dropped = store.prune(older_than=seconds, max_bytes=max_bytes)
@@ -1037,7 +1056,7 @@ def cache_verify(repair: bool, cache_dir: str | None) -> None:
     Exit codes: 0 nothing damaged, or all of it removed with --repair; 1 damage found
     and left in place.
     """
-    store = _open_store(cache_dir)
+    store = _open_store(cache_dir, create=False)
     try:
         stats = store.stats()
         damage = store.verify(repair=repair)
@@ -1076,7 +1095,7 @@ def cache_clear(yes: bool, cache_dir: str | None) -> None:
       editgraph cache clear
       editgraph cache clear --yes       # in scripts
     """
-    store = _open_store(cache_dir)
+    store = _open_store(cache_dir, create=False)
     try:
         stats = store.stats()
         if not yes:

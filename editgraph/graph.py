@@ -33,6 +33,7 @@ from .regions import crop_box, mask_area, model_size
 from .runs import Run
 from .sources import DEFAULT_MAX_SOURCE_PIXELS, prepare_source, read_source, source_hash
 from .store import DEFAULT_GRAPH, Store
+from .stores.absent import AbsentStore
 from .stores.base import CacheLocation, open_store
 
 __all__ = ["Graph", "Handle", "Sweep", "chain"]
@@ -248,7 +249,7 @@ class Graph:
         ``max_source_pixels`` is a GraphError. A format other than JPEG, PNG or WebP is
         converted to PNG (the hash is of the PNG, which is what is sent).
         """
-        data, described, url, stem = read_source(src, name)
+        data, described, url, stem = read_source(src, name, max_pixels=self.max_source_pixels)
         name = self._new_name(name, stem)
         sent, media_type = prepare_source(
             data, name, described, max_pixels=self.max_source_pixels
@@ -740,11 +741,14 @@ class Graph:
 
     # ------------------------------------------------------------------ running
 
-    def _open_store(self, cache_dir: CacheLocation) -> Store:
+    def _open_store(self, cache_dir: CacheLocation, *, create: bool = True) -> Store:
         if cache_dir is not None and cache_dir != self.cache_dir:
-            return open_store(cache_dir)
+            return open_store(cache_dir, create=create)
         if self._store is None:
-            self._store = open_store(self.cache_dir)
+            store = open_store(self.cache_dir, create=create)
+            if isinstance(store, AbsentStore):
+                return store  # a folder not made yet (plan): not kept, a run makes it
+            self._store = store
         return self._store
 
     def _provider(self, provider: Provider | None) -> tuple[Provider, str | None]:
@@ -777,7 +781,7 @@ class Graph:
         self._check_edits(chosen)
         name = chosen.name
         return make_plan(list(self._edits.values()), self._sources, provider=name,
-                         store=self._open_store(cache_dir), graph=self.name)
+                         store=self._open_store(cache_dir, create=False), graph=self.name)
 
     async def arun(
         self,

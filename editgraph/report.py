@@ -248,6 +248,12 @@ def _batch_row(number: int, entry: dict[str, Any], absolute: str) -> Markup:
         for name, value in outputs.items() if isinstance(value, str)
     )
     error = entry.get("error")
+    for field, label in (("possibly_billed_twice", "possibly billed twice"),
+                         ("possibly_billed", "possibly billed, no image delivered")):
+        names = entry.get(field)
+        if names and isinstance(names, list):
+            note = f"{label}: {', '.join(str(name) for name in names)}"
+            error = f"{error}\n{note}" if error else note
     return Markup(
         f'<tr id="item-{number}" class="item {status}">\n'
         f'<td><strong>{escape(entry["id"])}</strong><br>'

@@ -4,8 +4,10 @@ Sources are read and fully decoded when the graph is built, so a missing file, a
 URL or bytes that are not an image are a GraphError naming the source, before any spend.
 So are sources too large to send: above ``DEFAULT_MAX_SOURCE_PIXELS`` pixels (or the
 graph's ``max_source_pixels``), flagged by Pillow as a decompression bomb, or a URL
-whose body passes the download cap. Formats the services do not document (anything but
-JPEG, PNG and WebP) are converted to PNG, and the hash is of what is sent.
+body or a file larger than the download cap. A file's size and header are read first:
+one too large in bytes or pixels is refused before the rest of it is read. Formats the
+services do not document (anything but JPEG, PNG and WebP) are converted to PNG, and the
+hash is of what is sent.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .requests import media_type_of
 
 __all__ = [
     "DEFAULT_MAX_SOURCE_PIXELS",
+    "MAX_SOURCE_FILE_BYTES",
     "NODE_NAME",
     "URL_SCHEME",
     "check_image",
@@ -54,6 +57,10 @@ __all__ = [
 
 #: Largest source accepted by default, in pixels (``Graph(max_source_pixels=...)``).
 DEFAULT_MAX_SOURCE_PIXELS = 40_000_000
+#: Largest source file read, in bytes: the cap on a URL source's body too.
+MAX_SOURCE_FILE_BYTES = DEFAULT_MAX_DOWNLOAD_BYTES
+#: Bytes of a file read first, for its header's pixel size.
+_HEAD_BYTES = 64 * 1024
 #: Seconds a source URL may take in all (redirects and a slow, trickling body included).
 _FETCH_DEADLINE = 60.0
 #: The formats sent as they are; any other is converted to PNG.
@@ -125,9 +132,13 @@ def fetch(url: str, *, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) -> httpx.Res
 
 
 def read_source(
-    src: object, name: str | None
+    src: object, name: str | None, *, max_pixels: int | None = DEFAULT_MAX_SOURCE_PIXELS
 ) -> tuple[bytes, str, str | None, str]:
-    """(bytes, description, URL to pass as is, default name) of a source."""
+    """(bytes, description, URL to pass as is, default name) of a source.
+
+    A file larger than ``MAX_SOURCE_FILE_BYTES``, or whose header declares more than
+    ``max_pixels`` pixels, is a GraphError before the rest of it is read.
+    """
     if isinstance(src, Image.Image):
         buffer = io.BytesIO()
         src.save(buffer, format="PNG")
@@ -179,7 +190,7 @@ def read_source(
                 # A pipe would block forever, a device (/dev/zero) read until memory ends.
                 raise GraphError(f"source {label!r}: {path} is not a regular file (a pipe, "
                                  "device or socket); pass an image file")
-            data = path.read_bytes()
+            data = _read_file(path, label, str(src), max_pixels)
         except FileNotFoundError:
             raise GraphError(f"source {label!r}: no such file: {path}") from None
         except OSError as exc:
@@ -189,6 +200,45 @@ def read_source(
         f"source {name or 'image'!r}: expected a path, an http(s) URL, bytes or a PIL "
         f"image, got {type(src).__name__}"
     )
+
+
+def _read_file(path: Path, label: str, described: str, max_pixels: int | None) -> bytes:
+    """The bytes of the regular file ``path``, once its size in bytes and the pixel size
+    its header declares are within bounds (checked before the rest is read)."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_SOURCE_FILE_BYTES:
+            raise GraphError(
+                f"source {label!r}: {described} is {size:,} bytes, more than the "
+                f"{MAX_SOURCE_FILE_BYTES:,}-byte cap on a source file (as on a URL's); pass a "
+                "smaller image"
+            )
+        head = handle.read(_HEAD_BYTES)
+        if len(head) < _HEAD_BYTES:
+            return head  # all of it: prepare_source checks it whole
+        if max_pixels is not None:
+            declared = declared_size(head) or _pillow_size(handle, label, described)
+            if declared is not None:
+                _check_pixels(declared, label, described, max_pixels)
+        handle.seek(0)
+        return handle.read()
+
+
+def _pillow_size(handle: io.BufferedReader, name: str, described: str) -> tuple[int, int] | None:
+    """The pixel size Pillow reads from the header of the open file (nothing decoded);
+    None when Pillow cannot tell (the full check then says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            handle.seek(0)
+            with Image.open(handle) as image:
+                return image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise GraphError(
+            f"source {name!r}: {described} is too large to decode safely ({exc})"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
 
 
 def safe_stem(stem: str) -> str:

@@ -248,6 +248,69 @@ def test_a_second_pass_pays_nothing_and_identical_inputs_are_one_generation(
     assert len(journal(tmp_path / "out")) == 8  # appended, never rewritten
 
 
+def _seed_drawing(*kinds: str | None) -> int:
+    """A fault seed whose first draws at rate 0.5 are ``kinds`` (arrival order)."""
+    from editgraph.testing._faults import FAULT_KINDS, FaultDraws
+
+    for seed in range(100_000):
+        draws = FaultDraws(seed, FAULT_KINDS)
+        if [draws.draw(0.5) for _ in kinds] == list(kinds):
+            return seed
+    raise AssertionError(f"no seed draws {kinds}")
+
+
+def test_an_item_possibly_billed_twice_is_said_in_the_summary_and_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over real loopback, FakeTogether drops its answer after billing cutout's first
+    try: the item finishes, and the summary line, the detail line, batch.jsonl and
+    batch.html say item/cutout was possibly billed twice (as its manifest does)."""
+    inputs = image_folder(tmp_path / "in", {"red": COLOURS["red"]})
+    recipe = write_recipe(tmp_path)
+    seed = _seed_drawing("drop_after", None, None)  # cutout, cutout again, lifestyle
+    with FakeTogether(fault_rate=0.5, fault_seed=seed) as fake:
+        monkeypatch.setenv("TOGETHER_BASE_URL", fake.base_url)
+        monkeypatch.setenv("TOGETHER_API_KEY", "tg-test")
+        result = invoke("batch", str(recipe), "--over", str(inputs), "--out", str(tmp_path / "out"),
+                        "--cache", str(tmp_path / "cache"), "--provider", "together")
+        assert len(fake.billed) == 3  # cutout twice (the first answer lost), lifestyle once
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    summary = next(line for line in lines if line.startswith("1 item:"))
+    assert "1 done, 0 failed, 1 possibly billed twice" in summary
+    assert "possibly billed twice (an answer was lost and the request re-sent): red/cutout" in lines
+    [line] = journal(tmp_path / "out")
+    assert line["status"] == "done" and line["possibly_billed_twice"] == ["cutout"]
+    assert "possibly_billed" not in line
+    manifest = json.loads((tmp_path / "out" / "red" / "manifest.json").read_text())
+    assert manifest["possibly_billed_twice"] == ["cutout"]
+    assert "possibly billed twice: cutout" in (tmp_path / "out" / "batch.html").read_text()
+    # A second pass serves both edits from the cache (no service is up): nothing said.
+    again = eg.batch(recipe, inputs, out=tmp_path / "out", cache=tmp_path / "cache",
+                     provider=eg.providers.Together(api_key="tg-test",
+                                                    base_url="http://127.0.0.1:9"))
+    assert again.summary.cached == 1 and again.summary.possibly_billed_twice == 0
+    assert "possibly_billed_twice" not in journal(tmp_path / "out")[-1]
+
+
+def test_a_failed_item_possibly_billed_is_said_apart_from_billed_twice(tmp_path: Path) -> None:
+    """With no retry of an unknown outcome, cutout's lost answer fails the item: it is
+    counted and journaled as possibly billed (no image), not as billed twice."""
+    inputs = image_folder(tmp_path / "in", {"red": COLOURS["red"]})
+    with FakeTogether(fault_rate=0.5, fault_seed=_seed_drawing("drop_after")) as fake:
+        provider = eg.providers.Together(api_key="tg-test", base_url=fake.base_url,
+                                         unknown_outcome_retries=0)
+        result = eg.batch(write_recipe(tmp_path), inputs, out=tmp_path / "out",
+                          provider=provider, cache=tmp_path / "cache")
+        assert len(fake.billed) == 1
+    [item] = result
+    assert item.status == "failed" and item.possibly_billed == ["cutout"]
+    assert item.possibly_billed_twice == []
+    assert result.summary.possibly_billed == 1 and result.summary.possibly_billed_twice == 0
+    [line] = journal(tmp_path / "out")
+    assert line["possibly_billed"] == ["cutout"] and "possibly_billed_twice" not in line
+
+
 def test_the_budget_is_for_the_whole_batch_and_never_passed(tmp_path: Path) -> None:
     """An item starts only when its whole estimate fits; the rest are skipped, not paid."""
     inputs = image_folder(tmp_path / "in", {f"p{i}": (i, 10, 20) for i in range(6)})

@@ -109,6 +109,28 @@ def test_missing_or_malformed_key_is_a_configuration_error(monkeypatch: pytest.M
         BFL(api_key="abc def")
 
 
+@pytest.mark.parametrize(("provider", "setting", "value"), [
+    (eg.providers.BFL, "safety_tolerance", 7), (eg.providers.BFL, "max_retries", -1),
+    (eg.providers.BFL, "unknown_outcome_retries", -1), (eg.providers.BFL, "max_active", 0),
+    (eg.providers.BFL, "moderation_retries", -1), (eg.providers.BFL, "timeout", 0),
+    (eg.providers.BFL, "poll_interval", -1.0), (eg.providers.BFL, "result_ttl", -1.0),
+    (eg.providers.BFL, "rate_limit", 0), (eg.providers.Together, "timeout", 0),
+    (eg.providers.Together, "max_retries", -1), (eg.providers.Together, "rate_limit", 0),
+    (eg.providers.Together, "result_url_ttl", -1.0),
+])
+def test_both_providers_refuse_a_bad_setting_as_a_configuration_error(
+    provider: Any, setting: str, value: object
+) -> None:
+    """A bad constructor setting is the same error from BFL as from Together: a
+    ConfigurationError (not a GraphError, which is for graphs), one line naming it."""
+    with pytest.raises(ConfigurationError) as caught:
+        provider(api_key="k", **{setting: value})
+    message = str(caught.value)
+    assert not isinstance(caught.value, GraphError)
+    assert message.startswith(f"{provider.__name__}: ") and setting in message
+    assert len(message.splitlines()) == 1
+
+
 def test_default_base_url_is_bfl() -> None:
     """Without BFL_BASE_URL the provider talks to https://api.bfl.ai."""
     assert BFL(api_key=KEY).base_url == "https://api.bfl.ai"

@@ -694,6 +694,53 @@ def test_unusable_cache_dir_is_one_line(tmp_path: Path) -> None:
     assert_bad_input(invoke("run", str(recipe), "--cache-dir", "file/cache"), "cannot be opened")
 
 
+def test_reading_commands_leave_a_missing_cache_folder_unmade(tmp_path: Path) -> None:
+    """cache info/verify/prune/clear and plan (of a recipe and a batch) read a missing
+    cache folder as empty and do not make it (nor its parent)."""
+    recipe = write_recipe(tmp_path, TINY)
+    missing = tmp_path / "not" / "here"
+    info = invoke("cache", "info", "--cache-dir", str(missing))
+    assert info.exit_code == 0, info.output
+    assert records_line(info.stdout, "records").startswith("0 ")
+    assert records_line(info.stdout, "images").startswith("0 ")
+    assert records_line(info.stdout, "saved").startswith("$0.00")
+    verify = invoke("cache", "verify", "--cache-dir", str(missing))
+    assert verify.exit_code == 0 and "checked 0 records and 0 images: no damage" in verify.stdout
+    prune = invoke("cache", "prune", "--older-than", "1d", "--cache-dir", str(missing))
+    assert prune.exit_code == 0 and "nothing to remove" in prune.stdout, prune.output
+    clear = invoke("cache", "clear", "--yes", "--cache-dir", str(missing))
+    assert clear.exit_code == 0 and "removed 0 records" in clear.stdout, clear.output
+    plan = invoke("plan", str(recipe), "--cache-dir", str(missing))
+    assert plan.exit_code == 0 and "2 to run, 0 cached" in plan.stdout, plan.output
+    photo = write_recipe(tmp_path, """\
+        import pathlib
+
+        import editgraph as eg
+
+        def recipe(photo: pathlib.Path = pathlib.Path("red.png")) -> eg.Graph:
+            g = eg.Graph()
+            g.edit(f"Paint {g.image(photo)} blue", name="paint")
+            return g
+    """, name="photo.py")
+    planned = invoke("plan", str(photo), "--over", "*.png", "--cache-dir", str(missing))
+    assert planned.exit_code == 0 and "1 item: 1 edits to run, 0 cached" in planned.stdout, (
+        planned.output)
+    assert not (tmp_path / "not").exists()
+    assert invoke("run", str(recipe), "--cache-dir", str(missing)).exit_code == 0
+    assert "0 to run, 2 cached" in invoke("plan", str(recipe), "--cache-dir", str(missing)).stdout
+
+
+def test_reading_commands_refuse_a_cache_folder_that_could_not_be_made(tmp_path: Path) -> None:
+    """A missing --cache-dir under a file is still a one-line refusal for every command
+    that only reads, naming the file in the way."""
+    recipe = write_recipe(tmp_path, TINY)
+    (tmp_path / "file").write_text("not a directory")
+    for args in (("cache", "info"), ("cache", "verify"), ("cache", "clear", "--yes"),
+                 ("cache", "prune", "--older-than", "1d"), ("plan", str(recipe))):
+        assert_bad_input(invoke(*args, "--cache-dir", "file/deeper/cache"),
+                         "cannot be opened", "'file' is not a folder")
+
+
 # --------------------------------------------------------------------------- report, replay
 
 

@@ -525,6 +525,78 @@ def test_a_source_above_forty_megapixels_is_refused_when_declared(tmp_path: Path
     assert "huge" not in graph
 
 
+def _peak_bytes_declaring(graph: eg.Graph, path: Path) -> tuple[str, int]:
+    """The GraphError ``graph.image(path)`` raises, and the peak of Python memory
+    allocated meanwhile (what reading the file whole would show)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(eg.GraphError) as caught:
+            graph.image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return str(caught.value), peak
+
+
+def _padded(path: Path, head: bytes, size: int) -> Path:
+    """``head`` then zeros up to ``size`` bytes (a sparse file: no disk spent)."""
+    with open(path, "wb") as handle:
+        handle.write(head)
+        handle.truncate(size)
+    return path
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "BMP"])
+def test_a_large_file_too_big_in_pixels_is_refused_from_its_header(
+    tmp_path: Path, image_format: str
+) -> None:
+    """A 48 MB file whose header declares 64 megapixels (a PNG's, read by editgraph; a
+    BMP's, read by Pillow's open without decoding) is refused naming the source and
+    max_source_pixels, having read only its head: far less than the file."""
+    if image_format == "PNG":
+        head = pixel_bomb_png(8000, 8000)
+    else:
+        buffer = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(buffer, format="BMP")
+        head = bytearray(buffer.getvalue())
+        struct.pack_into("<ii", head, 18, 8000, 8000)  # BITMAPINFOHEADER width, height
+        head = bytes(head)
+    path = _padded(tmp_path / f"big.{image_format.lower()}", head, 48 << 20)
+    message, peak = _peak_bytes_declaring(eg.Graph(cache_dir=tmp_path / "cache"), path)
+    assert message.startswith("source 'big': ")
+    assert "64,000,000 pixels, more than max_source_pixels=40,000,000" in message
+    assert peak < 4 << 20, f"{peak:,} bytes allocated for a {48 << 20:,}-byte file"
+
+
+def test_a_source_file_above_the_byte_cap_is_refused_unread(tmp_path: Path) -> None:
+    """A 100 MB file, though its header declares a small image, is refused by its size
+    naming the source and the cap, before any of it is read."""
+    path = _padded(tmp_path / "padded.png", png((64, 64)), 100 << 20)
+    message, peak = _peak_bytes_declaring(
+        eg.Graph(cache_dir=tmp_path / "cache", max_source_pixels=10**9), path
+    )
+    assert message.startswith("source 'padded': ")
+    assert f"is {100 << 20:,} bytes, more than the {64 << 20:,}-byte cap" in message
+    assert peak < 4 << 20, f"{peak:,} bytes allocated for a {100 << 20:,}-byte file"
+
+
+def test_a_source_file_is_read_whole_within_the_bounds(tmp_path: Path) -> None:
+    """A source larger than the head read first, within both bounds, is read whole and
+    hashed as the file's bytes."""
+    big = Image.effect_noise((1500, 1000), 64).convert("RGB")
+    buffer = io.BytesIO()
+    big.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    assert len(data) > 64 * 1024
+    path = tmp_path / "noise.png"
+    path.write_bytes(data)
+    graph = eg.Graph(cache_dir=tmp_path / "cache")
+    graph.image(path)
+    assert graph.sources["noise"].hash == hashlib.sha256(data).hexdigest()
+
+
 def test_max_source_pixels_is_a_graph_setting(tmp_path: Path) -> None:
     """Graph(max_source_pixels=...) lowers (or raises) the limit."""
     graph = eg.Graph(cache_dir=tmp_path / "cache", max_source_pixels=100 * 100)

@@ -114,11 +114,28 @@ except eg.RunInterrupted as exc:
 """
 
 
+BATCH_CELL = """
+from pathlib import Path
+import editgraph as eg
+
+def recipe(photo: Path) -> eg.Graph:
+    g = eg.Graph(width=256, height=256)
+    cut = g.edit(f"Cut out {g.image(photo)}", name="cutout")
+    g.edit(f"A lifestyle shot of {cut}", name="lifestyle")
+    return g
+
+result = eg.batch(recipe, "in", out="out", concurrency=2)
+s = result.summary
+print("summary", s.interrupted, s.items, s.in_flight, s.unfinished, s.not_started, flush=True)
+"""
+
+
 def interrupted_cell(tmp_path: Path, call: str, interrupts: int) -> tuple[dict[str, Any], str, int]:
-    """Run six two-at-a-time edits by ``call`` in a real kernel against FakeTogether; once
-    two are in flight, interrupt the kernel ``interrupts`` times (the second after the
-    first's notice). Returns the cell's reply, everything it printed, and the fake's
-    generation requests."""
+    """Run six two-at-a-time edits by ``call`` (or, for ``"eg.batch"``, a batch of six
+    two-edit items, two at a time) in a real kernel against FakeTogether; once two are in
+    flight, interrupt the kernel ``interrupts`` times (the second after the first's
+    notice). Returns the cell's reply, everything it printed, and the fake's generation
+    requests."""
     import os
     import queue
     import time
@@ -129,7 +146,14 @@ def interrupted_cell(tmp_path: Path, call: str, interrupts: int) -> tuple[dict[s
     from editgraph.testing import FakeTogether
 
     Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "car.png")
-    with FakeTogether(api_key="nb-key", latency=3.0) as fake:
+    (tmp_path / "in").mkdir()
+    for index in range(6):
+        Image.new("RGB", (64, 48), (index * 40, 90, 30)).save(tmp_path / "in" / f"p{index}.png")
+    code = BATCH_CELL if call == "eg.batch" else SIX_EDITS.replace("CALL", call)
+    # Each generation takes 8 s: the interrupts (and the notice read between them) must
+    # land while the first two are in flight; 3 s was flaky on a loaded machine, where a
+    # late interrupt found them finished and two more started.
+    with FakeTogether(api_key="nb-key", latency=8.0) as fake:
         env = {name: value for name, value in os.environ.items() if "proxy" not in name.lower()}
         env.update(TOGETHER_API_KEY="nb-key", TOGETHER_BASE_URL=fake.base_url,
                    EDITGRAPH_CACHE_DIR=str(tmp_path / "cache"))
@@ -148,7 +172,7 @@ def interrupted_cell(tmp_path: Path, call: str, interrupts: int) -> tuple[dict[s
                     printed.append(message["content"]["text"])
 
         try:
-            cell = client.execute(SIX_EDITS.replace("CALL", call))
+            cell = client.execute(code)
             read_until(lambda: len(fake.requests) >= 2)
             manager.interrupt_kernel()
             if interrupts > 1:
@@ -185,3 +209,24 @@ def test_a_second_notebook_interrupt_abandons_g_run(tmp_path: Path) -> None:
     assert requests == 2
     assert "abandoned: shade0, shade1 may have been billed without a result" in printed
     assert "stopped True [] " in printed, printed
+
+
+def test_a_notebook_interrupt_drains_eg_batch(tmp_path: Path) -> None:
+    """Interrupting the kernel during eg.batch() (a worker thread): the two cut-outs in
+    flight finish, nothing starts after, and eg.batch returns the drained pass."""
+    reply, printed, requests = interrupted_cell(tmp_path, "eg.batch", interrupts=1)
+    assert reply["status"] == "ok", (reply, printed)
+    assert requests == 2, printed
+    assert "interrupted: no new item or edit starts; finishing 2 edit(s) in flight" in printed
+    assert "summary True 0 2 2 4" in printed, printed
+
+
+def test_a_second_notebook_interrupt_abandons_eg_batch(tmp_path: Path) -> None:
+    """A second interrupt during eg.batch() abandons it at once: the cell ends with a
+    KeyboardInterrupt naming each item/edit that may be billed."""
+    reply, printed, requests = interrupted_cell(tmp_path, "eg.batch", interrupts=2)
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
+    assert requests == 2, printed
+    assert reply["evalue"].startswith("batch abandoned: "), reply
+    assert "p0/cutout" in reply["evalue"] and "p1/cutout" in reply["evalue"], reply
+    assert "summary" not in printed

@@ -53,6 +53,18 @@ def test_plan_of_a_new_graph_calls_no_provider(tmp_path: Path, car: Path) -> Non
     assert plan.estimated_cost == pytest.approx(0.09)
 
 
+def test_plan_does_not_make_a_missing_cache_folder(tmp_path: Path, car: Path) -> None:
+    """Planning against a cache folder that does not exist reads it as empty and leaves
+    it unmade; the run after it (same Graph) makes it and keeps its results there."""
+    cache = tmp_path / "new" / "cache"
+    graph = recolour(cache, car)
+    assert graph.plan(provider=Forbidden()).to_run == ["blue", "night", "sketch"]
+    assert not (tmp_path / "new").exists()
+    graph.run(provider=CountingProvider())
+    assert DiskStore(cache).stats().records == 3
+    assert graph.plan(provider=Forbidden()).to_run == []
+
+
 def test_plan_after_a_run_shows_nothing_to_run(tmp_path: Path, car: Path) -> None:
     """After a run, the plan is all cached at $0."""
     graph = recolour(tmp_path / "cache", car)

@@ -1317,18 +1317,22 @@ def test_an_interrupt_drains_saves_and_the_rerun_pays_nothing_twice(
           f"started; the re-run paid 4: {sum(billed.values())} payments for 6 edits")
 
 
+#: A generation slower than every deadline of these tests: an edit in flight is never
+#: answered while they run, so a process that exits did not wait for it, however
+#: loaded the machine (an 8 s latency and a wall-clock bound were flaky under load).
+NEVER = 2 * DEADLINE
+
+
 def test_a_second_ctrl_c_abandons_at_once_naming_what_may_be_billed(tmp_path: Path) -> None:
-    """Second SIGINT: exit 130 at once (before the in-flight answers), naming them."""
-    with FakeTogether(latency=8.0) as fake:
+    """Second SIGINT: exit 130 without waiting for the in-flight answers (which would take
+    twice the test's deadline), naming them."""
+    with FakeTogether(latency=NEVER) as fake:
         command, _ = start_six(tmp_path, fake)
         command.process.send_signal(signal.SIGINT)
         command.wait_for_line("interrupted: finishing 2 edit(s) in flight")
-        started = time.monotonic()
         command.process.send_signal(signal.SIGINT)
-        assert command.finish() == 130, command.output
-        took = time.monotonic() - started
+        assert command.finish() == 130, command.output  # within DEADLINE, < NEVER
         assert not fake.billed, "the in-flight edits had already finished"
-    assert took < 8.0, f"took {took:.1f} s to abandon: it waited for the edits in flight"
     abandoned = next(line for line in command.lines if line.startswith("abandoned: "))
     assert "may have been billed" in abandoned
     assert sum(f"shade{index}" in abandoned for index in range(6)) == 2, abandoned

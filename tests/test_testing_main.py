@@ -162,3 +162,57 @@ def test_each_option_is_a_constructor_parameter_of_its_fake() -> None:
         command = cli.commands["serve"].commands[name]  # type: ignore[attr-defined]
         accepted = set(inspect.signature(entry.factory).parameters)
         assert {param.name for param in command.params} <= accepted, name
+
+
+#: A child's start-up that makes aiohttp unimportable (as without the ``testing`` extra),
+#: then runs the command named on its own command line as ``python -m`` would.
+_WITHOUT_AIOHTTP = """\
+import importlib.abc, runpy, sys
+
+class NoAiohttp(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "aiohttp" or name.startswith("aiohttp."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoAiohttp())
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+if sys.argv[0] == "-c":
+    exec(sys.argv[1])
+else:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def _without_aiohttp(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _WITHOUT_AIOHTTP, *args], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("fake", ["together", "bfl"])
+def test_serve_without_the_testing_extra_is_one_line(fake: str) -> None:
+    """Without aiohttp (the ``testing`` extra), ``serve`` is one line saying what to
+    install, exit 2, no traceback, and serves nothing."""
+    result = _without_aiohttp("editgraph.testing", "serve", fake, "--port", "0")
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "pip install 'editgraph[testing]'" in lines[0]
+    assert "aiohttp" in lines[0]
+
+
+def test_importing_a_fake_without_the_testing_extra_names_it() -> None:
+    """``from editgraph.testing import FakeTogether`` without aiohttp fails naming the extra
+    to install; FakeBFL, which does not use aiohttp, still imports."""
+    result = _without_aiohttp("-c", (
+        "from editgraph.testing import FakeBFL\n"
+        "try:\n"
+        "    from editgraph.testing import FakeTogether\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(exc.name, '|', exc)\n"
+    ))
+    assert result.returncode == 0, result.stderr
+    name, message = result.stdout.strip().split(" | ")
+    assert name == "aiohttp" and "pip install 'editgraph[testing]'" in message

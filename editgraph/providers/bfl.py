@@ -158,8 +158,8 @@ class BFL:
         moderation_retries: new seeds to try when the *output* is moderated (each retry
             is logged and may be billed); a moderated *request* is never retried.
 
-    Raises ``ConfigurationError`` for a missing or malformed key, ``GraphError`` for an
-    invalid setting.
+    Raises ``ConfigurationError`` for a missing or malformed key or base URL, and for an
+    invalid setting (named in its one-line message), as ``Together`` does.
     """
 
     name = "bfl"
@@ -197,23 +197,37 @@ class BFL:
             )
         self.base_url = base_url
         self._shown_base_url = without_userinfo(base_url)
-        if not 0 <= safety_tolerance <= 6:
-            raise GraphError(f"BFL: safety_tolerance must be 0 to 6, got {safety_tolerance!r}")
-        if not all(count >= 0 for count in (max_retries, unknown_outcome_retries,
-                                             moderation_retries)):  # nan refused too
-            raise GraphError(
-                "BFL: max_retries, unknown_outcome_retries and moderation_retries must be "
-                f">= 0, got {max_retries!r}, {unknown_outcome_retries!r}, {moderation_retries!r}"
+        for setting, value, low in (("safety_tolerance", safety_tolerance, 0),
+                                    ("max_retries", max_retries, 0),
+                                    ("unknown_outcome_retries", unknown_outcome_retries, 0),
+                                    ("moderation_retries", moderation_retries, 0),
+                                    ("max_active", max_active, 1)):
+            # Counts are whole numbers: nan, inf, 2.5, True or "3" would each be a bill
+            # without bound, a cap that is not one, or a TypeError deep in a run.
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigurationError(
+                    f"BFL: {setting} must be an int >= {low}, got {value!r}"
+                )
+        if safety_tolerance > 6:
+            raise ConfigurationError(
+                f"BFL: safety_tolerance must be 0 to 6, got {safety_tolerance!r}"
             )
-        if not (timeout > 0 and poll_interval >= 0 and result_ttl >= 0):  # nan refused too
-            raise GraphError(
-                "BFL: timeout must be > 0, poll_interval and result_ttl >= 0 seconds, got "
-                f"{timeout!r}, {poll_interval!r}, {result_ttl!r}"
+        for setting, seconds in (("timeout", timeout), ("poll_interval", poll_interval),
+                                 ("result_ttl", result_ttl)):
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+                0 <= seconds < math.inf and (seconds > 0 or setting != "timeout")
+            ):  # nan and inf refused too
+                raise ConfigurationError(
+                    f"BFL: {setting} must be a finite number of seconds "
+                    f"({'> 0' if setting == 'timeout' else '>= 0'}), got {seconds!r}"
+                )
+        if rate_limit is not None and (
+            isinstance(rate_limit, bool) or not isinstance(rate_limit, (int, float))
+            or not 0 < rate_limit < math.inf
+        ):  # nan, inf refused
+            raise ConfigurationError(
+                f"BFL: rate_limit must be requests per minute > 0, got {rate_limit!r}"
             )
-        if rate_limit is not None and not 0 < rate_limit < math.inf:  # nan, inf refused
-            raise GraphError(f"BFL: rate_limit must be requests per minute > 0, got {rate_limit!r}")
-        if max_active < 1:
-            raise GraphError(f"BFL: max_active must be >= 1, got {max_active!r}")
         self.safety_tolerance = safety_tolerance
         self.poll_interval = float(poll_interval)
         self.timeout = float(timeout)

@@ -24,11 +24,15 @@ def is_s3(location: object) -> bool:
     return isinstance(location, str) and location.startswith("s3://")
 
 
-def open_store(location: CacheLocation = None) -> Store:
+def open_store(location: CacheLocation = None, *, create: bool = True) -> Store:
     """The store at ``location``: a folder (diskcache), ``s3://bucket/prefix`` (the
     shared S3 store, extra ``s3``) or an open store (returned as is). None means
     ``$EDITGRAPH_CACHE_DIR`` (itself a folder or ``s3://...``), else the platform's
-    user cache directory."""
+    user cache directory.
+
+    ``create=False`` (for what only reads: plan, ``cache info``) does not make a missing
+    folder: it gets an empty :class:`~editgraph.stores.absent.AbsentStore`, after the
+    same check that the folder could be made (StoreError if not)."""
     if location is None:
         configured = os.environ.get("EDITGRAPH_CACHE_DIR")
         location = configured if configured else default_cache_dir()
@@ -38,5 +42,10 @@ def open_store(location: CacheLocation = None) -> Store:
             from .s3 import S3Store
 
             return S3Store(text)
-        return DiskStore(Path(text).expanduser())
+        directory = Path(text).expanduser()
+        if not create and not os.path.lexists(directory):
+            from .absent import AbsentStore
+
+            return AbsentStore(directory)
+        return DiskStore(directory)
     return location

@@ -22,6 +22,22 @@ from typing import Any, Protocol
 
 import click
 
+
+def _require_the_extra() -> None:
+    """Without the ``testing`` extra: one line saying what to install, exit 2 (rather
+    than a traceback ending in "No module named 'aiohttp'")."""
+    try:
+        import aiohttp  # noqa: F401  (FakeTogether fetches URL references with it)
+    except ImportError as exc:
+        click.echo(f"error: the fakes need the testing extra ({exc}): "
+                   "pip install 'editgraph[testing]'", err=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    _require_the_extra()
+
+# After the check: together.py needs aiohttp.
 from .bfl import FakeBFL
 from .together import FakeTogether
 

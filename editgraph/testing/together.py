@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import unquote_to_bytes, urlsplit
 
-import aiohttp
+try:
+    import aiohttp  # the fake fetches URL references with it (the `testing` extra)
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(
+        f"FakeTogether needs the testing extra ({exc}): pip install 'editgraph[testing]'",
+        name=exc.name,
+    ) from exc
 
 from . import _faults, _pictures
 from ._server import LoopbackServer, Request, Response, Router, json_response, text_response
