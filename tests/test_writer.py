@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from edit_providers import CountingProvider, png_bytes, render
@@ -454,3 +456,40 @@ def test_results_made_in_a_run_reach_their_dependents_from_memory(tmp_path: Path
     assert store.blob_reads == []
     sent = {request.node: request for request in provider.calls}
     assert sent["joined"].references[1].data == run["first"].data
+
+
+class _CountingConnection(sqlite3.Connection):
+    """A real SQLite connection that counts the statements run on it in writer threads."""
+
+    counted: ClassVar[list[str]] = []
+
+    def execute(self, sql: str, *parameters: Any) -> sqlite3.Cursor:
+        if threading.current_thread().name.startswith("editgraph writer"):
+            self.counted.append(sql)
+        return super().execute(sql, *parameters)
+
+    def executemany(self, sql: str, *parameters: Any) -> sqlite3.Cursor:
+        if threading.current_thread().name.startswith("editgraph writer"):
+            self.counted.append(sql)
+        return super().executemany(sql, *parameters)
+
+
+def test_a_kept_edit_costs_a_few_statements_in_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keeping a generated edit (its lease, image, record, history, the lease's release)
+    takes a handful of SQLite statements, not diskcache's two or three per row."""
+    connect = sqlite3.connect
+
+    def counting(*arguments: Any, **options: Any) -> sqlite3.Connection:
+        return connect(*arguments, factory=_CountingConnection, **options)
+
+    _CountingConnection.counted.clear()
+    monkeypatch.setattr(sqlite3, "connect", counting)
+    width = 16
+    run = wide_graph(tmp_path / "cache", width).run(provider=TogetherProvider(width))
+    assert len(run) == width
+    statements = _CountingConnection.counted
+    per_edit = len(statements) / width
+    print(f"{per_edit:.2f} statements per kept edit")
+    assert per_edit <= 8, statements  # 13 before (diskcache's add, set and delete)
