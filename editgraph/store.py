@@ -608,6 +608,13 @@ class DiskStore:
     def __repr__(self) -> str:
         return f"DiskStore({str(self.directory)!r})"
 
+    @property
+    def writer_key(self) -> object:
+        """What names this store's writer thread: its folder's open database, which the
+        stores of this process on one folder share (so do they the writer, warm from
+        one Graph to the next; see ``stores.writer``)."""
+        return self._cache
+
     def close(self) -> None:
         """Close the underlying database connection (it reopens if the store is used again)."""
         self._cache.close()
