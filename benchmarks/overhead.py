@@ -345,7 +345,7 @@ def fixed_cost(root: Path, *, rebuild: bool = False) -> float:
 #: One side of ``--against``: a child that imports editgraph from the tree on its
 #: PYTHONPATH, runs the layered graph once on a new cache directory (made and warm),
 #: then one run per line on stdin of a graph nothing is cached for: "go" times it (wall
-#: over the bound, CPU ms per edit); "count" counts the SQLite statements the store's
+#: over the bound, CPU ms per edit, ms from ``run()`` to the first provider call); "count" counts the SQLite statements the store's
 #: writer thread runs (``execute`` and ``executemany`` calls), per edit generated.
 _ENGINE_CHILD = """
 import asyncio, io, json, sqlite3, sys, threading, time
@@ -383,7 +383,10 @@ class Sleeping:
     name = "sleeping"
     def __init__(self, seconds):
         self.seconds = seconds
+        self.first = None
     async def generate(self, request):
+        if self.first is None:
+            self.first = time.perf_counter()
         await asyncio.sleep(self.seconds)
         return eg.GeneratedImage(IMAGES[request.seed % 256], "image/png")
 
@@ -417,10 +420,12 @@ for line in sys.stdin:
         print(json.dumps({"statements": counts.get("writer", 0) / (layers * width)}),
               flush=True)
         continue
+    provider = Sleeping(seconds)
     wall, cpu = time.perf_counter(), time.process_time()
-    g.run(provider=Sleeping(seconds), progress=False)
+    g.run(provider=provider, progress=False)
+    first = (provider.first - wall) * 1000
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(json.dumps({"ratio": wall / (layers * seconds),
+    print(json.dumps({"ratio": wall / (layers * seconds), "first": first,
                       "cpu": cpu / (layers * width) * 1000}), flush=True)
 """
 
@@ -430,7 +435,8 @@ def engine_against(tree: Path, *, layers: int = 4, width: int = 16, seconds: flo
     """The engine alone (the layered graph, an in-process provider sleeping ``seconds``)
     of this checkout (B) against the editgraph in ``tree`` (A: a worktree of another
     commit), each side in its own child process, runs interleaved round by round:
-    medians of wall / bound and CPU ms per edit, the medians of the round-by-round
+    medians of wall / bound, CPU ms per edit and ms from ``run()`` to the first
+    provider call, the medians of the round-by-round
     ratios B / A, and each side's SQLite statements per generated edit in its store's
     writer thread (one counted run, apart from the timed ones)."""
     here = Path(__file__).resolve().parent.parent
@@ -469,11 +475,12 @@ def engine_against(tree: Path, *, layers: int = 4, width: int = 16, seconds: flo
             assert child.stdin is not None
             child.stdin.close()
             child.wait()
-    summary = {side: {"ratio": statistics.median(f["ratio"] for f in figures[side]),
-                      "cpu": statistics.median(f["cpu"] for f in figures[side]),
+    measured = ("ratio", "cpu", "first")
+    summary = {side: {**{name: statistics.median(f[name] for f in figures[side])
+                         for name in measured},
                       "statements": statements[side]} for side in ("A", "B")}
     summary["B/A"] = {name: ratio([f[name] for f in figures["B"]],
-                                  [f[name] for f in figures["A"]]) for name in ("ratio", "cpu")}
+                                  [f[name] for f in figures["A"]]) for name in measured}
     return summary
 
 
@@ -488,10 +495,11 @@ def main() -> int:
         sides = engine_against(arguments.against, rounds=arguments.rounds)
         for side in ("A", "B"):
             print(f"{side}: engine alone, wall / bound {sides[side]['ratio']:.3f}, "
-                  f"CPU {sides[side]['cpu']:.3f} ms per edit, "
+                  f"CPU {sides[side]['cpu']:.3f} ms per edit, first call "
+                  f"{sides[side]['first']:.2f} ms after run(), "
                   f"{sides[side]['statements']:.2f} writer statements per edit")
         print(f"B/A (median of round-by-round ratios): wall {sides['B/A']['ratio']:.3f}, "
-              f"CPU {sides['B/A']['cpu']:.3f}")
+              f"CPU {sides['B/A']['cpu']:.3f}, first call {sides['B/A']['first']:.3f}")
         return 0
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)

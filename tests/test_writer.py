@@ -581,9 +581,78 @@ def test_a_process_exits_at_once_with_its_writer_idle(tmp_path: Path) -> None:
         "assert len(run) == 3\n"
     )
     completed = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", script, str(tmp_path / "cache"),
+        [sys.executable, "-W", "error", "-c", script, str(tmp_path / "cache"),
          str(Path(__file__).parent)],
         capture_output=True, text=True, timeout=TIMEOUT * 6, check=False,
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stderr == ""
+
+
+class LeaseCountingStore(DiskStore):
+    """A real DiskStore that counts the leases taken in each commit."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.leases_per_commit: list[int] = []
+        self._leases_now = 0
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        self._leases_now = 0
+        with super().batch():
+            yield
+        self.leases_per_commit.append(self._leases_now)
+
+    def acquire_lease(self, key: str) -> bool:
+        self._leases_now += 1
+        return super().acquire_lease(key)
+
+
+def test_the_first_commit_takes_the_leases_of_as_many_edits_as_run_at_once(
+    tmp_path: Path,
+) -> None:
+    """The run's first commit holds the leases of its first edits (as many as
+    ``concurrency``), not of every edit it will generate; each edit is leased once."""
+    store = LeaseCountingStore(tmp_path / "cache")
+    graph = wide_graph(store, 6)
+    run = graph.run(provider=CountingProvider(), concurrency=2)
+    assert len(run) == 6
+    assert store.leases_per_commit[0] == 2
+    assert sum(store.leases_per_commit) == 6
+
+
+class RacedStore(DiskStore):
+    """A real DiskStore on whose folder another store keeps a finished result (as
+    another process would) just after this run's lookup missed it."""
+
+    def __init__(self, directory: Path, planted: tuple[EditRecord, bytes]) -> None:
+        super().__init__(directory)
+        self.planted: tuple[EditRecord, bytes] | None = planted
+
+    def lookup(self, keys: Any) -> Any:
+        found = super().lookup(keys)
+        if self.planted is not None and self.planted[0].key in keys:
+            record, data = self.planted
+            self.planted = None
+            other = DiskStore(self.directory)
+            other.put_blob(record.output_hash, data)
+            other.put_record(record)
+        return found
+
+
+def test_a_result_kept_elsewhere_after_the_lookup_is_served_not_paid(tmp_path: Path) -> None:
+    """When another process keeps an edit's result between this run's lookup and its
+    lease, the edit is served from the cache: the lease is no licence to pay again."""
+    made = wide_graph(tmp_path / "elsewhere", 2).run(provider=CountingProvider())
+    elsewhere = DiskStore(tmp_path / "elsewhere")
+    record = elsewhere.get_verified_record(made["shade0"].key)
+    assert record is not None
+    planted = (record, elsewhere.get_blob(record.output_hash))
+    elsewhere.close()
+    store = RacedStore(tmp_path / "cache", planted)
+    provider = CountingProvider()
+    run = wide_graph(store, 2).run(provider=provider)
+    assert provider.nodes == ["shade1"]
+    assert run["shade0"].cached and run["shade0"].key == record.key
+    assert store.acquire_lease(record.key)  # nothing left held
