@@ -16,15 +16,19 @@ Run: python benchmarks/overhead.py
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import io
 import json
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,7 @@ from PIL import Image
 import editgraph as eg
 from editgraph.nodes import EditNode
 
-from .interleave import interleaved
+from .interleave import interleaved, ratio
 
 CALL_SECONDS = 0.050
 
@@ -338,7 +342,165 @@ def fixed_cost(root: Path, *, rebuild: bool = False) -> float:
     return statistics.median(timings) * 1000
 
 
+#: One side of ``--against``: a child that imports editgraph from the tree on its
+#: PYTHONPATH, runs the layered graph once on a new cache directory (made and warm),
+#: then one run per line on stdin of a graph nothing is cached for: "go" times it (wall
+#: over the bound, CPU ms per edit, ms from ``run()`` to the first provider call); "count" counts the SQLite statements the store's
+#: writer thread runs (``execute`` and ``executemany`` calls), per edit generated.
+_ENGINE_CHILD = """
+import asyncio, io, json, sqlite3, sys, threading, time
+from pathlib import Path
+from PIL import Image
+
+counts = {}
+counting = [False]
+
+class Counting(sqlite3.Connection):
+    def execute(self, *args, **kwargs):
+        if counting[0] and threading.current_thread().name.startswith("editgraph writer"):
+            counts["writer"] = counts.get("writer", 0) + 1
+        return super().execute(*args, **kwargs)
+    def executemany(self, *args, **kwargs):
+        if counting[0] and threading.current_thread().name.startswith("editgraph writer"):
+            counts["writer"] = counts.get("writer", 0) + 1
+        return super().executemany(*args, **kwargs)
+
+_connect = sqlite3.connect
+def connect(*args, **kwargs):
+    return _connect(*args, factory=Counting, **kwargs)
+sqlite3.connect = connect
+
+import editgraph as eg
+
+def png(seed):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (seed % 256, (seed // 256) % 256, 90)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+IMAGES = [png(seed) for seed in range(256)]
+
+class Sleeping:
+    name = "sleeping"
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.first = None
+    async def generate(self, request):
+        if self.first is None:
+            self.first = time.perf_counter()
+        await asyncio.sleep(self.seconds)
+        return eg.GeneratedImage(IMAGES[request.seed % 256], "image/png")
+
+def graph(cache, layers, width, swatch):
+    g = eg.Graph(cache_dir=cache, concurrency=width, width=256, height=256)
+    above = [g.image(swatch, name="source")] * width
+    for layer in range(layers):
+        row = []
+        for column in range(width):
+            refs = [above[column]]
+            if layer and column % 2:
+                refs.append(above[column - 1])
+            row.append(g.edit(f"layer {layer} column {column}", refs=refs,
+                              name=f"e{layer}_{column}"))
+        above = row
+    return g
+
+layers, width, seconds, cache = (int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]),
+                                 Path(sys.argv[4]))
+graph(cache, 1, 1, png(2)).run(provider=Sleeping(0), progress=False)
+print(json.dumps({"editgraph": eg.__file__}), flush=True)
+salt = 100
+for line in sys.stdin:
+    salt += 1
+    g = graph(cache, layers, width, png(salt))
+    if line.strip() == "count":
+        counts.clear()
+        counting[0] = True
+        g.run(provider=Sleeping(seconds), progress=False)
+        counting[0] = False
+        print(json.dumps({"statements": counts.get("writer", 0) / (layers * width)}),
+              flush=True)
+        continue
+    provider = Sleeping(seconds)
+    wall, cpu = time.perf_counter(), time.process_time()
+    g.run(provider=provider, progress=False)
+    first = (provider.first - wall) * 1000
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(json.dumps({"ratio": wall / (layers * seconds), "first": first,
+                      "cpu": cpu / (layers * width) * 1000}), flush=True)
+"""
+
+
+def engine_against(tree: Path, *, layers: int = 4, width: int = 16, seconds: float = 0.2,
+                   rounds: int = 9) -> dict[str, dict[str, float]]:
+    """The engine alone (the layered graph, an in-process provider sleeping ``seconds``)
+    of this checkout (B) against the editgraph in ``tree`` (A: a worktree of another
+    commit), each side in its own child process, runs interleaved round by round:
+    medians of wall / bound, CPU ms per edit and ms from ``run()`` to the first
+    provider call, the medians of the round-by-round
+    ratios B / A, and each side's SQLite statements per generated edit in its store's
+    writer thread (one counted run, apart from the timed ones)."""
+    here = Path(__file__).resolve().parent.parent
+    children: dict[str, subprocess.Popen[str]] = {}
+    figures: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+    with tempfile.TemporaryDirectory() as temporary:
+        for side, checkout in (("A", tree.resolve()), ("B", here)):
+            children[side] = subprocess.Popen(
+                [sys.executable, "-c", _ENGINE_CHILD, str(layers), str(width), str(seconds),
+                 str(Path(temporary) / side)],
+                env={**os.environ, "PYTHONPATH": str(checkout)}, cwd=temporary,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )
+        for side, child in children.items():
+            assert child.stdout is not None
+            loaded = json.loads(child.stdout.readline())["editgraph"]
+            assert loaded.startswith(str(tree.resolve() if side == "A" else here)), loaded
+
+        def ask(side: str, command: str) -> dict[str, float]:
+            child = children[side]
+            assert child.stdin is not None and child.stdout is not None
+            child.stdin.write(command + "\n")
+            child.stdin.flush()
+            answer: dict[str, float] = json.loads(child.stdout.readline())
+            return answer
+
+        def one(side: str) -> Callable[[], float]:
+            def measure() -> float:
+                figures[side].append(ask(side, "go"))
+                return 0.0
+            return measure
+
+        statements = {side: ask(side, "count")["statements"] for side in ("A", "B")}
+        interleaved({"A": one("A"), "B": one("B")}, rounds)
+        for child in children.values():
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait()
+    measured = ("ratio", "cpu", "first")
+    summary = {side: {**{name: statistics.median(f[name] for f in figures[side])
+                         for name in measured},
+                      "statements": statements[side]} for side in ("A", "B")}
+    summary["B/A"] = {name: ratio([f[name] for f in figures["B"]],
+                                  [f[name] for f in figures["A"]]) for name in measured}
+    return summary
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--against", type=Path, default=None, metavar="TREE",
+                        help="only the engine alone, A/B against the editgraph in TREE (a "
+                        "worktree of another commit), in child processes, interleaved")
+    parser.add_argument("--rounds", type=int, default=9)
+    arguments = parser.parse_args()
+    if arguments.against is not None:
+        sides = engine_against(arguments.against, rounds=arguments.rounds)
+        for side in ("A", "B"):
+            print(f"{side}: engine alone, wall / bound {sides[side]['ratio']:.3f}, "
+                  f"CPU {sides[side]['cpu']:.3f} ms per edit, first call "
+                  f"{sides[side]['first']:.2f} ms after run(), "
+                  f"{sides[side]['statements']:.2f} writer statements per edit")
+        print(f"B/A (median of round-by-round ratios): wall {sides['B/A']['ratio']:.3f}, "
+              f"CPU {sides['B/A']['cpu']:.3f}, first call {sides['B/A']['first']:.3f}")
+        return 0
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
         ratio, wall, calls = critical_path_ratio(root)

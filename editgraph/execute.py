@@ -298,14 +298,18 @@ class _Engine:
                 for node, prepared in self._resolve_many(ready):
                     self.pending[node.name] = loop.create_future()
                     started[node.name] = prepared
+            self._lease_first(started)
             for node in self.edits:
                 if node.name in started:
                     tasks.append(asyncio.ensure_future(self._run_edit(node, started[node.name])))
-            # Queued after the first edits start, so it shares their leases' commit; not
-            # at all when every source is kept already (a cached re-run commits once).
+            # Queued with the first edits' leases, so it shares their commit; not at all
+            # when every source is kept already (a cached re-run commits once).
             if not all(self.store.has_blob(node.hash) for node in self.sources.values()):
                 self.writes.submit_staged(self._keep_sources, stage=self._stage_sources)
             if tasks:
+                # That commit goes to the writer now: its thread takes the leases while
+                # this loop starts the tasks, rather than after their first steps.
+                self.writes.hand_over()
                 await asyncio.gather(*tasks)
         finally:
             heartbeat.cancel()
@@ -864,6 +868,38 @@ class _Engine:
                 ahead = self.writes.submit(functools.partial(self._acquire_ahead, key))
                 ahead.add_done_callback(_quietly)
                 self.leased_ahead[key] = ahead
+
+    def _lease_first(self, started: Mapping[str, tuple[_Request, str] | None]) -> None:
+        """Queue the leases of the first edits to generate (as many as run at once), in
+        the run's first commit; each edit's task then waits for its lease there. The
+        lookup that missed came before the lease: the record is looked for again once
+        the lease is held (``_acquire_first``)."""
+        if self.interrupted is not None or self.cache_only or self.journaled_only:
+            return
+        queued = 0
+        for node in self.edits:
+            prepared = started.get(node.name)
+            if prepared is None or not isinstance(node, EditNode):
+                continue
+            key = prepared[1]
+            if key in self.leased_ahead:
+                continue
+            ahead = self.writes.submit(functools.partial(self._acquire_first, key))
+            ahead.add_done_callback(_quietly)
+            self.leased_ahead[key] = ahead
+            queued += 1
+            if queued >= self.concurrency:
+                return
+
+    def _acquire_first(self, key: str) -> bool:
+        """In the writer thread: take a lease for an edit whose lookup missed; False
+        when it is held elsewhere, or when the record is there now (made in between by
+        another process: the lease is given back, and the edit finds the record)."""
+        acquired, record = self._acquire_and_check(key)
+        if not acquired or record is not None:
+            return False
+        self.unused_leases.add(key)
+        return True
 
     def _made_hashes(self, node: _Node) -> tuple[str, ...] | None:
         """The hashes of ``node``'s inputs when every one is made (a source, a finished

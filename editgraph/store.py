@@ -72,6 +72,30 @@ def _rows_query(count: int) -> str:
     )
 
 
+#: diskcache's ``add`` of one row (a str key, kept raw), as one statement: a new row, or
+#: one in place of an expired row kept inline (one kept in a file goes through diskcache,
+#: which removes the file). diskcache's triggers keep its count and size as ever.
+_ADD_ROW = (
+    "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag,"
+    " size, mode, filename, value) VALUES (?, 1, ?, ?, ?, 0, NULL, ?, ?, ?, ?)"
+    " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time,"
+    " expire_time = excluded.expire_time, access_time = excluded.access_time,"
+    " access_count = 0, tag = NULL, size = excluded.size, mode = excluded.mode,"
+    " filename = excluded.filename, value = excluded.value"
+    " WHERE Cache.filename IS NULL"
+)
+#: ... only when the row there has expired.
+_ADD_ROW_NEW = (_ADD_ROW + " AND Cache.expire_time IS NOT NULL"
+                " AND Cache.expire_time <= excluded.store_time")
+
+#: A lease of one owner given back, in one statement (``_lease_value`` writes the owner
+#: first: ``{"owner": "<hex>", ...``).
+_DELETE_LEASE = (
+    "DELETE FROM Cache WHERE key = ? AND raw = 1 AND typeof(value) = 'text'"
+    " AND instr(value, ?) > 0"
+)
+
+
 #: What diskcache and sqlite raise when the directory cannot be read or written
 #: (diskcache.Timeout: the database stayed locked by another process).
 _BACKEND_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
@@ -584,6 +608,13 @@ class DiskStore:
     def __repr__(self) -> str:
         return f"DiskStore({str(self.directory)!r})"
 
+    @property
+    def writer_key(self) -> object:
+        """What names this store's writer thread: its folder's open database, which the
+        stores of this process on one folder share (so do they the writer, warm from
+        one Graph to the next; see ``stores.writer``)."""
+        return self._cache
+
     def close(self) -> None:
         """Close the underlying database connection (it reopens if the store is used again)."""
         self._cache.close()
@@ -723,9 +754,9 @@ class DiskStore:
         text = record.model_dump_json()
 
         def put() -> None:
+            if self._put_row(name, text):
+                return
             with self._cache.transact():
-                if self._cache.add(name, text):
-                    return
                 if _parse_record(self._cache.get(name)) is None:
                     self._cache.set(name, text)
 
@@ -754,7 +785,43 @@ class DiskStore:
 
     def put_blob(self, content_hash: str, data: bytes) -> None:
         """Keep ``data`` under its hash (once)."""
-        self._write(lambda: self._cache.add(_BLOB + content_hash, data))
+        self._write(lambda: self._put_row(_BLOB + content_hash, data))
+
+    def _put_row(self, name: str, value: str | bytes, *, expire: float | None = None,
+                 replace: bool = False) -> bool:
+        """diskcache's ``add`` of ``name`` (``replace``: its ``set``) in one statement
+        (diskcache's own takes two or three, and its Python costs as much as SQLite):
+        whether the row was written. A row kept in a file that is to be replaced goes
+        through diskcache itself, which removes the file.
+
+        Inside ``batch`` it joins the open transaction; outside, the one statement is
+        its own. The value's file (a large blob's, written ahead by ``stage_blob``) is
+        written before the row, and removed when the row is not written."""
+        cache = self._cache
+        now = time.time()
+        expire_time = None if expire is None else now + expire
+        size, mode, filename, db_value = cache.disk.store(value, False, key=name)
+        try:
+            written = cache._con.execute(
+                _ADD_ROW if replace else _ADD_ROW_NEW,
+                (name, now, expire_time, now, size, mode, filename, db_value),
+            ).rowcount
+        except BaseException:
+            if filename is not None:
+                cache.disk.remove(filename)
+            raise
+        if written:
+            return True
+        if filename is not None:
+            cache.disk.remove(filename)
+        if replace:  # the row there is kept in a file
+            return bool(cache.set(name, value, expire=expire))
+        kept = cache._con.execute(
+            "SELECT expire_time, filename FROM Cache WHERE key = ? AND raw = 1", (name,),
+        ).fetchall()
+        if kept and kept[0][0] is not None and kept[0][0] <= now and kept[0][1] is not None:
+            return bool(cache.add(name, value, expire=expire))  # expired, in a file
+        return False
 
     def has_blob(self, content_hash: str) -> bool:
         """Whether bytes with this hash are kept."""
@@ -852,12 +919,12 @@ class DiskStore:
 
     def _acquire(self, key: str) -> bool:
         name = _LEASE + key
-        if self._write(lambda: self._cache.add(name, self._lease_value(), expire=LEASE_SECONDS)):
+        if self._write(lambda: self._put_row(name, self._lease_value(), expire=LEASE_SECONDS)):
             return True
         holder = self._get(name)
         if holder is None:
             return bool(self._write(
-                lambda: self._cache.add(name, self._lease_value(), expire=LEASE_SECONDS)
+                lambda: self._put_row(name, self._lease_value(), expire=LEASE_SECONDS)
             ))
         if self._is_ours(holder):
             return True  # ours, left over from an interrupted run of this process
@@ -891,14 +958,9 @@ class DiskStore:
     def release_lease(self, key: str) -> None:
         """Give up a held lease."""
         name = _LEASE + key
-
-        def release() -> None:
-            with self._cache.transact():
-                if self._is_ours(self._cache.get(name)):
-                    self._cache.delete(name)
-
+        owner = f'"owner": "{self._identity["owner"]}"'
         try:
-            self._write(release)
+            self._write(lambda: self._cache._con.execute(_DELETE_LEASE, (name, owner)))
         finally:
             with self._leases_lock:
                 self._leases_here.discard(key)
@@ -1020,9 +1082,8 @@ class DiskStore:
 
     def put_history(self, name: str, record: EditRecord, graph: str = DEFAULT_GRAPH) -> None:
         """Remember the record of the edit ``name`` of ``graph``, for ``plan``'s reasons."""
-        self._write(
-            lambda: self._cache.set(_history_name(graph, name), record.model_dump_json())
-        )
+        self._write(lambda: self._put_row(
+            _history_name(graph, name), record.model_dump_json(), replace=True))
 
     def add_saved(self, usd: float) -> None:
         """Add to the running total of spend that cache hits saved (held in memory

@@ -625,6 +625,84 @@ def test_clear_removes_everything(store: DiskStore) -> None:
     assert store.stats().blobs == 0
 
 
+# --------------------------------------------------------------------------- rows diskcache reads
+
+
+def _files(directory: Path) -> list[Path]:
+    """The value files of a cache directory (not its database)."""
+    return sorted(path for path in directory.rglob("*.val"))
+
+
+def test_plain_diskcache_reads_every_row_the_store_writes_and_finds_it_consistent(
+    store: DiskStore, plain: diskcache.Cache, cache_dir: Path,
+) -> None:
+    """The store writes its rows with its own statements: diskcache itself (another tool,
+    or an older editgraph) reads each one, and its own check finds the count, the sizes
+    and the files as it would have kept them."""
+    small, large = png((1, 2, 3)), os.urandom(200_000)
+    record = keep(store, "k1", small)
+    store.stage_blob(sha(large), large)  # the file written ahead, then the row
+    store.put_blob(sha(large), large)
+    store.stage_blob(sha(large), large)  # kept already: nothing staged
+    store.put_blob(sha(large), large)  # write-once: no second file
+    store.put_history("blue", make_history())
+    store.put_history("blue", record)  # replaced in place
+    assert store.acquire_lease("k2")
+    assert plain.get("record:k1") == record.model_dump_json()
+    assert plain.get("blob:" + sha(small)) == small
+    assert plain.get("blob:" + sha(large)) == large
+    assert EditRecord.model_validate_json(plain.get(HISTORY_BLUE)) == record
+    lease, expire_time = plain.get("lease:k2", expire_time=True)
+    assert json.loads(lease)["owner"] and 0 < expire_time - time.time() <= LEASE_SECONDS
+    assert len(plain) == 5 and len(_files(cache_dir)) == 1
+    store.release_lease("k2")
+    assert plain.get("lease:k2") is None and len(plain) == 4
+    assert plain.check() == []
+
+
+def test_a_history_entry_kept_in_a_file_is_replaced_and_its_file_removed(
+    store: DiskStore, plain: diskcache.Cache, cache_dir: Path,
+) -> None:
+    """A record too long to sit in the database row (a very long prompt) is kept in a
+    file; replacing that history entry leaves no file behind."""
+    long = make_history(prompt="Make image 1 " + "very " * 8_000 + "blue")
+    store.put_history("blue", long)
+    assert len(_files(cache_dir)) == 1
+    assert store.get_history("blue") == long
+    short = make_history()
+    store.put_history("blue", short)
+    assert store.get_history("blue") == short
+    assert _files(cache_dir) == [] and plain.check() == []
+
+
+def test_an_expired_row_is_taken_over_and_a_live_one_kept(
+    store: DiskStore, plain: diskcache.Cache, open_store: Callable[..., DiskStore],
+) -> None:
+    """A lease whose time ran out is taken over by the next one to ask, as diskcache's
+    ``add`` does; a live one stays with its holder."""
+    other = open_store()
+    assert other.acquire_lease("k")
+    assert not store.acquire_lease("k")
+    plain.touch("lease:k", expire=-1)
+    assert store.acquire_lease("k")
+    assert store._is_ours(plain.get("lease:k"))
+    other.release_lease("k")  # no longer its own: it stays
+    assert store._is_ours(plain.get("lease:k"))
+    assert plain.check() == []
+
+
+def test_a_blob_row_planted_expired_in_a_file_goes_through_diskcache(
+    store: DiskStore, plain: diskcache.Cache, cache_dir: Path,
+) -> None:
+    """A row that expired and is kept in a file is replaced by diskcache itself, which
+    removes the old file."""
+    data = os.urandom(100_000)
+    plain.set("blob:" + sha(data), b"x" * 100_000, expire=-1)
+    store.put_blob(sha(data), data)
+    assert store.get_blob(sha(data)) == data
+    assert len(_files(cache_dir)) == 1 and plain.check() == []
+
+
 # --------------------------------------------------------------------------- prune
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from edit_providers import CountingProvider, png_bytes, render
@@ -18,6 +22,7 @@ from editgraph.errors import StoreError
 from editgraph.keys import content_hash
 from editgraph.records import EditRecord
 from editgraph.store import DiskStore
+from editgraph.stores import writer as writer_module
 from editgraph.stores.writer import HASH_OFF_LOOP_BYTES, StoreWriter, Writes
 
 #: A safety net for waits on events: a broken writer fails the test instead of hanging.
@@ -78,6 +83,13 @@ def writer_threads() -> list[threading.Thread]:
             if thread.name.startswith("editgraph writer")]
 
 
+def assert_writers_idle() -> None:
+    """Every writer thread left is idle (no run holds its writer): stopping the idle ones
+    leaves none."""
+    StoreWriter.stop_idle()
+    assert not writer_threads()
+
+
 def test_a_layer_that_finishes_together_is_one_commit(tmp_path: Path) -> None:
     """Eight results that arrive together are kept in one commit, off the event loop."""
     store = CountingStore(tmp_path / "cache")
@@ -87,7 +99,7 @@ def test_a_layer_that_finishes_together_is_one_commit(tmp_path: Path) -> None:
     # Sources and the eight leases, then the eight results with plan's history: the
     # run ends with no commit of its own.
     assert len(store.records_per_commit) == 2, store.records_per_commit
-    assert not writer_threads()
+    assert_writers_idle()
 
 
 def test_an_edit_of_two_results_made_together_is_leased_in_their_commit(
@@ -274,7 +286,7 @@ def test_run_returns_only_when_everything_is_durable(tmp_path: Path) -> None:
         graph.run(provider=CountingProvider(fail={"shade3"}))
     run = raised.value.run
     assert run is not None and set(run) == {"shade0", "shade1", "shade2"}
-    assert not writer_threads()
+    assert_writers_idle()
     # Read first (a read never waits for a writer; opening a store may), then reopen.
     for name, result in run.items():
         assert store.get_verified_record(result.key) is not None, name
@@ -289,7 +301,7 @@ def test_run_returns_only_when_everything_is_durable(tmp_path: Path) -> None:
 
 def test_one_graph_run_from_several_threads_shares_one_writer(tmp_path: Path) -> None:
     """Runs of one graph from several threads at once all finish and keep everything;
-    the store's one writer thread is gone once the last run returns."""
+    the store's one writer thread is idle once the last run returns."""
     store = DiskStore(tmp_path / "cache")
     graphs = [wide_graph(store, 6, tag=f" thread {index}") for index in range(3)]
     runs: dict[int, eg.Run] = {}
@@ -311,7 +323,7 @@ def test_one_graph_run_from_several_threads_shares_one_writer(tmp_path: Path) ->
     assert all(fresh.get_verified_record(result.key)
                for run in runs.values() for result in run.values())
     fresh.close()
-    assert not writer_threads()
+    assert_writers_idle()
 
 
 def test_large_results_are_hashed_off_the_loop_and_still_grouped(tmp_path: Path) -> None:
@@ -454,3 +466,193 @@ def test_results_made_in_a_run_reach_their_dependents_from_memory(tmp_path: Path
     assert store.blob_reads == []
     sent = {request.node: request for request in provider.calls}
     assert sent["joined"].references[1].data == run["first"].data
+
+
+class _CountingConnection(sqlite3.Connection):
+    """A real SQLite connection that counts the statements run on it in writer threads."""
+
+    counted: ClassVar[list[str]] = []
+
+    def execute(self, sql: str, *parameters: Any) -> sqlite3.Cursor:
+        if threading.current_thread().name.startswith("editgraph writer"):
+            self.counted.append(sql)
+        return super().execute(sql, *parameters)
+
+    def executemany(self, sql: str, *parameters: Any) -> sqlite3.Cursor:
+        if threading.current_thread().name.startswith("editgraph writer"):
+            self.counted.append(sql)
+        return super().executemany(sql, *parameters)
+
+
+def test_a_kept_edit_costs_a_few_statements_in_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keeping a generated edit (its lease, image, record, history, the lease's release)
+    takes a handful of SQLite statements, not diskcache's two or three per row."""
+    connect = sqlite3.connect
+
+    def counting(*arguments: Any, **options: Any) -> sqlite3.Connection:
+        return connect(*arguments, factory=_CountingConnection, **options)
+
+    _CountingConnection.counted.clear()
+    monkeypatch.setattr(sqlite3, "connect", counting)
+    width = 16
+    run = wide_graph(tmp_path / "cache", width).run(provider=TogetherProvider(width))
+    assert len(run) == width
+    statements = _CountingConnection.counted
+    per_edit = len(statements) / width
+    print(f"{per_edit:.2f} statements per kept edit")
+    assert per_edit <= 8, statements  # 13 before (diskcache's add, set and delete)
+
+
+def test_the_writer_stays_warm_for_the_next_run_on_the_same_folder(tmp_path: Path) -> None:
+    """A new Graph on the same folder (a new store) finds the writer thread of the last
+    run idle and uses it: no thread and no connection to start again."""
+    StoreWriter.stop_idle()
+    wide_graph(tmp_path / "cache", 3).run(provider=CountingProvider())
+    first = writer_threads()
+    assert len(first) == 1
+    run = wide_graph(tmp_path / "cache", 3, tag=" again").run(provider=CountingProvider())
+    assert len(run) == 3 and not any(result.cached for result in run.values())
+    assert writer_threads() == first
+    assert_writers_idle()
+
+
+def test_an_idle_writer_stops_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer no run takes again within IDLE_SECONDS stops its thread."""
+    StoreWriter.stop_idle()
+    monkeypatch.setattr(writer_module, "IDLE_SECONDS", 0.01)
+    wide_graph(tmp_path / "cache", 2).run(provider=CountingProvider())
+    for thread in writer_threads():
+        thread.join(TIMEOUT)
+        assert not thread.is_alive()
+
+
+def test_idle_writers_are_few(tmp_path: Path) -> None:
+    """Runs on many folders leave at most MAX_IDLE writer threads idle."""
+    StoreWriter.stop_idle()
+    for index in range(writer_module.MAX_IDLE + 2):
+        wide_graph(tmp_path / f"cache{index}", 1).run(provider=CountingProvider())
+    assert len(writer_threads()) == writer_module.MAX_IDLE
+    assert_writers_idle()
+
+
+def _run_in_child(cache: str, done: Any) -> None:
+    run = wide_graph(Path(cache), 2, tag=" child").run(provider=CountingProvider())
+    done.put(sorted(result.key for result in run.values()))
+
+
+def test_a_forked_child_runs_with_its_own_writer(tmp_path: Path) -> None:
+    """A child forked while the parent's writer is idle (its thread not in the child)
+    runs a graph on the same folder and keeps its results."""
+    import multiprocessing
+    import warnings
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    wide_graph(tmp_path / "cache", 2).run(provider=CountingProvider())
+    assert writer_threads()
+    context = multiprocessing.get_context("fork")
+    done = context.Queue()
+    with warnings.catch_warnings():  # 3.12+: fork of a multi-threaded process
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = context.Process(target=_run_in_child, args=(str(tmp_path / "cache"), done))
+        child.start()
+    keys = done.get(timeout=TIMEOUT * 3)
+    child.join(TIMEOUT)
+    assert child.exitcode == 0 and len(keys) == 2
+    store = DiskStore(tmp_path / "cache")
+    assert all(store.get_verified_record(key) for key in keys)
+    store.close()
+    done.close()
+    done.join_thread()
+    assert_writers_idle()
+
+
+def test_a_process_exits_at_once_with_its_writer_idle(tmp_path: Path) -> None:
+    """A script that ran a graph exits promptly and quietly (every warning an error):
+    the idle writer is stopped at exit, nothing hangs, nothing is left unclosed."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[2])\n"
+        "from pathlib import Path\n"
+        "from edit_providers import CountingProvider\n"
+        "from test_writer import wide_graph\n"
+        "run = wide_graph(Path(sys.argv[1]), 3).run(provider=CountingProvider())\n"
+        "assert len(run) == 3\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script, str(tmp_path / "cache"),
+         str(Path(__file__).parent)],
+        capture_output=True, text=True, timeout=TIMEOUT * 6, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr == ""
+
+
+class LeaseCountingStore(DiskStore):
+    """A real DiskStore that counts the leases taken in each commit."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.leases_per_commit: list[int] = []
+        self._leases_now = 0
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        self._leases_now = 0
+        with super().batch():
+            yield
+        self.leases_per_commit.append(self._leases_now)
+
+    def acquire_lease(self, key: str) -> bool:
+        self._leases_now += 1
+        return super().acquire_lease(key)
+
+
+def test_the_first_commit_takes_the_leases_of_as_many_edits_as_run_at_once(
+    tmp_path: Path,
+) -> None:
+    """The run's first commit holds the leases of its first edits (as many as
+    ``concurrency``), not of every edit it will generate; each edit is leased once."""
+    store = LeaseCountingStore(tmp_path / "cache")
+    graph = wide_graph(store, 6)
+    run = graph.run(provider=CountingProvider(), concurrency=2)
+    assert len(run) == 6
+    assert store.leases_per_commit[0] == 2
+    assert sum(store.leases_per_commit) == 6
+
+
+class RacedStore(DiskStore):
+    """A real DiskStore on whose folder another store keeps a finished result (as
+    another process would) just after this run's lookup missed it."""
+
+    def __init__(self, directory: Path, planted: tuple[EditRecord, bytes]) -> None:
+        super().__init__(directory)
+        self.planted: tuple[EditRecord, bytes] | None = planted
+
+    def lookup(self, keys: Any) -> Any:
+        found = super().lookup(keys)
+        if self.planted is not None and self.planted[0].key in keys:
+            record, data = self.planted
+            self.planted = None
+            other = DiskStore(self.directory)
+            other.put_blob(record.output_hash, data)
+            other.put_record(record)
+        return found
+
+
+def test_a_result_kept_elsewhere_after_the_lookup_is_served_not_paid(tmp_path: Path) -> None:
+    """When another process keeps an edit's result between this run's lookup and its
+    lease, the edit is served from the cache: the lease is no licence to pay again."""
+    made = wide_graph(tmp_path / "elsewhere", 2).run(provider=CountingProvider())
+    elsewhere = DiskStore(tmp_path / "elsewhere")
+    record = elsewhere.get_verified_record(made["shade0"].key)
+    assert record is not None
+    planted = (record, elsewhere.get_blob(record.output_hash))
+    elsewhere.close()
+    store = RacedStore(tmp_path / "cache", planted)
+    provider = CountingProvider()
+    run = wide_graph(store, 2).run(provider=provider)
+    assert provider.nodes == ["shade1"]
+    assert run["shade0"].cached and run["shade0"].key == record.key
+    assert store.acquire_lease(record.key)  # nothing left held

@@ -11,13 +11,16 @@ When the group's commit fails (disk full, I/O error), each write is retried on i
 so one write that cannot be kept never discards the others. Every write's outcome comes
 back to its caller as an asyncio future on the caller's loop; one store shared by several
 threads or loops at once has one writer thread, whose groups resolve on their own loops.
-The thread runs while some run uses it and is joined when the last one closes.
+The thread runs while some run uses it, and stays idle a while after the last one closes
+(the next run on the same folder finds it warm, with its connection open).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import logging
@@ -70,28 +73,44 @@ class _Write:
 
 
 class _Group:
-    """The writes one loop queued during one turn, and how to tell it they are done."""
+    """The writes one loop queued during one turn for one store, and how to tell it they
+    are done."""
 
-    __slots__ = ("done", "futures", "loop", "started", "writes")
+    __slots__ = ("done", "futures", "loop", "started", "store", "writes")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, store: Store) -> None:
         self.loop = loop
+        self.store = store
         self.started = loop.time()
         self.writes: list[_Write] = []
         self.futures: list[asyncio.Future[Any]] = []
         self.done = threading.Event()
 
 
+#: A writer no run uses any more keeps its thread, and that thread's SQLite connection,
+#: this long for the next run on the same folder (a notebook's next cell, a new Graph
+#: each round): starting both again cost 2-16 ms on the first hand-over of a run.
+IDLE_SECONDS = 30.0
+#: At most this many writers idle at once (each holds a thread and a connection); the
+#: one idle longest stops first.
+MAX_IDLE = 4
+
+
 class StoreWriter:
-    """The one writer thread of a store (see the module's docstring)."""
+    """The one writer thread of a store (see the module's docstring).
+
+    Stores that share their backend (``DiskStore`` objects on one folder share its open
+    database) share one writer: ``writer_key``, when a store has one, names it."""
 
     _registry: ClassVar[weakref.WeakKeyDictionary[Any, StoreWriter]] = (
         weakref.WeakKeyDictionary())
     _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+    #: Writers no run uses, whose thread is still up (by ``id``), idle longest first.
+    _idle: ClassVar[dict[int, StoreWriter]] = {}
 
     def __init__(self, store: Store) -> None:
         # Held only while some run uses the writer: the registry's value must not keep
-        # its (weak) key alive.
+        # its (weak) key alive, nor the thread, idle, a store.
         self._store: Store | None = store
         self._queue: list[_Group] = []
         self._changed = threading.Condition()
@@ -102,11 +121,12 @@ class StoreWriter:
 
     @classmethod
     def of(cls, store: Store) -> StoreWriter:
-        """The writer of ``store`` (one per store object), taken for one more user;
-        give it back with :meth:`release`."""
+        """The writer of ``store`` (one per store object, or per ``writer_key``), taken
+        for one more user; give it back with :meth:`release`."""
+        key = getattr(store, "writer_key", store)
         with cls._registry_lock:
             try:
-                writer = cls._registry.get(store)
+                writer = cls._registry.get(key)
             except TypeError:  # a store that cannot be weakly referenced: its own writer
                 writer = None
                 known = False
@@ -115,26 +135,56 @@ class StoreWriter:
             if writer is None:
                 writer = cls(store)
                 if known:
-                    cls._registry[store] = writer
+                    cls._registry[key] = writer
+            cls._idle.pop(id(writer), None)
             with writer._changed:
                 writer._users += 1
                 writer._store = store
             return writer
 
     def release(self) -> None:
-        """One user fewer; the last one stops the thread (after every queued write) and
-        joins it."""
+        """One user fewer. The last one leaves the thread idle, for the next run, for
+        at most ``IDLE_SECONDS`` (every queued write is committed by then: a run gives
+        its writer back once its writes are durable); beyond ``MAX_IDLE`` idle writers,
+        the one idle longest is stopped and joined."""
+        with self._registry_lock:
+            with self._changed:
+                self._users -= 1
+                if self._users:
+                    return
+                self._store = None
+                self._changed.notify_all()  # its idle clock starts
+                if self._thread is None:
+                    return
+            StoreWriter._idle[id(self)] = self
+            surplus = []
+            while len(StoreWriter._idle) > MAX_IDLE:
+                oldest = next(iter(StoreWriter._idle))
+                surplus.append(StoreWriter._idle.pop(oldest))
+        for writer in surplus:
+            writer._stop()
+
+    def _stop(self) -> None:
+        """Stop the thread once every queued write is committed, and join it (unless a
+        run took the writer meanwhile)."""
         with self._changed:
-            self._users -= 1
             thread = self._thread if self._users == 0 else None
             if thread is not None:
                 self._thread = None
                 self._changed.notify_all()
-        if thread is not None:
+        if thread is not None and thread is not threading.current_thread():
             thread.join()
-        with self._changed:
-            if self._users == 0:
-                self._store = None
+
+    @classmethod
+    def stop_idle(cls) -> int:
+        """Stop every idle writer's thread now, and join it (at exit, and in tests): the
+        number stopped."""
+        with cls._registry_lock:
+            idle = list(cls._idle.values())
+            cls._idle.clear()
+        for writer in idle:
+            writer._stop()
+        return len(idle)
 
     def enqueue(self, group: _Group) -> None:
         """Queue ``group`` for the next commit (from any thread)."""
@@ -142,37 +192,77 @@ class StoreWriter:
             self._queue.append(group)
             if self._thread is None or not self._thread.is_alive():  # (also after a fork)
                 self._thread = threading.Thread(
-                    target=self._work, args=(self._store,),
-                    name=f"editgraph writer {self._store!r}", daemon=True,
+                    target=self._work, name=f"editgraph writer {group.store!r}", daemon=True,
                 )
                 self._thread.start()
             self._changed.notify_all()
 
-    def _work(self, store: Store) -> None:
+    def _work(self) -> None:
         me = threading.current_thread()
         while True:
-            with self._changed:
-                while not self._queue and self._thread is me:
+            groups = self._next(me)
+            if groups is None:
+                return
+            self._commit_groups(groups)
+            del groups  # idle, the thread holds no store
+
+    def _next(self, me: threading.Thread) -> list[_Group] | None:
+        """The groups queued since the last commit (waiting for some); None when the
+        thread is to stop: stopped, or idle (no user) for ``IDLE_SECONDS``."""
+        with self._changed:
+            while not self._queue and self._thread is me:
+                if self._users:
                     self._changed.wait()
-                if not self._queue:
-                    return  # released by its last user, nothing left to write
-                groups, self._queue = self._queue, []
-            writes = [write for group in groups for write in group.writes]
+                elif not self._changed.wait(IDLE_SECONDS) and not self._queue and (
+                        not self._users and self._thread is me):
+                    self._thread = None  # idle too long
+                    with contextlib.suppress(KeyError):
+                        del StoreWriter._idle[id(self)]
+            if not self._queue:
+                return None
+            groups, self._queue = self._queue, []
+            return groups
+
+    def _commit_groups(self, groups: list[_Group]) -> None:
+        """Commit ``groups`` (one transaction per store) and tell each caller."""
+        stores: dict[int, tuple[Store, list[_Write]]] = {}
+        for group in groups:
+            stores.setdefault(id(group.store), (group.store, []))[1].extend(group.writes)
+        for store, writes in stores.values():
             try:
                 self._commit(store, writes)
             except BaseException as error:  # noqa: BLE001 - never leave a caller waiting
                 for write in writes:
                     if write.error is None:
                         write.result, write.error = None, error
-            for group in groups:
-                group.done.set()
-                try:
-                    group.loop.call_soon_threadsafe(_resolve, group)
-                except RuntimeError:  # that loop is closed: nobody is waiting
-                    pass
+        for group in groups:
+            group.done.set()
+            try:
+                group.loop.call_soon_threadsafe(_resolve, group)
+            except RuntimeError:  # that loop is closed: nobody is waiting
+                pass
 
     def _commit(self, store: Store, writes: list[_Write]) -> None:
         self.commits += _commit(store, writes)
+
+
+@atexit.register
+def _stop_idle_writers() -> None:
+    """At exit, idle writer threads stop and are joined (before the store closes its
+    open databases, registered earlier)."""
+    StoreWriter.stop_idle()
+
+
+def _forget_writers() -> None:
+    """In a forked child: the parent's writers (their threads are not in the child, and
+    their locks may be held) are forgotten; the child makes its own."""
+    StoreWriter._registry = weakref.WeakKeyDictionary()
+    StoreWriter._registry_lock = threading.Lock()
+    StoreWriter._idle = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_writers)
 
 
 def _commit(store: Store, writes: list[_Write]) -> int:
@@ -291,7 +381,7 @@ class Writes:
             _resolve_one(write, future)
             return future
         if self._group is None:
-            self._group = _Group(loop)
+            self._group = _Group(loop, self._store)
             loop.call_soon(self.hand_over)
         self._group.writes.append(_Write(operation, stage))
         self._group.futures.append(future)
