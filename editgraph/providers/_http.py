@@ -284,12 +284,19 @@ def opener_for(client: httpx.AsyncClient) -> Opener | None:
 
 def _direct_opener(transport: AiohttpTransport, timeout: httpx.Timeout) -> Opener:
     """``downloads.Opener`` of GETs straight through ``transport``: the headers a client
-    of ``Clients`` would send (its User-Agent, ``Accept: */*``) and the download's own."""
+    of ``Clients`` would send (its User-Agent, ``Accept: */*``) and the download's own.
+
+    No read timeout: ``download_result`` holds the whole download (retries and redirects
+    included) to one deadline, which the providers set to their read timeout, so a timer
+    per read could never fire first; aiohttp re-arms it for every chunk that arrives
+    (a TimerHandle made and cancelled about a dozen times per megabyte)."""
+    bounded = httpx.Timeout(connect=timeout.connect, read=None, write=timeout.write,
+                            pool=timeout.pool)
 
     def opened(
         url: str, headers: Mapping[str, str], sni_hostname: str | None
     ) -> contextlib.AbstractAsyncContextManager[Answer]:
-        return transport.open("GET", url, headers={**_GET_HEADERS, **headers}, timeout=timeout,
+        return transport.open("GET", url, headers={**_GET_HEADERS, **headers}, timeout=bounded,
                               sni_hostname=sni_hostname)
 
     return opened

@@ -34,6 +34,7 @@ httpx, which follows it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import ssl
 import urllib.parse
@@ -185,6 +186,19 @@ class DirectAnswer:
         return body.body()
 
 
+@functools.lru_cache(maxsize=64)
+def _client_timeout(
+    pool: float | None, connect: float | None, read: float | None
+) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts for httpx's (made once per distinct value: an attrs class built
+    twice per edit otherwise). ``read`` None: no timer per read (a caller that holds the
+    whole exchange to a deadline of its own; aiohttp re-arms the timer on every chunk
+    that arrives, about a dozen per megabyte)."""
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=None, connect=pool, sock_connect=connect, sock_read=read)
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport over one aiohttp ``ClientSession`` (opened on first use, in the
     running event loop; closed with the client). Bodies stay encoded (httpx decodes)."""
@@ -218,7 +232,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         ``sni_hostname``: the name TLS checks the certificate against, when ``url`` names
         an address (as httpx's ``sni_hostname`` extension). Errors are httpx's
         (``aiohttp_errors``); the connection is released on exit."""
-        import aiohttp
 
         if self._session is None:
             self._session = self._open()
@@ -229,10 +242,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response = await self._session.request(
                 method, url, headers=headers, data=content, allow_redirects=False,
                 compress=None,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=timeout.pool, sock_connect=timeout.connect,
-                    sock_read=timeout.read,
-                ),
+                timeout=_client_timeout(timeout.pool, timeout.connect, timeout.read),
                 **options,
             )
         try:
