@@ -148,15 +148,22 @@ def _shown(url: str) -> str:
 
 
 class DirectAnswer:
-    """An answer of ``AiohttpTransport.open``: status, headers (as httpx's), and the body
-    read whole within a cap (a ``downloads.Answer``)."""
+    """An answer of ``AiohttpTransport.open``: status, headers (as httpx's, built when
+    first asked for), and the body read whole within a cap (a ``downloads.Answer``)."""
 
-    __slots__ = ("_response", "headers", "status_code")
+    __slots__ = ("_headers", "_response", "status_code")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status_code: int = response.status
-        self.headers = httpx.Headers(list(response.raw_headers))
+        self._headers: httpx.Headers | None = None
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """The answer's headers, as httpx's ``Headers``."""
+        if self._headers is None:
+            self._headers = httpx.Headers(list(self._response.raw_headers))
+        return self._headers
 
     @property
     def reason_phrase(self) -> str:
@@ -169,12 +176,13 @@ class DirectAnswer:
 
         A body of declared length, not encoded, is taken whole from aiohttp (its parser
         stops at that length; one join of what arrived, no chunk-by-chunk loop); any
-        other is fed to ``CappedBody`` piece by piece.
-        """
-        body = CappedBody(self.headers, limit)  # a declared length past the cap fails here
+        other is fed to ``CappedBody`` piece by piece. The headers read here are
+        aiohttp's own (case-insensitive, as httpx's)."""
+        headers = self._response.headers
+        body = CappedBody(headers, limit)  # a declared length past the cap fails here
         content = self._response.content
         with aiohttp_errors():
-            if body.encoding in ("", "identity") and self.headers.get(
+            if body.encoding in ("", "identity") and headers.get(
                 "content-length", ""
             ).isdigit():
                 data = await content.read()

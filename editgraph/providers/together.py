@@ -571,14 +571,14 @@ class Together:
                 if not redirected:
                     body = await self._read_answer(answer)
             if not redirected:
-                return _Reply(answer.status_code, answer.headers, body, answer.reason_phrase)
+                return _Reply(answer.status_code, answer, body, answer.reason_phrase)
             # A redirect (the request was not acted on): sent again through httpx,
             # which follows it as the client is set to.
         async with client.stream(
             "POST", url, content=content, headers=self._headers(), timeout=timeout
         ) as streamed:
             body = await self._read_answer(StreamedAnswer(streamed))
-        return _Reply(streamed.status_code, streamed.headers, body, streamed.reason_phrase)
+        return _Reply(streamed.status_code, streamed, body, streamed.reason_phrase)
 
     async def _read_answer(self, answer: Answer) -> bytes:
         """A success's body within 2 x max_download_bytes; an error's, of which only the
@@ -783,14 +783,19 @@ class _Reply:
     is parsed from the bytes as they are; an error answer becomes an httpx ``Response``
     (``response()``) for its message, as before."""
 
-    __slots__ = ("content", "headers", "reason_phrase", "status_code")
+    __slots__ = ("_answer", "content", "reason_phrase", "status_code")
 
-    def __init__(self, status_code: int, headers: httpx.Headers, content: bytes,
+    def __init__(self, status_code: int, answer: Answer | httpx.Response, content: bytes,
                  reason_phrase: str) -> None:
         self.status_code = status_code
-        self.headers = headers
+        self._answer = answer  # whose headers are read when needed (429s, errors)
         self.content = content
         self.reason_phrase = reason_phrase
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """The answer's headers."""
+        return self._answer.headers
 
     def json_object(self) -> dict[str, Any] | None:
         """The body as a JSON object (as ``httpx.Response.json`` reads it); None when it
