@@ -14,15 +14,27 @@ thread counts too). Variants:
 - ``aiohttp``: the same with aiohttp alone (the floor: no httpx layer at all);
 - ``provider, httpcore``: the provider on httpx's own transport (the fallback without the
   ``aiohttp`` extra), for the record.
+
+``python -m benchmarks.client_cpu --against TREE``: the provider of this checkout (B)
+against the editgraph in TREE (A, e.g. ``git worktree add --detach ../base main``), each
+in a child process, against one light server, rounds interleaved; CPU per edit and the
+B/A ratio.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import logging
+import os
+import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import httpx
@@ -94,11 +106,11 @@ def _provider(base_url: str, edits: int, in_flight: int, *, aiohttp_transport: b
 
     available = _transport.aiohttp_available
     if not aiohttp_transport:
-        _transport.aiohttp_available = lambda: False  # type: ignore[assignment]
+        _transport.aiohttp_available = lambda: False
     try:
         return _cpu_ms(main, edits)
     finally:
-        _transport.aiohttp_available = available  # type: ignore[assignment]
+        _transport.aiohttp_available = available
 
 
 def _same_stack(base_url: str, edits: int, in_flight: int) -> float:
@@ -153,7 +165,92 @@ def measure(*, edits: int = 128, in_flight: int = 32, latency: float = 0.05,
                      server_cpu_per_call_ms=server_cpu * 1000)
 
 
-if __name__ == "__main__":
-    figures = measure()
+#: One side of ``--against``: a child that imports editgraph from the tree on its
+#: PYTHONPATH and, per line on stdin, runs the provider's generations against the light
+#: server at the URL it was given; it answers each with its CPU ms per edit.
+_PROVIDER_CHILD = """
+import asyncio, json, logging, sys, time
+import editgraph as eg
+from editgraph.providers.together import Together
+logging.getLogger("stamina").setLevel(logging.ERROR)
+base_url, edits, in_flight = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+model = "black-forest-labs/FLUX.2-pro"
+
+async def main():
+    provider = Together(api_key="bench", base_url=base_url)
+    slots = asyncio.Semaphore(in_flight)
+    async def one(index):
+        async with slots:
+            await provider.generate(eg.EditRequest(
+                node=f"e{index}", model=model, prompt=f"edit {index}", width=1024,
+                height=1024, seed=index))
+    async with provider.session():
+        await asyncio.gather(*(one(index) for index in range(edits)))
+
+asyncio.run(main())
+print(json.dumps({"editgraph": eg.__file__}), flush=True)
+for line in sys.stdin:
+    started = time.process_time()
+    asyncio.run(main())
+    print(json.dumps((time.process_time() - started) / edits * 1000), flush=True)
+"""
+
+
+def against(tree: Path, *, edits: int = 128, in_flight: int = 32, latency: float = 0.05,
+            rounds: int = 9) -> dict[str, list[float]]:
+    """CPU ms per edit of the provider of this checkout (B) and of the one in ``tree``
+    (A), each in its own child process, against one light server, rounds interleaved."""
+    here = Path(__file__).resolve().parent.parent
+    children: dict[str, subprocess.Popen[str]] = {}
+    with FakeService(server="light", latency=latency) as server:
+        try:
+            for side, checkout in (("A", tree.resolve()), ("B", here)):
+                children[side] = subprocess.Popen(
+                    [sys.executable, "-c", _PROVIDER_CHILD, server.base_url, str(edits),
+                     str(in_flight)],
+                    env={**os.environ, "PYTHONPATH": str(checkout)}, cwd=checkout,
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            for side, child in children.items():
+                assert child.stdout is not None
+                loaded = json.loads(child.stdout.readline())["editgraph"]
+                assert loaded.startswith(str(tree.resolve() if side == "A" else here)), loaded
+
+            def one(side: str) -> Callable[[], float]:
+                def measure() -> float:
+                    child = children[side]
+                    assert child.stdin is not None and child.stdout is not None
+                    child.stdin.write("go\n")
+                    child.stdin.flush()
+                    return float(json.loads(child.stdout.readline()))
+                return measure
+
+            return interleaved({"A": one("A"), "B": one("B")}, rounds)
+        finally:
+            for child in children.values():
+                if child.stdin is not None:
+                    child.stdin.close()
+                child.wait(timeout=30)
+
+
+def main() -> None:
+    """Every variant interleaved, or ``--against TREE``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.client_cpu")
+    parser.add_argument("--against", type=Path, default=None, metavar="TREE",
+                        help="the provider only, A/B against the editgraph in TREE, in "
+                        "child processes, interleaved")
+    parser.add_argument("--rounds", type=int, default=9)
+    arguments = parser.parse_args()
+    if arguments.against is not None:
+        sides = against(arguments.against, rounds=arguments.rounds)
+        for side in ("A", "B"):
+            print(f"{side}: " + " ".join(f"{value:5.2f}" for value in sides[side])
+                  + f"  median {statistics.median(sides[side]):.2f} ms CPU/edit")
+        print(f"B/A (median of round-by-round ratios): {ratio(sides['B'], sides['A']):.3f}")
+        return
+    figures = measure(rounds=arguments.rounds)
     for name, values in figures.values.items():
         print(f"{name:20s} " + " ".join(f"{value:6.2f}" for value in values) + " ms CPU/edit")
+
+
+if __name__ == "__main__":
+    main()

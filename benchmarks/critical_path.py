@@ -12,6 +12,9 @@ edits of the layer above; the first layer takes the source) against one server c
   editgraph's aiohttp transport), starting each call the moment its inputs are done:
   no engine, no store, no checks;
 - the same with aiohttp alone (the floor DESIGN quotes: about 1.07 of the bound);
+  both hand-written clients download results in turns as editgraph's providers do
+  (``providers._http.DOWNLOAD_TURNS`` at once): a layer's results downloaded all at once
+  share the CPU and all finish at the end of the burst, which every layer then repeats;
 - the plain sequential script a user would otherwise write with httpx: one POST after
   another, downloading each result, upstream result URLs passed as ``reference_images``.
 
@@ -39,7 +42,7 @@ import aiohttp
 import httpx
 
 import editgraph as eg
-from editgraph.providers._http import tls_context
+from editgraph.providers._http import DOWNLOAD_TURNS, tls_context
 from editgraph.providers._transport import AiohttpTransport
 
 from .fake_service import FakeService
@@ -140,12 +143,15 @@ async def _hand_written(base_url: str, layers: int, width: int, salt: int) -> fl
     async with httpx.AsyncClient(transport=AiohttpTransport(tls_context()), timeout=60,
                                  trust_env=False) as client:
 
+        turns = asyncio.Semaphore(DOWNLOAD_TURNS)
+
         async def edit(prompt: str, references: list[str]) -> str:
             answer = await client.post(f"{base_url}/v1/images/generations",
                                        json=_body(prompt, references, 1))
             answer.raise_for_status()
             url: str = answer.json()["data"][0]["url"]
-            (await client.get(url)).raise_for_status()
+            async with turns:
+                (await client.get(url)).raise_for_status()
             return url
 
         return await _layered(layers, width, salt, edit)
@@ -155,12 +161,14 @@ async def _hand_aiohttp(base_url: str, layers: int, width: int, salt: int) -> fl
     """The graph with asyncio and aiohttp alone."""
     async with aiohttp.ClientSession() as session:
 
+        turns = asyncio.Semaphore(DOWNLOAD_TURNS)
+
         async def edit(prompt: str, references: list[str]) -> str:
             async with session.post(f"{base_url}/v1/images/generations",
                                     json=_body(prompt, references, 1)) as answer:
                 answer.raise_for_status()
                 url: str = (await answer.json())["data"][0]["url"]
-            async with session.get(url) as result:
+            async with turns, session.get(url) as result:
                 result.raise_for_status()
                 await result.read()
             return url

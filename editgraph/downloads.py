@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import socket
 import urllib.parse
@@ -298,7 +299,10 @@ class _Hop:
 
 
 async def _checked_hop(url: str, *, internal_ok: bool, resolve: Resolve) -> _Hop:
-    """Where ``url`` may be fetched from; ``DownloadError`` when it must not be."""
+    """Where ``url`` may be fetched from; ``DownloadError`` when it must not be.
+
+    A host that is an IP address is judged from the address alone (``_literal_verdict``,
+    remembered per host string); a name is resolved on every hop."""
     try:
         parts = urllib.parse.urlsplit(url)
         host = parts.hostname
@@ -314,8 +318,9 @@ async def _checked_hop(url: str, *, internal_ok: bool, resolve: Resolve) -> _Hop
         "and the service is not"
     )
     host = host.strip("[]")
-    if _ip_literal(host):
-        if not internal_ok and _is_internal_address(host):
+    verdict = _literal_verdict(host)
+    if verdict is not None:
+        if not internal_ok and verdict:
             raise refused
         return _Hop(url)
     if not internal_ok and _is_localhost_name(host):
@@ -362,6 +367,16 @@ def _proxied(scheme: str, host: str) -> bool:
     if scheme not in proxies and "all" not in proxies:
         return False
     return not urllib.request.proxy_bypass(host)
+
+
+@functools.lru_cache(maxsize=256)
+def _literal_verdict(host: str) -> bool | None:
+    """For a host that is an IP address: whether it is internal (``_is_internal_address``);
+    None for a name. A pure function of the string (no lookup), so it is remembered: a
+    run downloads every result from the same few hosts."""
+    if not _ip_literal(host):
+        return None
+    return _is_internal_address(host)
 
 
 def _ip_literal(host: str) -> bool:

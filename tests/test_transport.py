@@ -246,3 +246,65 @@ def test_a_redirected_generation_is_followed_as_httpx_follows_it() -> None:
         data = asyncio.run(scenario(server.base_url))
     assert data == base64.b64decode(png)
     assert seen[:2] == ["old", "old"] and seen[2].startswith("new Bearer") and len(seen) == 3
+
+
+def test_result_downloads_take_turns_and_a_stalled_one_holds_the_others_briefly() -> None:
+    """With every turn held by a download that stalls, the next download waits
+    TURN_PATIENCE for a turn, then goes anyway and finishes while the stalled ones still
+    hold theirs (downloads take turns; no download is held back for long)."""
+    import time
+
+    from editgraph.providers import _http
+
+    turns = _http.DOWNLOAD_TURNS
+
+    async def scenario() -> tuple[float, bool, list[bytes]]:
+        release = asyncio.Event()
+        stalled = asyncio.Event()
+        arrived: list[str] = []
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await answer_each(reader, writer)
+            finally:
+                writer.close()
+
+        async def answer_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                path = head.split(b" ", 2)[1].decode()
+                arrived.append(path)
+                if path.startswith("/stall"):
+                    if sum(seen.startswith("/stall") for seen in arrived) == turns:
+                        stalled.set()
+                    await release.wait()
+                body = path.encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                await writer.drain()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async with server, _http.Clients("t", 10.0, follow_redirects=False).new() as client:
+
+            def download(path: str) -> asyncio.Task[bytes]:
+                return asyncio.ensure_future(_http.download_result(
+                    client, f"{base}{path}", limit=1024, timeout=10.0, internal_ok=True,
+                    node="n"))
+
+            holding = [download(f"/stall/{number}") for number in range(turns)]
+            await asyncio.wait_for(stalled.wait(), 10)
+            started = time.monotonic()
+            went = await asyncio.wait_for(download("/go"), 10)
+            waited = time.monotonic() - started
+            still_held = not any(task.done() for task in holding)
+            release.set()
+            bodies = [went, *await asyncio.gather(*holding)]
+        return waited, still_held, bodies
+
+    waited, still_held, bodies = asyncio.run(scenario())
+    assert turns >= 1 and still_held
+    assert waited >= _http.TURN_PATIENCE  # it waited for a turn first
+    assert bodies == [b"/go", *(f"/stall/{number}".encode() for number in range(turns))]

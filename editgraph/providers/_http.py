@@ -284,12 +284,19 @@ def opener_for(client: httpx.AsyncClient) -> Opener | None:
 
 def _direct_opener(transport: AiohttpTransport, timeout: httpx.Timeout) -> Opener:
     """``downloads.Opener`` of GETs straight through ``transport``: the headers a client
-    of ``Clients`` would send (its User-Agent, ``Accept: */*``) and the download's own."""
+    of ``Clients`` would send (its User-Agent, ``Accept: */*``) and the download's own.
+
+    No read timeout: ``download_result`` holds the whole download (retries and redirects
+    included) to one deadline, which the providers set to their read timeout, so a timer
+    per read could never fire first; aiohttp re-arms it for every chunk that arrives
+    (a TimerHandle made and cancelled about a dozen times per megabyte)."""
+    bounded = httpx.Timeout(connect=timeout.connect, read=None, write=timeout.write,
+                            pool=timeout.pool)
 
     def opened(
         url: str, headers: Mapping[str, str], sni_hostname: str | None
     ) -> contextlib.AbstractAsyncContextManager[Answer]:
-        return transport.open("GET", url, headers={**_GET_HEADERS, **headers}, timeout=timeout,
+        return transport.open("GET", url, headers={**_GET_HEADERS, **headers}, timeout=bounded,
                               sni_hostname=sni_hostname)
 
     return opened
@@ -303,6 +310,47 @@ async def internal_base(base_url: str) -> bool:
     its result URLs may be too (a local fake, a private gateway)."""
     parts = urllib.parse.urlsplit(base_url)
     return await is_internal_host(parts.hostname or "", parts.port)
+
+
+#: Result downloads through one client take turns: at most this many receive at once
+#: (0: no turns). Sixteen results of a layer downloaded all at once share the CPU and
+#: all finish at the end of the burst, so every edit that needs them starts late, layer
+#: after layer; in turns they finish one after another, and the edits they complete
+#: start while the rest arrive (benchmarks/critical_path.py; docs/performance.md).
+DOWNLOAD_TURNS = 4
+
+#: A download that waited this long (seconds) for its turn goes anyway: a slow or far
+#: result server must not hold the others back (over long round trips, downloads side by
+#: side finish sooner than in turns), and a stalled one holds no one for long.
+TURN_PATIENCE = 0.05
+
+#: The turns of each client's downloads (``download_result``).
+_TURNS: weakref.WeakKeyDictionary[httpx.AsyncClient, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary())
+
+
+@contextlib.asynccontextmanager
+async def _turn(client: httpx.AsyncClient) -> AsyncIterator[None]:
+    """A turn to download through ``client`` (``DOWNLOAD_TURNS``), or none after
+    ``TURN_PATIENCE`` seconds of waiting for one."""
+    if DOWNLOAD_TURNS <= 0:
+        yield
+        return
+    turns = _TURNS.get(client)
+    if turns is None:
+        turns = _TURNS[client] = asyncio.Semaphore(DOWNLOAD_TURNS)
+    if turns.locked():
+        try:
+            await within(turns.acquire(), TURN_PATIENCE)
+        except asyncio.TimeoutError:
+            yield  # waited long enough: go alongside the others
+            return
+    else:
+        await turns.acquire()
+    try:
+        yield
+    finally:
+        turns.release()
 
 
 class DownloadTimedOut(Exception):
@@ -328,8 +376,10 @@ async def download_result(
 
     opener = opener_for(client)
 
-    def once() -> Awaitable[bytes]:
-        return fetch_once(client, url, limit=limit, internal_ok=internal_ok, opener=opener)
+    async def once() -> bytes:
+        async with _turn(client):  # each try takes its turn; a backoff holds none
+            return await fetch_once(client, url, limit=limit, internal_ok=internal_ok,
+                                    opener=opener)
 
     try:
         return await within(with_retries(once, should_retry, attempts=DOWNLOAD_ATTEMPTS), timeout)

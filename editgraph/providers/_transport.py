@@ -34,6 +34,7 @@ httpx, which follows it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import ssl
 import urllib.parse
@@ -147,15 +148,22 @@ def _shown(url: str) -> str:
 
 
 class DirectAnswer:
-    """An answer of ``AiohttpTransport.open``: status, headers (as httpx's), and the body
-    read whole within a cap (a ``downloads.Answer``)."""
+    """An answer of ``AiohttpTransport.open``: status, headers (as httpx's, built when
+    first asked for), and the body read whole within a cap (a ``downloads.Answer``)."""
 
-    __slots__ = ("_response", "headers", "status_code")
+    __slots__ = ("_headers", "_response", "status_code")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status_code: int = response.status
-        self.headers = httpx.Headers(list(response.raw_headers))
+        self._headers: httpx.Headers | None = None
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """The answer's headers, as httpx's ``Headers``."""
+        if self._headers is None:
+            self._headers = httpx.Headers(list(self._response.raw_headers))
+        return self._headers
 
     @property
     def reason_phrase(self) -> str:
@@ -168,12 +176,13 @@ class DirectAnswer:
 
         A body of declared length, not encoded, is taken whole from aiohttp (its parser
         stops at that length; one join of what arrived, no chunk-by-chunk loop); any
-        other is fed to ``CappedBody`` piece by piece.
-        """
-        body = CappedBody(self.headers, limit)  # a declared length past the cap fails here
+        other is fed to ``CappedBody`` piece by piece. The headers read here are
+        aiohttp's own (case-insensitive, as httpx's)."""
+        headers = self._response.headers
+        body = CappedBody(headers, limit)  # a declared length past the cap fails here
         content = self._response.content
         with aiohttp_errors():
-            if body.encoding in ("", "identity") and self.headers.get(
+            if body.encoding in ("", "identity") and headers.get(
                 "content-length", ""
             ).isdigit():
                 data = await content.read()
@@ -183,6 +192,19 @@ class DirectAnswer:
             async for chunk in content.iter_any():
                 body.feed(chunk)
         return body.body()
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(
+    pool: float | None, connect: float | None, read: float | None
+) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts for httpx's (made once per distinct value: an attrs class built
+    twice per edit otherwise). ``read`` None: no timer per read (a caller that holds the
+    whole exchange to a deadline of its own; aiohttp re-arms the timer on every chunk
+    that arrives, about a dozen per megabyte)."""
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=None, connect=pool, sock_connect=connect, sock_read=read)
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -218,7 +240,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         ``sni_hostname``: the name TLS checks the certificate against, when ``url`` names
         an address (as httpx's ``sni_hostname`` extension). Errors are httpx's
         (``aiohttp_errors``); the connection is released on exit."""
-        import aiohttp
 
         if self._session is None:
             self._session = self._open()
@@ -229,10 +250,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response = await self._session.request(
                 method, url, headers=headers, data=content, allow_redirects=False,
                 compress=None,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=timeout.pool, sock_connect=timeout.connect,
-                    sock_read=timeout.read,
-                ),
+                timeout=_client_timeout(timeout.pool, timeout.connect, timeout.read),
                 **options,
             )
         try:

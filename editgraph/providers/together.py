@@ -65,7 +65,6 @@ from ._http import classified as _classified
 from ._http import direct_transport as _direct_transport
 from ._http import download_result as _download_result
 from ._http import internal_base as _internal_base
-from ._http import json_object as _json_object
 from ._http import make_error as _make_error
 from ._http import retry_after as _retry_after
 from ._http import with_retries as _with_retries
@@ -561,8 +560,8 @@ class Together:
 
     async def _post(
         self, client: httpx.AsyncClient, url: str, content: bytes, timeout: httpx.Timeout
-    ) -> httpx.Response:
-        """POST the request and read the answer, held to a size cap, into a plain Response."""
+    ) -> _Reply:
+        """POST the request and read the answer, held to a size cap."""
         direct = _direct_transport(client)
         if direct is not None:
             async with direct.open("POST", url, headers=self._post_headers(), content=content,
@@ -572,21 +571,14 @@ class Together:
                 if not redirected:
                     body = await self._read_answer(answer)
             if not redirected:
-                return httpx.Response(
-                    answer.status_code, headers=_plain_headers(answer.headers), content=body,
-                    extensions={"reason_phrase": answer.reason_phrase.encode("latin-1",
-                                                                             "replace")},
-                )
+                return _Reply(answer.status_code, answer, body, answer.reason_phrase)
             # A redirect (the request was not acted on): sent again through httpx,
             # which follows it as the client is set to.
         async with client.stream(
             "POST", url, content=content, headers=self._headers(), timeout=timeout
         ) as streamed:
             body = await self._read_answer(StreamedAnswer(streamed))
-        return httpx.Response(
-            streamed.status_code, headers=_plain_headers(streamed.headers), content=body,
-            request=streamed.request,
-        )
+        return _Reply(streamed.status_code, streamed, body, streamed.reason_phrase)
 
     async def _read_answer(self, answer: Answer) -> bytes:
         """A success's body within 2 x max_download_bytes; an error's, of which only the
@@ -609,19 +601,20 @@ class Together:
         return headers
 
     def _judge(
-        self, request: EditRequest, response: httpx.Response, state: _CallState
+        self, request: EditRequest, reply: _Reply, state: _CallState
     ) -> dict[str, Any]:
         """The parsed answer of a 2xx; else raise the signal or error the status calls for."""
-        status = response.status_code
+        status = reply.status_code
         if 200 <= status < 300:
             # The service answered success: whatever is wrong now, it may have billed.
-            payload = _json_object(response)
+            payload = reply.json_object()
             if payload is None:
                 raise self._error(
                     request, "Together answered with a body that is not a JSON object (not "
                     "JSON, or unexpected)", status, state, billed=True,
                 )
             return payload
+        response = reply.response()
         error = _error_fields(response)
         message = self._redact(error.get("message") or response.reason_phrase or "no message")
         should = response.headers.get("x-should-retry")
@@ -783,6 +776,42 @@ class Together:
     ) -> ProviderError:
         return _make_error(ProviderError, request, message, status, state, billed=billed,
                            shown=self._redact)
+
+
+class _Reply:
+    """A generation's answer, its body read whole (decoded, within its cap). A success
+    is parsed from the bytes as they are; an error answer becomes an httpx ``Response``
+    (``response()``) for its message, as before."""
+
+    __slots__ = ("_answer", "content", "reason_phrase", "status_code")
+
+    def __init__(self, status_code: int, answer: Answer | httpx.Response, content: bytes,
+                 reason_phrase: str) -> None:
+        self.status_code = status_code
+        self._answer = answer  # whose headers are read when needed (429s, errors)
+        self.content = content
+        self.reason_phrase = reason_phrase
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """The answer's headers."""
+        return self._answer.headers
+
+    def json_object(self) -> dict[str, Any] | None:
+        """The body as a JSON object (as ``httpx.Response.json`` reads it); None when it
+        is not one."""
+        try:
+            payload = json.loads(self.content)
+        except ValueError:
+            return None
+        return payload if isinstance(payload, dict) else None
+
+    def response(self) -> httpx.Response:
+        """The answer as an httpx ``Response`` (its text decoded as httpx decodes it)."""
+        return httpx.Response(
+            self.status_code, headers=_plain_headers(self.headers), content=self.content,
+            extensions={"reason_phrase": self.reason_phrase.encode("latin-1", "replace")},
+        )
 
 
 def _plain_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
