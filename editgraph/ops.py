@@ -259,9 +259,21 @@ def _fill(colour: str | tuple[int, ...], mode: str) -> tuple[int, ...] | int:
     return tuple(rgba[:3])
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image (``I;16*``, or ``I`` holding 16-bit values) as ``L``,
+    scaled (65535 -> 255), not clipped: Pillow's own conversion turns every value
+    above 255 white."""
+    if image.mode.startswith("I;16") or image.mode == "I" and image.getextrema()[1] > 255:  # type: ignore[operator]
+        return image.convert("I").point(lambda value: value * (1 / 257)).convert("L")
+    return image
+
+
 def _working_mode(image: Image.Image) -> Image.Image:
     """``image`` in a mode every built-in handles: RGB, RGBA or L."""
     if image.mode in ("RGB", "RGBA", "L"):
+        return image
+    image = _eight_bit(image)
+    if image.mode == "L":
         return image
     has_alpha = image.mode in ("LA", "PA", "La", "RGBa") or "transparency" in image.info
     return image.convert("RGBA" if has_alpha else "RGB")
@@ -299,7 +311,7 @@ def feather_mask(mask: Image.Image, feather: int) -> Image.Image:
     """
     if not 0 <= feather <= MAX_FEATHER:
         raise OperationError(f"feather must be from 0 to {MAX_FEATHER}, got {feather}")
-    inside = mask.convert("L").point(lambda value: 255 if value >= 128 else 0)
+    inside = _eight_bit(mask).convert("L").point(lambda value: 255 if value >= 128 else 0)
     area = inside.getbbox()
     if feather == 0 or area is None:
         return inside
@@ -423,7 +435,7 @@ def composite(images: list[Image.Image], box: Box | None = None,
                 f"{base.width}x{base.height}; a mask must have the base's size"
             )
         if feather == 0:
-            alpha = mask.convert("L").crop(box)
+            alpha = _eight_bit(mask).convert("L").crop(box)
         else:
             # Only the box and a feather's width around it can reach the box.
             near = (max(0, x0 - feather), max(0, y0 - feather),
