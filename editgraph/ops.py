@@ -33,6 +33,7 @@ from .requests import SCHEMA_VERSION
 
 __all__ = [
     "MAX_FEATHER",
+    "MAX_OUTPUT_PIXELS",
     "Operation",
     "box_mask",
     "composite",
@@ -48,6 +49,9 @@ __all__ = [
 
 #: The widest feather supported: distances are computed in 8-bit images, 255 meaning "far".
 MAX_FEATHER = 254
+
+#: The largest image an operation may make: a source's default limit (``max_source_pixels``).
+MAX_OUTPUT_PIXELS = 40_000_000
 
 _FAR = 255
 _RESAMPLE = Image.Resampling.LANCZOS
@@ -108,6 +112,15 @@ class Operation:
                     f"{where}: {field}: {type(getattr(validated, field)).__name__} has no "
                     "canonical JSON form; pass numbers, strings, lists or dicts"
                 ) from None
+        width, height = plain.get("width"), plain.get("height")
+        if isinstance(width, int) and isinstance(height, int) and (
+            width * height > MAX_OUTPUT_PIXELS
+        ):
+            raise GraphError(
+                f"{where}: width: {width} x {height} = {width * height:,} pixels is more than "
+                f"an operation may make ({MAX_OUTPUT_PIXELS:,}); FLUX.2 works at up to "
+                "1920 x 1920"
+            )
         return plain
 
     def check_inputs(self, count: int, node: str | None = None) -> None:
@@ -146,6 +159,7 @@ class Operation:
             raise OperationError(
                 f"{self.name} returned {type(result).__name__}, not a PIL.Image.Image"
             )
+        _check_output_size(self.name, result.size)
         return result
 
     def render(self, inputs: Sequence[bytes], parameters: Mapping[str, Any]) -> bytes:
@@ -340,6 +354,16 @@ def _feathered(inside: Image.Image, feather: int) -> Image.Image:
     return alpha
 
 
+def _check_output_size(what: str, size: tuple[int, int]) -> None:
+    """OperationError when an image of ``size`` is larger than ``MAX_OUTPUT_PIXELS``."""
+    width, height = size
+    if width * height > MAX_OUTPUT_PIXELS:
+        raise OperationError(
+            f"{what}: its output would be {width} x {height} = {width * height:,} pixels, more "
+            f"than an operation may make ({MAX_OUTPUT_PIXELS:,}); make it smaller"
+        )
+
+
 def _box_image(size: tuple[int, int], box: tuple[int, int, int, int]) -> Image.Image:
     mask = Image.new("L", size, 0)
     mask.paste(255, box)
@@ -474,10 +498,11 @@ def grid(images: list[Image.Image], columns: Size | None = None,
     rows = math.ceil(count / columns)
     cell_w = max(image.width for image in images)
     cell_h = max(image.height for image in images)
+    size = (columns * cell_w + (columns + 1) * gap, rows * cell_h + (rows + 1) * gap)
+    _check_output_size("grid", size)  # before allocating it
     has_alpha = any(_working_mode(image).mode == "RGBA" for image in images)
     mode = "RGBA" if has_alpha else "RGB"
-    sheet = Image.new(mode, (columns * cell_w + (columns + 1) * gap,
-                             rows * cell_h + (rows + 1) * gap), _fill(background, mode))
+    sheet = Image.new(mode, size, _fill(background, mode))
     for index, image in enumerate(images):
         row, column = divmod(index, columns)
         left = gap + column * (cell_w + gap) + (cell_w - image.width) // 2

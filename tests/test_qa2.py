@@ -11,6 +11,7 @@ import pytest
 from PIL import Image, ImageOps
 
 import editgraph as eg
+from editgraph.testing import FakeTogether
 
 # -- local operations and region edits -----------------------------------------------
 
@@ -73,3 +74,43 @@ def test_q2_a_16_bit_mask_is_read_by_its_value_not_clipped() -> None:
     mask.putdata([1000] * 400)
     out = eg.ops.composite([base, overlay, mask], feather=2)
     assert out.getpixel((10, 10)) == (255, 0, 0)
+
+
+@eg.operation(version="1", inputs=1)
+def poster_wall(images: list[Image.Image]) -> Image.Image:
+    """A test op that makes an 8000 x 6000 (48 MP) image from anything."""
+    return Image.new("L", (8000, 6000), 128)
+
+
+def test_q3_an_op_size_past_the_source_limit_is_refused_when_declared(tmp_path: Path) -> None:
+    """resize to 12000 x 12000 (144 MP) is a GraphError naming the node and width."""
+    graph = eg.Graph(cache_dir=tmp_path / "cache", width=256, height=256)
+    car = graph.image(Image.new("RGB", (64, 48), "red"), name="car")
+    with pytest.raises(eg.GraphError, match=r"node 'big': width: 12000 x 12000"):
+        graph.op(eg.ops.resize, car, width=12000, height=12000, fit="fill", name="big")
+
+
+def test_q3_an_op_output_past_the_limit_fails_the_op_and_nothing_is_paid(
+    tmp_path: Path,
+) -> None:
+    """A 48 MP op output fails that op (OperationError); the edit that would have sent it
+    as a reference is never sent or billed (it was, before: 144 MP went out)."""
+    graph = eg.Graph(cache_dir=tmp_path / "cache", width=256, height=256)
+    car = graph.image(Image.new("RGB", (64, 48), "red"), name="car")
+    wall = graph.op(poster_wall, car, name="wall")
+    graph.edit(f"Make {wall} green", name="green")
+    with FakeTogether() as fake:
+        provider = eg.providers.Together(api_key="k", base_url=fake.base_url)
+        with pytest.raises(eg.RunError) as caught:
+            graph.run(provider=provider)
+        billed = fake.billed
+    assert billed == []
+    assert isinstance(caught.value.failures["wall"], eg.OperationError)
+    assert "8000 x 6000" in str(caught.value.failures["wall"])
+
+
+def test_q3_a_grid_too_large_is_refused_before_it_is_allocated() -> None:
+    """A grid whose sheet would pass the limit is an OperationError naming its size."""
+    tile = Image.new("RGB", (2000, 2000), "white")
+    with pytest.raises(eg.OperationError, match="grid: its output would be"):
+        eg.ops.grid([tile] * 11, gap=0)
