@@ -5,9 +5,12 @@ small hand-written server), real processes; nothing of editgraph's own is mocked
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cli_checks import assert_bad_input, invoke, write_recipe
 from PIL import Image, ImageOps
 
 import editgraph as eg
@@ -114,3 +117,36 @@ def test_q3_a_grid_too_large_is_refused_before_it_is_allocated() -> None:
     tile = Image.new("RGB", (2000, 2000), "white")
     with pytest.raises(eg.OperationError, match="grid: its output would be"):
         eg.ops.grid([tile] * 11, gap=0)
+
+
+# -- S3 store and image host ---------------------------------------------------------
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+    """moto on loopback with one bucket; the AWS variables point at it; an empty cache home."""
+    pytest.importorskip("obstore")
+    from editgraph.testing.s3 import MotoS3
+
+    with MotoS3() as server:
+        for name, value in server.environment().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        yield server
+
+
+def test_q4_a_missing_bucket_is_a_one_line_error_exit_2(s3: Any, tmp_path: Path) -> None:
+    """--cache s3://no-such-bucket/... says the bucket does not exist (was a traceback
+    ending in obstore's multi-line FileNotFoundError, exit 1)."""
+    recipe = write_recipe(tmp_path, """
+        import editgraph as eg
+        def recipe():
+            g = eg.Graph(width=256, height=256)
+            red = g.image("red.png")
+            g.edit(f"Make {red} blue", name="blue")
+            return g
+    """)
+    result = invoke("run", str(recipe), "--cache", "s3://no-such-bucket/team",
+                    "--out", str(tmp_path / "out"), "--provider", "preview")
+    assert_bad_input(result, "s3://no-such-bucket/team", "'no-such-bucket' does not exist")
+    assert "editgraph-test-secret" not in result.output

@@ -238,10 +238,18 @@ class S3Store:
             if endpoint in marker.read_text(encoding="utf-8").splitlines():
                 return
         import obstore
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
+        from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
 
         path = f"probe/{uuid.uuid4().hex}.json"
-        created = self._call("write", lambda: obstore.put(self._objects, path, b"{}", mode="create"))
+        try:
+            created = self._call(
+                "write", lambda: obstore.put(self._objects, path, b"{}", mode="create"))
+        except (NotFoundError, FileNotFoundError):  # a PUT answered 404: NoSuchBucket
+            raise StoreError(
+                f"{self.location}: the bucket {self.location.bucket!r} does not exist (or "
+                "these credentials cannot see it); create it, or check AWS_ENDPOINT_URL "
+                "and the bucket's name"
+            ) from None
         etag = created.get("e_tag")
 
         def answers(write: Callable[[], object], expected: type[Exception] | None) -> bool:
