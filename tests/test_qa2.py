@@ -150,3 +150,32 @@ def test_q4_a_missing_bucket_is_a_one_line_error_exit_2(s3: Any, tmp_path: Path)
                     "--out", str(tmp_path / "out"), "--provider", "preview")
     assert_bad_input(result, "s3://no-such-bucket/team", "'no-such-bucket' does not exist")
     assert "editgraph-test-secret" not in result.output
+
+
+@pytest.mark.parametrize("expires", [float("inf"), float("nan"), 8 * 24 * 3600, 0, True])
+def test_q5_image_host_refuses_an_expiry_no_presigned_url_can_have(
+    s3: Any, expires: float
+) -> None:
+    """expires past 7 days (SigV4's limit), infinite, nan, zero or a bool is refused when
+    the host is made (inf was an OverflowError at signing time, 8 days a URL S3 refuses)."""
+    with pytest.raises(eg.StoreError, match="expires must be"):
+        eg.hosts.S3ImageHost(s3.url("refs"), expires=expires)
+
+
+def test_q5_image_host_on_a_missing_bucket_says_so_in_one_line(s3: Any, tmp_path: Path) -> None:
+    """An upload to a bucket that does not exist fails the edit, unpaid, with one line
+    naming the bucket (was obstore's multi-line text with the XML error body)."""
+    host = eg.hosts.S3ImageHost("s3://no-such-bucket/refs")
+    graph = eg.Graph(cache_dir=tmp_path / "cache", width=256, height=256)
+    car = graph.image(Image.new("RGB", (64, 48), "red"), name="car")
+    graph.edit(f"Make {car} blue", name="blue")
+    with FakeTogether(accept_data_uris=False) as fake:
+        provider = eg.providers.Together(api_key="k", base_url=fake.base_url, image_host=host)
+        with pytest.raises(eg.RunError) as caught:
+            graph.run(provider=provider)
+        billed = fake.billed
+    message = str(caught.value.failures["blue"])
+    assert billed == []
+    assert "'no-such-bucket' does not exist" in message
+    assert len(message.splitlines()) == 1, message
+    assert "<Error>" not in message
