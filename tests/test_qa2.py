@@ -179,3 +179,24 @@ def test_q5_image_host_on_a_missing_bucket_says_so_in_one_line(s3: Any, tmp_path
     assert "'no-such-bucket' does not exist" in message
     assert len(message.splitlines()) == 1, message
     assert "<Error>" not in message
+
+
+# -- BFL -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("max_active", float("nan")), ("max_active", 2.5), ("max_active", "3"),
+    ("unknown_outcome_retries", float("inf")), ("max_retries", 1.5),
+    ("moderation_retries", True), ("safety_tolerance", 2.5),
+    ("timeout", float("inf")), ("poll_interval", float("inf")), ("poll_interval", "1"),
+    ("result_ttl", float("nan")),
+])
+def test_q6_bfl_refuses_counts_and_times_that_are_not_numbers_it_can_use(
+    setting: str, value: object
+) -> None:
+    """A nan/fractional/str count, or an infinite time, is a GraphError naming the setting
+    (nan max_active was no cap at all, inf unknown_outcome_retries a bill without bound,
+    a str a TypeError)."""
+    with pytest.raises(eg.GraphError, match=f"BFL: {setting} must be"):
+        settings: dict[str, Any] = {setting: value}
+        eg.providers.BFL(api_key="k", **settings)
