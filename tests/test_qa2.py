@@ -5,6 +5,10 @@ small hand-written server), real processes; nothing of editgraph's own is mocked
 
 from __future__ import annotations
 
+import http.server
+import itertools
+import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,7 @@ from cli_checks import assert_bad_input, invoke, write_recipe
 from PIL import Image, ImageOps
 
 import editgraph as eg
+from editgraph.store import DiskStore
 from editgraph.testing import FakeTogether
 
 # -- local operations and region edits -----------------------------------------------
@@ -200,3 +205,56 @@ def test_q6_bfl_refuses_counts_and_times_that_are_not_numbers_it_can_use(
     with pytest.raises(eg.GraphError, match=f"BFL: {setting} must be"):
         settings: dict[str, Any] = {setting: value}
         eg.providers.BFL(api_key="k", **settings)
+
+
+class _ErroringBFL(http.server.BaseHTTPRequestHandler):
+    """A BFL look-alike whose every task ends with status "Error"."""
+
+    submissions = itertools.count(1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def _answer(self, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        task = f"task-{next(self.submissions)}"
+        self.server.submitted.append(task)  # type: ignore[attr-defined]
+        self._answer({"id": task, "cost": 3.0,
+                      "polling_url": f"http://{self.headers['Host']}/v1/get_result?id={task}"})
+
+    def do_GET(self) -> None:
+        self._answer({"id": "x", "status": "Error", "details": {"error": "generation failed"}})
+
+
+def test_q7_a_bfl_task_that_ended_in_error_is_not_polled_again_by_the_next_run(
+    tmp_path: Path,
+) -> None:
+    """A task whose status is "Error" is over: the next run submits anew (it re-polled the
+    dead task, failing the same way on every run until result_ttl had passed)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ErroringBFL)
+    server.submitted = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base_url = f"http://127.0.0.1:{server.server_address[1]}"
+        for _ in range(2):
+            graph = eg.Graph(cache_dir=tmp_path / "cache", width=256, height=256)
+            car = graph.image(Image.new("RGB", (64, 48), "red"), name="car")
+            graph.edit(f"Make {car} blue", name="blue")
+            with pytest.raises(eg.RunError, match="ended with status 'Error'") as caught:
+                graph.run(provider=eg.providers.BFL(api_key="k", base_url=base_url,
+                                                    poll_interval=0.0))
+            assert caught.value.failures["blue"].possibly_billed  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(server.submitted) == 2  # type: ignore[attr-defined]
+    assert list(DiskStore(tmp_path / "cache").journal_entries()) == []

@@ -614,6 +614,12 @@ class BFL:
                 )
             if status == "Task not found":
                 raise _TaskGone("BFL no longer knows the task (Task not found)")
+            # The task ended (an "Error" or a status this client does not know): nothing
+            # is left to collect, so its journal entry goes, or every later run would
+            # poll the dead task again instead of submitting anew.
+            journal = current_journal()
+            if journal is not None:
+                journal.discard()
             raise self._error(
                 request, f"BFL task {submission.task_id} ended with status {status!r}"
                          + (f": {details}" if details else ""),
