@@ -258,3 +258,35 @@ def test_q7_a_bfl_task_that_ended_in_error_is_not_polled_again_by_the_next_run(
         server.server_close()
     assert len(server.submitted) == 2  # type: ignore[attr-defined]
     assert list(DiskStore(tmp_path / "cache").journal_entries()) == []
+
+
+def test_q9_a_record_under_another_keys_name_in_the_bucket_is_a_miss(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """records/<green>.json holding blue's record (copied or restored to the wrong name)
+    is damage: green runs again and gets its own image (it was served blue's image), and
+    `verify` names it."""
+    def graph() -> eg.Graph:
+        built = eg.Graph(cache_dir=s3.url("team"), width=256, height=256)
+        car = built.image(Image.new("RGB", (64, 48), "red"), name="car")
+        built.edit(f"Make {car} blue", name="blue")
+        built.edit(f"Make {car} green", name="green")
+        return built
+
+    with FakeTogether() as fake:
+        provider = eg.providers.Together(api_key="k", base_url=fake.base_url)
+        first = graph().run(provider=provider)
+        blue, green = first["blue"].record, first["green"].record
+        objects = s3.objects()
+        blue_path = next(path for path in objects if path.endswith(f"records/{blue.key}.json"))
+        green_path = next(path for path in objects if path.endswith(f"records/{green.key}.json"))
+        s3.write(green_path, objects[blue_path])
+        damage = eg.stores.s3.S3Store(s3.url("team"), local_dir=tmp_path / "verify").verify()
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-machine"))
+        again = graph().run(provider=provider)
+        paid = len(fake.billed)
+    assert [item.problem for item in damage if green.key[:12] in item.entry] == [
+        f"it is the record of another key ({blue.key[:12]})"]
+    assert not again["green"].cached and paid == 3
+    assert again["green"].record.output_hash == green.output_hash
+    assert again.repaired == 1
