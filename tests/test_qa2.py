@@ -124,6 +124,22 @@ def test_q3_a_grid_too_large_is_refused_before_it_is_allocated() -> None:
         eg.ops.grid([tile] * 11, gap=0)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "Q8: a crop/composite box reaching outside a source is found only when the op runs, "
+    "after the graph's other edits were paid (a region= outside image 1 is refused when "
+    "declared); the fix belongs in graph.py's Graph.op: for a box parameter, check it "
+    "against _size_now(input 1) as _mask_now does for regions"
+))
+def test_q8_a_crop_box_outside_a_source_is_refused_when_declared(tmp_path: Path) -> None:
+    """g.op(crop, source, box=...) past the source's 64 x 48 pixels is a GraphError naming
+    the node and box when declared, before anything in the graph is paid."""
+    graph = eg.Graph(cache_dir=tmp_path / "cache", width=256, height=256)
+    car = graph.image(Image.new("RGB", (64, 48), "red"), name="car")
+    graph.edit(f"Make {car} blue", name="blue")
+    with pytest.raises(eg.GraphError, match=r"node 'wide': box"):
+        graph.op(eg.ops.crop, car, box=(0, 0, 400, 40), name="wide")
+
+
 # -- S3 store and image host ---------------------------------------------------------
 
 
@@ -266,6 +282,8 @@ def test_q9_a_record_under_another_keys_name_in_the_bucket_is_a_miss(
     """records/<green>.json holding blue's record (copied or restored to the wrong name)
     is damage: green runs again and gets its own image (it was served blue's image), and
     `verify` names it."""
+    from editgraph.stores.s3 import S3Store
+
     def graph() -> eg.Graph:
         built = eg.Graph(cache_dir=s3.url("team"), width=256, height=256)
         car = built.image(Image.new("RGB", (64, 48), "red"), name="car")
@@ -281,7 +299,7 @@ def test_q9_a_record_under_another_keys_name_in_the_bucket_is_a_miss(
         blue_path = next(path for path in objects if path.endswith(f"records/{blue.key}.json"))
         green_path = next(path for path in objects if path.endswith(f"records/{green.key}.json"))
         s3.write(green_path, objects[blue_path])
-        damage = eg.stores.s3.S3Store(s3.url("team"), local_dir=tmp_path / "verify").verify()
+        damage = S3Store(s3.url("team"), local_dir=tmp_path / "verify").verify()
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-machine"))
         again = graph().run(provider=provider)
         paid = len(fake.billed)
