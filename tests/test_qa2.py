@@ -5,7 +5,9 @@ small hand-written server), real processes; nothing of editgraph's own is mocked
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import io
 import itertools
 import json
 import threading
@@ -223,18 +225,19 @@ def test_q6_bfl_refuses_counts_and_times_that_are_not_numbers_it_can_use(
         eg.providers.BFL(api_key="k", **settings)
 
 
-class _ErroringBFL(http.server.BaseHTTPRequestHandler):
-    """A BFL look-alike whose every task ends with status "Error"."""
+class _LookalikeBFL(http.server.BaseHTTPRequestHandler):
+    """A small BFL look-alike on loopback: each submission answers with ``server.cost``
+    (JSON text, so NaN and Infinity can be sent as Python's json writes them), and each
+    poll with ``server.status``; a Ready task's result is a 256 x 256 PNG."""
 
     submissions = itertools.count(1)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet."""
 
-    def _answer(self, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
+    def _answer(self, data: bytes, media_type: str = "application/json") -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", media_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -243,11 +246,47 @@ class _ErroringBFL(http.server.BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         task = f"task-{next(self.submissions)}"
         self.server.submitted.append(task)  # type: ignore[attr-defined]
-        self._answer({"id": task, "cost": 3.0,
-                      "polling_url": f"http://{self.headers['Host']}/v1/get_result?id={task}"})
+        polling_url = f"http://{self.headers['Host']}/v1/get_result?id={task}"
+        self._answer(f'{{"id": "{task}", "polling_url": "{polling_url}", '
+                     f'"cost": {self.server.cost}}}'.encode())  # type: ignore[attr-defined]
 
     def do_GET(self) -> None:
-        self._answer({"id": "x", "status": "Error", "details": {"error": "generation failed"}})
+        if self.path == "/result.png":
+            buffer = io.BytesIO()
+            Image.new("RGB", (256, 256), "blue").save(buffer, format="PNG")
+            self._answer(buffer.getvalue(), "image/png")
+            return
+        status = self.server.status  # type: ignore[attr-defined]
+        body: dict[str, Any] = {"id": "x", "status": status}
+        if status == "Ready":
+            body["result"] = {"sample": f"http://{self.headers['Host']}/result.png"}
+        else:
+            body["details"] = {"error": "generation failed"}
+        self._answer(json.dumps(body).encode())
+
+
+@contextlib.contextmanager
+def lookalike_bfl(status: str, cost: str = "3.0") -> Iterator[http.server.ThreadingHTTPServer]:
+    """A ``_LookalikeBFL`` serving in a thread; ``.submitted`` lists the tasks made."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LookalikeBFL)
+    server.submitted = []  # type: ignore[attr-defined]
+    server.status = status  # type: ignore[attr-defined]
+    server.cost = cost  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def one_edit_graph(cache: Path) -> eg.Graph:
+    """One pro edit of a small red source, 256 x 256."""
+    graph = eg.Graph(cache_dir=cache, width=256, height=256, model="flux.2-pro")
+    car = graph.image(Image.new("RGB", (64, 48), "red"), name="car")
+    graph.edit(f"Make {car} blue", name="blue")
+    return graph
 
 
 def test_q7_a_bfl_task_that_ended_in_error_is_not_polled_again_by_the_next_run(
@@ -255,25 +294,37 @@ def test_q7_a_bfl_task_that_ended_in_error_is_not_polled_again_by_the_next_run(
 ) -> None:
     """A task whose status is "Error" is over: the next run submits anew (it re-polled the
     dead task, failing the same way on every run until result_ttl had passed)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ErroringBFL)
-    server.submitted = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with lookalike_bfl("Error") as server:
         base_url = f"http://127.0.0.1:{server.server_address[1]}"
         for _ in range(2):
-            graph = eg.Graph(cache_dir=tmp_path / "cache", width=256, height=256)
-            car = graph.image(Image.new("RGB", (64, 48), "red"), name="car")
-            graph.edit(f"Make {car} blue", name="blue")
             with pytest.raises(eg.RunError, match="ended with status 'Error'") as caught:
-                graph.run(provider=eg.providers.BFL(api_key="k", base_url=base_url,
-                                                    poll_interval=0.0))
+                one_edit_graph(tmp_path / "cache").run(
+                    provider=eg.providers.BFL(api_key="k", base_url=base_url, poll_interval=0.0))
             assert caught.value.failures["blue"].possibly_billed  # type: ignore[attr-defined]
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert len(server.submitted) == 2  # type: ignore[attr-defined]
+        submitted = list(server.submitted)  # type: ignore[attr-defined]
+    assert len(submitted) == 2
     assert list(DiskStore(tmp_path / "cache").journal_entries()) == []
+
+
+@pytest.mark.parametrize("cost", ["NaN", "Infinity", "-500", "true", '"300"'])
+def test_q10_a_cost_bfl_answers_that_is_no_number_of_credits_counts_as_the_estimate(
+    tmp_path: Path, cost: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A submit answer whose cost is NaN, Infinity, negative, a bool or a string leaves the
+    edit at its estimate ($0.045 for pro at 256 x 256 with a small reference), logged; the
+    run's spend and the manifest stay numbers (NaN or -$5 went into the run's cost, the
+    budget and the manifest; a missing cost counted $0)."""
+    with lookalike_bfl("Ready", cost=cost) as server:
+        base_url = f"http://127.0.0.1:{server.server_address[1]}"
+        run = one_edit_graph(tmp_path / "cache").run(
+            provider=eg.providers.BFL(api_key="k", base_url=base_url, poll_interval=0.0))
+    run.save(tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert run["blue"].cost == pytest.approx(0.045)
+    assert [edit["cost"] for edit in manifest["edits"] if edit["node"] == "blue"] == [
+        pytest.approx(0.045)]
+    assert "not a number of credits" in caplog.text
+
 
 
 def test_q9_a_record_under_another_keys_name_in_the_bucket_is_a_miss(
