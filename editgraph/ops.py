@@ -226,10 +226,32 @@ def _parameter_model(function: ImageFunction, name: str) -> type[BaseModel]:
     return model
 
 
+#: The modes Pillow writes as PNG as they are; any other is converted first.
+_PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B"})
+
+
+def _png_mode(image: Image.Image) -> Image.Image:
+    """``image`` in a mode PNG stores: CMYK, YCbCr, LAB and HSV become RGB; modes with
+    alpha (PA, La, RGBa) RGBA; 32-bit and float greyscale (I, F) 8-bit L."""
+    if image.mode in _PNG_MODES:
+        return image
+    if image.mode in ("PA", "RGBa"):
+        return image.convert("RGBA")
+    if image.mode == "La":
+        return image.convert("LA")
+    if image.mode.startswith("I") or image.mode == "F":
+        return _eight_bit(image).convert("L")
+    return image.convert("RGB")
+
+
 def encode_png(image: Image.Image) -> bytes:
-    """``image`` as PNG bytes, written with Pillow's default settings (deterministic)."""
+    """``image`` as PNG bytes, written with Pillow's default settings (deterministic).
+
+    An image in a mode PNG cannot hold (a CMYK result of an operation, say) is converted
+    first (see ``_png_mode``) rather than failing the node.
+    """
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    _png_mode(image).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

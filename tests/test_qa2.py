@@ -126,6 +126,29 @@ def test_q3_a_grid_too_large_is_refused_before_it_is_allocated() -> None:
         eg.ops.grid([tile] * 11, gap=0)
 
 
+@eg.operation(version="1", inputs=1)
+def in_mode(images: list[Image.Image], mode: str) -> Image.Image:
+    """A test op: the input converted to ``mode`` (CMYK for print, F for float maths...)."""
+    return images[0].convert("RGB").convert(mode)
+
+
+@pytest.mark.parametrize("mode, stored", [("CMYK", "RGB"), ("YCbCr", "RGB"), ("LAB", "RGB"),
+                                          ("F", "L"), ("PA", "RGBA")])
+def test_q11_an_op_result_in_a_mode_png_cannot_hold_is_converted_and_kept(
+    tmp_path: Path, mode: str, stored: str
+) -> None:
+    """A user op that returns a CMYK (or YCbCr, LAB, float, PA) image finishes and is
+    stored as PNG in the nearest mode PNG holds (it failed with "cannot write mode CMYK
+    as PNG", and its descendants with it)."""
+    graph = eg.Graph(cache_dir=tmp_path / "cache", width=256, height=256)
+    car = graph.image(Image.new("RGB", (64, 48), (200, 30, 30)), name="car")
+    converted = graph.op(in_mode, car, mode=mode, name="converted")
+    graph.op(eg.ops.crop, converted, box=(0, 0, 10, 10), name="corner")
+    run = graph.run(provider=eg.providers.Preview())
+    assert run["converted"].image.mode == stored
+    assert run["corner"].image.size == (10, 10)
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "Q8: a crop/composite box reaching outside a source is found only when the op runs, "
     "after the graph's other edits were paid (a region= outside image 1 is refused when "
