@@ -10,6 +10,8 @@ import http.server
 import io
 import itertools
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -383,3 +385,27 @@ def test_q9_a_record_under_another_keys_name_in_the_bucket_is_a_miss(
     assert not again["green"].cached and paid == 3
     assert again["green"].record.output_hash == green.output_hash
     assert again.repaired == 1
+
+
+# -- the fakes from the shell ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("fake, option, value", [
+    ("together", "--latency", "nan"), ("together", "--url-ttl", "nan"),
+    ("together", "--fault-rate", "nan"), ("bfl", "--latency", "inf"),
+    ("bfl", "--url-ttl", "nan"), ("bfl", "--fault-rate", "nan"),
+])
+def test_q12_serve_refuses_nan_and_infinity_in_its_number_options(
+    fake: str, option: str, value: str, tmp_path: Path
+) -> None:
+    """`python -m editgraph.testing serve FAKE --latency nan` (or --url-ttl, --fault-rate;
+    nan or inf) is click's usage error, exit 2, at once: nan passed click's range check,
+    so the fake served (tasks that never became ready, results never fetchable), or
+    --fault-rate nan ended in a traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "editgraph.testing", "serve", fake, option, value],
+        capture_output=True, text=True, cwd=tmp_path, check=False, timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "is not a finite number" in result.stderr and option in result.stderr
+    assert "Traceback" not in result.stderr
