@@ -245,8 +245,7 @@ def test_q6_bfl_refuses_counts_and_times_that_are_not_numbers_it_can_use(
     """A nan/fractional/str count, or an infinite time, is refused naming the setting
     (nan max_active was no cap at all, inf unknown_outcome_retries a bill without bound,
     a str a TypeError)."""
-    # GraphError here; the tidy branch makes it ConfigurationError (as Together's): either.
-    with pytest.raises((eg.GraphError, eg.ConfigurationError), match=f"BFL: {setting} must be"):
+    with pytest.raises(eg.ConfigurationError, match=f"BFL: {setting} must be"):
         settings: dict[str, Any] = {setting: value}
         eg.providers.BFL(api_key="k", **settings)
 
