@@ -16,7 +16,10 @@ from .errors import StoreError
 from .requests import Reference
 from .stores.s3 import connect, parse_s3_url
 
-__all__ = ["S3ImageHost"]
+__all__ = ["MAX_EXPIRES", "S3ImageHost"]
+
+#: The longest life of a presigned (SigV4) URL: S3 refuses a longer X-Amz-Expires.
+MAX_EXPIRES = 7 * 24 * 3600
 
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
@@ -36,8 +39,13 @@ class S3ImageHost:
 
     def __init__(self, location: str, *, expires: float = 3600) -> None:
         self.location = parse_s3_url(location)
-        if not expires > 0:
-            raise StoreError(f"S3ImageHost: expires must be > 0 seconds, got {expires!r}")
+        if isinstance(expires, bool) or not isinstance(expires, (int, float)) or not (
+            0 < expires <= MAX_EXPIRES
+        ):  # nan and inf refused too
+            raise StoreError(
+                f"S3ImageHost: expires must be more than 0 and at most {MAX_EXPIRES} "
+                f"seconds (7 days, the longest a presigned S3 URL lives), got {expires!r}"
+            )
         self.expires = expires
         self._objects = connect(self.location)
         self._uploaded: set[str] = set()
@@ -68,6 +76,12 @@ class S3ImageHost:
                     )
                 except (AlreadyExistsError, PreconditionError):
                     pass  # uploaded meanwhile by another run: the same bytes
+                except (NotFoundError, FileNotFoundError):  # a PUT answered 404: NoSuchBucket
+                    raise StoreError(
+                        f"{self.location}: the bucket {self.location.bucket!r} does not "
+                        "exist (or these credentials cannot see it); create it, or check "
+                        "AWS_ENDPOINT_URL and the bucket's name"
+                    ) from None
             with self._lock:
                 self._uploaded.add(path)
         return await obstore.sign_async(

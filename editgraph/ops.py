@@ -33,6 +33,7 @@ from .requests import SCHEMA_VERSION
 
 __all__ = [
     "MAX_FEATHER",
+    "MAX_OUTPUT_PIXELS",
     "Operation",
     "box_mask",
     "composite",
@@ -48,6 +49,9 @@ __all__ = [
 
 #: The widest feather supported: distances are computed in 8-bit images, 255 meaning "far".
 MAX_FEATHER = 254
+
+#: The largest image an operation may make: a source's default limit (``max_source_pixels``).
+MAX_OUTPUT_PIXELS = 40_000_000
 
 _FAR = 255
 _RESAMPLE = Image.Resampling.LANCZOS
@@ -108,6 +112,15 @@ class Operation:
                     f"{where}: {field}: {type(getattr(validated, field)).__name__} has no "
                     "canonical JSON form; pass numbers, strings, lists or dicts"
                 ) from None
+        width, height = plain.get("width"), plain.get("height")
+        if isinstance(width, int) and isinstance(height, int) and (
+            width * height > MAX_OUTPUT_PIXELS
+        ):
+            raise GraphError(
+                f"{where}: width: {width} x {height} = {width * height:,} pixels is more than "
+                f"an operation may make ({MAX_OUTPUT_PIXELS:,}); FLUX.2 works at up to "
+                "1920 x 1920"
+            )
         return plain
 
     def check_inputs(self, count: int, node: str | None = None) -> None:
@@ -146,6 +159,7 @@ class Operation:
             raise OperationError(
                 f"{self.name} returned {type(result).__name__}, not a PIL.Image.Image"
             )
+        _check_output_size(self.name, result.size)
         return result
 
     def render(self, inputs: Sequence[bytes], parameters: Mapping[str, Any]) -> bytes:
@@ -212,10 +226,32 @@ def _parameter_model(function: ImageFunction, name: str) -> type[BaseModel]:
     return model
 
 
+#: The modes Pillow writes as PNG as they are; any other is converted first.
+_PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B"})
+
+
+def _png_mode(image: Image.Image) -> Image.Image:
+    """``image`` in a mode PNG stores: CMYK, YCbCr, LAB and HSV become RGB; modes with
+    alpha (PA, La, RGBa) RGBA; 32-bit and float greyscale (I, F) 8-bit L."""
+    if image.mode in _PNG_MODES:
+        return image
+    if image.mode in ("PA", "RGBa"):
+        return image.convert("RGBA")
+    if image.mode == "La":
+        return image.convert("LA")
+    if image.mode.startswith("I") or image.mode == "F":
+        return _eight_bit(image).convert("L")
+    return image.convert("RGB")
+
+
 def encode_png(image: Image.Image) -> bytes:
-    """``image`` as PNG bytes, written with Pillow's default settings (deterministic)."""
+    """``image`` as PNG bytes, written with Pillow's default settings (deterministic).
+
+    An image in a mode PNG cannot hold (a CMYK result of an operation, say) is converted
+    first (see ``_png_mode``) rather than failing the node.
+    """
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    _png_mode(image).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -259,9 +295,21 @@ def _fill(colour: str | tuple[int, ...], mode: str) -> tuple[int, ...] | int:
     return tuple(rgba[:3])
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image (``I;16*``, or ``I`` holding 16-bit values) as ``L``,
+    scaled (65535 -> 255), not clipped: Pillow's own conversion turns every value
+    above 255 white."""
+    if image.mode.startswith("I;16") or image.mode == "I" and image.getextrema()[1] > 255:  # type: ignore[operator]
+        return image.convert("I").point(lambda value: value * (1 / 257)).convert("L")
+    return image
+
+
 def _working_mode(image: Image.Image) -> Image.Image:
     """``image`` in a mode every built-in handles: RGB, RGBA or L."""
     if image.mode in ("RGB", "RGBA", "L"):
+        return image
+    image = _eight_bit(image)
+    if image.mode == "L":
         return image
     has_alpha = image.mode in ("LA", "PA", "La", "RGBa") or "transparency" in image.info
     return image.convert("RGBA" if has_alpha else "RGB")
@@ -299,7 +347,7 @@ def feather_mask(mask: Image.Image, feather: int) -> Image.Image:
     """
     if not 0 <= feather <= MAX_FEATHER:
         raise OperationError(f"feather must be from 0 to {MAX_FEATHER}, got {feather}")
-    inside = mask.convert("L").point(lambda value: 255 if value >= 128 else 0)
+    inside = _eight_bit(mask).convert("L").point(lambda value: 255 if value >= 128 else 0)
     area = inside.getbbox()
     if feather == 0 or area is None:
         return inside
@@ -326,6 +374,16 @@ def _feathered(inside: Image.Image, feather: int) -> Image.Image:
         table = [_ramp(math.hypot(dx, g), feather) if g != _FAR else 0 for g in range(256)]
         alpha = ImageChops.lighter(alpha, _shifted(vertical.point(table), -dx, 0, 0))
     return alpha
+
+
+def _check_output_size(what: str, size: tuple[int, int]) -> None:
+    """OperationError when an image of ``size`` is larger than ``MAX_OUTPUT_PIXELS``."""
+    width, height = size
+    if width * height > MAX_OUTPUT_PIXELS:
+        raise OperationError(
+            f"{what}: its output would be {width} x {height} = {width * height:,} pixels, more "
+            f"than an operation may make ({MAX_OUTPUT_PIXELS:,}); make it smaller"
+        )
 
 
 def _box_image(size: tuple[int, int], box: tuple[int, int, int, int]) -> Image.Image:
@@ -423,7 +481,7 @@ def composite(images: list[Image.Image], box: Box | None = None,
                 f"{base.width}x{base.height}; a mask must have the base's size"
             )
         if feather == 0:
-            alpha = mask.convert("L").crop(box)
+            alpha = _eight_bit(mask).convert("L").crop(box)
         else:
             # Only the box and a feather's width around it can reach the box.
             near = (max(0, x0 - feather), max(0, y0 - feather),
@@ -462,10 +520,11 @@ def grid(images: list[Image.Image], columns: Size | None = None,
     rows = math.ceil(count / columns)
     cell_w = max(image.width for image in images)
     cell_h = max(image.height for image in images)
+    size = (columns * cell_w + (columns + 1) * gap, rows * cell_h + (rows + 1) * gap)
+    _check_output_size("grid", size)  # before allocating it
     has_alpha = any(_working_mode(image).mode == "RGBA" for image in images)
     mode = "RGBA" if has_alpha else "RGB"
-    sheet = Image.new(mode, (columns * cell_w + (columns + 1) * gap,
-                             rows * cell_h + (rows + 1) * gap), _fill(background, mode))
+    sheet = Image.new(mode, size, _fill(background, mode))
     for index, image in enumerate(images):
         row, column = divmod(index, columns)
         left = gap + column * (cell_w + gap) + (cell_w - image.width) // 2

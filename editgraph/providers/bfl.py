@@ -314,7 +314,10 @@ class BFL:
                     submission = await self._submit(client, request, spec, seed, state)
                     if journal is not None:
                         await journal.record(submission)
-                cost += submission.cost or 0.0
+                # A task whose answer gave no usable cost is counted at its estimate: 0
+                # would let a budget spend past its limit.
+                cost += submission.cost if submission.cost is not None else (
+                    submission.estimated_cost)
                 try:
                     return await self._collect(client, request, submission, state, cost)
                 except _TaskGone as gone:
@@ -525,7 +528,7 @@ class BFL:
                 inputs=[size for size in map(_input_size, (r.data for r in request.references))
                         if size is not None],
             ),
-            cost=float(cost) / 100 if isinstance(cost, (int, float)) else None,
+            cost=_credits_in_usd(cost, request.node),
             submitted_at=time.time(),
         )
 
@@ -614,6 +617,12 @@ class BFL:
                 )
             if status == "Task not found":
                 raise _TaskGone("BFL no longer knows the task (Task not found)")
+            # The task ended (an "Error" or a status this client does not know): nothing
+            # is left to collect, so its journal entry goes, or every later run would
+            # poll the dead task again instead of submitting anew.
+            journal = current_journal()
+            if journal is not None:
+                journal.discard()
             raise self._error(
                 request, f"BFL task {submission.task_id} ended with status {status!r}"
                          + (f": {details}" if details else ""),
@@ -750,6 +759,21 @@ class BFL:
     ) -> ProviderError:
         return make_error(kind, request, message, status, state, billed=billed,
                           shown=self._redact)
+
+
+def _credits_in_usd(cost: object, node: str) -> float | None:
+    """The ``cost`` a submit answer gave (credits) in USD; None (the estimate stands)
+    when it is not a finite number >= 0: JSON's NaN, Infinity or a negative cost would
+    make the run's spend, its budget and the manifest meaningless."""
+    if cost is None:
+        return None
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not (
+        0 <= cost < math.inf
+    ):
+        logger.warning("node %r: BFL answered cost %s, not a number of credits; using the "
+                       "estimate", node, _short(cost))
+        return None
+    return float(cost) / 100
 
 
 def _detail(response: httpx.Response) -> str:

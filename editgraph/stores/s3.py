@@ -238,10 +238,18 @@ class S3Store:
             if endpoint in marker.read_text(encoding="utf-8").splitlines():
                 return
         import obstore
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
+        from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
 
         path = f"probe/{uuid.uuid4().hex}.json"
-        created = self._call("write", lambda: obstore.put(self._objects, path, b"{}", mode="create"))
+        try:
+            created = self._call(
+                "write", lambda: obstore.put(self._objects, path, b"{}", mode="create"))
+        except (NotFoundError, FileNotFoundError):  # a PUT answered 404: NoSuchBucket
+            raise StoreError(
+                f"{self.location}: the bucket {self.location.bucket!r} does not exist (or "
+                "these credentials cannot see it); create it, or check AWS_ENDPOINT_URL "
+                "and the bucket's name"
+            ) from None
         etag = created.get("e_tag")
 
         def answers(write: Callable[[], object], expected: type[Exception] | None) -> bool:
@@ -374,6 +382,12 @@ class S3Store:
             return None
         text = found[0]
         record = _parse_record(text)
+        if record is not None and record.key != key:
+            # A record for another key (copied or restored to the wrong name) would serve
+            # that key's image as this one's: damage, like bytes that miss their hash.
+            self._delete(f"records/{key}.json")
+            self._count_repair()
+            return None
         if record is None:
             if _is_damaged(text):
                 self._delete(f"records/{key}.json")
@@ -654,9 +668,11 @@ class S3Store:
             record = _parse_record(found[0]) if found is not None else None
             if found is not None and record is None and not _is_damaged(found[0]):
                 continue  # another schema version's record: not damage
-            if record is not None and record.output_hash in good:
+            if record is not None and record.key == key and record.output_hash in good:
                 continue
-            problem = "unreadable (not a record)" if record is None else "its image is missing or damaged"
+            problem = ("unreadable (not a record)" if record is None
+                       else f"it is the record of another key ({record.key[:12]})"
+                       if record.key != key else "its image is missing or damaged")
             damage.append(Damage(f"record {key[:12]}", problem))
             if repair:
                 self._delete(f"records/{key}.json")

@@ -12,6 +12,7 @@ constructor under the same names. Adding a fake is one entry.
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -57,6 +58,18 @@ class Fake(Protocol):
     def stop(self) -> None: ...
 
 
+class FiniteRange(click.FloatRange):
+    """click's FloatRange that also refuses nan and infinity (its bounds let nan through:
+    every comparison with nan is false)."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
 @dataclass(frozen=True)
 class FakeEntry:
     """One fake ``serve`` can run: how to build it, what to tell the user, its own options."""
@@ -78,7 +91,7 @@ FAKES: dict[str, FakeEntry] = {
         ),
         options=(
             click.Option(
-                ["--rate-limit"], type=click.FloatRange(min=0, min_open=True), default=None,
+                ["--rate-limit"], type=FiniteRange(min=0, min_open=True), default=None,
                 help="Requests per minute; beyond it a 429 with Retry-After.",
             ),
             click.Option(
@@ -113,16 +126,16 @@ def _common_options() -> list[click.Option]:
     return [
         click.Option(["--port"], type=click.IntRange(0, 65535), default=0, show_default=True,
                      help="Port on 127.0.0.1 (0: any free port)."),
-        click.Option(["--latency"], type=click.FloatRange(min=0), default=0.0, show_default=True,
+        click.Option(["--latency"], type=FiniteRange(min=0), default=0.0, show_default=True,
                      help="Seconds each generation takes."),
-        click.Option(["--fault-rate"], type=click.FloatRange(0, 1), default=0.0,
+        click.Option(["--fault-rate"], type=FiniteRange(0, 1), default=0.0,
                      show_default=True,
                      help="Fraction of generations that fail (5xx, 429 or a dropped connection)."),
         click.Option(["--fault-seed"], type=int, default=0, show_default=True,
                      help="Seed of the draw of faults."),
         click.Option(["--api-key"], default=None,
                      help="The only key accepted (default: any key)."),
-        click.Option(["--url-ttl"], type=click.FloatRange(min=0), default=600.0,
+        click.Option(["--url-ttl"], type=FiniteRange(min=0), default=600.0,
                      show_default=True, help="Seconds a result URL stays fetchable."),
     ]
 
