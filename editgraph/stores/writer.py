@@ -203,8 +203,7 @@ class StoreWriter:
             groups = self._next(me)
             if groups is None:
                 return
-            self._commit_groups(groups)
-            del groups  # idle, the thread holds no store
+            self._commit_groups(groups)  # empties groups: idle, the thread holds no store
 
     def _next(self, me: threading.Thread) -> list[_Group] | None:
         """The groups queued since the last commit (waiting for some); None when the
@@ -224,7 +223,19 @@ class StoreWriter:
             return groups
 
     def _commit_groups(self, groups: list[_Group]) -> None:
-        """Commit ``groups`` (one transaction per store) and tell each caller."""
+        """Commit ``groups`` (one transaction per store) and tell each caller, handing
+        each group over as it goes: once a caller is told, this thread holds nothing of
+        its store (the caller may be about to let the store go)."""
+        self._commit_stores(groups)
+        while groups:
+            done, loop = groups[-1].done, groups[-1].loop
+            try:
+                loop.call_soon_threadsafe(_resolve, groups.pop())
+            except RuntimeError:  # that loop is closed: nobody is waiting
+                pass
+            done.set()
+
+    def _commit_stores(self, groups: list[_Group]) -> None:
         stores: dict[int, tuple[Store, list[_Write]]] = {}
         for group in groups:
             stores.setdefault(id(group.store), (group.store, []))[1].extend(group.writes)
@@ -235,12 +246,6 @@ class StoreWriter:
                 for write in writes:
                     if write.error is None:
                         write.result, write.error = None, error
-        for group in groups:
-            group.done.set()
-            try:
-                group.loop.call_soon_threadsafe(_resolve, group)
-            except RuntimeError:  # that loop is closed: nobody is waiting
-                pass
 
     def _commit(self, store: Store, writes: list[_Write]) -> None:
         self.commits += _commit(store, writes)
