@@ -241,7 +241,7 @@ def read_items(
             # Absolute: a recipe resolves relative source paths against its own folder.
             files = sorted(
                 os.path.abspath(entry.path) for entry in os.scandir(location)
-                if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+                if _suffix(entry.name) in IMAGE_SUFFIXES and entry.is_file()
             )
             rows = ((None, {name: _as(file, name in paths)}) for file in files)
         elif location.suffix.lower() == ".csv" and location.is_file():
@@ -253,7 +253,7 @@ def read_items(
             files = sorted(
                 os.path.abspath(match)
                 for match in globbing.glob(os.path.expanduser(text), recursive=True)
-                if Path(match).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(match)
+                if _suffix(match) in IMAGE_SUFFIXES and os.path.isfile(match)
             )
             if not files:  # a typo more often than an empty catalogue
                 raise GraphError(
@@ -285,7 +285,7 @@ def count_items(
             if location.is_dir():
                 total = sum(
                     1 for entry in os.scandir(location)
-                    if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+                        if _suffix(entry.name) in IMAGE_SUFFIXES and entry.is_file()
                 )
             elif location.is_file() and location.suffix.lower() in {".csv", ".jsonl", ".ndjson"}:
                 with open(location, "rb") as handle:
@@ -294,7 +294,7 @@ def count_items(
             elif globbing.has_magic(str(inputs)):
                 total = sum(
                     1 for match in globbing.iglob(os.path.expanduser(str(inputs)), recursive=True)
-                    if Path(match).suffix.lower() in IMAGE_SUFFIXES
+                    if _suffix(match) in IMAGE_SUFFIXES
                 )
         except OSError:
             total = None
@@ -303,6 +303,11 @@ def count_items(
     if total is not None and limit is not None:
         total = min(total, limit)
     return total
+
+
+def _suffix(name: str) -> str:
+    """A file name's suffix, lower case (``Path(name).suffix``, without making a Path)."""
+    return os.path.splitext(name)[1].lower()
 
 
 def _as(file: str, is_path: bool) -> Path | str:
@@ -381,9 +386,9 @@ def _unique(rows: Iterator[tuple[str | None, dict[str, Any]]]) -> Iterator[_Inpu
 
 def _stem_of(values: Mapping[str, Any]) -> str | None:
     for value in values.values():
-        if isinstance(value, Path) or (
-            isinstance(value, str) and Path(value).suffix.lower() in IMAGE_SUFFIXES
-        ):
+        if isinstance(value, Path):
+            return value.stem
+        if isinstance(value, str) and _suffix(value) in IMAGE_SUFFIXES:
             return Path(value).stem
     return None
 

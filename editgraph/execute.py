@@ -276,7 +276,7 @@ class _Engine:
             for name in node.references:
                 if name in self.by_name:
                     consumers[name] = consumers.get(name, 0) + 1
-        heartbeat = asyncio.ensure_future(self._renew_leases())
+        heartbeat: asyncio.Future[None] | None = None  # only while edits are generated
         tasks = []
         try:
             # Layer by layer, every edit whose inputs are all known is looked up in one
@@ -310,9 +310,11 @@ class _Engine:
                 # That commit goes to the writer now: its thread takes the leases while
                 # this loop starts the tasks, rather than after their first steps.
                 self.writes.hand_over()
+                heartbeat = asyncio.ensure_future(self._renew_leases())
                 await asyncio.gather(*tasks)
         finally:
-            heartbeat.cancel()
+            if heartbeat is not None:
+                heartbeat.cancel()
             # Bookkeeping for `plan` is written once, off the critical path (a generated
             # edit's history went in with its result). When the store cannot take it
             # (disk full), the results still stand: say so, go on.
@@ -325,12 +327,23 @@ class _Engine:
             saved = self.saved
             if self.leased_ahead or self.unused_leases:
                 self.writes.submit(self._release_unused_leases).add_done_callback(_quietly)
+            if saved and not ran and self.store_holds_saved:
+                # A batch holds the saved total for its own commit: added here, no
+                # hand-off to the writer and no transaction for a fully cached item.
+                self.store.add_saved(saved)
+                saved = 0.0
             if ran or saved:  # one commit, none when nothing changed
                 self.writes.submit(lambda: self._keep_history(ran, saved)).add_done_callback(
                     _history_not_kept)
             # Every exit (an error, a cancel, an abandon) returns only once everything
             # queued is committed and the writer thread is given back.
             await self.writes.close()
+
+    @property
+    def store_holds_saved(self) -> bool:
+        """Whether the store keeps ``add_saved`` in memory for now (a batch pass holds
+        it, see ``DiskStore.hold_saved``): then adding is no write."""
+        return bool(getattr(self.store, "holds_saved", False))
 
     def _keep_history(self, ran: list[tuple[str, NodeResult]], saved: float) -> None:
         """In the writer thread: each result's record (built here, off the loop) as its

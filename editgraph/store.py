@@ -1123,6 +1123,11 @@ class DiskStore:
             with self._leases_lock:
                 self._held_saved = (self._held_saved or 0) if hold else None
 
+    @property
+    def holds_saved(self) -> bool:
+        """Whether ``add_saved`` is held in memory now (no write; see ``hold_saved``)."""
+        return self._held_saved is not None
+
     def commit_held(self, notes: Mapping[str, str] | None = None) -> None:
         """Commit, in one transaction, the saved spend held so far and ``notes`` (small
         facts kept under ``note:<name>``, read with ``note``); none when there is none."""
