@@ -10,6 +10,7 @@ prompt or name that contains HTML shows as text, and the page forbids scripts.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -282,11 +283,23 @@ _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 def _link(folder: str, file: str) -> str:
     """A relative link from ``folder`` (absolute) to ``file`` (a file URI across drives)."""
     target = os.path.abspath(file)
+    parent, name = os.path.split(target)
     try:
-        relative = os.path.relpath(target, folder)
+        # Inputs share a few folders: the way to each is worked out once per page.
+        way = _way_to(parent, folder)
     except ValueError:
         return Path(target).as_uri()
-    return urllib.parse.quote(relative.replace(os.sep, "/"))
+    return way + urllib.parse.quote(name)
+
+
+@functools.lru_cache(maxsize=64)
+def _way_to(parent: str, folder: str) -> str:
+    """The quoted relative link from ``folder`` to the folder ``parent`` (both absolute,
+    normalised), ending in "/" (empty when they are the same)."""
+    relative = os.path.relpath(parent, folder)
+    if relative == os.curdir:
+        return ""
+    return urllib.parse.quote(relative.replace(os.sep, "/")) + "/"
 
 
 def _output_link(folder: str, file: str) -> str:

@@ -1154,8 +1154,13 @@ class DiskStore:
 
     def note(self, name: str) -> str | None:
         """The note ``commit_held`` kept under ``name``, or None."""
-        value = self._get(_NOTE + name)
-        return value if isinstance(value, str) else None
+        # One row read as ``_rows`` reads it (a short note is its row's own text); a
+        # note kept otherwise (never written so) is read through diskcache.
+        for _, mode, filename, value in self._rows([_NOTE + name]):
+            if mode != diskcache.core.MODE_RAW:
+                value = self._fetch((mode, filename, value))
+            return value if isinstance(value, str) else None
+        return None
 
     # the submission journal
 
