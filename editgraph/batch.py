@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import csv
 import glob as globbing
+import hashlib
 import json
 import logging
 import math
@@ -1098,7 +1099,7 @@ async def _stream_items(
     if watcher is not None:
         watcher.cancel()
     summary = state.summary()
-    _write_report_quietly(folder)
+    _write_report_quietly(folder, store)
     if bad_input:  # raised once the items already generating (paid for) are recorded
         raise bad_input[0]
     return Batch(folder, start, summary)
@@ -1256,13 +1257,37 @@ def _default_provider() -> Provider:
     return chosen
 
 
-def _write_report_quietly(folder: Path) -> None:
+def _write_report_quietly(folder: Path, store: Store | None = None) -> None:
     from .report import write_batch_report  # the page is exploration; imported on use
 
+    memo = _ReportNote(store, folder) if isinstance(store, DiskStore) else None
     try:
-        write_batch_report(folder)
+        write_batch_report(folder, memo=memo)
     except OSError:
         pass  # the journal is the record; the page can be written again with `report`
+
+
+class _ReportNote:
+    """Where the report's scan of one batch folder's journal ended, kept in the cache as
+    a note (``report.ScanMemo``): the next pass's report reads only the lines added
+    since (the report checks that the journal still begins with the bytes it read)."""
+
+    def __init__(self, store: DiskStore, folder: Path) -> None:
+        self._store = store
+        where = os.path.realpath(folder).encode("utf-8", "surrogatepass")
+        self._name = f"batch-report:{hashlib.sha256(where).hexdigest()}"
+
+    def get(self) -> str | None:
+        try:
+            return self._store.note(self._name)
+        except StoreError:
+            return None
+
+    def put(self, text: str) -> None:
+        try:
+            self._store.commit_held({self._name: text})
+        except StoreError as error:  # bookkeeping: the next report scans from the start
+            logger.warning("batch: the report's place in the journal was not kept: %s", error)
 
 
 # ---------------------------------------------------------------------------- plan
