@@ -746,9 +746,9 @@ def _folder_current(folder: Path, run: Run) -> bool:
     where = os.fspath(folder)
     manifest = os.path.join(where, "manifest.json")
     try:
-        with open(manifest, "rb") as handle:
+        with open(manifest, "rb", buffering=0) as handle:
             written = os.fstat(handle.fileno()).st_mtime_ns
-            listed = from_json(handle.read(), cache_strings="keys")
+            listed = from_json(handle.readall(), cache_strings="keys")
         edits = listed["edits"]
         if listed.get("schema_version") != RECORD_VERSION or len(edits) != len(run.nodes):
             return False
