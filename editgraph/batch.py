@@ -524,6 +524,10 @@ class _SharedProvider:
         self._rate_slots: asyncio.Semaphore | None = None
         self.in_flight = 0
         self.peak_in_flight = 0
+        # Asked of every item's run: looked up once (None when the provider has none,
+        # as asking through ``__getattr__`` would answer).
+        self.session = getattr(provider, "session", None)
+        self.check_edit = getattr(provider, "check_edit", None)
 
     async def generate(self, request: EditRequest) -> GeneratedImage:
         if self._semaphore is None:
