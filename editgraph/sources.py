@@ -180,7 +180,7 @@ def read_source(
             )
         return response.content, shown, src, stem
     if isinstance(src, (str, os.PathLike)):
-        path = Path(src).expanduser()
+        path = (src if isinstance(src, Path) else Path(src)).expanduser()
         stem = safe_stem(path.stem)
         label = name or stem
         root = source_root.get()
