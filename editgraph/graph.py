@@ -18,7 +18,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import ops
-from .errors import GraphError
+from .errors import BudgetError, GraphError, RunError, RunInterrupted
 from .execute import Drain, execute, run_draining
 from .models import MAX_PROMPT_CHARS, ModelSpec, resolve_model
 from .names import folded, name_problem, shown_name
@@ -666,9 +666,13 @@ class Graph:
             return candidate
         if not isinstance(name, str) or not name:
             raise GraphError(f"name: must be a non-empty str, got {name!r}")
-        problem = name_problem(name)
-        if problem is not None:
-            raise GraphError(f"node {shown_name(name)}: name: {problem}")
+        if name not in _good_names:  # a recipe declares the same names item after item
+            problem = name_problem(name)
+            if problem is not None:
+                raise GraphError(f"node {shown_name(name)}: name: {problem}")
+            if len(_good_names) >= _MEMO_SIZE:
+                _good_names.clear()
+            _good_names.add(name)
         if reserve and name in self._kinds:
             raise GraphError(f"node {name!r}: name: a node named {name!r} already exists")
         if reserve and (twin := self._taken(name)) is not None:
@@ -841,9 +845,7 @@ class Graph:
         is raised with ``.run`` holding what finished. A second Ctrl-C abandons at once.
         A caller that takes the signals itself (a batch) passes ``drain`` instead.
         """
-        from .errors import BudgetError, RunError, RunInterrupted
-        from .progress import progress_bar
-
+        progress_bar = _progress_bar()
         if budget is not None and not budget >= 0:  # nan included: it would be no limit
             raise GraphError(f"budget: must be a number of USD, at least 0; got {budget}")
         chosen, notice = self._provider(provider)
@@ -960,6 +962,8 @@ def _check_model_takes(where: str, spec: ModelSpec, values: Mapping[str, Any]) -
 _checked_defaults: dict[tuple[Any, ...], bool] = {}
 _checked_parameters: dict[tuple[Any, ...], dict[str, Any]] = {}
 _MEMO_SIZE = 256
+#: Node names ``name_problem`` accepted lately (it depends on the name alone).
+_good_names: set[str] = set()
 
 
 def _memo_key(model: object, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
@@ -987,6 +991,20 @@ def _remember(memo: dict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any
     if len(memo) >= _MEMO_SIZE:
         memo.clear()
     memo[key] = value
+
+
+def _progress_bar() -> Any:
+    """``progress.progress_bar``: imported on first use (it brings rich), then kept (an
+    import statement in ``arun`` cost every item of a batch about 7 us)."""
+    global _progress_module
+    if _progress_module is None:
+        from . import progress
+
+        _progress_module = progress
+    return _progress_module.progress_bar
+
+
+_progress_module: Any = None
 
 
 def _positive(value: int, field: str) -> int:
