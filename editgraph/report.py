@@ -9,13 +9,13 @@ prompt or name that contains HTML shows as text, and the page forbids scripts.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import hashlib
 import os
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -267,16 +267,16 @@ _STATUSES = {"done": 0, "failed": 1, "moderated": 2, "skipped": 3}
 _SCAN_VERSION = 1
 
 
-@dataclass
+@dataclasses.dataclass
 class _Scan:
     """What a scan of the journal found up to ``offset`` (see ``write_batch_report``)."""
 
-    latest: dict[str, int] = field(default_factory=dict)
-    counts: list[int] = field(default_factory=lambda: [0] * (len(_STATUSES) + 1))
+    latest: dict[str, int] = dataclasses.field(default_factory=dict)
+    counts: list[int] = dataclasses.field(default_factory=lambda: [0] * (len(_STATUSES) + 1))
     cached: int = 0
     spent: float = 0.0
     offset: int = 0
-    digest: Any = field(default_factory=hashlib.sha256)
+    digest: Any = dataclasses.field(default_factory=hashlib.sha256)
 
 
 def _resumed_scan(journal: BinaryIO, memo: ScanMemo | None) -> _Scan | None:

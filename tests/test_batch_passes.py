@@ -392,7 +392,7 @@ def test_a_pass_report_reads_only_the_lines_added_since_the_last(
     only that pass's lines, and its page is the page of a scan from the start."""
     recipe, inputs, out, provider = two_passes(tmp_path)
     eg.batch(recipe, inputs, out=out, provider=provider, cache=tmp_path / "cache")
-    import editgraph.report as report
+    from editgraph import report
 
     parsed: list[object] = []
     real = report.from_json
