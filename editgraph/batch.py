@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import csv
 import glob as globbing
+import hashlib
 import json
 import logging
 import math
@@ -241,7 +242,7 @@ def read_items(
             # Absolute: a recipe resolves relative source paths against its own folder.
             files = sorted(
                 os.path.abspath(entry.path) for entry in os.scandir(location)
-                if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+                if _suffix(entry.name) in IMAGE_SUFFIXES and entry.is_file()
             )
             rows = ((None, {name: _as(file, name in paths)}) for file in files)
         elif location.suffix.lower() == ".csv" and location.is_file():
@@ -253,7 +254,7 @@ def read_items(
             files = sorted(
                 os.path.abspath(match)
                 for match in globbing.glob(os.path.expanduser(text), recursive=True)
-                if Path(match).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(match)
+                if _suffix(match) in IMAGE_SUFFIXES and os.path.isfile(match)
             )
             if not files:  # a typo more often than an empty catalogue
                 raise GraphError(
@@ -285,7 +286,7 @@ def count_items(
             if location.is_dir():
                 total = sum(
                     1 for entry in os.scandir(location)
-                    if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+                        if _suffix(entry.name) in IMAGE_SUFFIXES and entry.is_file()
                 )
             elif location.is_file() and location.suffix.lower() in {".csv", ".jsonl", ".ndjson"}:
                 with open(location, "rb") as handle:
@@ -294,7 +295,7 @@ def count_items(
             elif globbing.has_magic(str(inputs)):
                 total = sum(
                     1 for match in globbing.iglob(os.path.expanduser(str(inputs)), recursive=True)
-                    if Path(match).suffix.lower() in IMAGE_SUFFIXES
+                    if _suffix(match) in IMAGE_SUFFIXES
                 )
         except OSError:
             total = None
@@ -303,6 +304,11 @@ def count_items(
     if total is not None and limit is not None:
         total = min(total, limit)
     return total
+
+
+def _suffix(name: str) -> str:
+    """A file name's suffix, lower case (``Path(name).suffix``, without making a Path)."""
+    return os.path.splitext(name)[1].lower()
 
 
 def _as(file: str, is_path: bool) -> Path | str:
@@ -381,9 +387,9 @@ def _unique(rows: Iterator[tuple[str | None, dict[str, Any]]]) -> Iterator[_Inpu
 
 def _stem_of(values: Mapping[str, Any]) -> str | None:
     for value in values.values():
-        if isinstance(value, Path) or (
-            isinstance(value, str) and Path(value).suffix.lower() in IMAGE_SUFFIXES
-        ):
+        if isinstance(value, Path):
+            return value.stem
+        if isinstance(value, str) and _suffix(value) in IMAGE_SUFFIXES:
             return Path(value).stem
     return None
 
@@ -518,6 +524,10 @@ class _SharedProvider:
         self._rate_slots: asyncio.Semaphore | None = None
         self.in_flight = 0
         self.peak_in_flight = 0
+        # Asked of every item's run: looked up once (None when the provider has none,
+        # as asking through ``__getattr__`` would answer).
+        self.session = getattr(provider, "session", None)
+        self.check_edit = getattr(provider, "check_edit", None)
 
     async def generate(self, request: EditRequest) -> GeneratedImage:
         if self._semaphore is None:
@@ -740,9 +750,9 @@ def _folder_current(folder: Path, run: Run) -> bool:
     where = os.fspath(folder)
     manifest = os.path.join(where, "manifest.json")
     try:
-        with open(manifest, "rb") as handle:
+        with open(manifest, "rb", buffering=0) as handle:
             written = os.fstat(handle.fileno()).st_mtime_ns
-            listed = from_json(handle.read(), cache_strings="keys")
+            listed = from_json(handle.readall(), cache_strings="keys")
         edits = listed["edits"]
         if listed.get("schema_version") != RECORD_VERSION or len(edits) != len(run.nodes):
             return False
@@ -1093,7 +1103,7 @@ async def _stream_items(
     if watcher is not None:
         watcher.cancel()
     summary = state.summary()
-    _write_report_quietly(folder)
+    _write_report_quietly(folder, store)
     if bad_input:  # raised once the items already generating (paid for) are recorded
         raise bad_input[0]
     return Batch(folder, start, summary)
@@ -1251,13 +1261,37 @@ def _default_provider() -> Provider:
     return chosen
 
 
-def _write_report_quietly(folder: Path) -> None:
+def _write_report_quietly(folder: Path, store: Store | None = None) -> None:
     from .report import write_batch_report  # the page is exploration; imported on use
 
+    memo = _ReportNote(store, folder) if isinstance(store, DiskStore) else None
     try:
-        write_batch_report(folder)
+        write_batch_report(folder, memo=memo)
     except OSError:
         pass  # the journal is the record; the page can be written again with `report`
+
+
+class _ReportNote:
+    """Where the report's scan of one batch folder's journal ended, kept in the cache as
+    a note (``report.ScanMemo``): the next pass's report reads only the lines added
+    since (the report checks that the journal still begins with the bytes it read)."""
+
+    def __init__(self, store: DiskStore, folder: Path) -> None:
+        self._store = store
+        where = os.path.realpath(folder).encode("utf-8", "surrogatepass")
+        self._name = f"batch-report:{hashlib.sha256(where).hexdigest()}"
+
+    def get(self) -> str | None:
+        try:
+            return self._store.note(self._name)
+        except StoreError:
+            return None
+
+    def put(self, text: str) -> None:
+        try:
+            self._store.commit_held({self._name: text})
+        except StoreError as error:  # bookkeeping: the next report scans from the start
+            logger.warning("batch: the report's place in the journal was not kept: %s", error)
 
 
 # ---------------------------------------------------------------------------- plan

@@ -276,7 +276,7 @@ class _Engine:
             for name in node.references:
                 if name in self.by_name:
                     consumers[name] = consumers.get(name, 0) + 1
-        heartbeat = asyncio.ensure_future(self._renew_leases())
+        heartbeat: asyncio.Future[None] | None = None  # only while edits are generated
         tasks = []
         try:
             # Layer by layer, every edit whose inputs are all known is looked up in one
@@ -310,9 +310,11 @@ class _Engine:
                 # That commit goes to the writer now: its thread takes the leases while
                 # this loop starts the tasks, rather than after their first steps.
                 self.writes.hand_over()
+                heartbeat = asyncio.ensure_future(self._renew_leases())
                 await asyncio.gather(*tasks)
         finally:
-            heartbeat.cancel()
+            if heartbeat is not None:
+                heartbeat.cancel()
             # Bookkeeping for `plan` is written once, off the critical path (a generated
             # edit's history went in with its result). When the store cannot take it
             # (disk full), the results still stand: say so, go on.
@@ -325,12 +327,72 @@ class _Engine:
             saved = self.saved
             if self.leased_ahead or self.unused_leases:
                 self.writes.submit(self._release_unused_leases).add_done_callback(_quietly)
+            if saved and not ran and self.store_holds_saved:
+                # A batch holds the saved total for its own commit: added here, no
+                # hand-off to the writer and no transaction for a fully cached item.
+                self.store.add_saved(saved)
+                saved = 0.0
             if ran or saved:  # one commit, none when nothing changed
                 self.writes.submit(lambda: self._keep_history(ran, saved)).add_done_callback(
                     _history_not_kept)
             # Every exit (an error, a cancel, an abandon) returns only once everything
             # queued is committed and the writer thread is given back.
             await self.writes.close()
+
+    def finish_from_cache(self) -> bool:
+        """A batch item whose every edit is a verified hit, finished here: no task, no
+        writer, no lease. Only when nothing would be written: the store holds the saved
+        total (a batch pass), every source is kept and every edit's history names its
+        key already. Otherwise False, and nothing of the run has changed (the full run
+        then looks everything up again)."""
+        if not self.store_holds_saved or self.interrupted is not None:
+            return False
+        try:
+            found = self._verified_hits()
+        except StoreError:
+            return False  # the full run meets it again and says what it says
+        if found is None:
+            return False
+        self.load = self.store.get_blob
+        for node, result, saved in found.values():
+            self._finish(node, result, saved=saved)
+        if self.saved:
+            self.store.add_saved(self.saved)  # held in memory: no write
+        return True
+
+    def _verified_hits(self) -> dict[str, tuple[_Node, NodeResult, float]] | None:
+        """Every edit's verified hit (node, result, saved spend), when all of them are
+        hits, every source is kept and every history names its key; else None."""
+        store, sources = self.store, self.sources
+        found: dict[str, tuple[_Node, NodeResult, float]] = {}
+        load = store.get_blob
+        for layer in self._layers():
+            keyed = []
+            for node in layer:
+                inputs: list[NodeResult | SourceNode] = []
+                for name in node.references:
+                    given = sources.get(name) or found[name][1]
+                    inputs.append(given)
+                keyed.append((node, inputs, self._keyed(node, _hashes(inputs))))
+            hits = store.lookup([known[3] for _, _, known in keyed])
+            for node, inputs, known in keyed:
+                facts = hits.get(known[3])
+                if facts is None:
+                    return None
+                found[node.name] = (node, NodeResult(facts, node=node, inputs=inputs,
+                                                     cached=True, load=load), known[5])
+        if not all(store.has_blob(source.hash) for source in sources.values()):
+            return None
+        history = store.history_keys(list(found), self.graph)
+        if any(history.get(name) != result.key for name, (_, result, _) in found.items()):
+            return None
+        return found
+
+    @property
+    def store_holds_saved(self) -> bool:
+        """Whether the store keeps ``add_saved`` in memory for now (a batch pass holds
+        it, see ``DiskStore.hold_saved``): then adding is no write."""
+        return bool(getattr(self.store, "holds_saved", False))
 
     def _keep_history(self, ran: list[tuple[str, NodeResult]], saved: float) -> None:
         """In the writer thread: each result's record (built here, off the loop) as its
@@ -1020,18 +1082,20 @@ async def execute(
     repaired_before = store.repaired
     session = getattr(provider, "session", None)
     listener = getattr(progress, "update", None)
-    with progress_to(listener if callable(listener) else None):
-        async with session() if callable(session) else contextlib.nullcontext():
-            work = asyncio.ensure_future(engine.run())
-            if drain is not None:
-                drain._work = work
-            # A caller holding a drain takes the signals itself.
-            with _drain_on_signals(engine, work) if drain is None else contextlib.nullcontext():
-                try:
-                    await work
-                except asyncio.CancelledError:
-                    if not engine.abandoned:
-                        raise  # cancelled from outside: not ours to handle
+    if journaled_only or not engine.finish_from_cache():
+        with progress_to(listener if callable(listener) else None):
+            async with session() if callable(session) else contextlib.nullcontext():
+                work = asyncio.ensure_future(engine.run())
+                if drain is not None:
+                    drain._work = work
+                # A caller holding a drain takes the signals itself.
+                with (_drain_on_signals(engine, work) if drain is None
+                      else contextlib.nullcontext()):
+                    try:
+                        await work
+                    except asyncio.CancelledError:
+                        if not engine.abandoned:
+                            raise  # cancelled from outside: not ours to handle
     results = {node.name: engine.done[node.name] for node in edits if node.name in engine.done}
     failures = {node.name: engine.failed[node.name] for node in edits if node.name in engine.failed}
     run = Run(results, provider=provider.name, failures=failures, notice=notice,

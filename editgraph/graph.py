@@ -18,7 +18,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import ops
-from .errors import GraphError
+from .errors import BudgetError, GraphError, RunError, RunInterrupted
 from .execute import Drain, execute, run_draining
 from .models import MAX_PROMPT_CHARS, ModelSpec, resolve_model
 from .names import folded, name_problem, shown_name
@@ -174,7 +174,11 @@ class Graph:
         #: Whose history ``plan`` compares with: a recipe's resolved path, a notebook's
         #: ``name=`` (default "__main__").
         self.name = name
-        self._dag = nx.DiGraph()
+        #: Every node's kind (source, edit, op) in declaration order; the networkx DAG
+        #: (``dag``) is made from it and the edits' references when first asked for: a
+        #: batch builds a graph per item and never draws it.
+        self._kinds: dict[str, str] = {}
+        self._drawn: nx.DiGraph | None = None
         self._sources: dict[str, SourceNode] = {}
         self._edits: dict[str, EditNode | OpNode] = {}
         self._declared_images: dict[str, Image.Image] = {}  # sources and ops, for regions
@@ -197,9 +201,13 @@ class Graph:
                 f"known: model, provider, cache_dir, concurrency, name, {', '.join(_DEFAULTS)}"
             )
         self.defaults = {**_DEFAULTS, **defaults}
-        spec = resolve_model(model, node="<graph defaults>")
-        _check_model_takes("graph defaults", spec, self.defaults)
-        self._check_parameters("<graph defaults>", self.defaults)
+        memo_key = _memo_key(model, self.defaults)
+        if memo_key is None or memo_key not in _checked_defaults:
+            spec = resolve_model(model, node="<graph defaults>")
+            _check_model_takes("graph defaults", spec, self.defaults)
+            self._check_parameters("<graph defaults>", self.defaults)
+            if memo_key is not None:
+                _remember(_checked_defaults, memo_key, True)
 
     def __repr__(self) -> str:
         operations = sum(isinstance(node, OpNode) for node in self._edits.values())
@@ -213,20 +221,42 @@ class Graph:
         return graph_html(self, store=self._store)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._dag
+        return name in self._kinds
 
     def __len__(self) -> int:
-        return len(self._dag)
+        return len(self._kinds)
 
     def __getitem__(self, name: str) -> Handle:
-        if name not in self._dag:
+        if name not in self._kinds:
             raise KeyError(name)
         return Handle(self, name)
 
     @property
     def dag(self) -> nx.DiGraph:
-        """The networkx DAG: nodes are names, edges carry ``index`` (the "image N")."""
-        return self._dag
+        """The networkx DAG: nodes are names (with their ``kind``), edges carry
+        ``index`` (the "image N"; an input taken twice keeps its first)."""
+        if self._drawn is None:
+            dag = nx.DiGraph()
+            for name, kind in self._kinds.items():
+                dag.add_node(name, kind=kind)
+                node = self._edits.get(name)
+                if node is None:
+                    continue
+                # Edges only run from nodes that already exist into the new one, so the
+                # graph stays acyclic by construction (an edit naming itself is refused).
+                for index, ref in enumerate(node.references, 1):
+                    if not dag.has_edge(ref, name):  # an op may take one input twice
+                        dag.add_edge(ref, name, index=index)
+            self._drawn = dag
+        return self._drawn
+
+    def _add_node(self, name: str, kind: str) -> None:
+        self._kinds[name] = kind
+        self._drawn = None
+
+    def _remove_node(self, name: str) -> None:
+        del self._kinds[name]
+        self._drawn = None
 
     @property
     def sources(self) -> Mapping[str, SourceNode]:
@@ -261,7 +291,7 @@ class Graph:
             name=name, hash=digest, media_type=media_type, source=described, data=data, url=url
         )
         self._content_owner.setdefault(digest, name)
-        self._dag.add_node(name, kind="source")
+        self._add_node(name, "source")
         return Handle(self, name)
 
     @overload
@@ -362,12 +392,7 @@ class Graph:
     def _add_edit(self, node: EditNode | OpNode) -> None:
         """Put a checked edit or op into the graph, with an edge from each input."""
         self._edits[node.name] = node
-        self._dag.add_node(node.name, kind="op" if isinstance(node, OpNode) else "edit")
-        # Edges only run from nodes that already exist into the new one, so the graph
-        # stays acyclic by construction (an edit naming itself is refused above).
-        for index, ref in enumerate(node.references, 1):
-            if not self._dag.has_edge(ref, node.name):  # an op may take one input twice
-                self._dag.add_edge(ref, node.name, index=index)
+        self._add_node(node.name, "op" if isinstance(node, OpNode) else "edit")
 
     def op(self, function: Operation, *inputs: Handle | str, name: str | None = None,
            **params: Any) -> Handle:
@@ -513,7 +538,7 @@ class Graph:
                 {"box": box, "feather": feather}, node=name)
         except GraphError:
             if added_mask is not None:  # a region edit is added whole or not at all
-                self._dag.remove_node(added_mask.name)
+                self._remove_node(added_mask.name)
                 del self._sources[added_mask.name]
                 self._declared_images.pop(added_mask.name, None)
             raise
@@ -626,7 +651,7 @@ class Graph:
     def _remove_edits(self, handles: Sequence[Handle]) -> None:
         """Drop edits just added (newest first), when the call adding them fails."""
         for handle in reversed(handles):
-            self._dag.remove_node(handle.name)
+            self._remove_node(handle.name)
             del self._edits[handle.name]
 
     def _new_name(self, name: str | None, stem: str, *, reserve: bool = True) -> str:
@@ -641,10 +666,14 @@ class Graph:
             return candidate
         if not isinstance(name, str) or not name:
             raise GraphError(f"name: must be a non-empty str, got {name!r}")
-        problem = name_problem(name)
-        if problem is not None:
-            raise GraphError(f"node {shown_name(name)}: name: {problem}")
-        if reserve and name in self._dag:
+        if name not in _good_names:  # a recipe declares the same names item after item
+            problem = name_problem(name)
+            if problem is not None:
+                raise GraphError(f"node {shown_name(name)}: name: {problem}")
+            if len(_good_names) >= _MEMO_SIZE:
+                _good_names.clear()
+            _good_names.add(name)
+        if reserve and name in self._kinds:
             raise GraphError(f"node {name!r}: name: a node named {name!r} already exists")
         if reserve and (twin := self._taken(name)) is not None:
             raise GraphError(
@@ -659,7 +688,7 @@ class Graph:
     def _taken(self, name: str) -> str | None:
         """The node whose name equals ``name`` after NFC and case folding, if any."""
         owner = self._folded.get(folded(name))
-        return owner if owner is not None and owner in self._dag else None
+        return owner if owner is not None and owner in self._kinds else None
 
     def _ref_name(self, ref: Handle | str, node: str) -> str:
         if isinstance(ref, Handle):
@@ -667,7 +696,7 @@ class Graph:
                 raise GraphError(f"node {node!r}: refs: {ref.name!r} belongs to another graph")
             return ref.name
         if isinstance(ref, str):
-            if ref not in self._dag:
+            if ref not in self._kinds:
                 raise GraphError(f"node {node!r}: refs: no node named {ref!r}{self._known()}")
             return ref
         raise GraphError(
@@ -685,7 +714,7 @@ class Graph:
         raise GraphError(f"node {node!r}: prompt: unknown reference @{name}{self._known()}")
 
     def _known(self) -> str:
-        names = list(self._dag)
+        names = list(self._kinds)
         return f"; known nodes: {', '.join(names)}" if names else "; the graph has no nodes yet"
 
     def _edit_parameters(self, node: str, spec: ModelSpec, params: dict[str, Any]) -> dict[str, Any]:
@@ -703,7 +732,16 @@ class Graph:
             if field in spec.params or field not in ("steps", "guidance")
         }
         merged.update(params)
-        checked = self._check_parameters(node, merged, spec)
+        # The same values for the same model check the same (a batch declares one
+        # recipe's edits per item): the checked values are reused, never an error.
+        memo_key = _memo_key(spec, merged)
+        known = None if memo_key is None else _checked_parameters.get(memo_key)
+        if known is not None:
+            checked = dict(known)
+        else:
+            checked = self._check_parameters(node, merged, spec)
+            if memo_key is not None:
+                _remember(_checked_parameters, memo_key, dict(checked))
         if self.provider is not None:  # the graph's provider may refuse what it cannot serve
             check_edit(self.provider, node, spec, checked)
         return checked
@@ -807,9 +845,7 @@ class Graph:
         is raised with ``.run`` holding what finished. A second Ctrl-C abandons at once.
         A caller that takes the signals itself (a batch) passes ``drain`` instead.
         """
-        from .errors import BudgetError, RunError, RunInterrupted
-        from .progress import progress_bar
-
+        progress_bar = _progress_bar()
         if budget is not None and not budget >= 0:  # nan included: it would be no limit
             raise GraphError(f"budget: must be a number of USD, at least 0; got {budget}")
         chosen, notice = self._provider(provider)
@@ -859,7 +895,7 @@ class Graph:
         ))
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._dag)
+        return iter(self._kinds)
 
 
 def check_recorded_edit(node: str, model: str, parameters: Mapping[str, Any]) -> None:
@@ -919,6 +955,56 @@ def _check_model_takes(where: str, spec: ModelSpec, values: Mapping[str, Any]) -
                 f"{where}: {field}: not documented for {spec.label} (only for FLUX.2 [dev] "
                 f"and [flex]), got {values[field]!r}; drop it or use model='flux.2-flex'"
             )
+
+
+#: Checks that passed, by what they depend on alone (see ``_memo_key``): graph defaults
+#: by model, an edit's parameters by model spec. At most ``_MEMO_SIZE`` entries each.
+_checked_defaults: dict[tuple[Any, ...], bool] = {}
+_checked_parameters: dict[tuple[Any, ...], dict[str, Any]] = {}
+_MEMO_SIZE = 256
+#: Node names ``name_problem`` accepted lately (it depends on the name alone).
+_good_names: set[str] = set()
+
+
+def _memo_key(model: object, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """A key for checks of ``values`` against ``model``, or None when a value could
+    compare equal to another of a different type (``1 == 1.0 == True``: the strict
+    check tells them apart) or cannot be hashed."""
+    items = []
+    for field, value in values.items():
+        kind = type(value)
+        if kind not in _PLAIN:
+            return None
+        items.append((field, kind, value))
+    try:
+        key = (model, tuple(items))
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+_PLAIN = frozenset({int, float, str, bool, type(None)})
+
+
+def _remember(memo: dict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any) -> None:
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+
+
+def _progress_bar() -> Any:
+    """``progress.progress_bar``: imported on first use (it brings rich), then kept (an
+    import statement in ``arun`` cost every item of a batch about 7 us)."""
+    global _progress_module
+    if _progress_module is None:
+        from . import progress
+
+        _progress_module = progress
+    return _progress_module.progress_bar
+
+
+_progress_module: Any = None
 
 
 def _positive(value: int, field: str) -> int:

@@ -294,7 +294,59 @@ def rewrite_prompt(
     mentions in document order. ``canonical`` maps a node name to the first node with
     the same content (de-duplication) and raises GraphError for unknown names.
     Raises GraphError naming ``node`` and the field for every problem found.
+
+    A plain prompt rewritten once is rewritten again from memory when only the graph
+    differs (a batch declares one recipe's edits per item): the same text with this
+    graph's handles, the same ``refs`` and node, and ``canonical`` answering as it did
+    for every name it was asked about. Only successes are remembered.
     """
+    if type(prompt) is not str:
+        return _rewrite_prompt(prompt, node=node, refs=refs, graph_id=graph_id,
+                               canonical=canonical)
+    own = f"{_TOKEN_OPEN}{graph_id}:"
+    if _OWN_TOKEN in prompt:
+        return _rewrite_prompt(prompt, node=node, refs=refs, graph_id=graph_id,
+                               canonical=canonical)
+    key = (prompt.replace(own, _OWN_TOKEN), None if refs is None else tuple(refs), node)
+    known = _rewritten.get(key)
+    if known is not None:
+        try:
+            if all(canonical(name) == target for name, target in known[1]):
+                return known[0]
+        except GraphError:
+            pass  # rewritten afresh below, which says why
+    asked: dict[str, str] = {}
+
+    def answered(name: str) -> str:
+        target = asked[name] = canonical(name)
+        return target
+
+    rewritten = _rewrite_prompt(prompt, node=node, refs=refs, graph_id=graph_id,
+                                canonical=answered)
+    if len(_rewritten) >= _REWRITTEN_SIZE:
+        _rewritten.clear()
+    _rewritten[key] = (rewritten, tuple(asked.items()))
+    return rewritten
+
+
+#: This graph's handles in a remembered prompt (no graph id holds a NUL).
+_OWN_TOKEN = f"{_TOKEN_OPEN}\x00:"
+#: Plain prompts rewritten lately: (text with this graph's handles as ``_OWN_TOKEN``,
+#: refs, node) -> (the result, each name ``canonical`` was asked about and its answer).
+_rewritten: dict[tuple[str, tuple[str, ...] | None, str],
+                 tuple[RewrittenPrompt, tuple[tuple[str, str], ...]]] = {}
+_REWRITTEN_SIZE = 256
+
+
+def _rewrite_prompt(
+    prompt: str | Mapping[str, Any] | StructuredPrompt,
+    *,
+    node: str,
+    refs: Sequence[str] | None,
+    graph_id: str,
+    canonical: Callable[[str], str],
+) -> RewrittenPrompt:
+    """``rewrite_prompt`` itself."""
     if isinstance(prompt, str):
         document: Any = None
         strings = [("prompt", prompt)]

@@ -9,15 +9,18 @@ prompt or name that contains HTML shows as text, and the page forbids scripts.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import functools
+import hashlib
 import os
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 from markupsafe import Markup, escape
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 
 from .display import templates, thumbnail_uri
 from .drawing import DrawnEdge, DrawnNode, draw_dag
@@ -32,7 +35,9 @@ from .saved import (
     write_atomically,
 )
 
-__all__ = ["render_report", "report_from_folder", "write_batch_report", "write_run_report"]
+__all__ = [
+    "ScanMemo", "render_report", "report_from_folder", "write_batch_report", "write_run_report",
+]
 
 _IMAGE_PX = 1024
 _THUMBNAIL_PX = 160
@@ -168,7 +173,20 @@ def _when(timestamp: float) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def write_batch_report(folder: Path, path: Path | None = None) -> Path:
+class ScanMemo(Protocol):
+    """Where ``write_batch_report`` keeps what its scan of the journal found, to carry
+    on from there next time (a batch keeps it in its cache as a note)."""
+
+    def get(self) -> str | None:
+        """What was put last, or None."""
+
+    def put(self, text: str) -> None:
+        """Keep ``text`` (it may fail silently: the next scan then starts over)."""
+
+
+def write_batch_report(
+    folder: Path, path: Path | None = None, *, memo: ScanMemo | None = None
+) -> Path:
     """Write ``batch.html`` for the batch whose ``batch.jsonl`` is in ``folder``.
 
     One row per item (its latest status over every pass): the input beside its outputs,
@@ -176,20 +194,27 @@ def write_batch_report(folder: Path, path: Path | None = None) -> Path:
     Memory is one small integer per item (where its latest line starts, its status
     and whether it was cached), whatever the number of items and passes; the page is
     written as it renders.
+
+    With ``memo``, the scan carries on from where the last one ended when the journal
+    still begins with exactly the bytes that scan read (checked by their hash), so a
+    pass reads only the lines added since; anything else is a scan from the start.
     """
     folder = Path(folder)
     absolute = os.path.abspath(folder)
     journal_path = folder / "batch.jsonl"
-    # item id -> offset of its latest line * 16 + status index * 2 + cached; the first
-    # line of an id keeps its place (dicts keep insertion order), the latest wins.
-    latest: dict[str, int] = {}
-    counts = [0] * (len(_STATUSES) + 1)
-    cached = 0
-    spent = 0.0
     with open(journal_path, "rb") as journal:
-        offset = 0
+        scan = _resumed_scan(journal, memo) or _Scan()
+        latest = scan.latest
+        counts = scan.counts
+        cached, spent, offset = scan.cached, scan.spent, scan.offset
+        digest = scan.digest if memo is not None else None
+        journal.seek(offset)
+        complete = True
         for line in journal:
             here, offset = offset, offset + len(line)
+            if digest is not None:
+                digest.update(line)
+                complete = line.endswith(b"\n")
             try:
                 entry = from_json(line, cache_strings="keys")
             except ValueError:
@@ -206,6 +231,14 @@ def write_batch_report(folder: Path, path: Path | None = None) -> Path:
             latest[entry["id"]] = packed
             counts[status] += 1
             cached += packed & 1
+    if digest is not None and memo is not None and complete and offset > scan.offset:
+        # Kept only up to a line's end: a line cut short is read again, with whatever
+        # follows it, as a scan from the start would read it.
+        memo.put(to_json({
+            "version": _SCAN_VERSION, "offset": offset, "digest": digest.hexdigest(),
+            "ids": list(latest), "packed": list(latest.values()), "counts": counts,
+            "cached": cached, "spent": spent,
+        }).decode())
     totals: dict[str, float] = {"count": len(latest), "cached": cached, "spent": spent}
     totals.update({name: counts[index] for name, index in _STATUSES.items()})
 
@@ -231,6 +264,51 @@ def write_batch_report(folder: Path, path: Path | None = None) -> Path:
 
 #: An item's statuses, as packed in ``write_batch_report`` (any other counts as none).
 _STATUSES = {"done": 0, "failed": 1, "moderated": 2, "skipped": 3}
+_SCAN_VERSION = 1
+
+
+@dataclasses.dataclass
+class _Scan:
+    """What a scan of the journal found up to ``offset`` (see ``write_batch_report``)."""
+
+    latest: dict[str, int] = dataclasses.field(default_factory=dict)
+    counts: list[int] = dataclasses.field(default_factory=lambda: [0] * (len(_STATUSES) + 1))
+    cached: int = 0
+    spent: float = 0.0
+    offset: int = 0
+    digest: Any = dataclasses.field(default_factory=hashlib.sha256)
+
+
+def _resumed_scan(journal: BinaryIO, memo: ScanMemo | None) -> _Scan | None:
+    """The scan ``memo`` kept, when ``journal`` begins with the very bytes it read."""
+    if memo is None:
+        return None
+    try:
+        kept = memo.get()
+        if kept is None:
+            return None
+        state = from_json(kept)
+        offset = state["offset"]
+        if state["version"] != _SCAN_VERSION or not 0 < offset <= os.fstat(journal.fileno()).st_size:
+            return None
+        digest = hashlib.sha256()
+        left = offset
+        while left:
+            chunk = journal.read(min(left, 1 << 20))
+            if not chunk:
+                return None
+            digest.update(chunk)
+            left -= len(chunk)
+        if digest.hexdigest() != state["digest"]:
+            return None
+        counts = [int(count) for count in state["counts"]]
+        if len(counts) != len(_STATUSES) + 1 or len(state["ids"]) != len(state["packed"]):
+            return None
+        return _Scan(latest=dict(zip(state["ids"], state["packed"], strict=True)),
+                     counts=counts, cached=int(state["cached"]), spent=float(state["spent"]),
+                     offset=offset, digest=digest)
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
 
 
 def _batch_row(number: int, entry: dict[str, Any], absolute: str) -> Markup:
@@ -282,11 +360,23 @@ _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 def _link(folder: str, file: str) -> str:
     """A relative link from ``folder`` (absolute) to ``file`` (a file URI across drives)."""
     target = os.path.abspath(file)
+    parent, name = os.path.split(target)
     try:
-        relative = os.path.relpath(target, folder)
+        # Inputs share a few folders: the way to each is worked out once per page.
+        way = _way_to(parent, folder)
     except ValueError:
         return Path(target).as_uri()
-    return urllib.parse.quote(relative.replace(os.sep, "/"))
+    return way + urllib.parse.quote(name)
+
+
+@functools.lru_cache(maxsize=64)
+def _way_to(parent: str, folder: str) -> str:
+    """The quoted relative link from ``folder`` to the folder ``parent`` (both absolute,
+    normalised), ending in "/" (empty when they are the same)."""
+    relative = os.path.relpath(parent, folder)
+    if relative == os.curdir:
+        return ""
+    return urllib.parse.quote(relative.replace(os.sep, "/")) + "/"
 
 
 def _output_link(folder: str, file: str) -> str:

@@ -180,14 +180,17 @@ def read_source(
             )
         return response.content, shown, src, stem
     if isinstance(src, (str, os.PathLike)):
-        path = Path(src).expanduser()
-        label = name or safe_stem(path.stem)
+        path = (src if isinstance(src, Path) else Path(src)).expanduser()
+        stem = safe_stem(path.stem)
+        label = name or stem
         root = source_root.get()
         if not path.is_absolute() and root is not None:
             path = root / path
         try:
-            if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():
-                # A pipe would block forever, a device (/dev/zero) read until memory ends.
+            mode = os.stat(path).st_mode  # before opening: opening a pipe blocks
+            if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+                # A pipe would block forever, a device (/dev/zero) read until memory ends;
+                # a folder is refused by the read below.
                 raise GraphError(f"source {label!r}: {path} is not a regular file (a pipe, "
                                  "device or socket); pass an image file")
             data = _read_file(path, label, str(src), max_pixels)
@@ -195,7 +198,7 @@ def read_source(
             raise GraphError(f"source {label!r}: no such file: {path}") from None
         except OSError as exc:
             raise GraphError(f"source {label!r}: cannot read {path}: {exc.strerror}") from None
-        return data, str(src), None, safe_stem(path.stem)
+        return data, str(src), None, stem
     raise GraphError(
         f"source {name or 'image'!r}: expected a path, an http(s) URL, bytes or a PIL "
         f"image, got {type(src).__name__}"

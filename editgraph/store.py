@@ -1123,6 +1123,11 @@ class DiskStore:
             with self._leases_lock:
                 self._held_saved = (self._held_saved or 0) if hold else None
 
+    @property
+    def holds_saved(self) -> bool:
+        """Whether ``add_saved`` is held in memory now (no write; see ``hold_saved``)."""
+        return self._held_saved is not None
+
     def commit_held(self, notes: Mapping[str, str] | None = None) -> None:
         """Commit, in one transaction, the saved spend held so far and ``notes`` (small
         facts kept under ``note:<name>``, read with ``note``); none when there is none."""
@@ -1149,8 +1154,13 @@ class DiskStore:
 
     def note(self, name: str) -> str | None:
         """The note ``commit_held`` kept under ``name``, or None."""
-        value = self._get(_NOTE + name)
-        return value if isinstance(value, str) else None
+        # One row read as ``_rows`` reads it (a short note is its row's own text); a
+        # note kept otherwise (never written so) is read through diskcache.
+        for _, mode, filename, value in self._rows([_NOTE + name]):
+            if mode != diskcache.core.MODE_RAW:
+                value = self._fetch((mode, filename, value))
+            return value if isinstance(value, str) else None
+        return None
 
     # the submission journal
 

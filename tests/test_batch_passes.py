@@ -327,3 +327,155 @@ def test_an_input_checked_on_an_earlier_pass_is_not_decoded_again_unless_changed
         assert store.note(_checked_note(cut)) is None
     finally:
         store.close()
+
+
+class _Memo:
+    """A ScanMemo in memory, counting what it was asked."""
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.puts = 0
+
+    def get(self) -> str | None:
+        return self.text
+
+    def put(self, text: str) -> None:
+        self.text = text
+        self.puts += 1
+
+
+def _page(folder: Path, **options: object) -> str:
+    """The batch page, without the line saying when it was made."""
+    page = write_batch_report(folder, folder / "page.html", **options).read_text()  # type: ignore[arg-type]
+    return "\n".join(line for line in page.splitlines() if " UTC · " not in line)
+
+
+def _line(item: str, status: str, cost: float = 0.0, cached: bool = False) -> str:
+    return json.dumps({"id": item, "inputs": {}, "status": status, "cost": cost,
+                       "cached": cached, "outputs": {"x": f"{item}/x.png"}}) + "\n"
+
+
+def test_a_report_carrying_on_from_its_memo_shows_what_a_full_scan_shows(tmp_path: Path) -> None:
+    """Lines added after a remembered scan, a line cut short then followed by others,
+    and a journal rewritten under the memo: each time the page with the memo is the
+    page a scan from the start writes."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    journal_file = folder / "batch.jsonl"
+    journal_file.write_text(_line("a", "failed", 0.5) + _line("b", "done", 0.25))
+    memo = _Memo()
+    assert _page(folder, memo=memo) == _page(folder) and memo.puts == 1
+    with open(journal_file, "a") as handle:
+        handle.write(_line("a", "done", 0.25) + _line("c", "moderated"))
+    assert _page(folder, memo=memo) == _page(folder) and memo.puts == 2
+    assert "<strong>$1.00</strong>" in _page(folder, memo=memo)
+    with open(journal_file, "a") as handle:
+        handle.write('{"id": "b", "status": "fai')  # a crash mid-line: not remembered
+    assert _page(folder, memo=memo) == _page(folder) and memo.puts == 2
+    with open(journal_file, "a") as handle:
+        handle.write(_line("b", "failed") + _line("d", "done", cached=True))
+    assert _page(folder, memo=memo) == _page(folder)
+    assert "<strong>1</strong>failed" not in _page(folder)  # the cut line ate b's failure
+    # Rewritten in place, same length: the remembered bytes no longer match.
+    journal_file.write_text(journal_file.read_text().replace('"a", "inputs": {}, "status": "done"',
+                                                             '"a", "inputs": {}, "status": "fail"'))
+    assert _page(folder, memo=memo) == _page(folder)
+    journal_file.write_text(_line("z", "skipped"))  # shorter than what was remembered
+    assert _page(folder, memo=memo) == _page(folder)
+    assert "<strong>z</strong>" in _page(folder) and "<strong>a</strong>" not in _page(folder)
+
+
+def test_a_pass_report_reads_only_the_lines_added_since_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch keeps its report's place in the cache: the next pass's report parses
+    only that pass's lines, and its page is the page of a scan from the start."""
+    recipe, inputs, out, provider = two_passes(tmp_path)
+    eg.batch(recipe, inputs, out=out, provider=provider, cache=tmp_path / "cache")
+    from editgraph import report
+
+    parsed: list[object] = []
+    real = report.from_json
+
+    def counting(data: bytes | str, **options: object) -> object:
+        parsed.append(data)
+        return real(data, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(report, "from_json", counting)
+    eg.batch(recipe, inputs, out=out, provider=provider, cache=tmp_path / "cache")
+    lines = (out / "batch.jsonl").read_bytes().splitlines(keepends=True)
+    # The memo (text), this pass's three lines, then each row's latest line once more
+    # (rows in the order items were first seen).
+    assert isinstance(parsed[0], str) and len(lines) == 9
+    assert parsed[1:4] == lines[-3:] and sorted(parsed[4:]) == sorted(lines[-3:])  # type: ignore[type-var]
+    monkeypatch.undo()
+    written = "\n".join(line for line in (out / "batch.html").read_text().splitlines()
+                        if " UTC · " not in line)
+    assert written == _page(out)
+
+
+def _history_key(tmp_path: Path, recipe: Path, item: str, node: str) -> str | None:
+    store = DiskStore(tmp_path / "cache")
+    try:
+        kept = store.get_history(node, f"{recipe.resolve()}#{item}")
+        return None if kept is None else kept.key
+    finally:
+        store.close()
+
+
+def test_a_cached_item_whose_history_names_another_key_has_it_rewritten(tmp_path: Path) -> None:
+    """Colour A, then B, then A again (every edit of the third pass a cache hit): the
+    third pass pays nothing and each item's history names A's keys again."""
+    recipe, inputs, out, provider = two_passes(tmp_path)  # colour #112233
+    first = {item: json.loads((out / item / "manifest.json").read_text()) for item in COLOURS}
+    options = {"out": out, "provider": provider, "cache": tmp_path / "cache"}
+    eg.batch(recipe, inputs, settings={"colour": "#445566"}, **options)
+    assert _history_key(tmp_path, recipe, "red", "cutout") != first["red"]["edits"][0]["key"]
+    calls = len(provider.calls)
+    result = eg.batch(recipe, inputs, **options)
+    assert result.summary.cached == 3 and len(provider.calls) == calls
+    for item, manifest in first.items():
+        for entry in manifest["edits"]:
+            assert _history_key(tmp_path, recipe, item, entry["node"]) == entry["key"]
+
+
+def test_a_cached_pass_keeps_a_source_the_cache_lost_again(tmp_path: Path) -> None:
+    """A source image removed from the cache (its edits still cached): the cached pass
+    pays nothing and keeps the source again."""
+    recipe, inputs, out, provider = two_passes(tmp_path)
+    digest = hashlib.sha256((inputs / "red.png").read_bytes()).hexdigest()
+    store = DiskStore(tmp_path / "cache")
+    try:
+        assert store.has_blob(digest)
+        store._cache.delete(f"blob:{digest}")
+        assert not store.has_blob(digest)
+    finally:
+        store.close()
+    calls = len(provider.calls)
+    result = eg.batch(recipe, inputs, out=out, provider=provider, cache=tmp_path / "cache")
+    assert result.summary.cached == 3 and len(provider.calls) == calls
+    store = DiskStore(tmp_path / "cache")
+    try:
+        assert store.has_blob(digest)
+    finally:
+        store.close()
+
+
+def test_a_cached_pass_verifies_every_hit_and_regenerates_a_damaged_one(tmp_path: Path) -> None:
+    """One item's cached image damaged in the cache: the cached pass regenerates exactly
+    that edit (under the same key), and the item is done."""
+    recipe, inputs, out, provider = two_passes(tmp_path)
+    manifest = json.loads((out / "green" / "manifest.json").read_text())
+    cutout = manifest["edits"][0]
+    store = DiskStore(tmp_path / "cache")
+    try:
+        store._cache.set(f"blob:{cutout['output_hash']}", b"not the image it was")
+    finally:
+        store.close()
+    calls = len(provider.calls)
+    result = eg.batch(recipe, inputs, out=out, provider=provider, cache=tmp_path / "cache")
+    assert result.summary.done == 3 and result.summary.cached == 2
+    assert sorted(request.node for request in provider.calls[calls:]) == ["cutout"]
+    again = json.loads((out / "green" / "manifest.json").read_text())
+    assert again["edits"][0]["key"] == cutout["key"]
+    assert again["edits"][0]["status"] == "done"  # made again, not served from the cache
