@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, SupportsIndex, TypeAlias, overload
 
 import networkx as nx
-from PIL import Image
+from PIL import ExifTags, Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import ops
@@ -420,6 +420,14 @@ class Graph:
         references = tuple(self._input_name(ref, name) for ref in inputs)
         function.check_inputs(len(references), node=name)
         parameters = function.check_parameters(params, node=name)
+        box = parameters.get("box")
+        if box is not None and function in (ops.crop, ops.composite):
+            size = self._source_size(references[0])
+            if size is not None and (box[2] > size[0] or box[3] > size[1]):
+                raise GraphError(
+                    f"node {name!r}: box: {tuple(box)} reaches outside {references[0]!r}, "
+                    f"{size[0]}x{size[1]} pixels"
+                )
         self._add_edit(OpNode(name=name, operation=function, references=references,
                               parameters=parameters))
         return Handle(self, name)
@@ -584,6 +592,17 @@ class Graph:
             )
         return image.convert("L"), mask_node
 
+    def _source_size(self, name: str) -> tuple[int, int] | None:
+        """Node ``name``'s pixel size as shown upright when it is a source (read from its
+        header, not decoded), else None: an edit's or op's is known when it runs."""
+        source = self._sources.get(name)
+        if source is None:
+            return None
+        with Image.open(io.BytesIO(source.data)) as image:
+            width, height = image.size
+            turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+        return (height, width) if turned else (width, height)
+
     def _size_now(self, name: str, node: str) -> tuple[int, int]:
         """The pixel size of node ``name``'s image, known before the run."""
         item = self._edits.get(name)
@@ -602,9 +621,7 @@ class Graph:
         item = self._edits.get(name)
         image: Image.Image
         if source is not None:
-            with Image.open(io.BytesIO(source.data)) as decoded:
-                decoded.load()
-                image = decoded
+            image = ops.decode_upright(source.data)
         elif isinstance(item, OpNode):
             inputs = [self._image_now(ref, node, field) for ref in item.references]
             image = item.operation.apply(inputs, item.parameters)

@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal, get_type_hints
 
-from PIL import Image, ImageChops, ImageColor
+from PIL import Image, ImageChops, ImageColor, ImageOps
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
@@ -167,12 +167,20 @@ class Operation:
         images = []
         for number, data in enumerate(inputs, 1):
             try:
-                with Image.open(io.BytesIO(data)) as image:
-                    image.load()
-                    images.append(image)
+                images.append(decode_upright(data))
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
                 raise OperationError(f"input {number} is not a readable image: {exc}") from exc
         return encode_png(self.apply(images, parameters))
+
+
+def decode_upright(data: bytes) -> Image.Image:
+    """``data`` decoded and turned as its EXIF orientation says (a phone photo stored on
+    its side is shown upright by every viewer): what an operation works on. Its PNG
+    output carries no orientation, so it stays upright downstream."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        return image
 
 
 def operation(

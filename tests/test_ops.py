@@ -483,7 +483,9 @@ def test_a_failing_op_fails_only_itself_and_its_descendants(tmp_path: Path) -> N
 
     g = eg.Graph(cache_dir=tmp_path / "cache")
     car = g.image(ASSETS / "car.png", name="car")
-    cut = g.op(ops.crop, car, box=(400, 0, 600, 100), name="cut")  # beyond the 512 px width
+    # A box beyond a source is refused when declared; beyond an op's output, when it runs.
+    strip = g.op(ops.crop, car, box=(0, 0, 500, 100), name="strip")
+    cut = g.op(ops.crop, strip, box=(400, 0, 600, 100), name="cut")  # beyond its 500 px
     g.edit(f"Frame {cut}", name="framed")
     g.edit(f"{car} at dusk", name="dusk")
     with pytest.raises(eg.RunError) as info:
@@ -491,6 +493,7 @@ def test_a_failing_op_fails_only_itself_and_its_descendants(tmp_path: Path) -> N
     failures = info.value.failures
     assert isinstance(failures["cut"], eg.OperationError)
     assert str(failures["cut"]).startswith("node 'cut': crop: box (400, 0, 600, 100) reaches")
+    assert "strip" in info.value.run
     assert isinstance(failures["framed"], eg.InputFailedError)
     assert set(failures) == {"cut", "framed"}
     assert info.value.run is not None and "dusk" in info.value.run

@@ -38,12 +38,6 @@ def exif_rotated_jpeg(path: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Q1: ops and region edits work on a JPEG's stored pixels and ignore its EXIF "
-    "orientation, so their PNG output (which carries no orientation) comes out sideways; "
-    "the fix belongs in sources.py (apply ImageOps.exif_transpose when a source is "
-    "declared and send the upright image as PNG) or in ops.render plus graph._image_now"
-))
 def test_q1_an_op_over_an_exif_rotated_photo_keeps_it_upright(tmp_path: Path) -> None:
     """A composite over a phone photo shot upright (EXIF orientation 6) is upright too."""
     photo = exif_rotated_jpeg(tmp_path / "phone.jpg")
@@ -151,12 +145,6 @@ def test_q11_an_op_result_in_a_mode_png_cannot_hold_is_converted_and_kept(
     assert run["corner"].image.size == (10, 10)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Q8: a crop/composite box reaching outside a source is found only when the op runs, "
-    "after the graph's other edits were paid (a region= outside image 1 is refused when "
-    "declared); the fix belongs in graph.py's Graph.op: for a box parameter, check it "
-    "against _size_now(input 1) as _mask_now does for regions"
-))
 def test_q8_a_crop_box_outside_a_source_is_refused_when_declared(tmp_path: Path) -> None:
     """g.op(crop, source, box=...) past the source's 64 x 48 pixels is a GraphError naming
     the node and box when declared, before anything in the graph is paid."""
@@ -165,6 +153,21 @@ def test_q8_a_crop_box_outside_a_source_is_refused_when_declared(tmp_path: Path)
     graph.edit(f"Make {car} blue", name="blue")
     with pytest.raises(eg.GraphError, match=r"node 'wide': box"):
         graph.op(eg.ops.crop, car, box=(0, 0, 400, 40), name="wide")
+
+
+def test_q8_a_box_is_checked_against_the_upright_photo(tmp_path: Path) -> None:
+    """On a photo stored 200 x 100 and shown 100 x 200 (EXIF 6), a crop box and a
+    composite box are checked against what a viewer shows, as the op will cut it."""
+    graph = eg.Graph(cache_dir=tmp_path / "cache", width=256, height=256)
+    photo = graph.image(exif_rotated_jpeg(tmp_path / "phone.jpg"), name="phone")
+    patch = graph.image(Image.new("RGB", (10, 10), "green"), name="patch")
+    graph.op(eg.ops.crop, photo, box=(0, 0, 100, 200), name="tall")
+    with pytest.raises(eg.GraphError, match=r"node 'wide': box: .* 100x200 pixels"):
+        graph.op(eg.ops.crop, photo, box=(0, 0, 200, 100), name="wide")
+    with pytest.raises(eg.GraphError, match=r"node 'stamp': box"):
+        graph.op(eg.ops.composite, photo, patch, box=(150, 0, 160, 10), name="stamp")
+    run = graph.run(provider=eg.providers.Preview())
+    assert run["tall"].image.size == (100, 200)
 
 
 # -- S3 store and image host ---------------------------------------------------------
