@@ -11,7 +11,6 @@ moderated ones unless asked to retry them.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import csv
 import glob as globbing
@@ -42,7 +41,7 @@ from .errors import (
     RunInterrupted,
     StoreError,
 )
-from .execute import Drain
+from .execute import Drain, run_in_worker
 from .graph import Graph
 from .names import folded, name_problem, portable_stem, shown_name
 from .providers.base import Provider
@@ -1235,15 +1234,7 @@ def batch(
     # A loop runs in this thread (a notebook cell): the pass runs in a worker thread, where
     # no signal reaches it, and the notebook's interrupt arrives here as KeyboardInterrupt:
     # the first drains the pass, a second abandons it (as execute.run_draining does a run).
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(asyncio.run, abatch(recipe, inputs, **options))
-        while True:
-            try:
-                return future.result()
-            except KeyboardInterrupt:
-                if future.done():
-                    raise
-                interrupt.interrupt_from_thread()
+    return run_in_worker(abatch(recipe, inputs, **options), interrupt.interrupt_from_thread)
 
 
 def _recipe(recipe: str | os.PathLike[str] | Callable[..., Graph]) -> Recipe:

@@ -450,12 +450,7 @@ def _summary(result: Run, out_dir: Path) -> None:
     unfinished = set(result.failures)
     twice = [name for name in manifest.possibly_billed_twice if name not in unfinished]
     lost = [name for name in manifest.possibly_billed_twice if name in unfinished]
-    if twice:
-        _out.print("possibly billed twice (an answer was lost and the request re-sent): "
-                   + ", ".join(twice), soft_wrap=True)
-    if lost:
-        _out.print("possibly billed, no image delivered (see the error): " + ", ".join(lost),
-                   soft_wrap=True)
+    _say_possibly_billed(twice, lost)
     for name, reason in result.uncached.items():
         _out.print(f"not cached: {name} ({reason}); its image is in {out_dir}/, and a later "
                    "run will generate it again", soft_wrap=True)
@@ -464,6 +459,16 @@ def _summary(result: Run, out_dir: Path) -> None:
                    "or images removed; their edits ran again)", soft_wrap=True)
     _billed_not_delivered(manifest.billed_not_delivered)
 
+
+
+def _say_possibly_billed(twice: list[str], lost: list[str]) -> None:
+    """Name the edits maybe paid twice, and those maybe paid with no image delivered."""
+    if twice:
+        _out.print("possibly billed twice (an answer was lost and the request re-sent): "
+                   + ", ".join(twice), soft_wrap=True)
+    if lost:
+        _out.print("possibly billed, no image delivered (see the error): " + ", ".join(lost),
+                   soft_wrap=True)
 
 def _billed_not_delivered(submissions: Sequence[Submission]) -> None:
     for submission in submissions:
@@ -756,13 +761,7 @@ def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
                        soft_wrap=True)
         twice.extend(f"{item.id}/{name}" for name in item.possibly_billed_twice)
         lost.extend(f"{item.id}/{name}" for name in item.possibly_billed)
-    # As `run` says them (see _summary): maybe paid twice, or maybe paid with no image.
-    if twice:
-        _out.print("possibly billed twice (an answer was lost and the request re-sent): "
-                   + ", ".join(twice), soft_wrap=True)
-    if lost:
-        _out.print("possibly billed, no image delivered (see the error): " + ", ".join(lost),
-                   soft_wrap=True)
+    _say_possibly_billed(twice, lost)  # as `run` says them
     if summary.interrupted:
         _out.print(
             f"interrupted: {_plural(summary.items, 'item')} finished "

@@ -1266,15 +1266,22 @@ def run_draining(run: Callable[[Drain | None], Coroutine[Any, Any, T]]) -> T:
     except RuntimeError:
         return asyncio.run(run(None))  # the run takes the signals itself
     drain = Drain()
+    return run_in_worker(run(drain), drain._interrupt_from_thread)
+
+
+def run_in_worker(coroutine: Coroutine[Any, Any, T], interrupt: Callable[[], None]) -> T:
+    """``coroutine`` run to its end on a loop of its own in a worker thread, while a loop
+    runs in this one (a notebook cell); each KeyboardInterrupt that reaches this thread
+    meanwhile is handed on with ``interrupt()`` (the first drains, a second abandons)."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(asyncio.run, run(drain))
+        future = pool.submit(asyncio.run, coroutine)
         while True:
             try:
                 return future.result()
             except KeyboardInterrupt:
                 if future.done():
                     raise
-                drain._interrupt_from_thread()
+                interrupt()
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
