@@ -22,13 +22,12 @@ import asyncio
 import hashlib
 import io
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import diskcache
@@ -36,7 +35,7 @@ from PIL import Image
 
 import editgraph as eg
 
-from .interleave import interleaved, ratio
+from .interleave import answers_interleaved, interleaved, ratio, two_trees
 from .memory import peak_rss_mb
 
 RECIPE = '''
@@ -155,42 +154,13 @@ def against(tree: Path, items: int, rounds: int = 7) -> dict[str, dict[str, floa
     worktree of another commit), each in its own child process, passes interleaved
     round by round: medians of wall and CPU ms per item, and the medians of the
     round-by-round ratios B / A."""
-    here = Path(__file__).resolve().parent.parent
-    children = {}
     with tempfile.TemporaryDirectory() as temporary:
-        for side, checkout in (("A", tree.resolve()), ("B", here)):
+        for side in ("A", "B"):
             (Path(temporary) / side).mkdir()
-            child = subprocess.Popen(
-                [sys.executable, "-c", _PASS_CHILD, str(items), str(Path(temporary) / side)],
-                env={**os.environ, "PYTHONPATH": str(checkout)}, cwd=temporary,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, text=True,
-            )
-            assert child.stdin is not None and child.stdout is not None
-            child.stdin.write(RECIPE.encode("unicode_escape").decode() + "\n")
-            child.stdin.flush()
-            children[side] = child
-        for side, child in children.items():
-            assert child.stdout is not None
-            loaded = json.loads(child.stdout.readline())["editgraph"]
-            assert loaded.startswith(str(tree.resolve() if side == "A" else here)), loaded
-
-        def one(side: str) -> Callable[[], float]:
-            def measure() -> float:
-                child = children[side]
-                assert child.stdin is not None and child.stdout is not None
-                child.stdin.write("go\n")
-                child.stdin.flush()
-                figures.setdefault(side, []).append(json.loads(child.stdout.readline()))
-                return 0.0
-            return measure
-
-        figures: dict[str, list[dict[str, float]]] = {}
-        interleaved({"A": one("A"), "B": one("B")}, rounds)
-        for child in children.values():
-            assert child.stdin is not None
-            child.stdin.close()
-            child.wait()
+        with two_trees(tree, _PASS_CHILD, lambda side: [str(items), str(Path(temporary) / side)],
+                       cwd=Path(temporary),
+                       first_line=RECIPE.encode("unicode_escape").decode()) as ask:
+            figures = answers_interleaved(ask, rounds)
     summary = {side: {name: statistics.median(f[name] for f in figures[side])
                       for name in ("wall", "cpu")} for side in ("A", "B")}
     summary["B/A"] = {name: ratio([f[name] for f in figures["B"]],

@@ -25,12 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,7 +41,7 @@ from editgraph.providers._http import tls_context
 from editgraph.providers.together import Together
 
 from .fake_service import FakeService
-from .interleave import interleaved, ratio
+from .interleave import answers_interleaved, interleaved, ratio, two_trees
 
 MODEL = "black-forest-labs/FLUX.2-pro"
 SIZE = 1024
@@ -200,36 +196,11 @@ def against(tree: Path, *, edits: int = 128, in_flight: int = 32, latency: float
             rounds: int = 9) -> dict[str, list[float]]:
     """CPU ms per edit of the provider of this checkout (B) and of the one in ``tree``
     (A), each in its own child process, against one light server, rounds interleaved."""
-    here = Path(__file__).resolve().parent.parent
-    children: dict[str, subprocess.Popen[str]] = {}
-    with FakeService(server="light", latency=latency) as server:
-        try:
-            for side, checkout in (("A", tree.resolve()), ("B", here)):
-                children[side] = subprocess.Popen(
-                    [sys.executable, "-c", _PROVIDER_CHILD, server.base_url, str(edits),
-                     str(in_flight)],
-                    env={**os.environ, "PYTHONPATH": str(checkout)}, cwd=checkout,
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            for side, child in children.items():
-                assert child.stdout is not None
-                loaded = json.loads(child.stdout.readline())["editgraph"]
-                assert loaded.startswith(str(tree.resolve() if side == "A" else here)), loaded
-
-            def one(side: str) -> Callable[[], float]:
-                def measure() -> float:
-                    child = children[side]
-                    assert child.stdin is not None and child.stdout is not None
-                    child.stdin.write("go\n")
-                    child.stdin.flush()
-                    return float(json.loads(child.stdout.readline()))
-                return measure
-
-            return interleaved({"A": one("A"), "B": one("B")}, rounds)
-        finally:
-            for child in children.values():
-                if child.stdin is not None:
-                    child.stdin.close()
-                child.wait(timeout=30)
+    with FakeService(server="light", latency=latency) as server, two_trees(
+            tree, _PROVIDER_CHILD,
+            lambda side: [server.base_url, str(edits), str(in_flight)]) as ask:
+        answers = answers_interleaved(ask, rounds)
+    return {side: [float(value) for value in values] for side, values in answers.items()}
 
 
 def main() -> None:

@@ -21,14 +21,11 @@ import asyncio
 import hashlib
 import io
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +36,7 @@ from PIL import Image
 import editgraph as eg
 from editgraph.nodes import EditNode
 
-from .interleave import interleaved, ratio
+from .interleave import answers_interleaved, interleaved, ratio, two_trees
 
 CALL_SECONDS = 0.050
 
@@ -439,42 +436,12 @@ def engine_against(tree: Path, *, layers: int = 4, width: int = 16, seconds: flo
     provider call, the medians of the round-by-round
     ratios B / A, and each side's SQLite statements per generated edit in its store's
     writer thread (one counted run, apart from the timed ones)."""
-    here = Path(__file__).resolve().parent.parent
-    children: dict[str, subprocess.Popen[str]] = {}
-    figures: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
-    with tempfile.TemporaryDirectory() as temporary:
-        for side, checkout in (("A", tree.resolve()), ("B", here)):
-            children[side] = subprocess.Popen(
-                [sys.executable, "-c", _ENGINE_CHILD, str(layers), str(width), str(seconds),
-                 str(Path(temporary) / side)],
-                env={**os.environ, "PYTHONPATH": str(checkout)}, cwd=temporary,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )
-        for side, child in children.items():
-            assert child.stdout is not None
-            loaded = json.loads(child.stdout.readline())["editgraph"]
-            assert loaded.startswith(str(tree.resolve() if side == "A" else here)), loaded
-
-        def ask(side: str, command: str) -> dict[str, float]:
-            child = children[side]
-            assert child.stdin is not None and child.stdout is not None
-            child.stdin.write(command + "\n")
-            child.stdin.flush()
-            answer: dict[str, float] = json.loads(child.stdout.readline())
-            return answer
-
-        def one(side: str) -> Callable[[], float]:
-            def measure() -> float:
-                figures[side].append(ask(side, "go"))
-                return 0.0
-            return measure
-
+    with tempfile.TemporaryDirectory() as temporary, two_trees(
+            tree, _ENGINE_CHILD,
+            lambda side: [str(layers), str(width), str(seconds), str(Path(temporary) / side)],
+            cwd=Path(temporary)) as ask:
         statements = {side: ask(side, "count")["statements"] for side in ("A", "B")}
-        interleaved({"A": one("A"), "B": one("B")}, rounds)
-        for child in children.values():
-            assert child.stdin is not None
-            child.stdin.close()
-            child.wait()
+        figures = answers_interleaved(ask, rounds)
     measured = ("ratio", "cpu", "first")
     summary = {side: {**{name: statistics.median(f[name] for f in figures[side])
                          for name in measured},
