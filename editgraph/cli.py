@@ -21,12 +21,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console, ConsoleOptions, RenderableType
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.segment import Segment
-from rich.table import Table
 from rich.text import Text
 
-from .display import dag_svg
 from .errors import (
     BudgetError,
     ConfigurationError,
@@ -37,25 +34,22 @@ from .errors import (
     RunInterrupted,
     StoreError,
 )
-from .graph import Graph
-from .nodes import EditNode, OpNode
 from .providers import registry as providers
-from .providers.base import Provider
-from .recipe import build_recipe
-from .records import EditRecord
 from .redact import for_terminal
-from .replay import replay as replay_saved
-from .report import report_from_folder
-from .requests import Submission
-from .runs import Run
-from .saved import write_atomically
-from .store import DiskStore
-from .stores.absent import AbsentStore
-from .stores.base import is_s3, open_store
-from .stores.s3 import S3Store
 
+# Everything else a subcommand needs is imported inside it, so that ``--help``,
+# ``--version`` and a mistyped command load only click, rich and the names above.
 if TYPE_CHECKING:
     from .batch import BatchItem
+    from .graph import Graph
+    from .nodes import EditNode
+    from .providers.base import Provider
+    from .records import EditRecord
+    from .requests import Submission
+    from .runs import Run  # noqa: TC004 - also imported where isinstance needs it
+    from .store import DiskStore
+    from .stores.absent import AbsentStore
+    from .stores.s3 import S3Store
 
 __all__ = ["main"]
 
@@ -136,6 +130,8 @@ def _provider(name: str | None) -> Provider | None:
 
 
 def _load(recipe: str, sets: tuple[str, ...]) -> Graph:
+    from .recipe import build_recipe
+
     try:
         return build_recipe(recipe, _settings(sets))
     except GraphError as exc:
@@ -146,6 +142,11 @@ def _open_store(cache_dir: str | None, *, create: bool = True
                 ) -> DiskStore | S3Store | AbsentStore:
     """The store at --cache; ``create=False`` (the cache commands, which only read or
     remove) reads a missing folder as an empty cache instead of making it."""
+    from .store import DiskStore
+    from .stores.absent import AbsentStore
+    from .stores.base import open_store
+    from .stores.s3 import S3Store
+
     try:
         store = open_store(cache_dir, create=create)
     except StoreError as exc:
@@ -386,6 +387,8 @@ def run(recipe: str, out_dir: Path | None, sets: tuple[str, ...], provider: str 
 
 def _interrupted(interrupt: RunInterrupted, out_dir: Path) -> NoReturn:
     """After SIGINT/SIGTERM: save what finished and say what did not; exit 128 + signal."""
+    from .runs import Run
+
     stopped = interrupt.run
     code = 128 + interrupt.signal_number
     if not isinstance(stopped, Run):
@@ -597,6 +600,8 @@ def plan(recipe: str, sets: tuple[str, ...], provider: str | None, cache_dir: st
         result = graph.plan(provider=_provider(provider), cache_dir=cache_dir)
     except EditGraphError as exc:
         _fail(str(exc))
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("edit", "state", "cost", "prompt / references / why"):
         table.add_column(column, overflow="fold")
@@ -776,6 +781,8 @@ def batch(recipe: str, over: str, param: str | None, sets: tuple[str, ...],
 def _check_cluster(cluster: str, cache_dir: str | None) -> None:
     """Bad --cluster input (an unreadable address, a remote cluster with a local cache
     folder, the extra not installed) exits 2 before anything starts."""
+    from .stores.base import is_s3
+
     try:
         from .cluster import parse_cluster
     except ImportError:
@@ -793,6 +800,14 @@ class _BatchDisplay:
     """The batch's progress in the terminal: items done/failed/left, spend and ETA."""
 
     def __init__(self, total: int | None, *, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
         self.in_flight: set[str] = set()
         self._progress = Progress(
             TextColumn("items"), BarColumn(), MofNCompleteColumn(),
@@ -844,6 +859,9 @@ def show(recipe: str, sets: tuple[str, ...], svg: bool, out_file: Path | None) -
         _fail("--out writes the SVG drawing; add --svg (the text view goes to stdout)")
     graph = _load(recipe, sets)
     if svg:
+        from .display import dag_svg
+        from .saved import write_atomically
+
         drawing = dag_svg(graph)
         if out_file is None:
             click.echo(for_terminal(drawing))
@@ -858,6 +876,10 @@ def show(recipe: str, sets: tuple[str, ...], svg: bool, out_file: Path | None) -
 
 
 def _show_text(recipe: Path, graph: Graph) -> None:
+    from rich.table import Table
+
+    from .nodes import OpNode
+
     sources = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("source", "from", "type", "sha256"):
         sources.add_column(column, overflow="fold")
@@ -957,6 +979,8 @@ def cache_info(cache_dir: str | None) -> None:
         oldest = min(record.created_at for record in records)
         newest = max(record.created_at for record in records)
         rows.append(("made", f"{_when(oldest)} to {_when(newest)}"))
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -1133,6 +1157,8 @@ def report(out_dir: Path, out_file: Path | None) -> None:
     if not (out_dir / "manifest.json").is_file():
         _fail(f"report: {out_dir} holds no manifest.json; pass a folder that "
               "`editgraph run RECIPE --out FOLDER` wrote")
+    from .report import report_from_folder
+
     try:
         written = report_from_folder(out_dir, out_file)
     except EditGraphError as exc:
@@ -1172,6 +1198,8 @@ def replay(target: Path, verify: bool, provider: str | None, cache_dir: str | No
     if not target.is_file():
         _fail(f"replay {target}: no such file; pass a manifest.json or an image that "
               "`editgraph run` saved")
+    from .replay import replay as replay_saved
+
     chosen = _provider(provider)
     try:
         result = replay_saved(target, provider=chosen, cache_dir=cache_dir, verify=verify)

@@ -314,6 +314,38 @@ def test_python_dash_m_editgraph_shows_help() -> None:
     assert "editgraph run recipes/recolour.py" in result.stdout
 
 
+# Runs the command in a fresh interpreter and prints its exit code, then every module the
+# command loaded beyond what `import editgraph` already had.
+_MODULES_LOADED_BY = """\
+import sys
+import editgraph
+before = set(sys.modules)
+from editgraph.cli import main
+try:
+    main(sys.argv[1:], prog_name="editgraph")
+except SystemExit as stop:
+    code = stop.code
+print(code, *sorted(set(sys.modules) - before))
+"""
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (["--help"], 0), (["--version"], 0), (["nosuchcommand"], 2), (["run", "--help"], 0),
+])
+def test_help_and_errors_load_no_subcommand_modules(args: list[str], code: int) -> None:
+    """--help, --version and an unknown command import none of the subcommands' modules."""
+    result = subprocess.run(
+        [sys.executable, "-c", _MODULES_LOADED_BY, *args],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    exit_code, *loaded = result.stdout.split("\n")[-2].split()
+    assert exit_code == str(code)
+    assert "editgraph.cli" in loaded
+    assert [name for name in loaded if name != "editgraph.cli" and name.startswith(
+        ("editgraph.", "jinja2", "markupsafe", "networkx", "PIL", "httpx"))] == []
+
+
 def test_console_script_runs_the_recolour_recipe_offline(tmp_path: Path) -> None:
     """The installed `editgraph` script runs recipes/recolour.py offline, then all cached."""
     script = Path(sys.executable).with_name("editgraph")

@@ -268,6 +268,41 @@ def test_the_command_takes_an_s3_cache(
     assert cleared.exit_code == 0 and s3.objects("cli/") == {}
 
 
+def test_read_only_commands_make_no_local_folder(
+    s3: MotoS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan, cache info and cache verify on an S3 cache read the bucket and create nothing."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipe.py").write_text(textwrap.dedent("""
+        import editgraph as eg
+        from edit_providers import png_bytes
+
+        def recipe() -> eg.Graph:
+            graph = eg.Graph(width=256, height=256)
+            car = graph.image(png_bytes((200, 30, 30)), name="car")
+            graph.edit(f"Make {car} blue", name="blue")
+            return graph
+    """))
+    url = s3.url("ro")
+    runner = CliRunner()
+    ran = runner.invoke(main, ["run", "recipe.py", "--provider", "preview", "--cache", url])
+    assert ran.exit_code == 0, ran.output
+    bucket = s3.objects("ro/")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "fresh"))  # another machine's
+    for args in (["plan", "recipe.py", "--provider", "preview"], ["cache", "info"],
+                 ["cache", "verify"]):
+        result = runner.invoke(main, [*args, "--cache", url])
+        assert result.exit_code == 0, result.output
+        assert not (tmp_path / "fresh").exists(), args
+    assert "cached" in runner.invoke(
+        main, ["plan", "recipe.py", "--provider", "preview", "--cache", url]).output
+    assert s3.objects("ro/") == bucket
+    store = open_store(url, create=False)
+    assert isinstance(store, S3Store) and len(list(store.records())) == 1
+    assert not (tmp_path / "fresh").exists()
+    assert isinstance(open_store(url), S3Store) and (tmp_path / "fresh").is_dir()
+
+
 @pytest.mark.slow
 def test_two_processes_sharing_a_bucket_pay_once_per_edit(s3: MotoS3, tmp_path: Path) -> None:
     """Two processes, each with its own local cache, run one graph at once: each edit is paid once."""

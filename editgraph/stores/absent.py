@@ -21,7 +21,7 @@ from ..errors import StoreError
 from ..records import EditRecord, RecordFacts
 from ..store import DEFAULT_GRAPH, CacheDamage, CacheStats, JournalEntry
 
-__all__ = ["AbsentStore", "check_creatable"]
+__all__ = ["AbsentStore", "UnkeptLocalCache", "check_creatable"]
 
 
 def _refusal(directory: Path, reason: str) -> StoreError:
@@ -153,3 +153,24 @@ class AbsentStore:
 
     def delete_journal(self, key: str) -> None:
         raise self._refuse()
+
+
+class UnkeptLocalCache(AbsentStore):
+    """The local cache of an S3 store opened only to read, whose folder does not exist:
+    it holds nothing, and the copies the store would keep of what the bucket served
+    (records, images, history) are dropped instead of making the folder."""
+
+    def __repr__(self) -> str:
+        return f"UnkeptLocalCache({str(self.directory)!r})"
+
+    def put_record(self, record: EditRecord) -> None:
+        """Not kept."""
+
+    def put_blob(self, content_hash: str, data: bytes) -> None:
+        """Not kept."""
+
+    def stage_blob(self, content_hash: str, data: bytes) -> None:
+        """Not kept."""
+
+    def put_history(self, name: str, record: EditRecord, graph: str = DEFAULT_GRAPH) -> None:
+        """Not kept."""

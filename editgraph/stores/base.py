@@ -32,7 +32,8 @@ def open_store(location: CacheLocation = None, *, create: bool = True) -> Store:
 
     ``create=False`` (for what only reads: plan, ``cache info``) does not make a missing
     folder: it gets an empty :class:`~editgraph.stores.absent.AbsentStore`, after the
-    same check that the folder could be made (StoreError if not)."""
+    same check that the folder could be made (StoreError if not); an S3 store so opened
+    makes no local cache folder either."""
     if location is None:
         configured = os.environ.get("EDITGRAPH_CACHE_DIR")
         location = configured if configured else default_cache_dir()
@@ -41,7 +42,7 @@ def open_store(location: CacheLocation = None, *, create: bool = True) -> Store:
         if is_s3(text):
             from .s3 import S3Store
 
-            return S3Store(text)
+            return S3Store(text, create=create)
         directory = Path(text).expanduser()
         if not create and not os.path.lexists(directory):
             from .absent import AbsentStore

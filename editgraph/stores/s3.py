@@ -43,6 +43,7 @@ from ..store import (
     JournalEntry,
     _parse_record,  # one reading of a record's JSON (with migration) for every backend
 )
+from .absent import UnkeptLocalCache
 
 if TYPE_CHECKING:
     from obstore.store import S3Store as ObjectStore
@@ -187,6 +188,9 @@ class S3Store:
         local_dir: the local cache folder (default: the platform cache directory's
             ``editgraph/s3/<bucket>/<prefix>``).
         clock: wall-clock seconds, for lease expiry (injectable for tests).
+        create: False for what only reads (plan, ``cache info|verify``): a local cache
+            folder that does not exist is not made; what the bucket serves is then not
+            kept on this machine.
 
     Raises:
         StoreError: the location is not ``s3://...``, obstore is missing, or the bucket
@@ -199,10 +203,16 @@ class S3Store:
         *,
         local_dir: str | os.PathLike[str] | None = None,
         clock: Callable[[], float] = time.time,
+        create: bool = True,
     ) -> None:
         self.location = parse_s3_url(location)
         self._objects = connect(self.location)
-        self.local = DiskStore(local_dir if local_dir is not None else _default_local_dir(self.location))
+        directory = Path(local_dir) if local_dir is not None else _default_local_dir(self.location)
+        self.local: DiskStore | UnkeptLocalCache
+        if not create and not os.path.lexists(directory):
+            self.local = UnkeptLocalCache(directory)
+        else:
+            self.local = DiskStore(directory)
         self._clock = clock
         self._repaired = 0
         self._lock = threading.Lock()
@@ -279,6 +289,8 @@ class S3Store:
                 "AWS S3, Cloudflare R2, MinIO or another store that honours If-None-Match "
                 "and If-Match on PutObject"
             )
+        # (With no local folder, opened only to read, there is nowhere to note it: the
+        # next use probes again, which leaves nothing behind in the bucket either.)
         with contextlib.suppress(OSError), marker.open("a", encoding="utf-8") as lines:
             lines.write(endpoint + "\n")
 
