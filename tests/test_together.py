@@ -847,3 +847,26 @@ def test_budget_counts_megapixels() -> None:
     assert graph.plan(provider=eg.providers.Preview()).estimated_cost == pytest.approx(0.06)
     with pytest.raises(eg.BudgetError):
         graph.run(provider=eg.providers.Preview(), budget=0.05, progress=False)
+
+
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"max_retries": -1, "unknown_outcome_retries": -1}, "max_retries must be an int >= 0"),
+    ({"unknown_outcome_retries": float("inf")}, "unknown_outcome_retries must be an int"),
+    ({"max_retries": 1.5}, "max_retries must be an int"),
+    ({"max_retries": True}, "max_retries must be an int"),
+    ({"timeout": 0, "result_url_ttl": -1}, "timeout must be a finite number of seconds (> 0)"),
+    ({"timeout": float("inf")}, "timeout must be a finite number"),
+    ({"result_url_ttl": float("nan")}, "result_url_ttl must be a finite number"),
+    ({"max_download_bytes": 0}, "max_download_bytes must be an int >= 1"),
+    ({"rate_limit": "60"}, "rate_limit must be requests per minute"),
+])
+def test_bad_settings_are_refused_one_at_a_time_by_name(
+    settings: dict[str, object], named: str
+) -> None:
+    """Each bad setting is refused in one line naming it alone (the first, when several
+    are bad), as BFL does; inf retries and a str rate limit are refused too."""
+    with pytest.raises(ConfigurationError) as caught:
+        eg.providers.Together(api_key="k-test", **settings)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert message.startswith(f"Together: {named}") and "\n" not in message
+    assert " and " not in message

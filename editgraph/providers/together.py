@@ -262,23 +262,28 @@ class Together:
                 f"Together: the base URL ({setting}) {self._shown_base_url!r} cannot be "
                 f"used: {problem}; e.g. {DEFAULT_BASE_URL}"
             )
-        if not (max_retries >= 0 and unknown_outcome_retries >= 0):  # nan refused too
-            raise ConfigurationError(
-                f"Together: max_retries and unknown_outcome_retries must be >= 0, got "
-                f"{max_retries!r} and {unknown_outcome_retries!r}"
-            )
-        if not (timeout > 0 and result_url_ttl >= 0):  # nan refused too
-            raise ConfigurationError(
-                f"Together: timeout must be > 0 and result_url_ttl >= 0 seconds, got "
-                f"{timeout!r} and {result_url_ttl!r}"
-            )
-        if isinstance(max_download_bytes, bool) or not (
-            isinstance(max_download_bytes, int) and max_download_bytes > 0
-        ):
-            raise ConfigurationError(
-                f"Together: max_download_bytes must be a positive int, got {max_download_bytes!r}"
-            )
-        if rate_limit is not None and not 0 < rate_limit < math.inf:  # nan, inf refused
+        # One setting at a time, each named, as BFL reports them.
+        for setting, value, low in (("max_retries", max_retries, 0),
+                                    ("unknown_outcome_retries", unknown_outcome_retries, 0),
+                                    ("max_download_bytes", max_download_bytes, 1)):
+            # Counts are whole numbers: nan, inf, 2.5, True or "3" would each be a bill
+            # without bound, a limit that is not one, or a TypeError deep in a run.
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigurationError(
+                    f"Together: {setting} must be an int >= {low}, got {value!r}"
+                )
+        for setting, seconds in (("timeout", timeout), ("result_url_ttl", result_url_ttl)):
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+                0 <= seconds < math.inf and (seconds > 0 or setting != "timeout")
+            ):  # nan and inf refused too
+                raise ConfigurationError(
+                    f"Together: {setting} must be a finite number of seconds "
+                    f"({'> 0' if setting == 'timeout' else '>= 0'}), got {seconds!r}"
+                )
+        if rate_limit is not None and (
+            isinstance(rate_limit, bool) or not isinstance(rate_limit, (int, float))
+            or not 0 < rate_limit < math.inf
+        ):  # nan, inf refused
             raise ConfigurationError(
                 f"Together: rate_limit must be requests per minute > 0, got {rate_limit!r}"
             )
