@@ -14,7 +14,7 @@ import threading
 
 from .errors import StoreError
 from .requests import Reference
-from .stores.s3 import connect, parse_s3_url
+from .stores.s3 import connect, missing_bucket, parse_s3_url
 
 __all__ = ["MAX_EXPIRES", "S3ImageHost"]
 
@@ -77,11 +77,7 @@ class S3ImageHost:
                 except (AlreadyExistsError, PreconditionError):
                     pass  # uploaded meanwhile by another run: the same bytes
                 except (NotFoundError, FileNotFoundError):  # a PUT answered 404: NoSuchBucket
-                    raise StoreError(
-                        f"{self.location}: the bucket {self.location.bucket!r} does not "
-                        "exist (or these credentials cannot see it); create it, or check "
-                        "AWS_ENDPOINT_URL and the bucket's name"
-                    ) from None
+                    raise missing_bucket(self.location) from None
             with self._lock:
                 self._uploaded.add(path)
         return await obstore.sign_async(

@@ -300,13 +300,10 @@ def rewrite_prompt(
     graph's handles, the same ``refs`` and node, and ``canonical`` answering as it did
     for every name it was asked about. Only successes are remembered.
     """
-    if type(prompt) is not str:
+    if type(prompt) is not str or _OWN_TOKEN in prompt:  # structured, or unrememberable
         return _rewrite_prompt(prompt, node=node, refs=refs, graph_id=graph_id,
                                canonical=canonical)
     own = f"{_TOKEN_OPEN}{graph_id}:"
-    if _OWN_TOKEN in prompt:
-        return _rewrite_prompt(prompt, node=node, refs=refs, graph_id=graph_id,
-                               canonical=canonical)
     key = (prompt.replace(own, _OWN_TOKEN), None if refs is None else tuple(refs), node)
     known = _rewritten.get(key)
     if known is not None:

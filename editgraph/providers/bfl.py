@@ -45,6 +45,7 @@ from ..models import CATALOGUE, ModelSpec, resolve_model
 from ..pixels import declared_size
 from ..redact import check_api_key, redact, register_secret
 from ..requests import EditRequest, GeneratedImage, Submission, pixel_size
+from ._checks import check_count, check_rate_limit, check_seconds
 from ._http import (
     CallState,
     Clients,
@@ -202,32 +203,15 @@ class BFL:
                                     ("unknown_outcome_retries", unknown_outcome_retries, 0),
                                     ("moderation_retries", moderation_retries, 0),
                                     ("max_active", max_active, 1)):
-            # Counts are whole numbers: nan, inf, 2.5, True or "3" would each be a bill
-            # without bound, a cap that is not one, or a TypeError deep in a run.
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigurationError(
-                    f"BFL: {setting} must be an int >= {low}, got {value!r}"
-                )
+            check_count("BFL", setting, value, low)
         if safety_tolerance > 6:
             raise ConfigurationError(
                 f"BFL: safety_tolerance must be 0 to 6, got {safety_tolerance!r}"
             )
-        for setting, seconds in (("timeout", timeout), ("poll_interval", poll_interval),
-                                 ("result_ttl", result_ttl)):
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
-                0 <= seconds < math.inf and (seconds > 0 or setting != "timeout")
-            ):  # nan and inf refused too
-                raise ConfigurationError(
-                    f"BFL: {setting} must be a finite number of seconds "
-                    f"({'> 0' if setting == 'timeout' else '>= 0'}), got {seconds!r}"
-                )
-        if rate_limit is not None and (
-            isinstance(rate_limit, bool) or not isinstance(rate_limit, (int, float))
-            or not 0 < rate_limit < math.inf
-        ):  # nan, inf refused
-            raise ConfigurationError(
-                f"BFL: rate_limit must be requests per minute > 0, got {rate_limit!r}"
-            )
+        check_seconds("BFL", "timeout", timeout, positive=True)
+        check_seconds("BFL", "poll_interval", poll_interval, positive=False)
+        check_seconds("BFL", "result_ttl", result_ttl, positive=False)
+        check_rate_limit("BFL", rate_limit)
         self.safety_tolerance = safety_tolerance
         self.poll_interval = float(poll_interval)
         self.timeout = float(timeout)

@@ -30,7 +30,6 @@ import binascii
 import contextlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -54,6 +53,7 @@ from ..errors import ConfigurationError, GraphError, ModerationError, ProviderEr
 from ..models import CATALOGUE, ModelSpec
 from ..redact import check_api_key, redact, register_secret
 from ..requests import EditRequest, GeneratedImage, Reference
+from ._checks import check_count, check_rate_limit, check_seconds
 from ._http import CallState as _CallState
 from ._http import Clients as _Clients
 from ._http import DownloadTimedOut as _DownloadTimedOut
@@ -263,30 +263,12 @@ class Together:
                 f"used: {problem}; e.g. {DEFAULT_BASE_URL}"
             )
         # One setting at a time, each named, as BFL reports them.
-        for setting, value, low in (("max_retries", max_retries, 0),
-                                    ("unknown_outcome_retries", unknown_outcome_retries, 0),
-                                    ("max_download_bytes", max_download_bytes, 1)):
-            # Counts are whole numbers: nan, inf, 2.5, True or "3" would each be a bill
-            # without bound, a limit that is not one, or a TypeError deep in a run.
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigurationError(
-                    f"Together: {setting} must be an int >= {low}, got {value!r}"
-                )
-        for setting, seconds in (("timeout", timeout), ("result_url_ttl", result_url_ttl)):
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
-                0 <= seconds < math.inf and (seconds > 0 or setting != "timeout")
-            ):  # nan and inf refused too
-                raise ConfigurationError(
-                    f"Together: {setting} must be a finite number of seconds "
-                    f"({'> 0' if setting == 'timeout' else '>= 0'}), got {seconds!r}"
-                )
-        if rate_limit is not None and (
-            isinstance(rate_limit, bool) or not isinstance(rate_limit, (int, float))
-            or not 0 < rate_limit < math.inf
-        ):  # nan, inf refused
-            raise ConfigurationError(
-                f"Together: rate_limit must be requests per minute > 0, got {rate_limit!r}"
-            )
+        check_count("Together", "max_retries", max_retries, 0)
+        check_count("Together", "unknown_outcome_retries", unknown_outcome_retries, 0)
+        check_count("Together", "max_download_bytes", max_download_bytes, 1)
+        check_seconds("Together", "timeout", timeout, positive=True)
+        check_seconds("Together", "result_url_ttl", result_url_ttl, positive=False)
+        check_rate_limit("Together", rate_limit)
         self.max_retries = max_retries
         self.unknown_outcome_retries = unknown_outcome_retries
         self.timeout = float(timeout)

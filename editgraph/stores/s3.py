@@ -48,7 +48,9 @@ from .absent import UnkeptLocalCache
 if TYPE_CHECKING:
     from obstore.store import S3Store as ObjectStore
 
-__all__ = ["DEFAULT_GRAPH", "Damage", "S3Location", "S3Store", "connect", "parse_s3_url"]
+__all__ = [
+    "DEFAULT_GRAPH", "Damage", "S3Location", "S3Store", "connect", "missing_bucket", "parse_s3_url",
+]
 
 T = TypeVar("T")
 
@@ -136,6 +138,15 @@ def connect(location: S3Location) -> ObjectStore:
         )
     except Exception as exc:  # obstore's configuration errors
         raise StoreError(f"{location}: cannot configure the S3 client: {_scrub(str(exc))}") from exc
+
+
+def missing_bucket(location: S3Location) -> StoreError:
+    """The one line for a PUT that answered 404 (NoSuchBucket): for the store and the
+    image host alike."""
+    return StoreError(
+        f"{location}: the bucket {location.bucket!r} does not exist (or these credentials "
+        "cannot see it); create it, or check AWS_ENDPOINT_URL and the bucket's name"
+    )
 
 
 def _default_local_dir(location: S3Location) -> Path:
@@ -255,11 +266,7 @@ class S3Store:
             created = self._call(
                 "write", lambda: obstore.put(self._objects, path, b"{}", mode="create"))
         except (NotFoundError, FileNotFoundError):  # a PUT answered 404: NoSuchBucket
-            raise StoreError(
-                f"{self.location}: the bucket {self.location.bucket!r} does not exist (or "
-                "these credentials cannot see it); create it, or check AWS_ENDPOINT_URL "
-                "and the bucket's name"
-            ) from None
+            raise missing_bucket(self.location) from None
         etag = created.get("e_tag")
 
         def answers(write: Callable[[], object], expected: type[Exception] | None) -> bool:
