@@ -41,7 +41,10 @@ from ..store import (
     CacheStats,
     DiskStore,
     JournalEntry,
+    _boot_id,  # how a lease's holder is named and found gone, as for the disk store
     _parse_record,  # one reading of a record's JSON (with migration) for every backend
+    _pid_namespace,
+    _process_alive,
 )
 from .absent import UnkeptLocalCache
 
@@ -164,30 +167,6 @@ def _history_path(graph: str, node: str) -> str:
 
 def _journal_path(key: str) -> str:
     return f"journal/{key}.json"
-
-
-def _boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
-    except OSError:
-        return None
-
-
-def _pid_namespace() -> str | None:
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return None
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class S3Store:
