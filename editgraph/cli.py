@@ -510,6 +510,8 @@ def resume(recipe: str | None, out_dir: Path | None, sets: tuple[str, ...],
 
     Exit codes: 0 every journaled task found was delivered; 1 otherwise; 2 bad input.
     """
+    from .runs import Run
+
     chosen = _provider(provider)
     if recipe is None:
         _resume_journal(chosen, cache_dir)
