@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .providers.base import Provider
     from .records import EditRecord
     from .requests import Submission
-    from .runs import Run  # noqa: TC004 - also imported where isinstance needs it
+    from .runs import Run
     from .store import DiskStore
     from .stores.absent import AbsentStore
     from .stores.s3 import S3Store
