@@ -28,11 +28,14 @@ The critical-path bound is ``layers x latency``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import itertools
 import logging
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -236,3 +239,94 @@ def measure(root: Path, *, layers: int = 4, width: int = 16, latency: float = 0.
 def median(values: list[float]) -> float:
     """The median of ``values``."""
     return statistics.median(values)
+
+
+#: One side of ``--against``: a child that imports editgraph from the tree on its
+#: PYTHONPATH and, per "go" line on stdin, runs the layered graph (nothing cached for it)
+#: against the server at ``base_url``, on a cache directory made by its first run:
+#: wall over the bound and CPU ms per edit.
+_AGAINST_CHILD = """
+import io, json, logging, sys, time
+from pathlib import Path
+from PIL import Image
+import editgraph as eg
+
+def png(seed):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (seed % 256, (seed // 256) % 256, 90)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+def graph(cache, layers, width, swatch):
+    g = eg.Graph(cache_dir=cache, concurrency=width, width=256, height=256)
+    above = [g.image(swatch, name="source")] * width
+    for layer in range(layers):
+        row = []
+        for column in range(width):
+            refs = [above[column]]
+            if layer and column % 2:
+                refs.append(above[column - 1])
+            row.append(g.edit(f"layer {layer} column {column}", refs=refs,
+                              name=f"e{layer}_{column}"))
+        above = row
+    return g
+
+logging.getLogger("stamina").setLevel(logging.ERROR)
+base, layers, width, latency, cache, side = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
+                                             float(sys.argv[4]), Path(sys.argv[5]), sys.argv[6])
+def once(salt):
+    provider = eg.providers.Together(api_key="bench", base_url=base)
+    g = graph(cache, layers, width, png(salt))
+    wall, cpu = time.perf_counter(), time.process_time()
+    g.run(provider=provider, progress=False)
+    return time.perf_counter() - wall, time.process_time() - cpu
+once(5000 if side == "A" else 6000)
+print(json.dumps({"editgraph": eg.__file__}), flush=True)
+salt = 7000 if side == "A" else 9000
+for line in sys.stdin:
+    salt += 1
+    wall, cpu = once(salt)
+    print(json.dumps({"ratio": wall / (layers * latency),
+                      "cpu": cpu / (layers * width) * 1000}), flush=True)
+"""
+
+
+def editgraph_against(tree: Path, *, layers: int = 4, width: int = 16, latency: float = 0.2,
+                      rounds: int = 7, server: str = "light") -> dict[str, dict[str, float]]:
+    """editgraph on the critical path, this checkout (B) against the editgraph in
+    ``tree`` (A: a worktree of another commit), each in its own child process against
+    one server child, runs interleaved round by round: medians of wall / bound and CPU
+    ms per edit, and the medians of the round-by-round ratios B / A."""
+    from .interleave import answers_interleaved, two_trees
+
+    with tempfile.TemporaryDirectory() as temporary, FakeService(
+            server=server, latency=latency) as fake, two_trees(
+            tree, _AGAINST_CHILD,
+            lambda side: [fake.base_url, str(layers), str(width), str(latency),
+                          str(Path(temporary) / side), side],
+            cwd=Path(temporary)) as ask:
+        figures = answers_interleaved(ask, rounds)
+    summary = {side: {name: statistics.median(f[name] for f in figures[side])
+                      for name in ("ratio", "cpu")} for side in ("A", "B")}
+    summary["B/A"] = {name: ratio([f[name] for f in figures["B"]],
+                                  [f[name] for f in figures["A"]]) for name in ("ratio", "cpu")}
+    return summary
+
+
+def main() -> int:
+    """``--against TREE``: editgraph's critical path, A/B against another tree."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--against", type=Path, required=True, metavar="TREE",
+                        help="a worktree of another commit (side A; this checkout is B)")
+    parser.add_argument("--rounds", type=int, default=7)
+    arguments = parser.parse_args()
+    sides = editgraph_against(arguments.against, rounds=arguments.rounds)
+    for side in ("A", "B"):
+        print(f"{side}: critical path, wall / bound {sides[side]['ratio']:.3f}, "
+              f"CPU {sides[side]['cpu']:.3f} ms per edit")
+    print(f"B/A (median of round-by-round ratios): wall {sides['B/A']['ratio']:.3f}, "
+          f"CPU {sides['B/A']['cpu']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
