@@ -305,7 +305,9 @@ class _Engine:
             # Queued with the first edits' leases, so it shares their commit; not at all
             # when every source is kept already (a cached re-run commits once).
             if not all(self.store.has_blob(node.hash) for node in self.sources.values()):
-                self.writes.submit_staged(self._keep_sources, stage=self._stage_sources)
+                self.writes.submit_staged(
+                    self._keep_sources, stage=self._stage_sources,
+                ).add_done_callback(_sources_not_kept)
             if tasks:
                 # That commit goes to the writer now: its thread takes the leases while
                 # this loop starts the tasks, rather than after their first steps.
@@ -1267,6 +1269,14 @@ def _history_not_kept(future: asyncio.Future[Any]) -> None:
     """Warn when the store could not take the run's bookkeeping (the results stand)."""
     if not future.cancelled() and future.exception() is not None:
         logger.warning("plan's history of this run was not kept: %s", future.exception())
+
+
+def _sources_not_kept(future: asyncio.Future[Any]) -> None:
+    """Warn when the store could not keep the graph's sources (the results stand; a
+    replay from the cache needs them). Heard here, on the loop: an unheard failure was
+    logged by whichever thread collected its future."""
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("the graph's sources were not kept in the cache: %s", future.exception())
 
 
 def _quietly(future: asyncio.Future[Any]) -> None:

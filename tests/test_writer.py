@@ -656,3 +656,128 @@ def test_a_result_kept_elsewhere_after_the_lookup_is_served_not_paid(tmp_path: P
     assert provider.nodes == ["shade1"]
     assert run["shade0"].cached and run["shade0"].key == record.key
     assert store.acquire_lease(record.key)  # nothing left held
+
+
+def large_png(request: eg.EditRequest) -> bytes:
+    """A noisy PNG made from the request, larger than ``HASH_OFF_LOOP_BYTES``."""
+    import io
+    import random
+
+    from PIL import Image
+
+    noise = random.Random(request.prompt).randbytes(256 * 256 * 3)
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (256, 256), noise).save(buffer, "PNG", compress_level=0)
+    data = buffer.getvalue()
+    assert len(data) >= HASH_OFF_LOOP_BYTES
+    return data
+
+
+class StagingStore(DiskStore):
+    """A real DiskStore noting, in order, each blob file staged (by which thread) and each
+    record kept; its stage of a large blob fails in the threads named in ``fail_in`` (a
+    full disk)."""
+
+    def __init__(self, directory: Path, fail_in: tuple[str, ...] = ()) -> None:
+        super().__init__(directory)
+        self.fail_in = fail_in
+        self.events: list[tuple[str, str, str]] = []  # (what, hash or key, thread)
+        self._events_lock = threading.Lock()
+
+    def stage_blob(self, content_hash: str, data: bytes) -> None:
+        thread = threading.current_thread().name
+        if len(data) >= HASH_OFF_LOOP_BYTES and thread.startswith(self.fail_in or ("-",)):
+            with self._events_lock:
+                self.events.append(("stage failed", content_hash, thread))
+            raise StoreError("cannot write: No space left on device (test)")
+        super().stage_blob(content_hash, data)
+        with self._events_lock:
+            self.events.append(("staged", content_hash, thread))
+
+    def put_record(self, record: EditRecord) -> None:
+        super().put_record(record)
+        with self._events_lock:
+            self.events.append(("record", record.output_hash, threading.current_thread().name))
+
+
+def test_a_large_result_is_written_by_its_hashing_worker_before_its_record(
+        tmp_path: Path) -> None:
+    """A large result's blob file is written by the worker thread that hashed it, before
+    the writer thread's commit adds its row and its record; everything is kept whole."""
+    store = StagingStore(tmp_path / "cache")
+    run = wide_graph(store, 4).run(provider=CountingProvider(image_for=large_png))
+    assert len(run) == 4 and not run.uncached
+    for result in run.values():
+        mine = [(what, thread) for what, digest, thread in store.events
+                if digest == result.output_hash]
+        assert [what for what, _ in mine] == ["staged", "record"], mine
+        assert mine[0][1].startswith("editgraph hashing")
+        assert mine[1][1].startswith("editgraph writer")
+    fresh = DiskStore(tmp_path / "cache")
+    for result in run.values():
+        record = fresh.get_verified_record(result.key)
+        assert record is not None
+        request = result.request
+        assert isinstance(request, eg.EditRequest)
+        assert fresh.get_blob(record.output_hash) == large_png(request)
+    fresh.close()
+
+
+def test_a_blob_the_worker_cannot_write_is_written_by_the_writer(tmp_path: Path) -> None:
+    """When the hashing worker cannot write a large result's file, the writer thread
+    writes it before the commit, as it did before: the result is kept."""
+    store = StagingStore(tmp_path / "cache", fail_in=("editgraph hashing",))
+    run = wide_graph(store, 2).run(provider=CountingProvider(image_for=large_png))
+    assert len(run) == 2 and not run.uncached
+    for result in run.values():
+        mine = [(what, thread.split(" ")[1].split("_")[0]) for what, digest, thread in store.events
+                if digest == result.output_hash]
+        assert mine == [("stage failed", "hashing"), ("staged", "writer"),
+                        ("record", "writer")], mine
+    fresh = DiskStore(tmp_path / "cache")
+    assert all(fresh.get_verified_record(result.key) for result in run.values())
+    fresh.close()
+
+
+def test_a_blob_nobody_can_write_leaves_the_result_uncached_not_lost(tmp_path: Path) -> None:
+    """When neither the worker nor the writer can write a large result's file, no record
+    is kept for it (a record only after its blob) and the run still returns the result
+    from memory, named in ``uncached``."""
+    store = StagingStore(tmp_path / "cache", fail_in=("editgraph hashing", "editgraph writer"))
+    run = wide_graph(store, 2).run(provider=CountingProvider(image_for=large_png))
+    assert set(run.uncached) == {"shade0", "shade1"}
+    assert not [event for event in store.events if event[0] == "record"]
+    for result in run.values():
+        request = result.request
+        assert isinstance(request, eg.EditRequest)
+        assert result.data == large_png(request)
+    fresh = DiskStore(tmp_path / "cache")
+    assert not any(fresh.get_verified_record(result.key) for result in run.values())
+    fresh.close()
+
+
+class SourcelessStore(DiskStore):
+    """A real DiskStore that cannot write the graph's source (a full disk)."""
+
+    def stage_blob(self, content_hash: str, data: bytes) -> None:
+        if data == RED:
+            raise StoreError("cannot write: No space left on device (test)")
+        super().stage_blob(content_hash, data)
+
+
+def test_a_source_the_store_cannot_keep_is_warned_of_and_the_results_stand(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """When the store cannot keep the graph's source, the run says so in one warning
+    (heard on its loop, not left to whichever thread collects the write) and its results
+    are kept."""
+    store = SourcelessStore(tmp_path / "cache")
+    with caplog.at_level("WARNING", logger="editgraph"):
+        run = wide_graph(store, 2).run(provider=CountingProvider())
+    assert len(run) == 2 and not run.uncached
+    warned = [record.getMessage() for record in caplog.records
+              if "sources were not kept" in record.getMessage()]
+    assert len(warned) == 1 and "No space left" in warned[0]
+    fresh = DiskStore(tmp_path / "cache")
+    assert all(fresh.get_verified_record(result.key) for result in run.values())
+    assert not fresh.has_blob(content_hash(RED))
+    fresh.close()
