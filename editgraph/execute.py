@@ -43,7 +43,7 @@ from .requests import (
 )
 from .runs import NodeResult, Run
 from .store import DEFAULT_GRAPH, LEASE_SECONDS, JournalEntry, Store
-from .stores.writer import HASH_OFF_LOOP_BYTES, Writes, stage_blob
+from .stores.writer import Writes, stage_blob
 
 __all__ = [
     "OP_PROVIDER", "Drain", "Progress", "ResumeOutcome", "execute", "resume_journal",
@@ -764,23 +764,18 @@ class _Engine:
                 finally:
                     self.calling.discard(node.name)
                 elapsed = time.perf_counter() - started
-                # Hashing and the header check of a large result run off the loop, in a
-                # worker thread that then writes its blob file too (``_examine_and_stage``).
-                large = len(image.data) >= HASH_OFF_LOOP_BYTES
-                examined, staged = await self.writes.off_loop(
-                    functools.partial(self._examine_and_stage, node.name, image, large),
-                    size=len(image.data))
+                # Hashing and the header check of a large result run off the loop.
+                examined = await self.writes.off_loop(
+                    functools.partial(self._examine, node.name, image), size=len(image.data))
                 record = self._record(node.name, request, key, image, elapsed, cost, examined)
                 # The image, the record that points at it and the lease's release, in one
                 # commit: a crash leaves either nothing or a complete, usable result. The
-                # blob file is written before that transaction: by the worker that hashed
-                # it, or else by the writer thread just before it.
+                # blob file is written by the writer thread before that transaction.
                 # The node's history for ``plan`` joins it: nothing is left to write
                 # for it at the end of the run.
                 kept = self.writes.submit(
                     lambda: self._keep(record, image.data, history=node.name),
-                    stage=None if staged else (
-                        lambda: stage_blob(self.store, record.output_hash, image.data)),
+                    stage=lambda: stage_blob(self.store, record.output_hash, image.data),
                 )
                 # The leases of the edits this result completes join the same commit: a
                 # chain pays one commit per link, not two.
@@ -879,24 +874,6 @@ class _Engine:
                 "are not an image", node=name,
             ) from error
         return content_hash(image.data), width, height, media_type
-
-    def _examine_and_stage(
-        self, name: str, image: GeneratedImage, stage: bool,
-    ) -> tuple[tuple[str, int, int, str], bool]:
-        """``_examine``, then (``stage``: in a worker thread) the blob file written ahead
-        of the commit that keeps it: the hashing workers write results in parallel, and
-        the writer thread, serial, only adds rows (a megabyte's file took it 0.7-1.0 ms,
-        and far longer while the event loop held the GIL). Whether the file is written:
-        when writing it fails here, the writer thread stages it again and reports the
-        failure to the edit as before."""
-        examined = self._examine(name, image)
-        if not stage:
-            return examined, False
-        try:
-            stage_blob(self.store, examined[0], image.data)
-        except Exception:  # noqa: BLE001 - the writer's stage tries again and reports it
-            return examined, False
-        return examined, True
 
     def _keep(self, record: EditRecord, data: bytes, *, history: str | None = None) -> EditRecord:
         """Store an image and its record (and, given a node name, the node's history),

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from ..store import Store
 
-__all__ = ["HASH_OFF_LOOP_BYTES", "StoreWriter", "Writes", "stage_blob"]
+__all__ = ["StoreWriter", "Writes", "stage_blob"]
 
 logger = logging.getLogger("editgraph")
 
