@@ -596,6 +596,12 @@ class DiskStore:
         self._leases_lock = threading.Lock()
         self._repaired = 0
         self._identity = _lease_identity()
+        #: ``_lease_value``'s JSON up to its expiry, written once (a lease is taken or
+        #: renewed in the writer's commit for every edit generated).
+        self._lease_head = json.dumps(self._identity)[:-1] + ', "expires_at": '
+        #: The record ``put_record`` last wrote and its JSON, for ``put_history`` of the
+        #: same record (the two rows of a generated edit hold the same text).
+        self._last_record: tuple[EditRecord, str] | None = None
         #: Per graph, what ``history_keys`` last read and when (see ``_HistoryMemo``),
         #: most recent last.
         self._history_memo: collections.OrderedDict[str, _HistoryMemo] = (
@@ -752,6 +758,7 @@ class DiskStore:
         """
         name = _RECORD + record.key
         text = record.model_dump_json()
+        self._last_record = (record, text)
 
         def put() -> None:
             if self._put_row(name, text):
@@ -897,7 +904,7 @@ class DiskStore:
 
     def _lease_value(self) -> str:
         """This store's lease JSON: its identity and when the lease expires unless renewed."""
-        return json.dumps({**self._identity, "expires_at": time.time() + LEASE_SECONDS})
+        return f"{self._lease_head}{time.time() + LEASE_SECONDS!r}}}"
 
     def _is_ours(self, holder: Any) -> bool:
         return bool(_lease_owner(holder).get("owner") == self._identity["owner"])
@@ -1082,8 +1089,9 @@ class DiskStore:
 
     def put_history(self, name: str, record: EditRecord, graph: str = DEFAULT_GRAPH) -> None:
         """Remember the record of the edit ``name`` of ``graph``, for ``plan``'s reasons."""
-        self._write(lambda: self._put_row(
-            _history_name(graph, name), record.model_dump_json(), replace=True))
+        last = self._last_record
+        text = last[1] if last is not None and last[0] is record else record.model_dump_json()
+        self._write(lambda: self._put_row(_history_name(graph, name), text, replace=True))
 
     def add_saved(self, usd: float) -> None:
         """Add to the running total of spend that cache hits saved (held in memory
