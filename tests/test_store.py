@@ -989,3 +989,27 @@ def test_a_folder_opened_again_reuses_its_connection_until_it_is_replaced(
     third = DiskStore(tmp_path / "cache")
     assert third.get_record("k1") is None and third.stats().records == 0
     third.close()
+
+
+def test_history_holds_the_record_it_was_given_not_the_last_one_kept(store: DiskStore) -> None:
+    """A history row is the JSON of the record passed to ``put_history``: the same text
+    as its record row when that was just kept, and its own record's otherwise."""
+    red, blue = png((255, 0, 0)), png((0, 0, 255))
+    kept = keep(store, "a" * 64, red)
+    store.put_history("blue", kept)
+    assert store.get_history("blue") == kept
+    other = make_record("b" * 64, blue, node="other")
+    store.put_history("other", other)  # the last record kept is ``kept``, not this one
+    assert store.get_history("other") == other
+    assert store.get_history("blue") == kept
+
+
+def test_a_lease_holds_the_stores_identity_and_its_expiry(store: DiskStore) -> None:
+    """A lease row is the store's identity, owner first, and when it expires (JSON)."""
+    before = time.time()
+    assert store.acquire_lease("c" * 64)
+    text = store._cache.get("lease:" + "c" * 64)
+    assert isinstance(text, str) and text.startswith('{"owner": "')
+    lease = json.loads(text)
+    assert {name: lease[name] for name in store._identity} == store._identity
+    assert before + LEASE_SECONDS <= lease["expires_at"] <= time.time() + LEASE_SECONDS
