@@ -654,6 +654,11 @@ class DiskStore:
             if _is_damaged(text):
                 self._remove_damaged(_RECORD + key, expected=text)
             return None
+        if record.key != key:
+            # Another key's record (copied or restored under the wrong name) would serve
+            # that key's image as this one's: damage, like bytes that miss their hash.
+            self._remove_damaged(_RECORD + key, expected=text)
+            return None
         if not self._blob_present(record.output_hash):
             self._remove_damaged(_RECORD + key, expected=text)
             self._remove_damaged(_BLOB + record.output_hash)
@@ -693,7 +698,8 @@ class DiskStore:
         for name, mode, filename, value in self._rows(list(names)):
             text = value if mode == _MODE_RAW else self._fetch((mode, filename, value))
             facts = None if text is None else from_json(text)
-            if facts is None:
+            # (A record of another key under this name: the slow read removes it.)
+            if facts is None or facts.key != names[name]:
                 slow.append(names[name])
                 continue
             using = users.get(facts.output_hash)
@@ -764,7 +770,8 @@ class DiskStore:
             if self._put_row(name, text):
                 return
             with self._cache.transact():
-                if _parse_record(self._cache.get(name)) is None:
+                there = _parse_record(self._cache.get(name))
+                if there is None or there.key != record.key:  # (another key's: damage)
                     self._cache.set(name, text)
 
         self._write(put)
@@ -1301,7 +1308,10 @@ class DiskStore:
                     bad.append((name, text))
                 continue
             label = f"record {record.key[:12]} ({record.node})"
-            if record.output_hash in broken:
+            if record.key != name[len(_RECORD):]:
+                label = f"record {name[len(_RECORD):][:12]}"
+                problem = f"it is the record of another key ({record.key[:12]})"
+            elif record.output_hash in broken:
                 problem = f"its image {record.output_hash[:12]} is damaged"
             elif record.output_hash not in blobs:
                 problem = f"its image {record.output_hash[:12]} is missing"
