@@ -214,23 +214,26 @@ def write_batch_report(
             here, offset = offset, offset + len(line)
             if digest is not None:
                 digest.update(line)
-                complete = line.endswith(b"\n")
             try:
                 entry = from_json(line, cache_strings="keys")
             except ValueError:
-                continue  # a line cut short by a crash
-            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
-                continue
-            spent += _number(entry.get("cost"))
-            status = _STATUSES.get(entry.get("status"), len(_STATUSES))  # type: ignore[arg-type]
-            packed = here * 16 + status * 2 + bool(entry.get("cached"))
-            earlier = latest.get(entry["id"])
-            if earlier is not None:
-                counts[(earlier >> 1) & 7] -= 1
-                cached -= earlier & 1
-            latest[entry["id"]] = packed
-            counts[status] += 1
-            cached += packed & 1
+                entry = None  # a line cut short by a crash
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                spent += _number(entry.get("cost"))
+                status = _STATUSES.get(entry.get("status"), len(_STATUSES))  # type: ignore[arg-type]
+                packed = here * 16 + status * 2 + bool(entry.get("cached"))
+                earlier = latest.get(entry["id"])
+                if earlier is not None:
+                    counts[(earlier >> 1) & 7] -= 1
+                    cached -= earlier & 1
+                latest[entry["id"]] = packed
+                counts[status] += 1
+                cached += packed & 1
+            if not line.endswith(b"\n"):
+                # The end of this scan: a line still being written by another process
+                # (its rest, read next, would look like a line of its own) or cut short.
+                complete = False
+                break
     if digest is not None and memo is not None and complete and offset > scan.offset:
         # Kept only up to a line's end: a line cut short is read again, with whatever
         # follows it, as a scan from the start would read it.

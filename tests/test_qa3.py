@@ -876,3 +876,51 @@ def test_sigint_during_downloads_loses_nothing_finished(tmp_path: Path) -> None:
     finally:
         store.close()
     assert_cache_consistent(cache)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/fdinfo").is_dir(), reason="needs /proc (Linux)")
+def test_a_line_completed_while_the_report_reads_it_is_not_skipped_for_good(
+    tmp_path: Path,
+) -> None:
+    """The journal ends in a long line still being written; its rest is appended the
+    moment the report's scan has read to the end of the file (seen from the scan's own
+    file position): the next report carrying on from its memo counts that line, as a
+    full scan does (the scan must stop at a line without its end, not read the rest as
+    a line of its own and keep its place after it)."""
+    folder = tmp_path / "out"
+    fake_journal(folder, [line("a", "done"), line("b", "failed")])
+    path = folder / "batch.jsonl"
+    head = '{"id": "late", "status": "done", "cost": 0.25, "inputs": {"pad": "'
+    with open(path, "a") as handle:
+        handle.write(head + "x" * (32 << 20))
+    size = path.stat().st_size
+    memo = NoteMemo()
+    appended = threading.Event()
+
+    def complete_the_line() -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline and not appended.is_set():
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    if os.readlink(f"/proc/self/fd/{fd}") != str(path):
+                        continue
+                    info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+                except OSError:
+                    continue
+                flags = int(info.split("flags:")[1].split()[0], 8)
+                position = int(info.split("pos:")[1].split()[0])
+                if flags & os.O_APPEND == 0 and position >= size:
+                    with open(path, "a") as handle:
+                        handle.write('"}, "outputs": {}}\n')
+                    appended.set()
+                    return
+
+    watcher = threading.Thread(target=complete_the_line)
+    watcher.start()
+    report_rows(folder, memo)
+    watcher.join(TIMEOUT)
+    assert appended.is_set()
+    with open(path, "a") as handle:
+        handle.write(json.dumps(line("c", "done")) + "\n")
+    assert without_time(report_rows(folder, memo)) == without_time(report_rows(folder, None))
