@@ -738,7 +738,9 @@ def _build(recipe: Recipe, entry: _Input) -> Graph:
 def _folder_current(folder: Path, run: Run) -> bool:
     """Whether ``folder`` already holds what saving ``run`` would write: its manifest
     lists exactly the run's edits, each finished under the same key and file name, and
-    every file is there, none changed since the manifest was written (no newer than it).
+    every file is there, none changed since the manifest was written (its inode change
+    time no newer than the manifest: an older file copied in with its mtime kept, as
+    ``cp -p`` does, changes that time too).
 
     Then saving is skipped: the files are the same bytes (an image and its embedded
     record are fixed by its key), and the manifest stays the record of the pass that
@@ -760,7 +762,7 @@ def _folder_current(folder: Path, run: Run) -> bool:
             file = result.filename
             if (entry.get("node") != name or entry.get("status") not in ("done", "cached")
                     or entry.get("key") != result.key or entry.get("file") != file
-                    or os.stat(os.path.join(where, file)).st_mtime_ns > written):
+                    or os.stat(os.path.join(where, file)).st_ctime_ns > written):
                 return False
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return False

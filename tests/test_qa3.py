@@ -924,3 +924,21 @@ def test_a_line_completed_while_the_report_reads_it_is_not_skipped_for_good(
     with open(path, "a") as handle:
         handle.write(json.dumps(line("c", "done")) + "\n")
     assert without_time(report_rows(folder, memo)) == without_time(report_rows(folder, None))
+
+
+def test_an_output_replaced_by_an_older_file_is_written_again(tmp_path: Path) -> None:
+    """An item's output replaced by another picture carrying an older mtime (what
+    `cp -p` of a backup or another item's file does): the cached pass pays nothing and
+    puts the right picture back, rather than keeping the folder as 'current'."""
+    recipe, inputs, out, provider = two_passes(tmp_path)
+    red = out / "red" / manifest(out, "red")["edits"][0]["file"]
+    green = out / "green" / manifest(out, "green")["edits"][0]["file"]
+    right = red.read_bytes()
+    assert green.read_bytes() != right
+    red.write_bytes(green.read_bytes())
+    old = (out / "red" / "manifest.json").stat().st_mtime_ns - 10**9
+    os.utime(red, ns=(old, old))
+    calls = len(provider.calls)
+    result = again(tmp_path, recipe, inputs, provider)
+    assert result.summary.cached == 3 and len(provider.calls) == calls
+    assert red.read_bytes() == right
