@@ -7,7 +7,6 @@ each bounded."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import multiprocessing
 import os
@@ -24,10 +23,11 @@ import diskcache
 import pytest
 from cli_checks import invoke
 from edit_providers import CountingProvider, png_bytes
-from test_batch import COLOURS, image_folder, journal, write_recipe
+from test_batch import COLOURS, image_folder, write_recipe
 
 import editgraph as eg
 from editgraph.errors import GraphError
+from editgraph.nodes import EditNode
 from editgraph.providers import Together
 from editgraph.report import write_batch_report
 from editgraph.store import DiskStore
@@ -635,7 +635,8 @@ def test_a_prompt_memo_follows_deduplicated_names() -> None:
     two.edit("Put @a beside @b", name="pair")
     assert len(one._edits["pair"].references) == 1
     assert len(two._edits["pair"].references) == 2
-    assert "image 2" in two._edits["pair"].prompt, two._edits["pair"].prompt
+    pair = two._edits["pair"]
+    assert isinstance(pair, EditNode) and "image 2" in pair.prompt, pair
 
 
 # -- 5. the report's incremental scan -----------------------------------------------
@@ -942,3 +943,42 @@ def test_an_output_replaced_by_an_older_file_is_written_again(tmp_path: Path) ->
     result = again(tmp_path, recipe, inputs, provider)
     assert result.summary.cached == 3 and len(provider.calls) == calls
     assert red.read_bytes() == right
+
+
+def noisy_png(request: eg.EditRequest) -> bytes:
+    """A PNG of about 100 KB (noise does not compress): kept in a file by the cache."""
+    import io
+    import random
+
+    from PIL import Image
+
+    generator = random.Random(f"{request.prompt}|{request.seed}")
+    image = Image.frombytes("RGB", (200, 170), generator.randbytes(200 * 170 * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_an_output_file_deleted_from_the_cache_folder_is_regenerated(tmp_path: Path) -> None:
+    """A large result's file removed from the cache folder behind its row: the cached
+    pass makes that edit again, and plain diskcache finds the folder consistent."""
+    inputs = image_folder(tmp_path / "in", COLOURS)
+    recipe = write_recipe(tmp_path)
+    provider = CountingProvider(image_for=noisy_png)
+    options = {"out": tmp_path / "out", "provider": provider, "cache": tmp_path / "cache"}
+    eg.batch(recipe, inputs, **options)
+    cutout = manifest(tmp_path / "out", "blue")["edits"][0]
+    cache = diskcache.Cache(str(tmp_path / "cache"))
+    try:
+        (filename,) = cache._sql("SELECT filename FROM Cache WHERE key = ?",
+                                 (f"blob:{cutout['output_hash']}",)).fetchone()
+    finally:
+        cache.close()
+    assert filename is not None
+    os.remove(tmp_path / "cache" / filename)
+    calls = len(provider.calls)
+    result = eg.batch(recipe, inputs, **options)
+    assert [request.node for request in provider.calls[calls:]] == ["cutout"]
+    assert result.summary.done == 3 and result.summary.cached == 2
+    assert_cache_consistent(tmp_path / "cache")
+    assert eg.batch(recipe, inputs, **options).summary.cached == 3
