@@ -129,6 +129,57 @@ def test_two_processes_writing_and_leasing_the_same_keys_pay_once_and_stay_consi
     assert_cache_consistent(cache)
 
 
+_LEASE_RACE_CHILD = """
+import sys
+from editgraph.store import DiskStore
+store = DiskStore(sys.argv[1])
+keys = [f"key{index}" for index in range(300)]
+if sys.argv[2] == "reversed":
+    keys.reverse()
+print("ready", flush=True)
+assert sys.stdin.readline().strip() == "go"
+got = [key for key in keys if store.acquire_lease(key)]
+print(" ".join(got), flush=True)
+sys.stdin.readline()  # hold them until told
+"""
+
+
+def test_two_processes_racing_for_the_same_leases_never_both_get_one(tmp_path: Path) -> None:
+    """Two processes take 300 leases at the same moment (one in reverse order): every
+    key is held by exactly one of them, and the folder is consistent for diskcache."""
+    cache = tmp_path / "cache"
+    DiskStore(cache).close()
+    children = [
+        subprocess.Popen([sys.executable, "-c", _LEASE_RACE_CHILD, str(cache), order],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for order in ("forward", "reversed")
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        held = []
+        for child in children:
+            assert child.stdout is not None
+            held.append(set(child.stdout.readline().split()))
+        assert not held[0] & held[1]
+        assert held[0] | held[1] == {f"key{index}" for index in range(300)}
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("done\n")
+            child.stdin.flush()
+            child.wait(TIMEOUT)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+            child.communicate()
+    assert_cache_consistent(cache)
+
+
 _LEASE_CHILD = """
 import sys
 from editgraph.store import DiskStore
@@ -982,3 +1033,33 @@ def test_an_output_file_deleted_from_the_cache_folder_is_regenerated(tmp_path: P
     assert result.summary.done == 3 and result.summary.cached == 2
     assert_cache_consistent(tmp_path / "cache")
     assert eg.batch(recipe, inputs, **options).summary.cached == 3
+
+
+def test_two_graphs_on_one_folder_in_one_event_loop_pay_each_edit_once(tmp_path: Path) -> None:
+    """Two graphs on one folder (two stores, one open database, one writer) run in one
+    event loop at once, with the same six edits: each edit is generated once, and both
+    runs hold every result (the second served what the first made, or the other way)."""
+    cache = tmp_path / "cache"
+    gates = {f"shade{index}": asyncio.Event() for index in range(6)}
+
+    class Gated(CountingProvider):
+        async def generate(self, request: eg.EditRequest) -> eg.GeneratedImage:
+            if len(self.calls) >= 5:
+                for gate in gates.values():
+                    gate.set()
+            result = await super().generate(request)
+            await asyncio.wait_for(gates[request.node].wait(), TIMEOUT)
+            return result
+
+    provider = Gated()
+
+    async def both() -> list[eg.Run]:
+        first, second = wide_graph(cache, 6), wide_graph(cache, 6)
+        return list(await asyncio.gather(first.arun(provider=provider),
+                                         second.arun(provider=provider)))
+
+    runs = asyncio.run(both())
+    assert sorted(provider.nodes) == sorted(gates)
+    assert [len(run) for run in runs] == [6, 6]
+    assert {result.key for result in runs[0].values()} == {
+        result.key for result in runs[1].values()}
