@@ -83,6 +83,7 @@ print(" ".join(sorted(result.key for result in run.values())), flush=True)
 """
 
 
+@pytest.mark.slow
 def test_two_processes_writing_and_leasing_the_same_keys_pay_once_and_stay_consistent(
     tmp_path: Path,
 ) -> None:
@@ -144,6 +145,7 @@ sys.stdin.readline()  # hold them until told
 """
 
 
+@pytest.mark.slow
 def test_two_processes_racing_for_the_same_leases_never_both_get_one(tmp_path: Path) -> None:
     """Two processes take 300 leases at the same moment (one in reverse order): every
     key is held by exactly one of them, and the folder is consistent for diskcache."""
