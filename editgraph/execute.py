@@ -368,6 +368,10 @@ class _Engine:
         store, sources = self.store, self.sources
         found: dict[str, tuple[_Node, NodeResult, float]] = {}
         load = store.get_blob
+        # A disk store reads the first layer's records, the sources' rows and every
+        # edit's history in one statement; any other store, one read of each.
+        lookup_with = getattr(store, "lookup_with", None)
+        history: dict[str, str] | None = None
         for layer in self._layers():
             keyed = []
             for node in layer:
@@ -376,16 +380,25 @@ class _Engine:
                     given = sources.get(name) or found[name][1]
                     inputs.append(given)
                 keyed.append((node, inputs, self._keyed(node, _hashes(inputs))))
-            hits = store.lookup([known[3] for _, _, known in keyed])
+            keys = [known[3] for _, _, known in keyed]
+            if history is None and lookup_with is not None:
+                hits, kept, history = lookup_with(
+                    keys, blobs=[source.hash for source in sources.values()],
+                    history=[node.name for node in self.edits], graph=self.graph)
+                if not kept:
+                    return None
+            else:
+                hits = store.lookup(keys)
             for node, inputs, known in keyed:
                 facts = hits.get(known[3])
                 if facts is None:
                     return None
                 found[node.name] = (node, NodeResult(facts, node=node, inputs=inputs,
                                                      cached=True, load=load), known[5])
-        if not all(store.has_blob(source.hash) for source in sources.values()):
-            return None
-        history = store.history_keys(list(found), self.graph)
+        if history is None:
+            if not all(store.has_blob(source.hash) for source in sources.values()):
+                return None
+            history = store.history_keys(list(found), self.graph)
         if any(history.get(name) != result.key for name, (_, result, _) in found.items()):
             return None
         return found

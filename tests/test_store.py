@@ -897,6 +897,48 @@ def test_lookup_reads_records_migrated_or_kept_in_files(
     assert found["big"].output_hash == big.output_hash and store.repaired == 0
 
 
+def test_lookup_with_answers_as_lookup_has_blob_and_history_keys_do(
+    store: DiskStore, plain: diskcache.Cache
+) -> None:
+    """lookup_with in one statement: the same hits (a damaged image a repaired miss), the
+    same sources' presence and the same history keys as the three reads it replaces."""
+    good = [keep(store, f"k{n}", png((n, 0, 0))) for n in range(3)]
+    bad = keep(store, "bad", png((9, 9, 9)))
+    plain.set(f"blob:{bad.output_hash}", b"flipped")
+    source = png((5, 5, 5))
+    store.put_blob(sha(source), source)
+    for n, record in enumerate(good):
+        store.put_history(f"edit{n}", record, "recipe.py#item")
+    store.put_history("edit0", bad, "recipe.py#other")
+    big = make_record("big", png((2, 2, 2)), prompt="Make image 1 blue " + "x" * 40_000)
+    store.put_history("inafile", big, "recipe.py#item")
+    names = ["edit0", "edit1", "edit2", "inafile", "never"]
+    found, kept, history = store.lookup_with(
+        ["k0", "bad", "k1", "k2", "absent"], blobs=[sha(source)], history=names,
+        graph="recipe.py#item")
+    assert sorted(found) == ["k0", "k1", "k2"] and store.repaired == 2
+    assert kept is True
+    assert history == store.history_keys(names, "recipe.py#item")
+    assert history == {"edit0": "k0", "edit1": "k1", "edit2": "k2", "inafile": "big"}
+    assert store.lookup_with(["k0"], blobs=[sha(source), sha(b"lost")], history=[],
+                             graph="recipe.py#item")[1] is False
+    plain.delete(f"blob:{sha(source)}")
+    assert store.lookup_with([], blobs=[sha(source)], history=[], graph="g")[1] is False
+
+
+def test_lookup_with_an_expired_record_or_history_finds_neither(
+    store: DiskStore, plain: diskcache.Cache
+) -> None:
+    """Rows past their expiry are absent to lookup_with, as to diskcache's own get."""
+    record = keep(store, "k", png((4, 4, 4)))
+    store.put_history("edit", record, "g")
+    text = record.model_dump_json()
+    plain.set("record:k", text, expire=-1)
+    plain.set('history:["g", "edit"]', text, expire=-1)
+    found, _, history = store.lookup_with(["k"], blobs=[], history=["edit"], graph="g")
+    assert found == {} and history == {}
+
+
 @pytest.mark.parametrize("change", [
     {"width": "wide"}, {"width": 1.5}, {"parameters": []}, {"created_at": 1e300},
     {"references": [{"hash": "h", "media_type": "image/png"}]}, {"schema_version": 3},
