@@ -41,7 +41,7 @@ from .errors import (
     RunInterrupted,
     StoreError,
 )
-from .execute import Drain, run_in_worker
+from .execute import Drain, run_in_worker, run_main
 from .graph import Graph
 from .names import folded, name_problem, portable_stem, shown_name
 from .providers.base import Provider
@@ -1232,7 +1232,7 @@ def batch(
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(abatch(recipe, inputs, **options))  # takes the signals itself
+        return run_main(abatch(recipe, inputs, **options))  # takes the signals itself
     # A loop runs in this thread (a notebook cell): the pass runs in a worker thread, where
     # no signal reaches it, and the notebook's interrupt arrives here as KeyboardInterrupt:
     # the first drains the pass, a second abandons it (as execute.run_draining does a run).

@@ -516,3 +516,32 @@ def test_a_finished_run_holds_under_3_kb_per_edit(tmp_path: Path) -> None:
             assert (with_run - tracemalloc.get_traced_memory()[0]) / 300 < 3000
     finally:
         tracemalloc.stop()
+
+
+class _Watched:
+    """A result whose repr is counted: asyncio.run's way out must not write it."""
+
+    def __init__(self) -> None:
+        self.reprs = 0
+
+    def __repr__(self) -> str:
+        self.reprs += 1
+        return "<watched>"
+
+
+def test_run_main_returns_the_result_without_writing_its_repr() -> None:
+    """run_main gives back the coroutine's own result, and asyncio.run's last step (the
+    SIGINT handler's repr, which holds the main task) never reprs it."""
+    from editgraph.execute import run_main
+
+    async def make() -> _Watched:
+        return _Watched()
+
+    result = run_main(make())
+    assert isinstance(result, _Watched) and result.reprs == 0
+
+    async def fail() -> None:
+        raise ValueError("as raised")
+
+    with pytest.raises(ValueError, match="as raised"):
+        run_main(fail())
