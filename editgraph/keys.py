@@ -130,7 +130,15 @@ def request_key(node: EditNode, reference_hashes: Sequence[str], provider: str) 
     seed = node.parameters.get("seed")
     material = _material(provider, node.model.id, node.prompt, parameters, None,
                          reference_hashes)
-    _check_canonical(material, "value")
+    # The check of ``_check_canonical(material, "value")``, member by member: only the
+    # parameters can nest; the rest are strings (or the schema, an int) when plain.
+    for name in ("provider", "model", "prompt"):
+        if type(material[name]) is not str:
+            _check_canonical(material[name], f"value.{name}")
+    _check_canonical(parameters, "value.parameters")
+    for index, reference in enumerate(material["references"]):
+        if type(reference) is not str:
+            _check_canonical(reference, f"value.references[{index}]")
     if seed is None:
         unseeded = _text(material)
         seed = derive_seed(content_hash(unseeded.encode()))

@@ -394,3 +394,20 @@ def test_request_key_matches_the_key_of_its_material(
                  seed=seed, reference_hashes=hashes),
         seed,
     )
+
+
+@pytest.mark.parametrize(("parameters", "hashes", "message"), [
+    ({"x": {"y": [1, float("nan")]}}, [], r"value\.parameters\.x\.y\[1\]: nan"),
+    ({"x": {1: "a"}}, [], r"value\.parameters\.x: key 1 is not a str"),
+    ({"x": object()}, [], r"value\.parameters\.x: object has no canonical JSON form"),
+    ({}, ["a" * 64, b"raw"], r"value\.references\[1\]: bytes has no canonical JSON form"),
+])
+def test_request_key_refuses_what_has_no_canonical_form(
+    parameters: dict[Any, Any], hashes: list[Any], message: str
+) -> None:
+    """request_key checks every member it hashes, nested parameters and references too,
+    and names the path of what has no canonical JSON form."""
+    node = EditNode(name="n", model=resolve_model("flux.2-pro"), prompt="p", references=(),
+                    parameters=parameters)
+    with pytest.raises(TypeError, match=message):
+        request_key(node, hashes, "p")
