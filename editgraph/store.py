@@ -62,33 +62,15 @@ _NOTE = "note:"
 _MODE_RAW = diskcache.core.MODE_RAW
 
 
-#: SQLite reads JSON itself (3.38 and later, or built with JSON1): then ``lookup_with``
-#: reads the hits' images in its one statement too.
-_SQL_JSON = sqlite3.sqlite_version_info >= (3, 38, 0)
-
-
 @functools.lru_cache(maxsize=64)
-def _rows_with_query(count: int, records: int, blobs: int) -> str:
-    """One statement of three parts, each row led by its part (see ``lookup_with``):
-    0, the live rows of ``count`` names (the first ``records`` of them records); 1, the
-    rows of ``blobs`` names without their values (whether each is kept); 2, the rows of
-    the images those records name (when SQLite reads JSON; any record it cannot read
-    names none)."""
-    live = "raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
-    query = (
-        "SELECT 0, key, mode, filename, value FROM Cache WHERE key IN "
-        f"({','.join('?' * count)}) AND {live} "
-        "UNION ALL SELECT 1, key, mode, filename, NULL FROM Cache WHERE key IN "
-        f"({','.join('?' * blobs)}) AND {live}"
+def _rows_with_query(count: int, blobs: int) -> str:
+    """``_rows_query`` of ``count`` names, and then the rows of ``blobs`` names without
+    their values (whether each is kept), in one statement (see ``lookup_with``)."""
+    return (
+        _rows_query(count) + " UNION ALL SELECT key, mode, filename, NULL FROM Cache WHERE key "
+        f"IN ({','.join('?' * blobs)}) AND raw = 1 "
+        "AND (expire_time IS NULL OR expire_time > ?)"
     )
-    if _SQL_JSON and records:
-        query += (
-            " UNION ALL SELECT 2, key, mode, filename, value FROM Cache WHERE key IN "
-            "(SELECT 'blob:' || CASE WHEN typeof(value) = 'text' AND json_valid(value) "
-            "THEN json_extract(value, '$.output_hash') END FROM Cache WHERE key IN "
-            f"({','.join('?' * records)}) AND raw = 1 AND mode = {_MODE_RAW}) AND {live}"
-        )
-    return query
 
 
 @functools.lru_cache(maxsize=64)
@@ -738,41 +720,34 @@ class DiskStore:
                 or len(blob_names) > 250):
             return (self.lookup(keys), all(self.has_blob(h) for h in blobs),
                     self.history_keys(history, graph))
-        now = time.time()
-        parameters: tuple[Any, ...] = (*names, *entries, now, *blob_names, now)
-        if _SQL_JSON and names:
-            parameters += (*names, now)
-        rows = self._select(_rows_with_query(len(names) + len(entries), len(names),
-                                             len(blob_names)), parameters)
+        wanted = [*names, *entries]
+        rows = self._select(_rows_with_query(len(wanted), len(blob_names)),
+                            (*wanted, time.time(), *blob_names, time.time()))
         records: list[tuple[str, int, str | None, Any]] = []
-        images: dict[str, tuple[str, int, str | None, Any]] = {}
         kept: set[str] = set()
         found_history: dict[str, str] = {}
-        for part, name, mode, filename, value in rows:
-            if part == 2:
-                images[name] = (name, mode, filename, value)
-            elif part == 1:
-                kept.add(name)
-            elif name in names:
-                records.append((name, mode, filename, value))
-            else:  # a history entry, as ``_history_keys`` reads one
-                if mode != _MODE_RAW:  # kept in a file
+        for row in rows:
+            name = row[0]
+            if name in names:
+                records.append(row)
+            elif name in entries:  # as ``_history_keys`` reads one
+                text = row[3]
+                if row[1] != _MODE_RAW:  # kept in a file
                     record = self.get_history(entries[name], graph)
                     key = None if record is None else record.key
                 else:
-                    key = _history_key(value) if isinstance(value, str) else None
+                    key = _history_key(text) if isinstance(text, str) else None
                 if key is not None:
                     found_history[entries[name]] = key
-        return (self._verified(names, records, images),
+            else:
+                kept.add(name)
+        return (self._verified(names, records),
                 all(name in kept for name in blob_names), found_history)
 
-    def _verified(
-        self, names: Mapping[str, str], rows: Sequence[tuple[str, int, str | None, Any]],
-        images: Mapping[str, tuple[str, int, str | None, Any]] | None = None,
-    ) -> dict[str, RecordFacts]:
+    def _verified(self, names: Mapping[str, str],
+                  rows: Sequence[tuple[str, int, str | None, Any]]) -> dict[str, RecordFacts]:
         """``lookup``'s hits from the record ``rows`` of ``names`` (row name -> key): each
-        image read (one SELECT for those not in ``images``, rows read already) and
-        hashed; the rest through ``get_verified_record``."""
+        image read (one SELECT) and hashed; the rest through ``get_verified_record``."""
         found: dict[str, RecordFacts] = {}
         slow: list[str] = []
         users: dict[str, list[tuple[str, RecordFacts]]] = {}
@@ -791,14 +766,7 @@ class DiskStore:
                 using.append((names[name], facts))
         if users:
             sha256 = hashlib.sha256
-            wanted = [_BLOB + h for h in users]
-            if images:
-                read = [images[name] for name in wanted if name in images]
-                if len(read) < len(wanted):
-                    read += self._rows([name for name in wanted if name not in images])
-            else:
-                read = self._rows(wanted)
-            for name, mode, filename, value in read:
+            for name, mode, filename, value in self._rows([_BLOB + h for h in users]):
                 data = value if mode == _MODE_RAW else self._fetch((mode, filename, value))
                 content_hash = name[len(_BLOB):]
                 if type(data) is bytes and sha256(data).hexdigest() == content_hash:

@@ -926,35 +926,6 @@ def test_lookup_with_answers_as_lookup_has_blob_and_history_keys_do(
     assert store.lookup_with([], blobs=[sha(source)], history=[], graph="g")[1] is False
 
 
-def test_lookup_with_reads_a_cached_item_in_one_statement(store: DiskStore) -> None:
-    """Every part a hit (an edit whose image is also a source's bytes included): one
-    SELECT in all, and every image still read and hashed (a flipped one is a miss)."""
-    source = png((6, 6, 6))
-    store.put_blob(sha(source), source)
-    same = keep(store, "same", source)
-    other = keep(store, "other", png((7, 7, 7)))
-    store.put_history("a", same, "g")
-    store.put_history("b", other, "g")
-    statements: list[str] = []
-    con = store._cache._con
-    con.set_trace_callback(statements.append)
-    try:
-        found, kept, history = store.lookup_with(
-            ["same", "other"], blobs=[sha(source)], history=["a", "b"], graph="g")
-    finally:
-        con.set_trace_callback(None)
-    assert sorted(found) == ["other", "same"] and kept is True
-    assert history == {"a": "same", "b": "other"}
-    assert len(statements) == 1 and statements[0].startswith("SELECT")
-    plain = diskcache.Cache(str(store.directory))
-    try:
-        plain.set(f"blob:{other.output_hash}", b"flipped")
-    finally:
-        plain.close()
-    found, _, _ = store.lookup_with(["same", "other"], blobs=[], history=[], graph="g")
-    assert sorted(found) == ["same"] and store.repaired == 2
-
-
 def test_lookup_with_an_expired_record_or_history_finds_neither(
     store: DiskStore, plain: diskcache.Cache
 ) -> None:
