@@ -15,6 +15,9 @@ the result GET), so a call cannot cost less than twice that: the system calls, t
 loop's turn and the request's parsing.
 
 ``python -m benchmarks.fake_cpu [--calls N] [--rounds R]`` prints the three figures and the floor.
+``--against TREE``: the fake of this checkout (B) against the one in TREE (A, e.g. ``git
+worktree add --detach ../base main``), each in its own child process, every workload's
+rounds interleaved A B, B A, ...; each side's CPU per call and the B/A ratios.
 """
 
 from __future__ import annotations
@@ -22,14 +25,23 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
+import json
+import os
 import statistics
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from .fake_service import FakeService
-from .interleave import interleaved
+from .interleave import HERE, interleaved, ratio
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 MODEL = "black-forest-labs/FLUX.2-pro"
 WIDTH, HEIGHT = 1024, 768
@@ -114,12 +126,71 @@ def _not_found_ms(fake: FakeService, client: httpx.Client, calls: int) -> float:
     return (after.cpu_seconds - before.cpu_seconds) / calls * 1000
 
 
+class _FakeIn(FakeService):
+    """FakeTogether from the editgraph in ``checkout``, in a child process."""
+
+    def __init__(self, checkout: Path) -> None:
+        super().__init__()
+        self.checkout = checkout.resolve()
+
+    def __enter__(self) -> Self:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _FAKE_CHILD, json.dumps(self.settings)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=self.checkout,
+            env={**os.environ, "PYTHONPATH": str(self.checkout)},
+        )
+        assert self._process.stdout is not None
+        loaded = json.loads(self._process.stdout.readline())["editgraph"]
+        assert loaded.startswith(str(self.checkout)), loaded
+        self.base_url = self._process.stdout.readline().strip()
+        return self
+
+
+#: ``benchmarks.fake_service``'s child, saying first which editgraph it imported.
+_FAKE_CHILD = """
+import json, sys
+import editgraph
+print(json.dumps({"editgraph": editgraph.__file__}), flush=True)
+from benchmarks.fake_service import _serve
+_serve(json.loads(sys.argv[1]))
+"""
+
+
+def against(tree: Path, calls: int = 200, rounds: int = 5) -> dict[str, dict[str, list[float]]]:
+    """The fake's CPU ms per call, per workload and side: B (this checkout) and A (the
+    editgraph in ``tree``), one child each, one client, every measure's rounds interleaved."""
+    with _FakeIn(tree) as side_a, _FakeIn(HERE) as side_b, \
+            httpx.Client(trust_env=False, timeout=60) as client:
+        measures: dict[str, Callable[[], float]] = {}
+        for kind in ("distinct", "chained", "repeated"):
+            for side, fake in (("A", side_a), ("B", side_b)):
+                measures[f"{kind} {side}"] = functools.partial(_per_call_ms, fake, client,
+                                                               calls, kind)
+        for side, fake in (("A", side_a), ("B", side_b)):
+            measures[f"floor {side}"] = functools.partial(_not_found_ms, fake, client, calls)
+        values = interleaved(measures, rounds)
+    result: dict[str, dict[str, list[float]]] = {}
+    for name, runs in values.items():
+        kind, side = name.rsplit(" ", 1)
+        result.setdefault(kind, {})[side] = runs
+    return result
+
+
 def main() -> None:
-    """Print the three figures."""
+    """Print the three figures, or ``--against TREE``."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fake_cpu", description=__doc__)
     parser.add_argument("--calls", type=int, default=200, help="calls per workload and round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--against", type=Path, default=None, metavar="TREE",
+                        help="this checkout's fake (B) against the one in TREE (A)")
     arguments = parser.parse_args()
+    if arguments.against is not None:
+        sides = against(arguments.against, arguments.calls, arguments.rounds)
+        for kind, runs in sides.items():
+            print(f"{kind:9s} A {statistics.median(runs['A']):5.3f}  B "
+                  f"{statistics.median(runs['B']):5.3f} ms/call  B/A (median of round "
+                  f"ratios) {ratio(runs['B'], runs['A']):.3f}")
+        return
     figures = measure(arguments.calls, arguments.rounds)
     print(f"FakeTogether CPU per call, {WIDTH}x{HEIGHT} JPEG, {figures.calls} calls each:")
     print(f"  distinct prompts          {figures.distinct_ms:6.2f} ms")

@@ -161,6 +161,10 @@ class _Connection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._continued = False  # 100 Continue already sent for the request being read
         self._eof = False  # the client has closed its side
+        # The head of the request being read, parsed, while its body arrives (a client
+        # often sends them in two writes): (where the body starts, method, target,
+        # version, headers).
+        self._head: tuple[int, str, str, str, dict[str, str]] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -238,16 +242,17 @@ class _Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return  # dropped on purpose, or gone: nothing to answer
         reason = _REASONS.get(response.status, b"Unknown")
+        length = response.length
         lines = [b"HTTP/1.1 %d %s" % (response.status, reason)]
         if response.content_type is not None:
             lines.append(b"Content-Type: " + response.content_type.encode("latin-1"))
-        lines.append(b"Content-Length: %d" % response.length)
+        lines.append(b"Content-Length: %d" % length)
         for name, value in response.headers.items():
             lines.append(f"{name}: {value}".encode("latin-1"))
         if not keep_alive:
             lines.append(b"Connection: close")
         head = b"\r\n".join(lines) + b"\r\n\r\n"
-        if head_only or not response.length:
+        if head_only or not length:
             transport.write(head)
         elif response.tail:
             # uvloop's writelines keeps each piece as it is until sent (asyncio's joins
@@ -260,8 +265,8 @@ class _Connection(asyncio.Protocol):
         if not keep_alive:
             transport.close()
 
-    def _parse(self) -> tuple[Request, bool] | None:
-        """The next whole request in the buffer (removed from it), or None to wait for more."""
+    def _parse_head(self) -> tuple[int, str, str, str, dict[str, str]] | None:
+        """The head of the next request in the buffer, or None while it is incomplete."""
         buffer = self._buffer
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
@@ -270,7 +275,7 @@ class _Connection(asyncio.Protocol):
             return None
         if end > _MAX_HEAD_BYTES:
             raise _BadRequest(431, "Request header fields too large")
-        lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+        lines = buffer[:end].decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[1].startswith("/"):
             raise _BadRequest(400, "Bad request line")
@@ -283,12 +288,23 @@ class _Connection(asyncio.Protocol):
             if not colon or not name or name[0] in " \t" or name[-1] in " \t":
                 raise _BadRequest(400, "Bad header line")
             headers[name.lower()] = value.strip()
-        start = end + 4
+        return end + 4, method, target, version, headers
+
+    def _parse(self) -> tuple[Request, bool] | None:
+        """The next whole request in the buffer (removed from it), or None to wait for more."""
+        buffer = self._buffer
+        head = self._head
+        if head is None:
+            head = self._parse_head()
+            if head is None:
+                return None
+        start, method, target, version, headers = head
         if "transfer-encoding" in headers:
             if headers["transfer-encoding"].lower() != "chunked" or "content-length" in headers:
                 raise _BadRequest(400, "Unsupported Transfer-Encoding")
             decoded = self._chunked_body(start)
             if decoded is None:
+                self._head = head
                 self._maybe_continue(headers, version)
                 return None
             body, consumed = decoded
@@ -300,10 +316,12 @@ class _Connection(asyncio.Protocol):
             if length > self._server.max_body_bytes:
                 raise _BadRequest(413, "Request body too large")
             if len(buffer) - start < length:
+                self._head = head
                 self._maybe_continue(headers, version)
                 return None
             body, consumed = bytes(buffer[start : start + length]), start + length
         del buffer[:consumed]
+        self._head = None
         self._continued = False
         connection = headers.get("connection", "").lower()
         keep_alive = (
