@@ -155,8 +155,11 @@ def _caption(width: int, prompt: str, digest: bytes) -> _Caption:
     bits = int.from_bytes(digest, "big")
     return _Caption(
         text.ljust(max(0, room)),
-        tuple((bits >> (9 * index)) & 0x1FF for index in range(2 * _SWATCHES)),
+        tuple([(bits >> shift) & 0x1FF for shift in _SWATCH_SHIFTS]),
     )
+
+
+_SWATCH_SHIFTS: Final = tuple(9 * index for index in range(2 * _SWATCHES))
 
 
 def render(
@@ -280,6 +283,8 @@ def _encoded_base(width: int, height: int, look: int) -> _EncodedBase | None:
 
 # Which bases _encoded_base has made (a hint only: the cache may have dropped one since).
 _ENCODED_BASES: set[tuple[int, int, int]] = set()
+# Whether _sheet_blocks has made its sheets (it keeps them: its cache holds one entry).
+_SHEETS_MADE = False
 
 
 @dataclass(frozen=True)
@@ -297,7 +302,9 @@ class _Sheets:
 @functools.lru_cache(maxsize=1)
 def _sheet_blocks() -> _Sheets | None:
     """The glyph and palette sheets' blocks, encoded once."""
+    global _SHEETS_MADE
     glyphs, palette = _encoded_scan(_glyph_sheet()), _encoded_scan(_palette_sheet())
+    _SHEETS_MADE = True
     if glyphs is None or palette is None or glyphs.tables != palette.tables:
         return None
     width = _END_GLYPH - _FIRST_GLYPH
@@ -328,7 +335,7 @@ def is_quick(
         output_format == "jpeg"
         and _splices(width, height)
         and (width, height, _look(key)) in _ENCODED_BASES
-        and _sheet_blocks.cache_info().currsize == 1
+        and _SHEETS_MADE
         and all(tile.is_encoded for tile in tiles[: width // _TILE])
     )
 

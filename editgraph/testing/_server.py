@@ -13,6 +13,7 @@ what ``GET`` serves, 404/405/400/413 of their own, and dropping a connection on 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sys
@@ -151,6 +152,16 @@ class Router:
         return Response(404, b"404: Not Found", "text/plain; charset=utf-8")
 
 
+@functools.lru_cache(maxsize=256)
+def _status_lines(status: int, content_type: str | None) -> bytes:
+    """An answer's status line and Content-Type, up to its Content-Length's value."""
+    reason = _REASONS.get(status, b"Unknown")
+    lines = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+    if content_type is not None:
+        lines += b"Content-Type: " + content_type.encode("latin-1") + b"\r\n"
+    return lines + b"Content-Length: "
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: parses requests one at a time and writes their answers."""
 
@@ -241,17 +252,13 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return  # dropped on purpose, or gone: nothing to answer
-        reason = _REASONS.get(response.status, b"Unknown")
         length = response.length
-        lines = [b"HTTP/1.1 %d %s" % (response.status, reason)]
-        if response.content_type is not None:
-            lines.append(b"Content-Type: " + response.content_type.encode("latin-1"))
-        lines.append(b"Content-Length: %d" % length)
-        for name, value in response.headers.items():
-            lines.append(f"{name}: {value}".encode("latin-1"))
-        if not keep_alive:
-            lines.append(b"Connection: close")
-        head = b"\r\n".join(lines) + b"\r\n\r\n"
+        head = _status_lines(response.status, response.content_type) + b"%d\r\n" % length
+        if response.headers:
+            head += "".join(
+                f"{name}: {value}\r\n" for name, value in response.headers.items()
+            ).encode("latin-1")
+        head += b"\r\n" if keep_alive else b"Connection: close\r\n\r\n"
         if head_only or not length:
             transport.write(head)
         elif response.tail:
