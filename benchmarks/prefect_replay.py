@@ -50,6 +50,9 @@ def _private_environment(home: str) -> dict[str, str]:
         DO_NOT_TRACK="1",
         PREFECT_LOGGING_LEVEL="ERROR",
         PREFECT_LOGGING_TO_API_ENABLED="false",
+        # A new home's server migrates its database first: on 2 busy CPUs that can pass
+        # Prefect's default 20 s wait, and the whole measure was lost to it.
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
     )
     return environment
 
