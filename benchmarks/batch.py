@@ -35,7 +35,7 @@ from PIL import Image
 
 import editgraph as eg
 
-from .interleave import answers_interleaved, interleaved, ratio, two_trees
+from .interleave import answers_interleaved, interleaved, summarised, two_trees
 from .memory import peak_rss_mb
 
 RECIPE = '''
@@ -161,11 +161,7 @@ def against(tree: Path, items: int, rounds: int = 7) -> dict[str, dict[str, floa
                        cwd=Path(temporary),
                        first_line=RECIPE.encode("unicode_escape").decode()) as ask:
             figures = answers_interleaved(ask, rounds)
-    summary = {side: {name: statistics.median(f[name] for f in figures[side])
-                      for name in ("wall", "cpu")} for side in ("A", "B")}
-    summary["B/A"] = {name: ratio([f[name] for f in figures["B"]],
-                                  [f[name] for f in figures["A"]]) for name in ("wall", "cpu")}
-    return summary
+    return summarised(figures, ("wall", "cpu"))
 
 
 def _rows(photo: str, count: int) -> Iterator[dict[str, object]]:

@@ -50,7 +50,7 @@ from editgraph.providers._transport import AiohttpTransport
 
 from .fake_service import FakeService
 from .interleave import interleaved, ratio
-from .overhead import _png, layered_graph
+from .overhead import CHILD_GRAPH, _png, layered_graph
 
 MODEL = "black-forest-labs/FLUX.2-pro"
 SIZE = 256
@@ -251,25 +251,7 @@ from pathlib import Path
 from PIL import Image
 import editgraph as eg
 
-def png(seed):
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), (seed % 256, (seed // 256) % 256, 90)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-def graph(cache, layers, width, swatch):
-    g = eg.Graph(cache_dir=cache, concurrency=width, width=256, height=256)
-    above = [g.image(swatch, name="source")] * width
-    for layer in range(layers):
-        row = []
-        for column in range(width):
-            refs = [above[column]]
-            if layer and column % 2:
-                refs.append(above[column - 1])
-            row.append(g.edit(f"layer {layer} column {column}", refs=refs,
-                              name=f"e{layer}_{column}"))
-        above = row
-    return g
-
+""" + CHILD_GRAPH + """
 logging.getLogger("stamina").setLevel(logging.ERROR)
 base, layers, width, latency, cache, side = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
                                              float(sys.argv[4]), Path(sys.argv[5]), sys.argv[6])
@@ -296,7 +278,7 @@ def editgraph_against(tree: Path, *, layers: int = 4, width: int = 16, latency: 
     ``tree`` (A: a worktree of another commit), each in its own child process against
     one server child, runs interleaved round by round: medians of wall / bound and CPU
     ms per edit, and the medians of the round-by-round ratios B / A."""
-    from .interleave import answers_interleaved, two_trees
+    from .interleave import answers_interleaved, summarised, two_trees
 
     with tempfile.TemporaryDirectory() as temporary, FakeService(
             server=server, latency=latency) as fake, two_trees(
@@ -305,11 +287,7 @@ def editgraph_against(tree: Path, *, layers: int = 4, width: int = 16, latency: 
                           str(Path(temporary) / side), side],
             cwd=Path(temporary)) as ask:
         figures = answers_interleaved(ask, rounds)
-    summary = {side: {name: statistics.median(f[name] for f in figures[side])
-                      for name in ("ratio", "cpu")} for side in ("A", "B")}
-    summary["B/A"] = {name: ratio([f[name] for f in figures["B"]],
-                                  [f[name] for f in figures["A"]]) for name in ("ratio", "cpu")}
-    return summary
+    return summarised(figures, ("ratio", "cpu"))
 
 
 def main() -> int:

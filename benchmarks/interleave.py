@@ -90,3 +90,14 @@ def answers_interleaved(ask: Ask, rounds: int, command: str = "go") -> dict[str,
 
     interleaved({"A": one("A"), "B": one("B")}, rounds)
     return answers
+
+
+def summarised(figures: Mapping[str, list[Mapping[str, float]]],
+               names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """``answers_interleaved``'s figures as each side's medians of ``names``, and the
+    medians of the round-by-round ratios B / A under "B/A"."""
+    summary = {side: {name: statistics.median(f[name] for f in figures[side])
+                      for name in names} for side in ("A", "B")}
+    summary["B/A"] = {name: ratio([f[name] for f in figures["B"]],
+                                  [f[name] for f in figures["A"]]) for name in names}
+    return summary

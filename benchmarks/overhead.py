@@ -36,7 +36,7 @@ from PIL import Image
 import editgraph as eg
 from editgraph.nodes import EditNode
 
-from .interleave import answers_interleaved, interleaved, ratio, two_trees
+from .interleave import answers_interleaved, interleaved, summarised, two_trees
 
 CALL_SECONDS = 0.050
 
@@ -339,6 +339,32 @@ def fixed_cost(root: Path, *, rebuild: bool = False) -> float:
     return statistics.median(timings) * 1000
 
 
+#: ``_png`` and ``layered_graph`` as the ``--against`` children define them (a child runs
+#: another tree's editgraph, not this module): ``png(seed)`` and
+#: ``graph(cache, layers, width, swatch)``, after ``import io``, PIL's ``Image`` and
+#: ``editgraph as eg``.
+CHILD_GRAPH = """
+def png(seed):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (seed % 256, (seed // 256) % 256, 90)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+def graph(cache, layers, width, swatch):
+    g = eg.Graph(cache_dir=cache, concurrency=width, width=256, height=256)
+    above = [g.image(swatch, name="source")] * width
+    for layer in range(layers):
+        row = []
+        for column in range(width):
+            refs = [above[column]]
+            if layer and column % 2:
+                refs.append(above[column - 1])
+            row.append(g.edit(f"layer {layer} column {column}", refs=refs,
+                              name=f"e{layer}_{column}"))
+        above = row
+    return g
+"""
+
+
 #: One side of ``--against``: a child that imports editgraph from the tree on its
 #: PYTHONPATH, runs the layered graph once on a new cache directory (made and warm),
 #: then one run per line on stdin of a graph nothing is cached for: "go" times it (wall
@@ -369,11 +395,7 @@ sqlite3.connect = connect
 
 import editgraph as eg
 
-def png(seed):
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), (seed % 256, (seed // 256) % 256, 90)).save(buffer, "PNG")
-    return buffer.getvalue()
-
+""" + CHILD_GRAPH + """
 IMAGES = [png(seed) for seed in range(256)]
 
 class Sleeping:
@@ -386,20 +408,6 @@ class Sleeping:
             self.first = time.perf_counter()
         await asyncio.sleep(self.seconds)
         return eg.GeneratedImage(IMAGES[request.seed % 256], "image/png")
-
-def graph(cache, layers, width, swatch):
-    g = eg.Graph(cache_dir=cache, concurrency=width, width=256, height=256)
-    above = [g.image(swatch, name="source")] * width
-    for layer in range(layers):
-        row = []
-        for column in range(width):
-            refs = [above[column]]
-            if layer and column % 2:
-                refs.append(above[column - 1])
-            row.append(g.edit(f"layer {layer} column {column}", refs=refs,
-                              name=f"e{layer}_{column}"))
-        above = row
-    return g
 
 layers, width, seconds, cache = (int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]),
                                  Path(sys.argv[4]))
@@ -443,11 +451,9 @@ def engine_against(tree: Path, *, layers: int = 4, width: int = 16, seconds: flo
         statements = {side: ask(side, "count")["statements"] for side in ("A", "B")}
         figures = answers_interleaved(ask, rounds)
     measured = ("ratio", "cpu", "first")
-    summary = {side: {**{name: statistics.median(f[name] for f in figures[side])
-                         for name in measured},
-                      "statements": statements[side]} for side in ("A", "B")}
-    summary["B/A"] = {name: ratio([f[name] for f in figures["B"]],
-                                  [f[name] for f in figures["A"]]) for name in measured}
+    summary = summarised(figures, measured)
+    for side in ("A", "B"):
+        summary[side]["statements"] = statements[side]
     return summary
 
 

@@ -11,11 +11,10 @@ alternate A and B. Printed: the medians and the medians of the round-by-round ra
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 
-from .interleave import answers_interleaved, ratio, two_trees
+from .interleave import answers_interleaved, summarised, two_trees
 
 _CHILD = """
 import json, statistics, sys, time
@@ -49,11 +48,7 @@ def against(tree: Path, edits: int = 1000, rounds: int = 11, runs: int = 3
         with two_trees(tree, _CHILD,
                        lambda side: [str(edits), str(runs), str(Path(temporary) / side)]) as ask:
             figures = answers_interleaved(ask, rounds)
-    summary = {side: {name: statistics.median(f[name] for f in figures[side])
-                      for name in ("wall", "cpu")} for side in ("A", "B")}
-    summary["B/A"] = {name: ratio([f[name] for f in figures["B"]],
-                                  [f[name] for f in figures["A"]]) for name in ("wall", "cpu")}
-    return summary
+    return summarised(figures, ("wall", "cpu"))
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ import pytest
 from cli_checks import invoke
 from edit_providers import CountingProvider, png_bytes
 from test_batch import COLOURS, image_folder, write_recipe
+from test_batch_passes import two_passes
 
 import editgraph as eg
 from editgraph.errors import GraphError
@@ -502,13 +503,6 @@ def test_a_process_exiting_with_a_warm_writer_loses_nothing_and_does_not_hang(
 
 # -- 3. finish_from_cache ---------------------------------------------------------------
 
-
-def two_passes(tmp_path: Path) -> tuple[Path, Path, Path, CountingProvider]:
-    inputs = image_folder(tmp_path / "in", COLOURS)
-    recipe = write_recipe(tmp_path)
-    provider = CountingProvider()
-    eg.batch(recipe, inputs, out=tmp_path / "out", provider=provider, cache=tmp_path / "cache")
-    return recipe, inputs, tmp_path / "out", provider
 
 
 def again(tmp_path: Path, recipe: Path, inputs: Path, provider: CountingProvider) -> Any:
