@@ -49,7 +49,7 @@ from .recipe import Recipe
 from .records import RECORD_VERSION
 from .requests import EditRequest, GeneratedImage
 from .runs import Run
-from .sources import SourceMemo, prepared_sources
+from .sources import PREPARE_RULES, SourceMemo, prepared_sources
 from .store import DiskStore, Store
 from .stores.base import CacheLocation, open_store
 
@@ -1190,9 +1190,11 @@ class _CheckedSources(SourceMemo):
 
 def _checked_note(key: tuple[bytes, int | None]) -> str:
     digest, max_pixels = key
-    # Pillow's version and its own bomb limit decide too (a limit the caller lowers).
-    return (f"source-checked:{PIL.__version__}:{PIL.Image.MAX_IMAGE_PIXELS}:{max_pixels}:"
-            f"{digest.hex()}")
+    # Pillow's version and its own bomb limit decide too (a limit the caller lowers), and
+    # the rules for what is sent (a note from before photos were sent upright is not
+    # read: that photo is turned now).
+    return (f"source-checked:{PREPARE_RULES}:{PIL.__version__}:{PIL.Image.MAX_IMAGE_PIXELS}:"
+            f"{max_pixels}:{digest.hex()}")
 
 
 def _until_error(items: Iterable[_Input], errors: list[Exception]) -> Iterator[_Input]:

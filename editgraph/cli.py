@@ -310,11 +310,13 @@ def main(verbose: bool) -> None:
     else:
         library_log.addHandler(logging.NullHandler())
         library_log.setLevel(logging.NOTSET)
-    # ... and the notices of an interrupt (draining, abandoning), shown as they happen.
-    interrupt_log = logging.getLogger("editgraph.interrupt")
-    interrupt_log.propagate = False  # shown once, also with --verbose
-    if not any(isinstance(handler, _Notices) for handler in interrupt_log.handlers):
-        interrupt_log.addHandler(_Notices())
+    # ... and the notices of an interrupt (draining, abandoning) or about a source (an
+    # animated image sent as its first frame), shown as they happen.
+    for notices in ("editgraph.interrupt", "editgraph.sources"):
+        notice_log = logging.getLogger(notices)
+        notice_log.propagate = False  # shown once, also with --verbose
+        if not any(isinstance(handler, _Notices) for handler in notice_log.handlers):
+            notice_log.addHandler(_Notices())
 
 
 # ---------------------------------------------------------------------------- run

@@ -277,7 +277,9 @@ class Graph:
         The source is read and fully decoded now; a missing file, a failing URL, bytes
         that are not an image, a truncated image, an empty source or one above
         ``max_source_pixels`` is a GraphError. A format other than JPEG, PNG or WebP is
-        converted to PNG (the hash is of the PNG, which is what is sent).
+        converted to PNG (the hash is of the PNG, which is what is sent). A photo whose
+        EXIF orientation says it is turned is sent upright with no tag, and an animated
+        image as its first frame, with a warning (see docs/operations.md).
         """
         data, described, url, stem = read_source(src, name, max_pixels=self.max_source_pixels)
         name = self._new_name(name, stem)

@@ -137,6 +137,12 @@ def _common_options() -> list[click.Option]:
                      help="The only key accepted (default: any key)."),
         click.Option(["--url-ttl"], type=FiniteRange(min=0), default=600.0,
                      show_default=True, help="Seconds a result URL stays fetchable."),
+        click.Option(["--exif-orientation"], type=click.Choice(["ignore", "honour"]),
+                     default="ignore", show_default=True,
+                     help="Whether a reference's EXIF orientation tag turns it when read."),
+        click.Option(["--animated-references"], type=click.Choice(["first_frame", "refuse"]),
+                     default="first_frame", show_default=True,
+                     help="How an animated reference is read."),
     ]
 
 

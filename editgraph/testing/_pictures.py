@@ -17,20 +17,43 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 __all__ = [
+    "Animated",
+    "Orientation",
     "ReferenceTiles",
     "Tile",
     "UnreadableImage",
+    "check_reading",
     "decode_tile",
     "is_quick",
     "render",
     "render_key",
     "result_tile",
 ]
+
+
+#: How a fake reads a reference's EXIF orientation tag: as a viewer does ("honour"), or
+#: not at all ("ignore"). Whether FLUX.2's services read it is not documented.
+Orientation = Literal["ignore", "honour"]
+#: How a fake reads an animated reference: its first frame, or a refusal (as a service
+#: that takes only stills might answer). Not documented either.
+Animated = Literal["first_frame", "refuse"]
+ORIENTATIONS: Final = ("ignore", "honour")
+ANIMATED: Final = ("first_frame", "refuse")
+
+
+def check_reading(exif_orientation: str, animated_references: str) -> None:
+    """ValueError unless both are settings a fake knows."""
+    if exif_orientation not in ORIENTATIONS:
+        raise ValueError(f"exif_orientation must be 'ignore' or 'honour', got {exif_orientation!r}")
+    if animated_references not in ANIMATED:
+        raise ValueError(
+            f"animated_references must be 'first_frame' or 'refuse', got {animated_references!r}"
+        )
 
 
 def render_key(inputs: Mapping[str, object]) -> str:
@@ -403,14 +426,25 @@ class UnreadableImage(Exception):
         self.index = index
 
 
-def decode_tile(data: bytes, index: int = 0) -> tuple[Tile, tuple[int, int]]:
+def decode_tile(
+    data: bytes, index: int = 0, *, exif_orientation: Orientation = "ignore",
+    animated_references: Animated = "first_frame",
+) -> tuple[Tile, tuple[int, int]]:
     """A reference decoded whole (as a service reads it) into the tile a result shows,
-    encoded, and its pixel size; ``UnreadableImage`` if it is no image."""
+    encoded, and its pixel size (as read: turned when its EXIF orientation is honoured);
+    ``UnreadableImage`` if it is no image, or an animation refused."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            size = image.size
+            if animated_references == "refuse" and getattr(image, "n_frames", 1) > 1:
+                raise UnreadableImage(index, "animated images are not supported; send a still")
+            width, height = image.size
             image.draft("RGB", (64, 64))
             image.load()
+            if exif_orientation == "honour" and image.getexif().get(0x0112) in (5, 6, 7, 8):
+                width, height = height, width  # read turned on its side
+            if exif_orientation == "honour":
+                ImageOps.exif_transpose(image, in_place=True)
+            size = (width, height)
             thumbnail = image.convert("RGB")
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise UnreadableImage(index, str(exc)) from exc
@@ -421,9 +455,11 @@ def decode_tile(data: bytes, index: int = 0) -> tuple[Tile, tuple[int, int]]:
 
 
 def _decode_all(
-    references: Sequence[tuple[int, bytes]],
+    references: Sequence[tuple[int, bytes]], exif_orientation: Orientation = "ignore",
+    animated_references: Animated = "first_frame",
 ) -> list[tuple[Tile, tuple[int, int]]]:
-    return [decode_tile(data, index) for index, data in references]
+    return [decode_tile(data, index, exif_orientation=exif_orientation,
+                        animated_references=animated_references) for index, data in references]
 
 
 class ReferenceTiles:
@@ -433,8 +469,12 @@ class ReferenceTiles:
     (results the fake made itself, never: ``remember``). Touched on the server's loop only.
     """
 
-    def __init__(self, entries: int = 256) -> None:
+    def __init__(
+        self, entries: int = 256, *, exif_orientation: Orientation = "ignore",
+        animated_references: Animated = "first_frame",
+    ) -> None:
         self._entries = entries
+        self._reading: tuple[Orientation, Animated] = (exif_orientation, animated_references)
         self._known: OrderedDict[str, tuple[Tile, tuple[int, int]]] = OrderedDict()
 
     def remember(self, digest: str, tile: Tile, size: tuple[int, int]) -> None:
@@ -450,7 +490,7 @@ class ReferenceTiles:
         missing = [(index, data) for index, (data, digest) in enumerate(zip(references, hashes))
                    if digest not in self._known]
         if missing:
-            decoded = await asyncio.to_thread(_decode_all, missing)
+            decoded = await asyncio.to_thread(_decode_all, missing, *self._reading)
             for (index, _), known in zip(missing, decoded):
                 self._known[hashes[index]] = known
         found = []

@@ -197,6 +197,12 @@ class FakeBFL(LoopbackServer):
             created; and fraction of polls answered 500 or 503 or dropped. Drawn from
             ``random.Random(fault_seed)`` in arrival order (polls from a second stream).
         fault_seed: seed of those draws.
+        exif_orientation: how a reference's EXIF orientation tag is read, which BFL does
+            not document: ``"ignore"`` (default; the stored pixels as they are) or
+            ``"honour"`` (turned as a viewer shows it, its size too). A result shows
+            each reference as it was read.
+        animated_references: how an animated reference is read, also undocumented:
+            ``"first_frame"`` (default) or ``"refuse"`` (a 422 on its field).
         port: the port to listen on, 0 (default) for any free one.
         clock: seconds, monotonic; decides status, expiry and the active-task count.
 
@@ -215,11 +221,14 @@ class FakeBFL(LoopbackServer):
         fault_rate: float = 0.0,
         fault_seed: int = 0,
         *,
+        exif_orientation: _pictures.Orientation = "ignore",
+        animated_references: _pictures.Animated = "first_frame",
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(port)
         _faults.check_settings(latency=latency, url_ttl=url_ttl, fault_rate=fault_rate)
+        _pictures.check_reading(exif_orientation, animated_references)
+        super().__init__(port)
         if max_active < 1:
             raise ValueError(f"max_active must be >= 1, got {max_active!r}")
         self.api_key = api_key
@@ -243,7 +252,9 @@ class FakeBFL(LoopbackServer):
         self._fault_draws = _faults.FaultDraws[_faults.FaultKind](fault_seed, _faults.FAULT_KINDS)
         self._poll_faults = _faults.FaultDraws[_PollFault](f"poll-{fault_seed}", _POLL_FAULTS)
         self._files: dict[str, _StoredFile] = {}
-        self._tiles = _pictures.ReferenceTiles()
+        self._tiles = _pictures.ReferenceTiles(
+            exif_orientation=exif_orientation, animated_references=animated_references
+        )
 
 
     # -- public state ----------------------------------------------------------------

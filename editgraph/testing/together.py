@@ -235,6 +235,12 @@ class FakeTogether(LoopbackServer):
         accept_data_uris: ``False`` makes a ``data:`` URI in ``reference_images`` or
             ``image_url`` a 400 on that field, as the service would answer if it took
             only fetchable URLs (it documents URLs only).
+        exif_orientation: how a reference's EXIF orientation tag is read, which Together
+            does not document: ``"ignore"`` (default; the stored pixels as they are) or
+            ``"honour"`` (turned as a viewer shows it). A result shows each reference as
+            it was read.
+        animated_references: how an animated reference is read, also undocumented:
+            ``"first_frame"`` (default) or ``"refuse"`` (a 400 on its field).
         port: the port to listen on, 0 (default) for any free one.
         clock: seconds, monotonic; decides URL expiry and the rate limit. Tests pass a
             settable clock to expire URLs without waiting.
@@ -271,10 +277,13 @@ class FakeTogether(LoopbackServer):
         *,
         honour: Honour = "both",
         accept_data_uris: bool = True,
+        exif_orientation: _pictures.Orientation = "ignore",
+        animated_references: _pictures.Animated = "first_frame",
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         _faults.check_settings(latency=latency, url_ttl=url_ttl, fault_rate=fault_rate)
+        _pictures.check_reading(exif_orientation, animated_references)
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError(f"rate_limit must be > 0 requests per minute or None, got {rate_limit!r}")
         super().__init__(port)
@@ -307,7 +316,10 @@ class FakeTogether(LoopbackServer):
         self._bucket_updated = 0.0
         self._renders: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
         self._render_bytes = 0
-        self._tiles = _pictures.ReferenceTiles(_TILE_CACHE_ENTRIES)
+        self._tiles = _pictures.ReferenceTiles(
+            _TILE_CACHE_ENTRIES, exif_orientation=exif_orientation,
+            animated_references=animated_references,
+        )
         self._session: aiohttp.ClientSession | None = None
 
 
