@@ -587,9 +587,19 @@ def _close_open_caches() -> None:
 
 
 class DiskStore:
-    """The default store: one diskcache directory, safe for several processes at once."""
+    """The default store: one diskcache directory, safe for several processes at once.
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+    ``clock`` (wall-clock seconds, ``time.time`` by default) decides when a lease expires:
+    a holder that cannot be looked up (another host, boot or pid namespace) keeps its
+    lease until the ``expires_at`` it wrote has passed on this clock. Tests pass a
+    settable one to reach that expiry without waiting ``LEASE_SECONDS``.
+    """
+
+    def __init__(
+        self, directory: str | os.PathLike[str] | None = None, *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._clock = clock
         self.directory = Path(directory) if directory is not None else default_cache_dir()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -968,7 +978,7 @@ class DiskStore:
 
     def _lease_value(self) -> str:
         """This store's lease JSON: its identity and when the lease expires unless renewed."""
-        return f"{self._lease_head}{time.time() + LEASE_SECONDS!r}}}"
+        return f"{self._lease_head}{self._clock() + LEASE_SECONDS!r}}}"
 
     def _is_ours(self, holder: Any) -> bool:
         return bool(_lease_owner(holder).get("owner") == self._identity["owner"])
@@ -988,6 +998,12 @@ class DiskStore:
         pid = owner.get("pid")
         return isinstance(pid, int) and not _process_alive(pid)
 
+    def _lease_expired(self, holder: Any) -> bool:
+        """Whether the lease's ``expires_at`` has passed on this store's clock (its row
+        also ends then on the real clock, when diskcache stops reading it)."""
+        expires_at = _lease_owner(holder).get("expires_at")
+        return isinstance(expires_at, (int, float)) and expires_at <= self._clock()
+
     def _acquire(self, key: str) -> bool:
         name = _LEASE + key
         if self._write(lambda: self._put_row(name, self._lease_value(), expire=LEASE_SECONDS)):
@@ -999,10 +1015,11 @@ class DiskStore:
             ))
         if self._is_ours(holder):
             return True  # ours, left over from an interrupted run of this process
-        if not self._holder_is_dead(holder):
+        if not self._holder_is_dead(holder) and not self._lease_expired(holder):
             return False
 
-        # The holder's process is gone: take over, unless someone else just did.
+        # The holder's process is gone, or it stopped renewing: take over, unless someone
+        # else just did.
         def take_over() -> bool:
             with self._cache.transact():
                 if self._cache.get(name) != holder:

@@ -161,6 +161,28 @@ def test_leases_are_exclusive_and_taken_over_after_expiry(s3: MotoS3, tmp_path: 
     assert "l/leases/k.json" not in s3.objects("l/")
 
 
+@pytest.mark.parametrize("field", ["host", "boot_id", "pid_ns"])
+def test_a_lease_held_elsewhere_waits_for_its_expiry_on_the_clock(
+    s3: MotoS3, tmp_path: Path, field: str
+) -> None:
+    """A holder on another host, boot or pid namespace (its pid means nothing here, even
+    a dead one) keeps its lease until LEASE_SECONDS pass without renewal on the clock."""
+    now = [1000.0]
+    here = S3Store(s3.url(field), local_dir=tmp_path / "a", clock=lambda: now[0])
+    elsewhere = S3Store(s3.url(field), local_dir=tmp_path / "b", clock=lambda: now[0])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    elsewhere._identity = {**elsewhere._identity, field: "other", "pid": int(dead)}
+    assert elsewhere.acquire_lease("k")
+    now[0] += 29
+    assert not here.acquire_lease("k")
+    elsewhere.renew_lease("k")
+    now[0] += 29
+    assert not here.acquire_lease("k")
+    now[0] += 2
+    assert here.acquire_lease("k")
+
+
 def test_one_lease_among_threads_of_one_process(s3: MotoS3, tmp_path: Path) -> None:
     """Eight threads sharing one store ask for one key at once: exactly one gets it."""
     store = S3Store(s3.url("l"), local_dir=tmp_path / "a")

@@ -524,6 +524,48 @@ def test_lease_from_another_host_waits_for_expiry(
     assert store.acquire_lease("k")
 
 
+class SettableClock:
+    """Wall-clock seconds that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("field", ["host", "boot_id", "pid_ns"])
+def test_a_lease_held_elsewhere_is_taken_once_it_expires_on_the_stores_clock(
+    cache_dir: Path, plain: diskcache.Cache, field: str
+) -> None:
+    """A lease from another host, boot or pid namespace is respected for LEASE_SECONDS
+    after its holder last renewed it, then taken over: the injected clock moves, nothing
+    waits."""
+    clock = SettableClock()
+    store = DiskStore(cache_dir, clock=clock)
+    try:
+        mine = json.loads(_leased(store, plain))
+        elsewhere = {**mine, "owner": "someone-else", field: "other"}
+
+        def hold(renewed_at: float) -> None:
+            holder = json.dumps({**elsewhere, "expires_at": renewed_at + LEASE_SECONDS})
+            plain.set("lease:k", holder, expire=LEASE_SECONDS)
+
+        hold(clock.now)
+        clock.now += LEASE_SECONDS - 1
+        assert not store.acquire_lease("k")
+        hold(clock.now)  # the holder renews: 30 s more from now
+        clock.now += LEASE_SECONDS - 1
+        assert not store.acquire_lease("k")
+        clock.now += 2  # 31 s without renewal
+        assert store.acquire_lease("k")
+        taken = json.loads(str(plain.get("lease:k")))
+        assert taken["owner"] == mine["owner"]
+        assert taken["expires_at"] == clock.now + LEASE_SECONDS
+    finally:
+        store.close()
+
+
 def test_unreadable_lease_is_taken_over(store: DiskStore, plain: diskcache.Cache) -> None:
     """A lease that is not our JSON is treated as abandoned."""
     plain.set("lease:k", "garbage", expire=LEASE_SECONDS)
