@@ -16,6 +16,7 @@ from .errors import (
     RunError,
     RunInterrupted,
     StoreError,
+    StoreLockedError,
 )
 from .graph import Graph, Handle, Sweep, chain
 from .ops import Operation, operation
@@ -55,6 +56,7 @@ __all__ = [
     "RunError",
     "RunInterrupted",
     "StoreError",
+    "StoreLockedError",
     "StructuredPrompt",
     "Subject",
     "Sweep",

@@ -1266,27 +1266,48 @@ def _write_report_quietly(folder: Path, store: Store | None = None) -> None:
         pass  # the journal is the record; the page can be written again with `report`
 
 
+_REPORT_NOTE = "batch-report:"
+
+
 class _ReportNote:
     """Where the report's scan of one batch folder's journal ended, kept in the cache as
     a note (``report.ScanMemo``): the next pass's report reads only the lines added
-    since (the report checks that the journal still begins with the bytes it read)."""
+    since (the report checks that the journal still begins with the bytes it read).
+    The note begins with the folder's path and a newline, so ``prune_report_notes``
+    can drop the notes of folders that are gone."""
 
     def __init__(self, store: DiskStore, folder: Path) -> None:
         self._store = store
-        where = os.path.realpath(folder).encode("utf-8", "surrogatepass")
-        self._name = f"batch-report:{hashlib.sha256(where).hexdigest()}"
+        self._where = os.path.realpath(folder)
+        digest = hashlib.sha256(self._where.encode("utf-8", "surrogatepass")).hexdigest()
+        self._name = f"{_REPORT_NOTE}{digest}"
 
     def get(self) -> str | None:
         try:
-            return self._store.note(self._name)
+            text = self._store.note(self._name)
         except StoreError:
             return None
+        where, _, scan = (text or "").partition("\n")
+        return scan if where == self._where and scan else None
 
     def put(self, text: str) -> None:
         try:
-            self._store.commit_held({self._name: text})
+            self._store.commit_held({self._name: f"{self._where}\n{text}"})
         except StoreError as error:  # bookkeeping: the next report scans from the start
             logger.warning("batch: the report's place in the journal was not kept: %s", error)
+
+
+def prune_report_notes(store: Store) -> int:
+    """Drop the report notes (see ``_ReportNote``) of batch folders that are gone, and
+    any of an older form; the number dropped (0 for a store that keeps none)."""
+    if not isinstance(store, DiskStore):
+        return 0
+
+    def stale(text: str) -> bool:
+        where, newline, _ = text.partition("\n")
+        return not newline or not os.path.isdir(where)
+
+    return store.drop_notes(_REPORT_NOTE, stale)
 
 
 # ---------------------------------------------------------------------------- plan

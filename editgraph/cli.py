@@ -310,9 +310,9 @@ def main(verbose: bool) -> None:
     else:
         library_log.addHandler(logging.NullHandler())
         library_log.setLevel(logging.NOTSET)
-    # ... and the notices of an interrupt (draining, abandoning) or about a source (an
-    # animated image sent as its first frame), shown as they happen.
-    for notices in ("editgraph.interrupt", "editgraph.sources"):
+    # ... and the notices of an interrupt (draining, abandoning), about a source (an
+    # animated image sent as its first frame) or a wait for the cache, as they happen.
+    for notices in ("editgraph.interrupt", "editgraph.sources", "editgraph.store"):
         notice_log = logging.getLogger(notices)
         notice_log.propagate = False  # shown once, also with --verbose
         if not any(isinstance(handler, _Notices) for handler in notice_log.handlers):
@@ -1006,7 +1006,8 @@ def cache_prune(older_than: str | None, max_size: str | None, cache_dir: str | N
 
     Images no remaining record uses go too. Give --older-than, --max-size or both
     (age first, then size). Records that can no longer be served (image gone, written
-    by another version) are always removed.
+    by another version) are always removed, and so is a batch report's place in the
+    journal of an out folder that is gone (a note of the folder's path and a scan).
 
     \b
     Examples:
@@ -1030,10 +1031,13 @@ def cache_prune(older_than: str | None, max_size: str | None, cache_dir: str | N
         except ValueError:
             _fail(f"--max-size {max_size!r}: expected a number and a unit B, KB, MB or "
                   "GB, e.g. 500MB")
+    from .batch import prune_report_notes
+
     store = _open_store(cache_dir, create=False)
     try:
         before = list(store.records())
         dropped = store.prune(older_than=seconds, max_bytes=max_bytes)
+        prune_report_notes(store)  # of out folders that are gone
         after = list(store.records())
     except StoreError as exc:
         _fail(str(exc))

@@ -12,6 +12,8 @@
     ├── InputFailedError     an edit could not run because one of its inputs failed
     ├── BudgetError          a run would spend more than its budget
     ├── StoreError           the cache cannot be opened, read or written
+    │   └── StoreLockedError another process held the cache's database past the lock
+    │                        timeout (a write waited and gave up; nothing else is wrong)
     ├── ProvenanceError      a saved record (an image's embedded provenance, a run
     │                        folder's manifest) is missing, malformed or points outside
     │                        its folder
@@ -45,6 +47,7 @@ __all__ = [
     "RunError",
     "RunInterrupted",
     "StoreError",
+    "StoreLockedError",
 ]
 
 
@@ -124,6 +127,11 @@ class BudgetError(EditGraphError):
 
 class StoreError(EditGraphError):
     """The cache cannot be opened, read or written (or holds something unsafe)."""
+
+
+class StoreLockedError(StoreError):
+    """Another process held the cache's database for the whole lock timeout: the write
+    gave up. Trying each write of the commit again alone would wait as long again."""
 
 
 class ProvenanceError(EditGraphError, ValueError):

@@ -30,7 +30,7 @@ import diskcache
 import platformdirs
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import StoreError
+from .errors import StoreError, StoreLockedError
 from .records import RECORD_VERSION, EditRecord, RecordFacts
 from .requests import Submission
 
@@ -50,6 +50,9 @@ DEFAULT_GRAPH = "__main__"
 
 #: A lease not renewed for this long is taken over by whoever wants it.
 LEASE_SECONDS = 30.0
+#: Once a commit gave up on a database another process kept locked (diskcache's 60 s
+#: timeout), how long each next commit waits for it, until one gets through.
+LOCKED_RETRY_SECONDS = 1.0
 
 _RECORD = "record:"
 _BLOB = "blob:"
@@ -616,6 +619,8 @@ class DiskStore:
         self._leases_here: set[str] = set()
         self._leases_lock = threading.Lock()
         self._repaired = 0
+        #: Whether the last commit gave up on a database locked by another process.
+        self._locked_out = False
         self._identity = _lease_identity()
         #: ``_lease_value``'s JSON up to its expiry, written once (a lease is taken or
         #: renewed in the writer's commit for every edit generated).
@@ -951,14 +956,34 @@ class DiskStore:
         Writes that happen together (the edits of one layer finishing at once) then
         pay for one commit instead of one each.
         """
+        # After a commit gave up on a database another process kept locked, the next ones
+        # wait briefly (it is likely locked still) until one gets through: a run meeting
+        # a stuck lock waits one lock timeout in all, not one per commit.
+        con = self._cache._con if self._locked_out else None
+        if con is not None:
+            con.execute(f"PRAGMA busy_timeout = {int(LOCKED_RETRY_SECONDS * 1000)}")
         try:
             with self._cache.transact():
                 yield
+        except diskcache.Timeout as exc:
+            self._locked_out = True
+            held = (f"still held its database {LOCKED_RETRY_SECONDS:g} s after a commit "
+                    "gave up on it" if con is not None else
+                    f"held its database for {self._cache.timeout:g} s (the lock timeout)")
+            raise StoreLockedError(
+                f"cache {str(self.directory)!r}: another process {held}, so this write "
+                "gave up; the result stands but is not cached"
+            ) from exc
         except _BACKEND_ERRORS as exc:
             raise StoreError(
                 f"cache {str(self.directory)!r}: cannot write ({exc}); check the directory "
                 "is writable and has free space, or set EDITGRAPH_CACHE_DIR"
             ) from exc
+        else:
+            self._locked_out = False
+        finally:
+            if con is not None:
+                con.execute(f"PRAGMA busy_timeout = {int(self._cache.timeout * 1000)}")
 
     # leases
 
@@ -1240,6 +1265,22 @@ class DiskStore:
                 if self._held_saved is not None:
                     self._held_saved += held
             raise
+
+    def drop_notes(self, prefix: str, stale: Callable[[str], bool]) -> int:
+        """Remove the notes named ``prefix...`` whose text ``stale`` says is of no more
+        use (a note that is not text goes too); the number removed."""
+        first = _NOTE + prefix
+        names = self._read(lambda: [row[0] for row in self._cache._con.execute(
+            "SELECT key FROM Cache WHERE key >= ? AND key < ? AND raw = 1",
+            (first, first + "\U0010ffff"),
+        ).fetchall()])
+        dropped = 0
+        for name in names:
+            text = self.note(name[len(_NOTE):])
+            if text is None or stale(text):
+                self._write(functools.partial(self._cache.delete, name))
+                dropped += 1
+        return dropped
 
     def note(self, name: str) -> str | None:
         """The note ``commit_held`` kept under ``name``, or None."""

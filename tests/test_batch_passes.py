@@ -8,12 +8,14 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_checks import invoke
 from edit_providers import CountingProvider
 from PIL import Image
 from test_batch import COLOURS, image_folder, journal, write_recipe
@@ -479,3 +481,35 @@ def test_a_cached_pass_verifies_every_hit_and_regenerates_a_damaged_one(tmp_path
     again = json.loads((out / "green" / "manifest.json").read_text())
     assert again["edits"][0]["key"] == cutout["key"]
     assert again["edits"][0]["status"] == "done"  # made again, not served from the cache
+
+
+def _report_notes(cache: Path) -> dict[str, str]:
+    """The batch report notes the cache holds, by name."""
+    with sqlite3.connect(cache / "cache.db") as con:
+        rows = con.execute("SELECT key, value FROM Cache WHERE key LIKE 'note:batch-report:%'")
+        return {str(name): str(value) for name, value in rows.fetchall()}
+
+
+def test_cache_prune_drops_the_report_notes_of_out_folders_that_are_gone(tmp_path: Path) -> None:
+    """Each out folder's report place is a note naming the folder; `cache prune` drops
+    those whose folder is gone (and any of an older form), and the others still work."""
+    recipe, inputs, out, provider = two_passes(tmp_path)
+    cache = tmp_path / "cache"
+    gone = tmp_path / "gone"
+    eg.batch(recipe, inputs, out=gone, provider=provider, cache=cache)
+    folders = sorted(text.partition("\n")[0] for text in _report_notes(cache).values())
+    assert folders == sorted([os.path.realpath(out), os.path.realpath(gone)])
+    store = DiskStore(cache)
+    try:  # a note as an older version wrote it: the scan alone, no folder
+        store.commit_held({"batch-report:old": '{"version": 1, "offset": 10}'})
+    finally:
+        store.close()
+    shutil.rmtree(gone)
+    result = invoke("cache", "prune", "--older-than", "52w", "--cache", str(cache))
+    assert result.exit_code == 0, result.output
+    left = _report_notes(cache)
+    assert [text.partition("\n")[0] for text in left.values()] == [os.path.realpath(out)]
+    kept = next(iter(left.values()))
+    eg.batch(recipe, inputs, out=out, provider=provider, cache=cache)
+    after = _report_notes(cache)
+    assert list(after) == list(left) and after[next(iter(left))] != kept  # carried on

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -683,3 +684,105 @@ def test_a_source_the_store_cannot_keep_is_warned_of_and_the_results_stand(
     assert all(fresh.get_verified_record(result.key) for result in run.values())
     assert not fresh.has_blob(content_hash(RED))
     fresh.close()
+
+
+# -- another process holding the database ----------------------------------------------
+
+HOLD_DATABASE = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN IMMEDIATE")  # the write lock, as a long commit of another process holds it
+print("holding", flush=True)
+sys.stdin.read()  # until the test closes stdin
+con.execute("COMMIT")
+"""
+
+
+@contextlib.contextmanager
+def database_held(cache: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the write lock of ``cache``'s database until its stdin
+    closes (or the block ends)."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_DATABASE, str(cache / "cache.db")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        yield holder
+    finally:
+        assert holder.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            holder.stdin.close()
+        holder.wait(timeout=30)
+        assert holder.stdout is not None
+        holder.stdout.close()
+
+
+class _StoreNotices(logging.Handler):
+    """The ``editgraph.store`` notices; ``on_notice`` runs when one arrives."""
+
+    def __init__(self, on_notice: Any = None) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.on_notice = on_notice
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        if self.on_notice is not None:
+            self.on_notice()
+
+
+@contextlib.contextmanager
+def store_notices(on_notice: Any = None) -> Iterator[_StoreNotices]:
+    handler = _StoreNotices(on_notice)
+    log = logging.getLogger("editgraph.store")
+    log.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        log.removeHandler(handler)
+
+
+def one_edit(cache: Path, seed: int) -> eg.Graph:
+    graph = eg.Graph(cache_dir=cache, width=256, height=256)
+    red = graph.image(png_bytes((255, 0, 0)), name="red")
+    graph.edit(f"Make {red} blue", name="blue", seed=seed)
+    return graph
+
+
+def test_a_run_waiting_for_a_database_another_process_holds_says_so(tmp_path: Path) -> None:
+    """A second process holds the cache's write lock: after WAIT_NOTICE_SECONDS the run
+    says, in one line, what it waits for; once the lock is free the result is cached."""
+    cache = tmp_path / "cache"
+    one_edit(cache, seed=1).run(provider=eg.providers.Preview())  # the database exists
+    with database_held(cache) as holder:
+        assert holder.stdin is not None
+        with store_notices(on_notice=holder.stdin.close) as notices:
+            run = one_edit(cache, seed=2).run(provider=eg.providers.Preview())
+    assert not run.uncached and not run["blue"].cached
+    assert len(notices.lines) == 1, notices.lines
+    assert notices.lines[0].startswith("waiting for the cache (DiskStore(")
+    assert "another process may hold its database" in notices.lines[0]
+    assert one_edit(cache, seed=2).run(provider=eg.providers.Preview())["blue"].cached
+
+
+@pytest.mark.slow
+def test_a_database_held_for_good_costs_one_lock_timeout_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """A second process takes the write lock while an edit generates and never lets
+    go: the run says so, gives up after one lock timeout (not one per write), and
+    returns its result, uncached."""
+    cache = tmp_path / "cache"
+    one_edit(cache, seed=1).run(provider=eg.providers.Preview())
+    with contextlib.ExitStack() as stack, store_notices() as notices:
+
+        def lock_then_render(request: eg.EditRequest) -> bytes:
+            stack.enter_context(database_held(cache))  # the lease is ours already
+            return render(request)
+
+        started = time.monotonic()
+        run = one_edit(cache, seed=2).run(provider=CountingProvider(image_for=lock_then_render))
+        waited = time.monotonic() - started
+    assert len(notices.lines) == 1
+    assert run["blue"].image.size == (256, 256)  # the result stands, from memory
+    assert "another process held its database for 60 s" in run.uncached["blue"]
+    assert waited < 60 + 30, waited  # one lock timeout, then a second or so per commit

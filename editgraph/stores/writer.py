@@ -30,11 +30,14 @@ import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
+from ..errors import StoreLockedError
 from ..store import Store
 
 __all__ = ["StoreWriter", "Writes", "stage_blob"]
 
 logger = logging.getLogger("editgraph")
+#: What the user is waiting for (the command prints it as one line).
+notices = logging.getLogger("editgraph.store")
 
 T = TypeVar("T")
 
@@ -44,6 +47,9 @@ HASH_OFF_LOOP_BYTES = 128 * 1024
 #: A group waits for results still being hashed (so a layer shares one commit) at most
 #: this long before it goes to the writer anyway.
 MAX_HOLD_SECONDS = 0.02
+#: A run whose writes have waited this long for the store says so, once: another
+#: process holding the database is the usual cause.
+WAIT_NOTICE_SECONDS = 3.0
 
 
 @runtime_checkable
@@ -289,6 +295,12 @@ def _commit(store: Store, writes: list[_Write]) -> int:
             for write in live:
                 _run(write)
         return 1
+    except StoreLockedError as error:
+        # Another process held the database for the whole lock timeout: each write alone
+        # would wait as long again. Every caller hears it (its result stands, uncached).
+        for write in live:
+            write.result, write.error = None, error
+        return 1
     except Exception:  # noqa: BLE001 - the commit failed: retry each write on its own
         # (disk full, I/O error): one write that cannot be kept must not discard the
         # other finished results queued with it.
@@ -359,6 +371,10 @@ class Writes:
         self._closed = False
         self._hashing = 0  # results being hashed now, whose writes the group waits for
         self._timer: asyncio.TimerHandle | None = None
+        #: Checks, at most one pending, that the writes sent are not stuck (see
+        #: ``WAIT_NOTICE_SECONDS``); ``_told`` once the run said they were.
+        self._watch: asyncio.TimerHandle | None = None
+        self._told = False
 
     @property
     def writer(self) -> StoreWriter:
@@ -432,6 +448,30 @@ class Writes:
             self._sent = [sent for sent in self._sent if not sent.done.is_set()]
             self._sent.append(group)
             self.writer.enqueue(group)
+            if self._watch is None and not self._told:
+                self._watch = group.loop.call_later(WAIT_NOTICE_SECONDS, self._check_waiting)
+
+    def _check_waiting(self) -> None:
+        """Say, once, that this run's writes have waited ``WAIT_NOTICE_SECONDS`` for the
+        store; else look again when the oldest of them will have."""
+        self._watch = None
+        waiting = [group for group in self._sent if not group.done.is_set()]
+        if not waiting or self._told:
+            return
+        oldest = waiting[0]
+        waited = oldest.loop.time() - oldest.started
+        if waited < WAIT_NOTICE_SECONDS:
+            self._watch = oldest.loop.call_later(WAIT_NOTICE_SECONDS - waited,
+                                                 self._check_waiting)
+            return
+        self._told = True
+        count = sum(len(group.writes) for group in waiting)
+        notices.warning(
+            "waiting for the cache (%r) to take %d write(s) for %.0f s: another process "
+            "may hold its database; editgraph waits up to its lock timeout (60 s), then "
+            "goes on with the results uncached (kept in memory and saved, nothing lost)",
+            self._store, count, waited,
+        )
 
     def _alone(self, write: _Write) -> None:
         """Stage and commit one write here, in this thread."""
@@ -477,6 +517,9 @@ class Writes:
             raise
         finally:
             self._closed = True
+            if self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
             self.wait()  # at once: every group is done (or waited for just above)
             if self._writer is not None:
                 writer, self._writer = self._writer, None
