@@ -339,7 +339,12 @@ class _Engine:
                     _history_not_kept)
             # Every exit (an error, a cancel, an abandon) returns only once everything
             # queued is committed and the writer thread is given back.
-            await self.writes.close()
+            try:
+                await self.writes.close()
+            finally:
+                for ahead in self.leased_ahead.values():  # leases no edit took: heard
+                    if ahead.done():
+                        _quietly(ahead)
 
     def finish_from_cache(self) -> bool:
         """A batch item whose every edit is a verified hit, finished here: no task, no
@@ -761,7 +766,10 @@ class _Engine:
                 self._check_draining(node)
                 sent = self._with_bytes(request)
                 self._decided(node)
-                cost = node.estimate_cost(self.provider.name)
+                known = self.keys.get(node.name)  # estimated with the key, as a rule
+                cost = (known[5] if known is not None and known[0] is node
+                        and known[1] == self.provider.name
+                        else node.estimate_cost(self.provider.name))
                 if self.budget is not None and self.committed + cost > self.budget + 1e-9:
                     raise BudgetError(
                         f"node {node.name!r}: not run: its estimated ${cost:.4f} would take "
@@ -835,14 +843,16 @@ class _Engine:
 
     def _with_bytes(self, request: EditRequest) -> EditRequest:
         """The request with every reference's bytes attached, for the provider to send."""
-        if all(reference.data is not None for reference in request.references):
+        references = []
+        attached = False
+        for reference in request.references:
+            if reference.data is None:
+                reference = reference.model_copy(update={"data": self._bytes_of(reference)})
+                attached = True
+            references.append(reference)
+        if not attached:
             return request
-        references = tuple(
-            reference if reference.data is not None
-            else reference.model_copy(update={"data": self._bytes_of(reference)})
-            for reference in request.references
-        )
-        return request.model_copy(update={"references": references})
+        return request.model_copy(update={"references": tuple(references)})
 
     def _record(
         self, name: str, request: EditRequest, key: str, image: GeneratedImage,
@@ -942,9 +952,9 @@ class _Engine:
             except Exception:  # noqa: BLE001, S112 - the edit itself will say what is wrong
                 continue
             if key not in self.leased_ahead:
-                ahead = self.writes.submit(functools.partial(self._acquire_ahead, key))
-                ahead.add_done_callback(_quietly)
-                self.leased_ahead[key] = ahead
+                # Heard when its edit takes it (``_take_lease``), or at the run's end.
+                self.leased_ahead[key] = self.writes.submit(
+                    functools.partial(self._acquire_ahead, key))
 
     def _lease_first(self, started: Mapping[str, tuple[_Request, str] | None]) -> None:
         """Queue the leases of the first edits to generate (as many as run at once), in
@@ -961,9 +971,9 @@ class _Engine:
             key = prepared[1]
             if key in self.leased_ahead:
                 continue
-            ahead = self.writes.submit(functools.partial(self._acquire_first, key))
-            ahead.add_done_callback(_quietly)
-            self.leased_ahead[key] = ahead
+            # Heard when its edit takes it (``_take_lease``), or at the run's end.
+            self.leased_ahead[key] = self.writes.submit(
+                functools.partial(self._acquire_first, key))
             queued += 1
             if queued >= self.concurrency:
                 return

@@ -377,23 +377,47 @@ def test_request_references_carry_content_hashes(tmp_path: Path) -> None:
                                                    st.none(), st.floats(allow_nan=False,
                                                                         allow_infinity=False))),
     st.lists(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64), max_size=3),
+    st.text(),
+    st.one_of(st.none(), st.integers(min_value=0, max_value=2**31 - 1)),
 )
 def test_request_key_matches_the_key_of_its_material(
-    prompt: str, parameters: dict[str, Any], hashes: list[str]
+    prompt: str, parameters: dict[str, Any], hashes: list[str], provider: str,
+    given_seed: int | None,
 ) -> None:
-    """request_key (one JSON text, the seed spliced into it) gives the key and seed that
-    edit_key gives for the material written out in full, unseeded then seeded."""
+    """request_key (its canonical JSON written member by member, the seed spliced into
+    it) gives the key and seed that edit_key gives for the material written out in full,
+    unseeded then seeded, whatever the prompt and provider hold (quotes, controls,
+    non-ASCII) and whether a seed was given."""
     spec = resolve_model("flux.2-pro")
-    node = EditNode(name="n", model=spec, prompt=prompt, references=(),
-                    parameters={k: v for k, v in parameters.items() if k != "seed"})
-    unseeded = edit_key(provider="p", model=spec.id, prompt=prompt, parameters=node.parameters,
-                        seed=None, reference_hashes=hashes)
-    seed = derive_seed(unseeded)
-    assert request_key(node, hashes, "p") == (
-        edit_key(provider="p", model=spec.id, prompt=prompt, parameters=node.parameters,
+    chosen = {k: v for k, v in parameters.items() if k != "seed"}
+    if given_seed is not None:
+        chosen["seed"] = given_seed
+    node = EditNode(name="n", model=spec, prompt=prompt, references=(), parameters=chosen)
+    material = {k: v for k, v in chosen.items() if k != "seed"}
+    seed = given_seed
+    if seed is None:
+        seed = derive_seed(edit_key(provider=provider, model=spec.id, prompt=prompt,
+                                    parameters=material, seed=None, reference_hashes=hashes))
+    assert request_key(node, hashes, provider) == (
+        edit_key(provider=provider, model=spec.id, prompt=prompt, parameters=material,
                  seed=seed, reference_hashes=hashes),
         seed,
     )
+
+
+def test_request_key_of_a_str_subclass_is_the_key_of_its_text() -> None:
+    """A prompt that is a str subclass takes the long way and gets the same key as its
+    plain text."""
+
+    class Marked(str):
+        pass
+
+    spec = resolve_model("flux.2-pro")
+    plain = EditNode(name="n", model=spec, prompt="make it blue", references=(),
+                     parameters={"width": 64})
+    marked = EditNode(name="n", model=spec, prompt=Marked("make it blue"), references=(),
+                      parameters={"width": 64})
+    assert request_key(marked, ["a" * 64], "p") == request_key(plain, ["a" * 64], "p")
 
 
 @pytest.mark.parametrize(("parameters", "hashes", "message"), [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sqlite3
 import subprocess
@@ -161,6 +162,50 @@ def test_a_lease_taken_ahead_for_a_cached_edit_is_given_back(tmp_path: Path) -> 
     assert run["second"].cached and not run["first"].cached
     store = DiskStore(cache)  # another owner: it takes a lease only if it was freed
     assert store.acquire_lease(run["second"].key)
+    store.close()
+
+
+class AheadFailsStore(DiskStore):
+    """A DiskStore that cannot take the lease of one key (its database says no)."""
+
+    def __init__(self, directory: Path, refused: str) -> None:
+        super().__init__(directory)
+        self.refused = refused
+        self.refusals = 0
+
+    def acquire_lease(self, key: str) -> bool:
+        if key == self.refused:
+            self.refusals += 1
+            raise StoreError("the lease could not be written")
+        return super().acquire_lease(key)
+
+
+def test_a_failed_lease_taken_ahead_and_never_used_is_heard(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A lease taken ahead that failed, for an edit then served from the cache (so no
+    edit takes it), leaves no 'exception was never retrieved' behind the run."""
+    cache = tmp_path / "cache"
+    same = png_bytes((7, 7, 7))
+
+    def chain(first_prompt: str) -> eg.Graph:
+        graph = eg.Graph(cache_dir=cache)
+        first = graph.edit(f"{first_prompt} {graph.image(RED, name='car')}", name="first")
+        graph.edit(f"Frame {first}", name="second")
+        return graph
+
+    provider = CountingProvider(image_for=lambda request: same)
+    second_key = chain("Paint").run(provider=provider)["second"].key
+    store = AheadFailsStore(cache, refused=second_key)
+    graph = chain("Repaint")
+    graph._store = store  # the run's store: a real DiskStore on the same folder
+    with caplog.at_level(logging.ERROR):
+        run = graph.run(provider=provider)
+        del graph
+        gc.collect()
+    assert store.refusals == 1  # taken ahead with "first"'s result, and failed
+    assert run["second"].cached and not run["first"].cached
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
     store.close()
 
 
