@@ -417,8 +417,10 @@ class FakeTogether(LoopbackServer):
     # -- server thread ---------------------------------------------------------------
 
     def _add_routes(self, router: Router) -> None:
-        router.add("POST", _GENERATIONS_PATH, self._handle_generation)
-        router.add("GET", _FILES_PREFIX + "{name}", self._handle_file)
+        # Eager (no task unless one waits): a reference on another server is fetched in a
+        # task of its own (``_fetch_loopback``).
+        router.add("POST", _GENERATIONS_PATH, self._handle_generation, eager=True)
+        router.add("GET", _FILES_PREFIX + "{name}", self._handle_file, eager=True)
 
     async def _opened(self) -> None:
         # For references on other loopback servers; proxies from the environment ignored.
@@ -670,7 +672,11 @@ class FakeTogether(LoopbackServer):
         return stored.data, self._remember(stored.made)
 
     async def _fetch_loopback(self, url: str, field: str, position: int) -> bytes:
-        """GET a reference from another server on this machine (an image host, a local S3)."""
+        """GET a reference from another server on this machine (an image host, a local S3),
+        in a task (aiohttp's timeouts need one; the handler runs eagerly, outside any)."""
+        if asyncio.current_task() is None:
+            return await asyncio.get_running_loop().create_task(
+                self._fetch_loopback(url, field, position))
         assert self._session is not None
         try:
             async with self._session.get(url) as response:
