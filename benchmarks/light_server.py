@@ -82,8 +82,8 @@ class LightServer(LoopbackServer):
         self._results: dict[tuple[int, int], bytes] = {}
 
     def _add_routes(self, router: Router) -> None:
-        router.add("POST", "/v1/images/generations", self.generations)
-        router.add("GET", "/results/{name}", self.result)
+        router.add("POST", "/v1/images/generations", self.generations, eager=True)
+        router.add("GET", "/results/{name}", self.result, eager=True)
 
     async def generations(self, request: Request) -> Response:
         """POST /v1/images/generations: wait ``latency``, answer one result URL."""

@@ -264,29 +264,42 @@ async def fetch_once(
     for _ in range(MAX_REDIRECTS + 1):
         hop = await _checked_hop(url, internal_ok=internal_ok, resolve=resolve)
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                response = await _open(stack, get, hop)
-                status = response.status_code
-                if status in _REDIRECTS and "location" in response.headers:
-                    url = urllib.parse.urljoin(url, response.headers["location"])
-                    continue
-                if status == 429 or status >= 500:
-                    raise DownloadError(f"download answered {status}", status=status,
-                                        retryable=True, headers=response.headers)
-                if status != 200:
-                    raise DownloadError(f"download answered {status}", status=status)
-                try:
-                    return await response.read(limit)
-                except BodyTooLarge as exc:
-                    raise DownloadError(
-                        f"the result is larger than {exc.limit} bytes (max_download_bytes)"
-                    ) from None
-                except UnreadableEncoding as exc:
-                    raise DownloadError(str(exc)) from None
+            if not hop.addresses:  # the common case: one GET, no stack of contexts
+                async with get(hop.url, _DOWNLOAD_HEADERS, None) as response:
+                    body, location = await _body_or_location(response, limit)
+            else:
+                async with contextlib.AsyncExitStack() as stack:
+                    response = await _open(stack, get, hop)
+                    body, location = await _body_or_location(response, limit)
         except httpx.TransportError as exc:
             raise DownloadError(f"download failed ({type(exc).__name__})",
                                 retryable=True) from exc
+        if body is not None:
+            return body
+        assert location is not None
+        url = urllib.parse.urljoin(url, location)
     raise DownloadError(f"more than {MAX_REDIRECTS} redirects")
+
+
+async def _body_or_location(response: Answer, limit: int) -> tuple[bytes | None, str | None]:
+    """The body of a 200 (within ``limit``), or where a redirect points; ``DownloadError``
+    for any other answer."""
+    status = response.status_code
+    if status == 200:
+        try:
+            return await response.read(limit), None
+        except BodyTooLarge as exc:
+            raise DownloadError(
+                f"the result is larger than {exc.limit} bytes (max_download_bytes)"
+            ) from None
+        except UnreadableEncoding as exc:
+            raise DownloadError(str(exc)) from None
+    if status in _REDIRECTS and "location" in response.headers:
+        return None, response.headers["location"]
+    if status == 429 or status >= 500:
+        raise DownloadError(f"download answered {status}", status=status,
+                            retryable=True, headers=response.headers)
+    raise DownloadError(f"download answered {status}", status=status)
 
 
 @dataclass(frozen=True)
@@ -313,20 +326,15 @@ async def _checked_hop(url: str, *, internal_ok: bool, resolve: Resolve) -> _Hop
         raise DownloadError(f"the result URL's scheme {parts.scheme!r} is not http or https")
     if not host:
         raise DownloadError("the result URL has no host")
-    # Made only when raised: an error (and its empty headers) per download cost ~3 us.
-    refused = functools.partial(
-        DownloadError,
-        f"the result URL's host {host!r} is a loopback, private or link-local address, "
-        "and the service is not",
-    )
+    shown_host = host
     host = host.strip("[]")
     verdict = _literal_verdict(host)
     if verdict is not None:
         if not internal_ok and verdict:
-            raise refused()
+            raise _refused(shown_host)
         return _Hop(url)
     if not internal_ok and _is_localhost_name(host):
-        raise refused()
+        raise _refused(shown_host)
     proxied = _proxied(parts.scheme, host)
     if internal_ok and proxied:
         return _Hop(url)
@@ -335,12 +343,21 @@ async def _checked_hop(url: str, *, internal_ok: bool, resolve: Resolve) -> _Hop
     except (OSError, UnicodeError):
         addresses = []
     if not internal_ok and any(_is_internal_address(address) for address in addresses):
-        raise refused()
+        raise _refused(shown_host)
     if proxied:
         return _Hop(url)  # the proxy connects: it resolves the name (again) itself
     if not addresses:
         raise DownloadError(f"the result URL's host {host!r} does not resolve", retryable=True)
     return _Hop(url, tuple(addresses))
+
+
+def _refused(host: str) -> DownloadError:
+    """The error for a result URL on an internal host when the service is not (made only
+    when raised)."""
+    return DownloadError(
+        f"the result URL's host {host!r} is a loopback, private or link-local address, "
+        "and the service is not",
+    )
 
 
 async def _open(stack: contextlib.AsyncExitStack, get: Opener, hop: _Hop) -> Answer:

@@ -185,6 +185,39 @@ def test_output_depends_on_reference_bytes_not_urls(fake: FakeTogether, client: 
     assert result_bytes(client, other) != result_bytes(client, by_url)
 
 
+def test_a_result_sent_back_as_bytes_first_shows_as_by_url(
+    fake: FakeTogether, client: httpx.Client
+) -> None:
+    """A result sent back as a data: URI before its URL ever is, among results made
+    since, gives what another fake gives for its URL (its hash is computed late)."""
+
+    def chained(server: FakeTogether, as_bytes: bool) -> bytes:
+        source = post(client, server, seed=3, width=256, height=256)
+        source_bytes = result_bytes(client, source)
+        for seed in range(4, 8):  # later results, none of them hashed yet
+            result_bytes(client, post(client, server, seed=seed, width=256, height=256))
+        reference = (data_uri(source_bytes, "image/jpeg") if as_bytes
+                     else source.json()["data"][0]["url"])
+        return result_bytes(client, post(client, server, prompt="Make image 1 green",
+                                         reference_images=[reference]))
+
+    with FakeTogether() as other:
+        assert chained(fake, as_bytes=True) == chained(other, as_bytes=False)
+
+
+def test_billed_hashes_are_those_of_the_bytes_whenever_read(
+    fake: FakeTogether, client: httpx.Client
+) -> None:
+    """Every billed record's sha256 is its image's, read after one call or after many."""
+    first = result_bytes(client, post(client, fake, seed=1, width=256, height=256))
+    assert fake.billed[0]["sha256"] == hashlib.sha256(first).hexdigest()
+    more = [result_bytes(client, post(client, fake, seed=seed, width=256, height=256))
+            for seed in range(2, 6)]
+    assert [record["sha256"] for record in fake.billed] == [
+        hashlib.sha256(data).hexdigest() for data in [first, *more]]
+    assert all(isinstance(record["sha256"], str) for record in fake.billed)
+
+
 # -- validation ------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ import ssl
 import time
 import urllib.parse
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -277,9 +277,21 @@ def direct_transport(client: httpx.AsyncClient) -> AiohttpTransport | None:
 
 def opener_for(client: httpx.AsyncClient) -> Opener | None:
     """How a result download sends its GETs through ``client``: straight through its
-    aiohttp transport (``direct_transport``), else None (through httpx)."""
+    aiohttp transport (``direct_transport``), else None (through httpx). Made once per
+    client and timeout (``_OPENERS``)."""
     direct = direct_transport(client)
-    return _direct_opener(direct, client.timeout) if direct is not None else None
+    if direct is None:
+        return None
+    timeout = client.timeout
+    made = _OPENERS.get(client)
+    if made is None or made[0] is not timeout:
+        made = _OPENERS[client] = (timeout, _direct_opener(direct, timeout))
+    return made[1]
+
+
+#: Each client's opener of direct GETs, with the timeout it was made for.
+_OPENERS: weakref.WeakKeyDictionary[httpx.AsyncClient, tuple[httpx.Timeout, Opener]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _direct_opener(transport: AiohttpTransport, timeout: httpx.Timeout) -> Opener:
@@ -329,13 +341,13 @@ _TURNS: weakref.WeakKeyDictionary[httpx.AsyncClient, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary())
 
 
-@contextlib.asynccontextmanager
-async def _turn(client: httpx.AsyncClient) -> AsyncIterator[None]:
-    """A turn to download through ``client`` (``DOWNLOAD_TURNS``), or none after
-    ``TURN_PATIENCE`` seconds of waiting for one."""
+async def _take_turn(client: httpx.AsyncClient) -> asyncio.Semaphore | None:
+    """A turn to download through ``client`` (``DOWNLOAD_TURNS``): the semaphore to
+    release when done, or None after ``TURN_PATIENCE`` seconds of waiting for one (or
+    with no turns). A plain coroutine, not a context manager: it runs once per download,
+    and an async generator costs the loop's hooks each time."""
     if DOWNLOAD_TURNS <= 0:
-        yield
-        return
+        return None
     turns = _TURNS.get(client)
     if turns is None:
         turns = _TURNS[client] = asyncio.Semaphore(DOWNLOAD_TURNS)
@@ -343,14 +355,10 @@ async def _turn(client: httpx.AsyncClient) -> AsyncIterator[None]:
         try:
             await within(turns.acquire(), TURN_PATIENCE)
         except asyncio.TimeoutError:
-            yield  # waited long enough: go alongside the others
-            return
+            return None  # waited long enough: go alongside the others
     else:
         await turns.acquire()
-    try:
-        yield
-    finally:
-        turns.release()
+    return turns
 
 
 class DownloadTimedOut(Exception):
@@ -377,9 +385,13 @@ async def download_result(
     opener = opener_for(client)
 
     async def once() -> bytes:
-        async with _turn(client):  # each try takes its turn; a backoff holds none
+        turn = await _take_turn(client)  # each try takes its turn; a backoff holds none
+        try:
             return await fetch_once(client, url, limit=limit, internal_ok=internal_ok,
                                     opener=opener)
+        finally:
+            if turn is not None:
+                turn.release()
 
     try:
         return await within(with_retries(once, should_retry, attempts=DOWNLOAD_ATTEMPTS), timeout)
@@ -401,31 +413,47 @@ def make_error(
                 possibly_billed=billed or unknown > 0)
 
 
-@contextlib.contextmanager
-def classified(state: CallState, shown_base_url: str, read_timeout: float) -> Iterator[None]:
+class classified:
     """Turn the transport errors of one request that may bill into retry signals.
 
     Never reached the service (connect, pool, write): ``NotSent``. Sent and the answer
     lost (a read timeout, a drop, a broken answer): ``UnknownOutcome``, counted in
-    ``state``. Other httpx errors pass through for the caller to report.
+    ``state``. Other httpx errors pass through for the caller to report. (A class rather
+    than a generator-based context manager: it runs once per try.)
     """
-    try:
-        yield
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-        raise NotSent(f"could not connect to {shown_base_url} ({type(exc).__name__})") from exc
-    except (httpx.WriteError, httpx.WriteTimeout) as exc:
-        # The body did not get out whole: the service cannot have acted on it.
-        raise NotSent(
-            f"could not send the request to {shown_base_url} ({type(exc).__name__})"
-        ) from exc
-    except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
-        state.unknown_outcomes += 1
-        reason = (
-            f"no answer within {read_timeout:g} s"
-            if isinstance(exc, httpx.ReadTimeout)
-            else "the connection dropped after the request was sent"
-        )
-        raise UnknownOutcome(reason) from exc
+
+    __slots__ = ("_read_timeout", "_shown_base_url", "_state")
+
+    def __init__(self, state: CallState, shown_base_url: str, read_timeout: float) -> None:
+        self._state = state
+        self._shown_base_url = shown_base_url
+        self._read_timeout = read_timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: object
+    ) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+            raise NotSent(
+                f"could not connect to {self._shown_base_url} ({type(exc).__name__})"
+            ) from exc
+        if isinstance(exc, (httpx.WriteError, httpx.WriteTimeout)):
+            # The body did not get out whole: the service cannot have acted on it.
+            raise NotSent(
+                f"could not send the request to {self._shown_base_url} ({type(exc).__name__})"
+            ) from exc
+        if isinstance(exc, (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)):
+            self._state.unknown_outcomes += 1
+            reason = (
+                f"no answer within {self._read_timeout:g} s"
+                if isinstance(exc, httpx.ReadTimeout)
+                else "the connection dropped after the request was sent"
+            )
+            raise UnknownOutcome(reason) from exc
 
 
 def json_object(response: httpx.Response) -> dict[str, Any] | None:

@@ -39,7 +39,7 @@ import logging
 import ssl
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -91,8 +91,48 @@ def new_transport(verify: ssl.SSLContext) -> httpx.AsyncBaseTransport | None:
     return None
 
 
-@contextlib.contextmanager
-def aiohttp_errors() -> Iterator[None]:
+class _AiohttpErrors:
+    """The context manager of ``aiohttp_errors``: a class, not a generator (it runs eight
+    times per generated edit; a generator-based one costs a generator and its wrapper
+    each time). Stateless, so one instance serves every use."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: object
+    ) -> None:
+        if exc is None or not isinstance(exc, Exception):
+            return  # nothing raised, or a cancellation / exit: passes through as is
+        import aiohttp
+
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):  # connecting, or waiting for the pool
+            raise httpx.ConnectTimeout(str(exc) or "connect timeout") from exc
+        if isinstance(exc, aiohttp.SocketTimeoutError):  # no byte within the read timeout
+            raise httpx.ReadTimeout(str(exc) or "read timeout") from exc
+        if isinstance(exc, aiohttp.ClientConnectorError):  # DNS, refused, TLS: nothing was sent
+            raise httpx.ConnectError(str(exc)) from exc
+        if isinstance(exc, aiohttp.ServerDisconnectedError):  # after the request went out
+            raise httpx.RemoteProtocolError(str(exc) or "server disconnected") from exc
+        if isinstance(exc, aiohttp.ClientPayloadError):  # the body broke off
+            raise httpx.ReadError(str(exc)) from exc
+        if isinstance(exc, aiohttp.ClientResponseError):  # an answer that is not valid HTTP
+            raise httpx.RemoteProtocolError(str(exc)) from exc
+        if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+            raise httpx.UnsupportedProtocol(str(exc)) from exc
+        if isinstance(exc, aiohttp.ClientError):  # anything else, once connected: unknown
+            raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from exc
+        if isinstance(exc, TimeoutError):  # a timeout aiohttp did not classify: assume sent
+            raise httpx.ReadTimeout(str(exc) or "timeout") from exc
+        return  # any other error passes through as is
+
+
+_AIOHTTP_ERRORS = _AiohttpErrors()
+
+
+def aiohttp_errors() -> contextlib.AbstractContextManager[None]:
     """Raise aiohttp's errors as the httpx exception that says the same about the request.
 
     What matters to the retry policy is whether the request can have reached the
@@ -100,28 +140,7 @@ def aiohttp_errors() -> Iterator[None]:
     failures to open a connection; a connection dropped or reset after that is a
     ``RemoteProtocolError`` or ``ReadError`` (an unknown outcome, possibly billed).
     """
-    import aiohttp
-
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError as exc:  # connecting, or waiting for the pool
-        raise httpx.ConnectTimeout(str(exc) or "connect timeout") from exc
-    except aiohttp.SocketTimeoutError as exc:  # no byte within the read timeout
-        raise httpx.ReadTimeout(str(exc) or "read timeout") from exc
-    except aiohttp.ClientConnectorError as exc:  # DNS, refused, TLS: nothing was sent
-        raise httpx.ConnectError(str(exc)) from exc
-    except aiohttp.ServerDisconnectedError as exc:  # after the request went out
-        raise httpx.RemoteProtocolError(str(exc) or "server disconnected") from exc
-    except aiohttp.ClientPayloadError as exc:  # the body broke off
-        raise httpx.ReadError(str(exc)) from exc
-    except aiohttp.ClientResponseError as exc:  # an answer that is not valid HTTP
-        raise httpx.RemoteProtocolError(str(exc)) from exc
-    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
-        raise httpx.UnsupportedProtocol(str(exc)) from exc
-    except aiohttp.ClientError as exc:  # anything else, once connected: outcome unknown
-        raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from exc
-    except TimeoutError as exc:  # a timeout aiohttp did not classify: assume sent
-        raise httpx.ReadTimeout(str(exc) or "timeout") from exc
+    return _AIOHTTP_ERRORS
 
 
 class _AiohttpStream(httpx.AsyncByteStream):
@@ -131,7 +150,7 @@ class _AiohttpStream(httpx.AsyncByteStream):
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with aiohttp_errors():
+        with _AIOHTTP_ERRORS:
             async for chunk in self._response.content.iter_any():
                 yield chunk
 
@@ -186,13 +205,13 @@ class DirectAnswer:
             # declared length against the cap).
             if int(declared) > limit:
                 raise BodyTooLarge(limit)
-            with aiohttp_errors():
+            with _AIOHTTP_ERRORS:
                 data = await content.read()
             if len(data) > limit:  # pragma: no cover - the parser keeps to the length
                 raise BodyTooLarge(limit)
             return data
         body = CappedBody(headers, limit)  # a declared length past the cap fails here
-        with aiohttp_errors():
+        with _AIOHTTP_ERRORS:
             if body.encoding in ("", "identity") and declared.isdigit():
                 data = await content.read()
                 if len(data) > limit:  # pragma: no cover - the parser keeps to the length
@@ -216,6 +235,59 @@ def _client_timeout(
     return aiohttp.ClientTimeout(total=None, connect=pool, sock_connect=connect, sock_read=read)
 
 
+class _Opened:
+    """``AiohttpTransport.open``'s context: a class, not an async generator (twice per
+    generated edit; an ``asynccontextmanager`` costs a generator, its wrapper, and the
+    event loop's async-generator hooks each time)."""
+
+    __slots__ = ("_args", "_response", "_transport")
+
+    def __init__(
+        self, transport: AiohttpTransport, method: str, url: str, headers: Mapping[str, str],
+        timeout: httpx.Timeout, content: bytes | None, sni_hostname: str | None,
+    ) -> None:
+        self._transport = transport
+        self._args = (method, url, headers, timeout, content, sni_hostname)
+        self._response: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> DirectAnswer:
+        method, url, headers, timeout, content, sni_hostname = self._args
+        transport = self._transport
+        session = transport._session
+        if session is None:
+            session = transport._session = transport._open()
+        options: dict[str, Any] = {}
+        if sni_hostname:
+            options["server_hostname"] = sni_hostname
+        with _AIOHTTP_ERRORS:
+            response = await session.request(
+                method, url, headers=headers, data=content, allow_redirects=False,
+                compress=None,
+                timeout=_client_timeout(timeout.pool, timeout.connect, timeout.read),
+                **options,
+            )
+        self._response = response
+        try:
+            answer = DirectAnswer(response)
+            if _httpx_log.isEnabledFor(logging.INFO):
+                version = response.version
+                _httpx_log.info(
+                    'HTTP Request: %s %s "%s %d %s"', method, _shown(url),
+                    f"HTTP/{version.major}.{version.minor}" if version else "HTTP/1.1",
+                    answer.status_code, answer.reason_phrase,
+                )
+        except BaseException:
+            response.release()
+            raise
+        return answer
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: object
+    ) -> None:
+        if self._response is not None:
+            self._response.release()
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport over one aiohttp ``ClientSession`` (opened on first use, in the
     running event loop; closed with the client). Bodies stay encoded (httpx decodes)."""
@@ -237,43 +309,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         )
 
-    @contextlib.asynccontextmanager
-    async def open(
+    def open(
         self, method: str, url: str, *, headers: Mapping[str, str], timeout: httpx.Timeout,
         content: bytes | None = None, sni_hostname: str | None = None,
-    ) -> AsyncIterator[DirectAnswer]:
+    ) -> _Opened:
         """Send one request straight through aiohttp, without httpx's client machinery
         (request and URL models, header merges, cookies, auth and redirect loops, the
         response stream): what the providers' hot path sends, each header given here
         (nothing is added but ``Host`` and ``Content-Length``), redirects not followed.
         ``sni_hostname``: the name TLS checks the certificate against, when ``url`` names
-        an address (as httpx's ``sni_hostname`` extension). Errors are httpx's
-        (``aiohttp_errors``); the connection is released on exit."""
-
-        if self._session is None:
-            self._session = self._open()
-        options: dict[str, Any] = {}
-        if sni_hostname:
-            options["server_hostname"] = sni_hostname
-        with aiohttp_errors():
-            response = await self._session.request(
-                method, url, headers=headers, data=content, allow_redirects=False,
-                compress=None,
-                timeout=_client_timeout(timeout.pool, timeout.connect, timeout.read),
-                **options,
-            )
-        try:
-            answer = DirectAnswer(response)
-            if _httpx_log.isEnabledFor(logging.INFO):
-                version = response.version
-                _httpx_log.info(
-                    'HTTP Request: %s %s "%s %d %s"', method, _shown(url),
-                    f"HTTP/{version.major}.{version.minor}" if version else "HTTP/1.1",
-                    answer.status_code, answer.reason_phrase,
-                )
-            yield answer
-        finally:
-            response.release()
+        an address (as httpx's ``sni_hostname`` extension). Use as ``async with``: it
+        gives a ``DirectAnswer``; errors are httpx's (``aiohttp_errors``); the connection
+        is released on exit."""
+        return _Opened(self, method, url, headers, timeout, content, sni_hostname)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through aiohttp; the body streams back to httpx."""
@@ -291,7 +339,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         options: dict[str, Any] = {}
         if request.extensions.get("sni_hostname"):
             options["server_hostname"] = request.extensions["sni_hostname"]
-        with aiohttp_errors():
+        with _AIOHTTP_ERRORS:
             response = await self._session.request(
                 request.method,
                 str(request.url),

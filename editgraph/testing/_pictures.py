@@ -482,6 +482,10 @@ class ReferenceTiles:
         self._known[digest] = (tile, size)
         self._trim()
 
+    def knows(self, digest: str) -> bool:
+        """Whether the bytes of hash ``digest`` are known (remembered or decoded)."""
+        return digest in self._known
+
     async def of(
         self, references: Sequence[bytes], hashes: Sequence[str]
     ) -> list[tuple[Tile, tuple[int, int]]]:

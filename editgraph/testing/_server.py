@@ -18,7 +18,8 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
@@ -123,18 +124,23 @@ class Router:
     """
 
     def __init__(self) -> None:
-        self._routes: list[tuple[str, str, bool, Handler]] = []
+        self._routes: list[tuple[str, str, bool, Handler, bool]] = []
 
-    def add(self, method: str, path: str, handler: Handler) -> None:
-        """Serve ``method`` on ``path`` (``/files/{name}``: any one segment after the prefix)."""
+    def add(self, method: str, path: str, handler: Handler, *, eager: bool = False) -> None:
+        """Serve ``method`` on ``path`` (``/files/{name}``: any one segment after the prefix).
+
+        ``eager``: the handler's first step runs as the request is parsed, outside any
+        task (a task is made only if it waits); for handlers that need no current task
+        (aiohttp's client and ``asyncio.timeout`` do)."""
         is_prefix = path.endswith("}")
         pattern = path[: path.rindex("{")] if is_prefix else path
-        self._routes.append((method, pattern, is_prefix, handler))
+        self._routes.append((method, pattern, is_prefix, handler, eager))
 
-    def resolve(self, method: str, path: str) -> tuple[Handler, str] | Response:
-        """The handler for a request and the segment it matched, else a 404 or 405 answer."""
+    def resolve(self, method: str, path: str) -> tuple[Handler, str, bool] | Response:
+        """The handler for a request, the segment it matched and whether it is eager, else
+        a 404 or 405 answer."""
         allowed: list[str] = []
-        for route_method, pattern, is_prefix, handler in self._routes:
+        for route_method, pattern, is_prefix, handler, eager in self._routes:
             if is_prefix:
                 match = path[len(pattern):] if path.startswith(pattern) else ""
                 if not match or "/" in match:
@@ -144,7 +150,7 @@ class Router:
             else:
                 match = ""
             if method == route_method or (method == "HEAD" and route_method == "GET"):
-                return handler, match
+                return handler, match, eager
             allowed.append(route_method)
         if allowed:
             return Response(405, b"405: Method Not Allowed", "text/plain; charset=utf-8",
@@ -225,14 +231,33 @@ class _Connection(asyncio.Protocol):
         if parsed is None:
             return
         request, keep_alive = parsed
-        self._task = asyncio.get_running_loop().create_task(self._serve(request, keep_alive))
-
-    async def _serve(self, request: Request, keep_alive: bool) -> None:
         resolved = self._server._router.resolve(request.method, request.path)
+        serving = self._serve(request, keep_alive, resolved)
+        if not isinstance(resolved, Response) and not resolved[2]:
+            self._task = asyncio.get_running_loop().create_task(serving)
+            return
+        # An eager route's (or the router's own answer's) first step runs here, at once:
+        # most never wait (a file, a 404, a generation without latency), and then no task
+        # is made nor a turn of the loop spent. One that waits goes on in a task from
+        # where it stopped.
+        try:
+            waiting = serving.send(None)
+        except StopIteration:
+            return
+        except Exception:  # noqa: BLE001 - a bug of ours: logged, the connection dropped
+            _log.exception("%s: unhandled error serving %s %s", self._server._label,
+                           request.method, request.path)
+            self.abort()
+            return
+        self._task = asyncio.get_running_loop().create_task(_go_on(serving, waiting))
+
+    async def _serve(
+        self, request: Request, keep_alive: bool, resolved: tuple[Handler, str, bool] | Response
+    ) -> None:
         if isinstance(resolved, Response):
             response = resolved
         else:
-            handler, match = resolved
+            handler, match, _ = resolved
             if match:
                 request = Request(request.method, request.path, request.query, request.headers,
                                   request.body, unquote(match), request._transport)
@@ -374,6 +399,31 @@ class _Connection(asyncio.Protocol):
                 return None
             pieces.append(bytes(buffer[position : position + size]))
             position += size + 2
+
+
+async def _go_on(coroutine: Coroutine[Any, Any, None], waiting: Any) -> None:
+    """Run the rest of ``coroutine``, whose first step already ran and is ``waiting``."""
+    await _resumed(coroutine, waiting)
+
+
+@types.coroutine
+def _resumed(coroutine: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
+    """``coroutine`` from where its first step stopped, ``waiting`` on what it yielded:
+    the task running this sees ``waiting`` as if the coroutine had yielded it to it, and
+    each result or exception it sends back goes on to the coroutine."""
+    while True:
+        try:
+            sent = yield waiting
+        except BaseException as exc:  # noqa: BLE001 - a cancellation, passed on as sent
+            try:
+                waiting = coroutine.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting = coroutine.send(sent)
+            except StopIteration:
+                return
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -307,10 +307,11 @@ class FakeBFL(LoopbackServer):
     # -- server thread ---------------------------------------------------------------
 
     def _add_routes(self, router: Router) -> None:
-        router.add("GET", _REGION_PREFIX + _RESULT_PATH, self._handle_poll)
-        router.add("GET", _RESULT_PATH, self._handle_global_poll)
-        router.add("GET", _DELIVERY_PREFIX + "{name}", self._handle_file)
-        router.add("POST", "/v1/{endpoint}", self._handle_submit)
+        # Eager (no task unless one waits): none of these needs a current task.
+        router.add("GET", _REGION_PREFIX + _RESULT_PATH, self._handle_poll, eager=True)
+        router.add("GET", _RESULT_PATH, self._handle_global_poll, eager=True)
+        router.add("GET", _DELIVERY_PREFIX + "{name}", self._handle_file, eager=True)
+        router.add("POST", "/v1/{endpoint}", self._handle_submit, eager=True)
 
     # -- handlers --------------------------------------------------------------------
 

@@ -147,14 +147,50 @@ class _ApiError(Exception):
         return json_response(body, status=self.status, headers=self.headers)
 
 
+class _Digest:
+    """The sha256 of a result's bytes, computed when first asked for and then kept.
+
+    Most results are never asked for theirs (a 40 KB result hashes in about 58 us, a
+    tenth of a call): only a result sent back as a reference, or ``billed`` read."""
+
+    __slots__ = ("_data", "_hex")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._hex: str | None = None
+
+    @property
+    def hex(self) -> str:
+        """The hex sha256 (computed on the first call; any thread may ask)."""
+        if self._hex is None:
+            self._hex = hashlib.sha256(self._data).hexdigest()
+        return self._hex
+
+
+@dataclass(frozen=True)
+class _Made:
+    """A result the fake rendered: its bytes, their digest (lazy), and what its tile is
+    when it comes back as a reference (``_pictures.result_tile`` of these)."""
+
+    data: bytes
+    digest: _Digest
+    width: int
+    height: int
+    key: str
+
+
 @dataclass(frozen=True)
 class _StoredFile:
     """A result image the fake hosts at one of its URLs."""
 
-    data: bytes
+    made: _Made
     media_type: str
     created_at: float
-    sha256: str  # of ``data``: known when it was made, so a chain need not hash it again
+
+    @property
+    def data(self) -> bytes:
+        """The image's bytes."""
+        return self.made.data
 
 
 @dataclass(frozen=True)
@@ -314,12 +350,17 @@ class FakeTogether(LoopbackServer):
         self._files: OrderedDict[str, _StoredFile] = OrderedDict()
         self._bucket_tokens: float | None = None
         self._bucket_updated = 0.0
-        self._renders: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+        self._renders: OrderedDict[str, _Made] = OrderedDict()
         self._render_bytes = 0
         self._tiles = _pictures.ReferenceTiles(
             _TILE_CACHE_ENTRIES, exif_orientation=exif_orientation,
             animated_references=animated_references,
         )
+        # Results rendered whose tiles ``_tiles`` does not know yet: a result that comes
+        # back as a reference is known by its tile without decoding it, but remembering
+        # each by its hash when made would hash every result (most never come back).
+        self._unremembered: OrderedDict[int, _Made] = OrderedDict()
+        self._billed_digests = 0  # billed records up to here have their sha256 as text
         self._session: aiohttp.ClientSession | None = None
 
 
@@ -340,7 +381,13 @@ class FakeTogether(LoopbackServer):
         bytes) and ``request`` (the JSON body).
         """
         with self._lock:
-            return list(self._billed)
+            records = self._billed
+            for record in records[self._billed_digests:]:  # hashed when first asked for
+                digest = record["sha256"]
+                if isinstance(digest, _Digest):
+                    record["sha256"] = digest.hex
+            self._billed_digests = len(records)
+            return list(records)
 
     @property
     def in_flight(self) -> int:
@@ -382,8 +429,10 @@ class FakeTogether(LoopbackServer):
     # -- server thread ---------------------------------------------------------------
 
     def _add_routes(self, router: Router) -> None:
-        router.add("POST", _GENERATIONS_PATH, self._handle_generation)
-        router.add("GET", _FILES_PREFIX + "{name}", self._handle_file)
+        # Eager (no task unless one waits): a reference on another server is fetched in a
+        # task of its own (``_fetch_loopback``).
+        router.add("POST", _GENERATIONS_PATH, self._handle_generation, eager=True)
+        router.add("GET", _FILES_PREFIX + "{name}", self._handle_file, eager=True)
 
     async def _opened(self) -> None:
         # For references on other loopback servers; proxies from the environment ignored.
@@ -432,6 +481,9 @@ class FakeTogether(LoopbackServer):
             references = [data for data, _ in fetched]
             reference_hashes = [digest or hashlib.sha256(data).hexdigest()
                                 for data, digest in fetched]
+            if self._unremembered and any(not self._tiles.knows(digest)
+                                          for digest in reference_hashes):
+                self._remember_results()  # one of ours sent back as bytes, perhaps
             tiles = await self._tiles_of(references, reference_hashes, generation.references)
             fault = self._fault_draws.draw(self.fault_rate)
             if fault == "drop_before":
@@ -455,8 +507,8 @@ class FakeTogether(LoopbackServer):
                 "model": generation.model,
                 "object": "list",
                 "data": [
-                    self._result_entry(index, image, digest, generation, inference)
-                    for index, (image, digest) in enumerate(images)
+                    self._result_entry(index, made, generation, inference)
+                    for index, made in enumerate(images)
                 ],
             }
         )
@@ -485,9 +537,9 @@ class FakeTogether(LoopbackServer):
         generation: _Generation,
         reference_hashes: Sequence[str],
         tiles: Sequence[_pictures.Tile],
-    ) -> list[tuple[bytes, str]]:
-        """The ``n`` encoded images of a generation and their sha256, each drawn once per
-        distinct request."""
+    ) -> list[_Made]:
+        """The ``n`` encoded images of a generation, each drawn once per distinct request
+        (their sha256 computed only when asked for)."""
         keys = [_render_key(generation, reference_hashes, index) for index in range(generation.n)]
         missing = [index for index, key in enumerate(keys) if key not in self._renders]
         if missing:
@@ -505,21 +557,38 @@ class FakeTogether(LoopbackServer):
             drawn = draw() if quick else await asyncio.to_thread(draw)
             for index, image in zip(missing, drawn):
                 if keys[index] not in self._renders:
-                    digest = hashlib.sha256(image).hexdigest()
-                    self._renders[keys[index]] = (image, digest)
+                    made = _Made(image, _Digest(image), width, height, keys[index])
+                    self._renders[keys[index]] = made
                     self._render_bytes += len(image)
-                    # A later request will likely send this result back as a reference: its
-                    # tile is its base's, known without decoding it.
-                    self._tiles.remember(digest, _pictures.result_tile(width, height, keys[index]),
-                                         (width, height))
+                    # A later request will likely send this result back as a reference:
+                    # its tile is its base's, known without decoding it (remembered by its
+                    # hash once one is asked for: ``_remember_results``).
+                    self._unremembered[id(made)] = made
+                    while len(self._unremembered) > _TILE_CACHE_ENTRIES:
+                        self._unremembered.popitem(last=False)
         images = []
         for key in keys:
             self._renders.move_to_end(key)
             images.append(self._renders[key])
         while self._render_bytes > _RENDER_CACHE_BYTES and len(self._renders) > len(keys):
-            _, (dropped, _) = self._renders.popitem(last=False)
-            self._render_bytes -= len(dropped)
+            _, dropped = self._renders.popitem(last=False)
+            self._render_bytes -= len(dropped.data)
         return images
+
+    def _remember(self, made: _Made) -> str:
+        """``made``'s tile known to ``_tiles`` by its hash (computed now if need be); the hash."""
+        digest = made.digest.hex
+        self._unremembered.pop(id(made), None)
+        if not self._tiles.knows(digest):
+            self._tiles.remember(digest, _pictures.result_tile(made.width, made.height, made.key),
+                                 (made.width, made.height))
+        return digest
+
+    def _remember_results(self) -> None:
+        """Every recent result's tile known by its hash (each hashed once): a reference sent
+        as bytes (a ``data:`` URI, an image host) may be one of them."""
+        for made in list(self._unremembered.values()):
+            self._remember(made)
 
     async def _handle_file(self, request: Request) -> Response:
         if not request.header("User-Agent").strip():
@@ -612,10 +681,14 @@ class FakeTogether(LoopbackServer):
                 "404 Not Found (the URL has expired or never existed).",
                 param=field,
             )
-        return stored.data, stored.sha256
+        return stored.data, self._remember(stored.made)
 
     async def _fetch_loopback(self, url: str, field: str, position: int) -> bytes:
-        """GET a reference from another server on this machine (an image host, a local S3)."""
+        """GET a reference from another server on this machine (an image host, a local S3),
+        in a task (aiohttp's timeouts need one; the handler runs eagerly, outside any)."""
+        if asyncio.current_task() is None:
+            return await asyncio.get_running_loop().create_task(
+                self._fetch_loopback(url, field, position))
         assert self._session is not None
         try:
             async with self._session.get(url) as response:
@@ -640,7 +713,7 @@ class FakeTogether(LoopbackServer):
         response_id: str,
         generation: _Generation,
         body: dict[str, Any],
-        images: Sequence[tuple[bytes, str]],
+        images: Sequence[_Made],
     ) -> None:
         records = [
             {
@@ -652,16 +725,16 @@ class FakeTogether(LoopbackServer):
                 "width": generation.width,
                 "height": generation.height,
                 "output_format": generation.output_format,
-                "sha256": digest,
+                "sha256": made.digest,  # its text when ``billed`` is read
                 "request": body,
             }
-            for index, (_, digest) in enumerate(images)
+            for index, made in enumerate(images)
         ]
         with self._lock:
             self._billed.extend(records)
 
     def _result_entry(
-        self, index: int, image: bytes, digest: str, generation: _Generation, inference: float
+        self, index: int, made: _Made, generation: _Generation, inference: float
     ) -> dict[str, Any]:
         # The service may add `timings` to each item (Together's skills repository shows
         # {"inference": 0.799}).
@@ -670,11 +743,11 @@ class FakeTogether(LoopbackServer):
             return {
                 "index": index,
                 "type": "b64_json",
-                "b64_json": base64.b64encode(image).decode("ascii"),
+                "b64_json": base64.b64encode(made.data).decode("ascii"),
                 "timings": timings,
             }
         name = f"{os.urandom(16).hex()}.{_EXTENSIONS[generation.output_format]}"
-        self._store_file(name, image, _MEDIA_TYPES[generation.output_format], digest)
+        self._store_file(name, made, _MEDIA_TYPES[generation.output_format])
         return {
             "index": index,
             "type": "url",
@@ -684,15 +757,14 @@ class FakeTogether(LoopbackServer):
 
     # -- hosted files ----------------------------------------------------------------
 
-    def _store_file(self, name: str, data: bytes, media_type: str, sha256: str) -> None:
+    def _store_file(self, name: str, made: _Made, media_type: str) -> None:
         now = self._clock()
         while self._files:
             oldest = next(iter(self._files.values()))
             if now - oldest.created_at < self.url_ttl:
                 break
             self._files.popitem(last=False)
-        self._files[name] = _StoredFile(data=data, media_type=media_type, created_at=now,
-                                        sha256=sha256)
+        self._files[name] = _StoredFile(made=made, media_type=media_type, created_at=now)
 
     def _fresh_file(self, name: str) -> _StoredFile | None:
         stored = self._files.get(name)
