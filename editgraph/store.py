@@ -63,29 +63,14 @@ _MODE_RAW = diskcache.core.MODE_RAW
 
 
 @functools.lru_cache(maxsize=64)
-def _rows_with_query(records: int, count: int, blobs: int) -> str:
-    """In one statement (see ``lookup_with``), each row tagged with its part: 0, the
-    live rows of ``count`` names (``_rows_query``); 1, the rows of ``blobs`` names
-    without their values (whether each is kept); 2, the image row each of the first
-    ``records`` names' record text names as its ``"output_hash":"<hex>"`` (found by
-    position, not by parsing the JSON: a guess, checked against the parsed record)."""
-    live = "raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
+def _rows_with_query(count: int, blobs: int) -> str:
+    """``_rows_query`` of ``count`` names, and then the rows of ``blobs`` names without
+    their values (whether each is kept), in one statement (see ``lookup_with``)."""
     return (
-        f"SELECT 0, key, mode, filename, value FROM Cache WHERE key IN "
-        f"({','.join('?' * count)}) AND {live}"
-        f" UNION ALL SELECT 1, key, mode, filename, NULL FROM Cache WHERE key IN "
-        f"({','.join('?' * blobs)}) AND {live}"
-        " UNION ALL SELECT 2, image.key, image.mode, image.filename, image.value"
-        " FROM Cache AS record JOIN Cache AS image ON image.key = 'blob:' || substr("
-        f"record.value, instr(record.value, '{_OUTPUT_HASH}') + {len(_OUTPUT_HASH)}, 64)"
-        " AND image.raw = 1 AND (image.expire_time IS NULL OR image.expire_time > ?)"
-        f" WHERE record.key IN ({','.join('?' * records)}) AND record.raw = 1"
-        f" AND typeof(record.value) = 'text' AND instr(record.value, '{_OUTPUT_HASH}') > 0"
+        _rows_query(count) + " UNION ALL SELECT key, mode, filename, NULL FROM Cache WHERE key "
+        f"IN ({','.join('?' * blobs)}) AND raw = 1 "
+        "AND (expire_time IS NULL OR expire_time > ?)"
     )
-
-
-#: Where a record's JSON text (as pydantic writes it) gives its image's hash.
-_OUTPUT_HASH = '"output_hash":"'
 
 
 @functools.lru_cache(maxsize=64)
@@ -751,20 +736,14 @@ class DiskStore:
             return (self.lookup(keys), all(self.has_blob(h) for h in blobs),
                     self.history_keys(history, graph))
         wanted = [*names, *entries]
-        now = time.time()
-        rows = self._select(_rows_with_query(len(names), len(wanted), len(blob_names)),
-                            (*wanted, now, *blob_names, now, now, *names))
+        rows = self._select(_rows_with_query(len(wanted), len(blob_names)),
+                            (*wanted, time.time(), *blob_names, time.time()))
         records: list[tuple[str, int, str | None, Any]] = []
         kept: set[str] = set()
-        images: dict[str, tuple[str, int, str | None, Any]] = {}
         found_history: dict[str, str] = {}
-        for part, *row in rows:
+        for row in rows:
             name = row[0]
-            if part == 2:
-                images[name] = row
-            elif part == 1:
-                kept.add(name)
-            elif name in names:
+            if name in names:
                 records.append(row)
             elif name in entries:  # as ``_history_keys`` reads one
                 text = row[3]
@@ -775,16 +754,15 @@ class DiskStore:
                     key = _history_key(text) if isinstance(text, str) else None
                 if key is not None:
                     found_history[entries[name]] = key
-        return (self._verified(names, records, images),
+            else:
+                kept.add(name)
+        return (self._verified(names, records),
                 all(name in kept for name in blob_names), found_history)
 
     def _verified(self, names: Mapping[str, str],
-                  rows: Sequence[tuple[str, int, str | None, Any]],
-                  images: Mapping[str, tuple[str, int, str | None, Any]] | None = None,
-                  ) -> dict[str, RecordFacts]:
+                  rows: Sequence[tuple[str, int, str | None, Any]]) -> dict[str, RecordFacts]:
         """``lookup``'s hits from the record ``rows`` of ``names`` (row name -> key): each
-        image read (one SELECT, unless ``images`` holds its row already) and hashed; the
-        rest through ``get_verified_record``."""
+        image read (one SELECT) and hashed; the rest through ``get_verified_record``."""
         found: dict[str, RecordFacts] = {}
         slow: list[str] = []
         users: dict[str, list[tuple[str, RecordFacts]]] = {}
@@ -803,11 +781,7 @@ class DiskStore:
                 using.append((names[name], facts))
         if users:
             sha256 = hashlib.sha256
-            wanted = [_BLOB + h for h in users]
-            read = [] if images is None else [images[n] for n in wanted if n in images]
-            if len(read) < len(wanted):
-                read += self._rows([n for n in wanted if images is None or n not in images])
-            for name, mode, filename, value in read:
+            for name, mode, filename, value in self._rows([_BLOB + h for h in users]):
                 data = value if mode == _MODE_RAW else self._fetch((mode, filename, value))
                 content_hash = name[len(_BLOB):]
                 if type(data) is bytes and sha256(data).hexdigest() == content_hash:

@@ -954,43 +954,6 @@ def test_lookup_with_answers_as_lookup_has_blob_and_history_keys_do(
     assert store.lookup_with([], blobs=[sha(source)], history=[], graph="g")[1] is False
 
 
-def test_lookup_with_reads_the_hits_images_in_its_one_statement_checked_as_ever(
-    store: DiskStore, plain: diskcache.Cache
-) -> None:
-    """The first layer's images come in lookup_with's one statement, found by where each
-    record's text says "output_hash", and are checked as ever: one statement in all for
-    plain hits; a record whose parameters name another kept image first still gets its
-    own (read again); an image kept in a file is read from it; a flipped image is a
-    repaired miss; the answers are lookup's."""
-    plain_hits = [keep(store, f"k{n}", png((n, 0, 0))) for n in range(2)]
-    statements: list[str] = []
-    store._cache._con.set_trace_callback(statements.append)
-    try:
-        found, _, _ = store.lookup_with(["k0", "k1"], blobs=[], history=[], graph="g")
-        assert len(statements) == 1 and statements[0].startswith("SELECT")
-    finally:
-        store._cache._con.set_trace_callback(None)
-    assert [found[r.key].output_hash for r in plain_hits] == [r.output_hash for r in plain_hits]
-    other = png((7, 7, 7))
-    store.put_blob(sha(other), other)
-    decoy = keep(store, "decoy", png((8, 8, 8)), parameters={"output_hash": sha(other)})
-    assert decoy.model_dump_json().index(sha(other)) < decoy.model_dump_json().index(
-        decoy.output_hash)
-    noise = Image.frombytes("RGB", (128, 128), hashlib.shake_256(b"noise").digest(128 * 128 * 3))
-    buffer = io.BytesIO()
-    noise.save(buffer, format="PNG")
-    large = keep(store, "large", buffer.getvalue())
-    assert len(buffer.getvalue()) > 40_000  # kept in a file of its own
-    bad = keep(store, "bad", png((9, 9, 9)))
-    plain.set(f"blob:{bad.output_hash}", b"flipped")
-    keys = ["k0", "decoy", "large", "bad", "k1"]
-    found, _, _ = store.lookup_with(keys, blobs=[], history=[], graph="g")
-    assert sorted(found) == ["decoy", "k0", "k1", "large"] and store.repaired == 2
-    assert found["decoy"].output_hash == decoy.output_hash
-    assert found["large"].output_hash == large.output_hash
-    assert found == store.lookup(keys)
-
-
 def test_lookup_with_an_expired_record_or_history_finds_neither(
     store: DiskStore, plain: diskcache.Cache
 ) -> None:
