@@ -15,6 +15,7 @@ import functools
 import hashlib
 import os
 import urllib.parse
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -198,6 +199,10 @@ def write_batch_report(
     With ``memo``, the scan carries on from where the last one ended when the journal
     still begins with exactly the bytes that scan read (checked by their hash), so a
     pass reads only the lines added since; anything else is a scan from the start.
+    When every line added since shows its item's row as it was (a cached pass: the
+    same status, outputs, cost and error; only times differ), the totals are the same
+    and the page the memo saw written is still there untouched (the same file, size and
+    modification time), the page is left as it is: its rows would be the same bytes.
     """
     folder = Path(folder)
     absolute = os.path.abspath(folder)
@@ -210,6 +215,8 @@ def write_batch_report(
         digest = scan.digest if memo is not None else None
         journal.seek(offset)
         complete = True
+        # Whether a row differs from the page the memo saw (a scan from the start: yes).
+        changed = scan.offset == 0
         for line in journal:
             here, offset = offset, offset + len(line)
             if digest is not None:
@@ -221,11 +228,15 @@ def write_batch_report(
             if isinstance(entry, dict) and isinstance(entry.get("id"), str):
                 spent += _number(entry.get("cost"))
                 status = _STATUSES.get(entry.get("status"), len(_STATUSES))  # type: ignore[arg-type]
-                packed = here * 16 + status * 2 + bool(entry.get("cached"))
+                row = zlib.crc32(to_json([entry.get(name) for name in _ROW_FIELDS]))
+                packed = (((row << _OFFSET_BITS) | here) << 4) | status * 2 | bool(
+                    entry.get("cached"))
                 earlier = latest.get(entry["id"])
                 if earlier is not None:
                     counts[(earlier >> 1) & 7] -= 1
                     cached -= earlier & 1
+                if earlier is None or earlier >> _ROW_SHIFT != row:
+                    changed = True
                 latest[entry["id"]] = packed
                 counts[status] += 1
                 cached += packed & 1
@@ -234,21 +245,21 @@ def write_batch_report(
                 # (its rest, read next, would look like a line of its own) or cut short.
                 complete = False
                 break
-    if digest is not None and memo is not None and complete and offset > scan.offset:
-        # Kept only up to a line's end: a line cut short is read again, with whatever
-        # follows it, as a scan from the start would read it.
-        memo.put(to_json({
-            "version": _SCAN_VERSION, "offset": offset, "digest": digest.hexdigest(),
-            "ids": list(latest), "packed": list(latest.values()), "counts": counts,
-            "cached": cached, "spent": spent,
-        }).decode())
+    target = Path(path if path is not None else folder / "batch.html")
+    # The page the memo saw written, as (its path, the folder as shown, size, mtime, inode).
+    page = [os.fspath(target), str(folder), *_page_stamp(target)]
+    if (not changed and complete and spent == scan.spent and scan.page == page
+            and memo is not None):
+        if offset > scan.offset:
+            memo.put(_scan_text(offset, digest, latest, counts, cached, spent, page))
+        return target
     totals: dict[str, float] = {"count": len(latest), "cached": cached, "spent": spent}
     totals.update({name: counts[index] for name, index in _STATUSES.items()})
 
     def rows() -> Iterator[Markup]:
         with open(journal_path, "rb") as journal:
             for number, packed in enumerate(latest.values(), 1):
-                journal.seek(packed >> 4)
+                journal.seek((packed >> 4) & _OFFSET_MASK)
                 entry = from_json(journal.readline(), cache_strings="keys")
                 yield _batch_row(number, entry, absolute)
 
@@ -259,15 +270,46 @@ def write_batch_report(
         totals=totals,
         rows=rows(),
     )
-    target = Path(path if path is not None else folder / "batch.html")
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(target, (chunk.encode("utf-8") for chunk in chunks))  # streamed
+    if digest is not None and memo is not None and complete and offset > scan.offset:
+        # Kept only up to a line's end: a line cut short is read again, with whatever
+        # follows it, as a scan from the start would read it.
+        page[2:] = _page_stamp(target)
+        memo.put(_scan_text(offset, digest, latest, counts, cached, spent, page))
     return target
 
 
 #: An item's statuses, as packed in ``write_batch_report`` (any other counts as none).
 _STATUSES = {"done": 0, "failed": 1, "moderated": 2, "skipped": 3}
-_SCAN_VERSION = 1
+_SCAN_VERSION = 2
+#: What an item's row shows of its line (a line's times are not shown).
+_ROW_FIELDS = ("id", "status", "cached", "cost", "inputs", "outputs", "error",
+               "possibly_billed_twice", "possibly_billed")
+#: An item packed as (crc32 of its row's fields, where its latest line starts, its
+#: status, whether it was cached); the offset takes ``_OFFSET_BITS`` bits (256 TB).
+_OFFSET_BITS = 48
+_OFFSET_MASK = (1 << _OFFSET_BITS) - 1
+_ROW_SHIFT = _OFFSET_BITS + 4
+
+
+def _page_stamp(page: Path) -> list[int]:
+    """The page's size, modification time (ns) and inode; empty when it is not there."""
+    try:
+        found = os.stat(page)
+    except OSError:
+        return []
+    return [found.st_size, found.st_mtime_ns, found.st_ino]
+
+
+def _scan_text(offset: int, digest: Any, latest: dict[str, int], counts: list[int],
+               cached: int, spent: float, page: list[Any]) -> str:
+    """A scan's place and findings, as ``_resumed_scan`` reads them back."""
+    return to_json({
+        "version": _SCAN_VERSION, "offset": offset, "digest": digest.hexdigest(),
+        "ids": list(latest), "packed": list(latest.values()), "counts": counts,
+        "cached": cached, "spent": spent, "page": page,
+    }).decode()
 
 
 @dataclasses.dataclass
@@ -280,6 +322,8 @@ class _Scan:
     spent: float = 0.0
     offset: int = 0
     digest: Any = dataclasses.field(default_factory=hashlib.sha256)
+    #: The page written after that scan (see ``write_batch_report``), or None.
+    page: list[Any] | None = None
 
 
 def _resumed_scan(journal: BinaryIO, memo: ScanMemo | None) -> _Scan | None:
@@ -309,7 +353,8 @@ def _resumed_scan(journal: BinaryIO, memo: ScanMemo | None) -> _Scan | None:
             return None
         return _Scan(latest=dict(zip(state["ids"], state["packed"], strict=True)),
                      counts=counts, cached=int(state["cached"]), spent=float(state["spent"]),
-                     offset=offset, digest=digest)
+                     offset=offset, digest=digest,
+                     page=state["page"] if isinstance(state.get("page"), list) else None)
     except (ValueError, KeyError, TypeError, OSError):
         return None
 

@@ -102,6 +102,21 @@ _ADD_ROW = (
 _ADD_ROW_NEW = (_ADD_ROW + " AND Cache.expire_time IS NOT NULL"
                 " AND Cache.expire_time <= excluded.store_time")
 
+#: The saved total (``_SAVED``, microdollars as text, kept in its row) grown by an
+#: amount (< 10**17), in one statement: a new row, or the sum in place of the row there
+#: when it is up to 18 digits of text kept in its row, without expiry (any other is
+#: read and replaced through diskcache by ``_add_saved``).
+_ADD_SAVED = (
+    "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag,"
+    " size, mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, ?, ?, NULL, ?)"
+    " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time,"
+    " access_time = excluded.access_time, expire_time = NULL,"
+    " value = CAST(CAST(Cache.value AS INTEGER) + CAST(excluded.value AS INTEGER) AS TEXT)"
+    " WHERE Cache.filename IS NULL AND Cache.expire_time IS NULL AND Cache.mode = excluded.mode"
+    " AND typeof(Cache.value) = 'text' AND Cache.value GLOB '[0-9]*'"
+    " AND NOT Cache.value GLOB '*[^0-9]*' AND length(Cache.value) <= 18"
+)
+
 #: A lease of one owner given back, in one statement (``_lease_value`` writes the owner
 #: first: ``{"owner": "<hex>", ...``).
 _DELETE_LEASE = (
@@ -1222,9 +1237,22 @@ class DiskStore:
                 memo.stamp = (con, memo.stamp[1], after)
 
     def _add_saved(self, microdollars: int) -> None:
-        with self._cache.transact():
-            current = int(self._cache.get(_SAVED, "0"))
-            self._cache.set(_SAVED, str(current + microdollars))
+        """The saved total grown by ``microdollars``: one statement (its own transaction,
+        or part of the caller's); diskcache's get and set took five, and a batch pass
+        commits it once per group of items finishing. A row not as it writes it (kept in
+        a file, not digits) is read and replaced through diskcache, as before."""
+        cache = self._cache
+        now = time.time()
+        size, mode, filename, value = cache.disk.store(str(microdollars), False, key=_SAVED)
+        if filename is None and 0 <= microdollars < 10**17 and cache._con.execute(
+            _ADD_SAVED, (_SAVED, now, now, size, mode, value),
+        ).rowcount:
+            return
+        if filename is not None:  # (a text that short is never kept in a file)
+            cache.disk.remove(filename)
+        with cache.transact():
+            current = int(cache.get(_SAVED, "0"))
+            cache.set(_SAVED, str(current + microdollars))
 
     def hold_saved(self, hold: bool = True) -> None:
         """Hold what ``add_saved`` adds in memory, for ``commit_held`` to write many items'
@@ -1252,10 +1280,13 @@ class DiskStore:
             return
 
         def commit() -> None:
+            if not notes:  # one statement, its own transaction
+                self._add_saved(held)
+                return
             with self._cache.transact():
                 if held:
                     self._add_saved(held)
-                for name, value in (notes or {}).items():
+                for name, value in notes.items():
                     self._cache.set(_NOTE + name, value)
 
         try:

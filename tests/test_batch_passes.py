@@ -404,16 +404,95 @@ def test_a_pass_report_reads_only_the_lines_added_since_the_last(
         return real(data, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(report, "from_json", counting)
-    eg.batch(recipe, inputs, out=out, provider=provider, cache=tmp_path / "cache")
+    eg.batch(recipe, inputs, out=out, provider=provider, cache=tmp_path / "cache",
+             settings={"colour": "#445566"})
     lines = (out / "batch.jsonl").read_bytes().splitlines(keepends=True)
     # The memo (text), this pass's three lines, then each row's latest line once more
     # (rows in the order items were first seen).
     assert isinstance(parsed[0], str) and len(lines) == 9
     assert parsed[1:4] == lines[-3:] and sorted(parsed[4:]) == sorted(lines[-3:])  # type: ignore[type-var]
+    # A pass whose rows all read as before (only times differ): its lines are parsed,
+    # no row is read again and the page is left as it was.
+    eg.batch(recipe, inputs, out=out, provider=provider, cache=tmp_path / "cache",
+             settings={"colour": "#445566"})  # now cached, at no cost: rows change
+    before = (out / "batch.html").read_bytes()
+    parsed.clear()
+    eg.batch(recipe, inputs, out=out, provider=provider, cache=tmp_path / "cache",
+             settings={"colour": "#445566"})
+    lines = (out / "batch.jsonl").read_bytes().splitlines(keepends=True)
+    assert isinstance(parsed[0], str) and parsed[1:] == lines[-3:]
+    assert (out / "batch.html").read_bytes() == before
     monkeypatch.undo()
     written = "\n".join(line for line in (out / "batch.html").read_text().splitlines()
                         if " UTC · " not in line)
     assert written == _page(out)
+
+
+def test_a_report_whose_rows_read_as_before_leaves_its_page_else_writes_it(
+    tmp_path: Path,
+) -> None:
+    """With a memo: lines that repeat each item's row (other times) leave the page as
+    it is; a row that changes (status, outputs), a new item, a cost (the total spent),
+    the page deleted or written over each write it again, as a full scan shows it."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    journal_file = folder / "batch.jsonl"
+    page = folder / "batch.html"
+
+    def timed(item: str, status: str, when: float, **fields: object) -> str:
+        entry = {"id": item, "inputs": {}, "status": status, "outputs": {"x": f"{item}/x.png"},
+                 "cost": 0.0, "cached": True, "elapsed": when, "finished_at": when}
+        return json.dumps({**entry, **fields}) + "\n"
+
+    def append(*lines: str) -> None:
+        with open(journal_file, "a") as handle:
+            handle.write("".join(lines))
+
+    def stamp() -> tuple[int, int]:
+        found = page.stat()
+        return found.st_ino, found.st_mtime_ns
+
+    def full() -> str:
+        return _page(folder)
+
+    def written() -> str:
+        return "\n".join(line for line in page.read_text().splitlines() if " UTC · " not in line)
+
+    memo = _Memo()
+    journal_file.write_text(timed("a", "done", 1.0) + timed("b", "failed", 1.0, cached=False,
+                                                            error="boom"))
+    write_batch_report(folder, memo=memo)
+    append(timed("a", "done", 2.0), timed("b", "failed", 2.0, cached=False, error="boom"))
+    kept = stamp()
+    write_batch_report(folder, memo=memo)
+    assert stamp() == kept and written() == full()
+    for change in (timed("b", "done", 3.0),  # a status
+                   timed("a", "done", 5.0, outputs={"x": "a/y.png"}),  # an output
+                   timed("c", "done", 6.0)):  # a new item
+        append(change)
+        write_batch_report(folder, memo=memo)
+        assert stamp() != kept and written() == full(), change
+        kept = stamp()
+        append(change.replace('"finished_at"', '"elapsed": 9.0, "finished_at"'))
+        write_batch_report(folder, memo=memo)
+        assert stamp() == kept and written() == full()
+    for _ in range(2):  # a cost: the total spent changes, even on a row as it was
+        append(timed("b", "done", 4.0, cost=0.25))
+        write_batch_report(folder, memo=memo)
+        assert stamp() != kept and written() == full()
+        kept = stamp()
+    page.unlink()
+    append(timed("a", "done", 7.0, outputs={"x": "a/y.png"}))
+    write_batch_report(folder, memo=memo)
+    assert page.is_file() and written() == full()
+    page.write_text("edited by hand")
+    append(timed("a", "done", 8.0, outputs={"x": "a/y.png"}))
+    write_batch_report(folder, memo=memo)
+    assert written() == full()
+    other = write_batch_report(folder, folder / "other.html", memo=memo)
+    append(timed("a", "done", 9.0, outputs={"x": "a/y.png"}))
+    assert write_batch_report(folder, memo=memo) == page and written() == full()
+    assert other.is_file()
 
 
 def _history_key(tmp_path: Path, recipe: Path, item: str, node: str) -> str | None:

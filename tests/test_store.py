@@ -636,6 +636,34 @@ def test_unreadable_history_is_absent(store: DiskStore, plain: diskcache.Cache) 
     assert store.get_history("blue") is None
 
 
+@pytest.mark.parametrize(("there", "expire", "after"), [
+    (None, None, "250000"),
+    ("1500", None, "251500"),  # as the store writes it: grown in place
+    (b"1500", None, "251500"),  # not text: read and written through diskcache
+    ("1500", 1000.0, "251500"),  # an expiry: through diskcache, which then keeps none
+    ("1500", -1.0, "250000"),  # expired: counted as none, as diskcache reads it
+    ("1" + "0" * 30, None, None),  # past SQLite's integers: through diskcache
+], ids=["none", "text", "bytes", "expiring", "expired", "huge"])
+def test_the_saved_total_grows_in_one_statement_or_through_diskcache(
+    store: DiskStore, plain: diskcache.Cache, there: str | bytes | None, expire: float | None,
+    after: str | None,
+) -> None:
+    """add_saved (and a batch's commit_held) adds to the total in place when the row is
+    the digits the store writes, else reads and rewrites it as diskcache does: either
+    way diskcache reads back the sum as text, with no expiry."""
+    if there is not None:
+        plain.set("stats:saved_microdollars", there, expire=expire)
+    store.add_saved(0.25)
+    expected = after if after is not None else str(10**30 + 250_000)
+    assert plain.get("stats:saved_microdollars") == expected
+    assert store.stats().saved_usd == pytest.approx(int(expected) / 1_000_000)
+    store.hold_saved()
+    store.add_saved(0.5)
+    store.commit_held()
+    assert plain.get("stats:saved_microdollars") == str(int(expected) + 500_000)
+    assert plain.get("stats:saved_microdollars", expire_time=True)[1] is None
+
+
 def test_stats_count_records_blobs_bytes_and_savings(store: DiskStore) -> None:
     """stats() reports entries, volume and the saved-spend total."""
     empty = store.stats()
