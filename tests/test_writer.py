@@ -143,21 +143,23 @@ def test_a_deep_chain_pays_one_commit_per_link(tmp_path: Path) -> None:
     again.close()
 
 
+def _chain(cache: Path, first_prompt: str) -> eg.Graph:
+    """Two edits in a chain on ``cache``; the first's prompt starts with ``first_prompt``."""
+    graph = eg.Graph(cache_dir=cache)
+    first = graph.edit(f"{first_prompt} {graph.image(RED, name='car')}", name="first")
+    graph.edit(f"Frame {first}", name="second")
+    return graph
+
+
 def test_a_lease_taken_ahead_for_a_cached_edit_is_given_back(tmp_path: Path) -> None:
     """A lease taken ahead for an edit then served from the cache is freed by the run."""
     cache = tmp_path / "cache"
     same = png_bytes((9, 9, 9))
 
-    def chain(first_prompt: str) -> eg.Graph:
-        graph = eg.Graph(cache_dir=cache)
-        first = graph.edit(f"{first_prompt} {graph.image(RED, name='car')}", name="first")
-        graph.edit(f"Frame {first}", name="second")
-        return graph
-
     provider = CountingProvider(image_for=lambda request: same)
-    chain("Paint").run(provider=provider)
+    _chain(cache, "Paint").run(provider=provider)
     # A new prompt for "first" that gives the same bytes: "second" keeps its key.
-    run = chain("Repaint").run(provider=provider)
+    run = _chain(cache, "Repaint").run(provider=provider)
     assert provider.nodes == ["first", "second", "first"]
     assert run["second"].cached and not run["first"].cached
     store = DiskStore(cache)  # another owner: it takes a lease only if it was freed
@@ -188,16 +190,10 @@ def test_a_failed_lease_taken_ahead_and_never_used_is_heard(
     cache = tmp_path / "cache"
     same = png_bytes((7, 7, 7))
 
-    def chain(first_prompt: str) -> eg.Graph:
-        graph = eg.Graph(cache_dir=cache)
-        first = graph.edit(f"{first_prompt} {graph.image(RED, name='car')}", name="first")
-        graph.edit(f"Frame {first}", name="second")
-        return graph
-
     provider = CountingProvider(image_for=lambda request: same)
-    second_key = chain("Paint").run(provider=provider)["second"].key
+    second_key = _chain(cache, "Paint").run(provider=provider)["second"].key
     store = AheadFailsStore(cache, refused=second_key)
-    graph = chain("Repaint")
+    graph = _chain(cache, "Repaint")
     graph._store = store  # the run's store: a real DiskStore on the same folder
     with caplog.at_level(logging.ERROR):
         run = graph.run(provider=provider)
